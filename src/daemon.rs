@@ -1,0 +1,303 @@
+//! Mount lifecycle: open an image's layers, mount, tell the waiting parent
+//! that the mount is live, serve until unmounted or signalled, clean up.
+//!
+//! `layerfs mount` (without `--foreground`) re-executes itself with
+//! `--foreground --notify-ready` in a new session, reads one line from the
+//! child's stdout ("READY" once the kernel has completed the FUSE handshake)
+//! and then checks the mount answers `statfs` before returning. Anything
+//! else is a failure, reported with the child's stderr.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::fuse::LayerFs;
+use crate::store::{MountRecord, Store};
+use crate::vfs::{Layer, Vfs};
+
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Options of one mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// `-o` options, comma-separated lists already split.
+    pub options: Vec<String>,
+}
+
+/// Opens the layers of image `id`, top layer first.
+pub fn open_layers(store: &Store, id: &str) -> Result<Vec<Layer>> {
+    let rec = store.image(id)?;
+    rec.layers
+        .iter()
+        .rev()
+        .map(|c| Layer::open(&store.layer_dir(c), c).with_context(|| format!("layer {c}")))
+        .collect()
+}
+
+fn fuse_config(image: &str, opts: &MountOptions) -> Result<Config> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("layerfs:{}", &image[..12.min(image.len())])),
+        MountOption::Subtype("layerfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RO,
+    ];
+    for o in &opts.options {
+        let mo = match o.as_str() {
+            "" => continue,
+            "allow_other" => {
+                cfg.acl = SessionACL::All;
+                continue;
+            }
+            "allow_root" => {
+                cfg.acl = SessionACL::RootAndOwner;
+                continue;
+            }
+            "ro" | "default_permissions" => continue,
+            "rw" => {
+                bail!("-o rw: the read-write branch is not supported yet; mounts are read-only")
+            }
+            "auto_unmount" => MountOption::AutoUnmount,
+            "dev" => MountOption::Dev,
+            "nodev" => MountOption::NoDev,
+            "suid" => MountOption::Suid,
+            "nosuid" => MountOption::NoSuid,
+            "exec" => MountOption::Exec,
+            "noexec" => MountOption::NoExec,
+            "atime" => MountOption::Atime,
+            "noatime" => MountOption::NoAtime,
+            other => MountOption::CUSTOM(other.to_string()),
+        };
+        cfg.mount_options.push(mo);
+    }
+    cfg.n_threads = Some(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8),
+    );
+    cfg.clone_fd = true;
+    Ok(cfg)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain sigset manipulation on a local set; pthread_sigmask
+    // only changes this thread's mask (threads created later inherit it).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Runs the FUSE daemon in this process until the mount goes away.
+/// With `notify_ready`, writes "READY\n" to stdout once mounted and then
+/// detaches stdout and stderr (to the log file `mounts/<key>.log`).
+pub fn run_foreground(
+    store: &Store,
+    id: &str,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify_ready: bool,
+) -> Result<()> {
+    let layers = open_layers(store, id)?;
+    tracing::info!(image = id, layers = layers.len(), "opening image");
+    let vfs = Arc::new(Vfs::new(layers));
+    let cfg = fuse_config(id, opts)?;
+    let sigset = block_signals();
+    let mut session = fuser::Session::new(LayerFs::new(vfs), mountpoint, &cfg)
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    let record = MountRecord {
+        pid: std::process::id(),
+        image: id.to_string(),
+        mountpoint: mountpoint.to_path_buf(),
+        rw: None,
+    };
+    let record_path = store.register_mount(&record)?;
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on a set that every thread has blocked.
+            unsafe { libc::sigwait(&sigset, &mut sig) };
+            tracing::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!("unmount failed: {e}");
+            }
+        })?;
+    if notify_ready {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "READY")?;
+        out.flush()?;
+        drop(out);
+        let log = record_path.with_extension("log");
+        detach_stdio(&log)?;
+    }
+    let res = session.run();
+    let _ = std::fs::remove_file(&record_path);
+    tracing::info!("unmounted {}", mountpoint.display());
+    res.context("FUSE session")
+}
+
+fn detach_stdio(log: &Path) -> Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    let log = std::fs::File::create(log)?;
+    // SAFETY: dup2 onto the standard descriptors; both sources are open.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+/// Does `statfs` on `path` say it is a FUSE mount?
+pub fn is_fuse_mount(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == FUSE_SUPER_MAGIC
+    }
+}
+
+/// Starts the daemon in the background and waits until the mount answers.
+pub fn spawn_background(
+    root: &Path,
+    id: &str,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<u32> {
+    let exe = std::env::current_exe().context("finding the layerfs executable")?;
+    let mut args: Vec<OsString> = vec![
+        "--root".into(),
+        root.into(),
+        "mount".into(),
+        id.into(),
+        mountpoint.into(),
+    ];
+    args.push("--foreground".into());
+    args.push("--notify-ready".into());
+    for o in &opts.options {
+        args.push("-o".into());
+        args.push(o.into());
+    }
+    let mut cmd = Command::new(exe);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
+    // caller's terminal and process group so a Ctrl-C there does not kill it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the mount daemon")?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "READY" {
+        let status = child.wait()?;
+        let err = err_reader.join().unwrap_or_default();
+        let err = err.trim();
+        bail!(
+            "mount failed ({status}){}{err}",
+            if err.is_empty() { "" } else { ": " }
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_fuse_mount(mountpoint) {
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon reported ready but {} does not answer as a FUSE mount",
+                mountpoint.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child.id())
+}
+
+/// Unmounts `mountpoint` and waits (up to 10 s) for its daemon to exit.
+pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
+    let rec = store.mount_at(mountpoint)?;
+    if rec.is_none() && !is_fuse_mount(mountpoint) {
+        bail!("{} is not a layerfs mount", mountpoint.display());
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())?;
+        // SAFETY: umount2 with a valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            bail!("unmounting {}: {e}", mountpoint.display());
+        }
+    } else {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(mountpoint)
+            .output()
+            .or_else(|_| {
+                Command::new("fusermount")
+                    .arg("-u")
+                    .arg(mountpoint)
+                    .output()
+            })
+            .map_err(|e| anyhow!("running fusermount3 (install fuse3): {e}"))?;
+        if !out.status.success() {
+            bail!(
+                "unmounting {}: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    if let Some(rec) = rec {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: signal 0 only probes that the process exists.
+        while unsafe { libc::kill(rec.pid as i32, 0) } == 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "unmounted, but daemon pid {} has not exited after 10 s",
+                    rec.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(())
+}
+
+/// Canonical absolute path of an existing mountpoint directory.
+pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf> {
+    let c = p
+        .canonicalize()
+        .with_context(|| format!("mountpoint {}", p.display()))?;
+    if !c.is_dir() {
+        bail!("mountpoint {} is not a directory", c.display());
+    }
+    Ok(c)
+}

@@ -1,0 +1,184 @@
+//! Image metadata that needs no I/O: digests and chain ids, image config
+//! fields, and image reference (tag) normalization.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Hex sha256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Is `s` 64 lowercase hex digits?
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Strips an optional `sha256:` prefix and checks the rest is a hex digest.
+pub fn parse_digest(s: &str) -> Option<&str> {
+    let h = s.strip_prefix("sha256:").unwrap_or(s);
+    is_hex64(h).then_some(h)
+}
+
+/// OCI chain ids, bottom layer first: ChainID(L0) = DiffID(L0),
+/// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)). Ids are bare hex.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let id = match out.last() {
+            None => d.clone(),
+            Some(prev) => sha256_hex(format!("sha256:{prev} sha256:{d}").as_bytes()),
+        };
+        out.push(id);
+    }
+    out
+}
+
+/// `rootfs.diff_ids` of an image config, as bare hex digests.
+pub fn config_diff_ids(config: &Value) -> Result<Vec<String>, String> {
+    let ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .ok_or("image config has no rootfs.diff_ids")?;
+    ids.iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(parse_digest)
+                .map(str::to_string)
+                .ok_or_else(|| format!("image config has a bad diff_id {v}"))
+        })
+        .collect()
+}
+
+/// The `created_by` of each non-empty layer, bottom first, aligned with
+/// `rootfs.diff_ids` (history entries with `empty_layer` are skipped).
+pub fn layer_created_by(config: &Value, layers: usize) -> Vec<String> {
+    let mut out: Vec<String> = config
+        .get("history")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter(|e| {
+                    !e.get("empty_layer")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                })
+                .map(|e| {
+                    e.get("created_by")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.resize(layers, String::new());
+    out
+}
+
+/// Normalizes an image reference the way the store keys tags: `name` means
+/// `name:latest`; `docker.io/library/`, `docker.io/` and `localhost/`
+/// prefixes (as skopeo and podman write them) are dropped.
+pub fn normalize_ref(r: &str) -> String {
+    let mut s = r.trim();
+    for p in [
+        "docker.io/library/",
+        "docker.io/",
+        "index.docker.io/library/",
+        "localhost/",
+    ] {
+        if let Some(rest) = s.strip_prefix(p) {
+            s = rest;
+            break;
+        }
+    }
+    if s.contains('@') {
+        return s.to_string();
+    }
+    let last = s.rsplit('/').next().unwrap_or(s);
+    if last.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:latest")
+    }
+}
+
+/// Checks a tag given by a user: non-empty, no whitespace or control
+/// characters, not a bare hex id (which would be ambiguous with ids).
+pub fn validate_tag(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 255 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid tag {t:?}"));
+    }
+    let name = t.split(':').next().unwrap_or("");
+    if name.is_empty() || is_hex64(name) || t.starts_with("sha256:") {
+        return Err(format!(
+            "invalid tag {t:?}: a tag needs a name that is not an image id"
+        ));
+    }
+    Ok(())
+}
+
+/// A minimal OCI image config for a plain rootfs tar, which has none.
+pub fn synthesize_config(diff_id: &str, created_by: &str) -> Vec<u8> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let v = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        "history": [{"created_by": created_by}],
+    });
+    serde_json::to_vec(&v).expect("json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_follows_the_oci_definition() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let ids = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(ids[0], a);
+        assert_eq!(
+            ids[1],
+            sha256_hex(format!("sha256:{a} sha256:{b}").as_bytes())
+        );
+        assert_ne!(ids[1], b);
+    }
+
+    #[test]
+    fn refs_normalize_like_skopeo_writes_them() {
+        assert_eq!(normalize_ref("busybox"), "busybox:latest");
+        assert_eq!(
+            normalize_ref("docker.io/library/busybox:1.36"),
+            "busybox:1.36"
+        );
+        assert_eq!(normalize_ref("localhost/multi"), "multi:latest");
+        assert_eq!(normalize_ref("reg:5000/x/y"), "reg:5000/x/y:latest");
+        assert_eq!(normalize_ref("reg:5000/x/y:v1"), "reg:5000/x/y:v1");
+    }
+
+    #[test]
+    fn tags_that_look_like_ids_are_refused() {
+        assert!(validate_tag(&"a".repeat(64)).is_err());
+        assert!(validate_tag("sha256:abc").is_err());
+        assert!(validate_tag("has space").is_err());
+        assert!(validate_tag("ok:1").is_ok());
+    }
+
+    #[test]
+    fn created_by_skips_empty_layers() {
+        let c: Value = serde_json::json!({"history": [
+            {"created_by": "ADD x"}, {"created_by": "ENV y", "empty_layer": true}, {"created_by": "RUN z"}]});
+        assert_eq!(layer_created_by(&c, 2), vec!["ADD x", "RUN z"]);
+        assert_eq!(layer_created_by(&c, 3)[2], "");
+    }
+}

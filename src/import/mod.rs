@@ -1,0 +1,773 @@
+//! Bringing images into the store: docker-archive (`manifest.json`), the
+//! legacy Docker v1 archive (`<id>/json` + `repositories`), OCI image
+//! layouts (directory or oci-archive tar) and plain rootfs tars, each layer
+//! uncompressed, gzip or zstd (told by magic bytes).
+//!
+//! An import is all-or-nothing: every new layer and image is first written
+//! and verified under the store's `tmp/`, then published in one
+//! [`Publish`]. Nothing in the store changes until every digest has been
+//! checked.
+
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::image::{
+    chain_ids, config_diff_ids, is_hex64, normalize_ref, parse_digest, sha256_hex,
+    synthesize_config, validate_tag,
+};
+use crate::index::{build_index, VERSION as INDEX_VERSION};
+use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store};
+pub use source::Source;
+
+/// Options of one `layerfs import`.
+#[derive(Debug, Default, Clone)]
+pub struct ImportOptions {
+    /// Extra tags for the imported image(s).
+    pub tags: Vec<String>,
+}
+
+/// Compression of a layer blob, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn detect_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    count: u64,
+    progress: Option<ProgressBar>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        if let Some(p) = &self.progress {
+            p.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// Wraps `r` in the decompressor its first bytes call for.
+fn decompressor<'a, R: BufRead + Send + 'a>(
+    mut r: R,
+) -> io::Result<(Box<dyn Read + Send + 'a>, Compression)> {
+    let c = detect_compression(r.fill_buf()?);
+    Ok(match c {
+        Compression::None => (Box::new(r), c),
+        Compression::Gzip => (Box::new(flate2::bufread::MultiGzDecoder::new(r)), c),
+        Compression::Zstd => (Box::new(zstd::stream::read::Decoder::with_buffer(r)?), c),
+    })
+}
+
+/// One layer staged under `tmp/`: `layer.tar`, `index`, `layer.json`.
+struct StagedLayer {
+    dir: Staging,
+    record: LayerRecord,
+}
+
+/// Reads one layer blob into a staging directory: decompress, hash (the
+/// blob's digest and the uncompressed diff id), write `layer.tar`, build and
+/// write its index. `expect_blob` is the descriptor digest, if the format
+/// has one.
+fn stage_layer(
+    store: &Store,
+    blob: Box<dyn Read + Send>,
+    expect_blob: Option<&str>,
+    label: &str,
+    progress: Option<ProgressBar>,
+) -> Result<(Staging, String, crate::index::build::BuildStats, u64)> {
+    let dir = store.staging("layer")?;
+    let mut hashing = Hashing {
+        inner: blob,
+        hash: Sha256::new(),
+        count: 0,
+        progress,
+    };
+    let tar_path = dir.path().join("layer.tar");
+    let (diff_id, size) = {
+        let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, &mut hashing))
+            .with_context(|| format!("{label}: reading"))?;
+        let out =
+            File::create(&tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, out);
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match dec.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => bail!("{label}: corrupt {comp:?} data: {e}"),
+            };
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        (hex::encode(h.finalize()), size)
+    };
+    // Drain what the decompressor did not need (trailing padding) so the
+    // blob digest covers the whole blob.
+    io::copy(&mut hashing, &mut io::sink())?;
+    if let Some(expect) = expect_blob {
+        let got = hex::encode(hashing.hash.clone().finalize());
+        if got != expect {
+            bail!("{label}: blob digest mismatch: descriptor says sha256:{expect}, content is sha256:{got}");
+        }
+    }
+    let data = if size == 0 {
+        Vec::new()
+    } else {
+        fs::read(&tar_path)?
+    };
+    let (index, stats) = build_index(&data).with_context(|| format!("{label}: bad layer tar"))?;
+    drop(data);
+    let ipath = dir.path().join("index");
+    let mut f = File::create(&ipath)?;
+    f.write_all(&index)?;
+    f.sync_all()?;
+    Ok((dir, diff_id, stats, size))
+}
+
+/// One image found in an archive, before its layers are read.
+struct Candidate {
+    config: Vec<u8>,
+    /// Image id: sha256 of the config (the v1 id for legacy archives).
+    id: String,
+    /// Per layer, bottom first: (archive path of the blob, descriptor digest).
+    layers: Vec<(String, Option<String>)>,
+    tags: Vec<String>,
+    source: &'static str,
+    /// Precomputed diff ids (legacy archives have none in the config).
+    diff_ids: Option<Vec<String>>,
+}
+
+/// Everything an import collects before publishing.
+struct Plan<'s> {
+    store: &'s Store,
+    staged_layers: BTreeMap<String, StagedLayer>,
+    staged_images: Vec<(Staging, String)>,
+    tags: BTreeMap<String, String>,
+    progress: Option<ProgressBar>,
+}
+
+impl Plan<'_> {
+    /// Stages the layers and image of one candidate; returns its id.
+    fn add(&mut self, src: &Source, mut cand: Candidate) -> Result<String> {
+        let v: Value =
+            serde_json::from_slice(&cand.config).context("image config is not valid JSON")?;
+        let diff_ids = match cand.diff_ids.take() {
+            Some(d) => d,
+            None => config_diff_ids(&v).map_err(|e| anyhow!(e))?,
+        };
+        if diff_ids.len() != cand.layers.len() {
+            bail!(
+                "image {}: the config lists {} layers (rootfs.diff_ids) but the manifest has {}",
+                short(&cand.id),
+                diff_ids.len(),
+                cand.layers.len()
+            );
+        }
+        let chains = chain_ids(&diff_ids);
+        for (i, ((path, digest), diff_id)) in cand.layers.iter().zip(&diff_ids).enumerate() {
+            let chain = &chains[i];
+            if self.store.has_layer(chain) || self.staged_layers.contains_key(chain) {
+                if let Some(p) = &self.progress {
+                    p.inc(src.open(path).map(|(_, s)| s).unwrap_or(0));
+                }
+                continue;
+            }
+            let label = format!("layer {i} ({path})");
+            let (blob, _) = src.open(path).with_context(|| label.clone())?;
+            let (dir, got, stats, size) = stage_layer(
+                self.store,
+                blob,
+                digest.as_deref(),
+                &label,
+                self.progress.clone(),
+            )?;
+            if &got != diff_id {
+                bail!("{label}: diff_id mismatch: the image config says sha256:{diff_id}, the layer content is sha256:{got}");
+            }
+            let record = LayerRecord {
+                chain_id: chain.clone(),
+                diff_id: got,
+                parent: if i == 0 {
+                    None
+                } else {
+                    Some(chains[i - 1].clone())
+                },
+                size,
+                entries: stats.entries,
+                files: stats.files,
+                whiteouts: stats.whiteouts,
+                index_version: INDEX_VERSION,
+            };
+            crate::store::write_atomic(
+                &dir.path().join("layer.json"),
+                &serde_json::to_vec_pretty(&record)?,
+            )?;
+            self.staged_layers
+                .insert(chain.clone(), StagedLayer { dir, record });
+        }
+        let rec = ImageRecord {
+            id: cand.id.clone(),
+            layers: chains,
+            created: v.get("created").and_then(Value::as_str).map(str::to_string),
+            imported: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            source: cand.source.to_string(),
+        };
+        if !self.store.has_image(&rec.id) && !self.staged_images.iter().any(|(_, id)| *id == rec.id)
+        {
+            let st = self.store.staging("image")?;
+            crate::store::write_atomic(&st.path().join("config.json"), &cand.config)?;
+            crate::store::write_atomic(
+                &st.path().join("image.json"),
+                &serde_json::to_vec_pretty(&rec)?,
+            )?;
+            self.staged_images.push((st, rec.id.clone()));
+        }
+        for t in &cand.tags {
+            self.tags.insert(normalize_ref(t), rec.id.clone());
+        }
+        Ok(cand.id)
+    }
+
+    fn publish(self) -> Result<()> {
+        let rel =
+            |p: &Path| -> PathBuf { p.strip_prefix(self.store.root()).unwrap_or(p).to_path_buf() };
+        let mut p = Publish {
+            tags: self.tags.clone(),
+            ..Publish::default()
+        };
+        for (chain, l) in &self.staged_layers {
+            debug_assert_eq!(&l.record.chain_id, chain);
+            p.renames
+                .push((rel(l.dir.path()), rel(&self.store.layer_dir(chain))));
+        }
+        for (st, id) in &self.staged_images {
+            p.renames
+                .push((rel(st.path()), rel(&self.store.image_dir(id))));
+        }
+        self.store.publish(&p)
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// Splits `PATH:REF` when PATH alone does not exist.
+fn split_ref(arg: &str) -> (PathBuf, Option<String>) {
+    if arg == "-" || Path::new(arg).exists() {
+        return (PathBuf::from(arg), None);
+    }
+    if let Some((p, r)) = arg.rsplit_once(':') {
+        if !r.is_empty() && !r.contains('/') && Path::new(p).exists() {
+            return (PathBuf::from(p), Some(r.to_string()));
+        }
+        // REF may itself contain ':' (name:tag): try the first colon too.
+        if let Some((p, r)) = arg.split_once(':') {
+            if Path::new(p).exists() {
+                return (PathBuf::from(p), Some(r.to_string()));
+            }
+        }
+    }
+    (PathBuf::from(arg), None)
+}
+
+/// Imports `arg` (a path, `PATH:REF`, or `-` for stdin) into the store and
+/// returns the ids of the imported images, in archive order.
+pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<String>> {
+    for t in &opts.tags {
+        validate_tag(t).map_err(|e| anyhow!(e))?;
+    }
+    let _lock = store.lock()?;
+    let (path, reference) = split_ref(arg);
+    let mut spooled: Option<Staging> = None;
+
+    let mut src = if path.as_os_str() == "-" {
+        let st = store.staging("stdin")?;
+        let p = st.path().join("input.tar");
+        spool(Box::new(io::stdin()), &p).context("reading the archive from stdin")?;
+        spooled = Some(st);
+        Source::scan_tar(&p)?
+    } else if path.is_dir() {
+        Source::dir(&path)?
+    } else {
+        let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut head = [0u8; 4];
+        let n = read_head(&mut f, &mut head)?;
+        if detect_compression(&head[..n]) != Compression::None {
+            let st = store.staging("input")?;
+            let p = st.path().join("input.tar");
+            spool(Box::new(File::open(&path)?), &p)
+                .with_context(|| format!("decompressing {}", path.display()))?;
+            spooled = Some(st);
+            Source::scan_tar(&p)?
+        } else {
+            Source::scan_tar(&path)?
+        }
+    };
+
+    let progress = progress_bar();
+    let mut plan = Plan {
+        store,
+        staged_layers: BTreeMap::new(),
+        staged_images: Vec::new(),
+        tags: BTreeMap::new(),
+        progress: progress.clone(),
+    };
+    let cands = if src.has("oci-layout") && src.has("index.json") && !src.has("manifest.json") {
+        oci_candidates(&src, reference.as_deref())?
+    } else if reference.is_some() {
+        bail!(
+            "{}: a :REF selects a manifest of an OCI layout, and this is not one",
+            path.display()
+        );
+    } else if src.has("manifest.json") {
+        docker_candidates(&src)?
+    } else if src.has("repositories") || legacy_ids(&src).next().is_some() {
+        legacy_candidates(&src)?
+    } else if matches!(src, Source::Dir { .. }) {
+        bail!(
+            "{} is a directory but not an OCI image layout (no oci-layout and index.json)",
+            path.display()
+        );
+    } else {
+        let file = match &spooled {
+            Some(st) => st.path().join("input.tar"),
+            None => path.clone(),
+        };
+        let c = rootfs_candidate(&file, &path)?;
+        src = Source::File { path: file };
+        vec![c]
+    };
+    if cands.is_empty() {
+        bail!("{}: the archive holds no image", path.display());
+    }
+    if let Some(p) = &progress {
+        let total: u64 = cands
+            .iter()
+            .flat_map(|c| &c.layers)
+            .map(|(l, _)| src.open(l).map(|(_, s)| s).unwrap_or(0))
+            .sum();
+        p.set_length(total);
+    }
+    if !opts.tags.is_empty() && cands.len() > 1 {
+        bail!(
+            "--tag needs exactly one image, and this archive holds {}",
+            cands.len()
+        );
+    }
+    let mut ids = Vec::new();
+    for mut c in cands {
+        c.tags.extend(opts.tags.iter().cloned());
+        let id = plan.add(&src, c)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    plan.publish()?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    drop(spooled);
+    Ok(ids)
+}
+
+fn progress_bar() -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let p = ProgressBar::new(0);
+    p.set_style(
+        ProgressStyle::with_template(
+            "{spinner} importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    Some(p)
+}
+
+fn read_head(f: &mut File, head: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Copies a (possibly compressed) stream to `dst`, decompressed.
+fn spool(r: Box<dyn Read + Send>, dst: &Path) -> Result<()> {
+    let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, r))?;
+    let mut out = io::BufWriter::new(File::create(dst)?);
+    io::copy(&mut dec, &mut out).map_err(|e| anyhow!("corrupt {comp:?} data: {e}"))?;
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// `sha256` hex digest a blob path names, if it names one
+/// (`blobs/sha256/<hex>`, or `<hex>.json` for docker-archive configs).
+fn digest_in_name(name: &str) -> Option<String> {
+    let base = name.rsplit('/').next()?;
+    let base = base.strip_suffix(".json").unwrap_or(base);
+    if name.contains("blobs/sha256/") || name.ends_with(".json") {
+        is_hex64(base).then(|| base.to_string())
+    } else {
+        None
+    }
+}
+
+fn docker_candidates(src: &Source) -> Result<Vec<Candidate>> {
+    let m: Vec<DockerManifestEntry> = serde_json::from_slice(&src.read("manifest.json")?)
+        .context("manifest.json is not a docker-archive manifest")?;
+    let mut out = Vec::new();
+    for e in m {
+        let config = src
+            .read(&e.config)
+            .with_context(|| format!("manifest.json: config {:?}", e.config))?;
+        let id = sha256_hex(&config);
+        if let Some(want) = digest_in_name(&e.config) {
+            if want != id {
+                bail!(
+                    "config {:?} does not match its digest (content is sha256:{id})",
+                    e.config
+                );
+            }
+        }
+        for l in &e.layers {
+            source::resolve_inside("", l)
+                .with_context(|| "manifest.json: layer path".to_string())?;
+        }
+        out.push(Candidate {
+            config,
+            id,
+            layers: e
+                .layers
+                .iter()
+                .map(|l| (l.clone(), digest_in_name(l)))
+                .collect(),
+            tags: e.repo_tags.unwrap_or_default(),
+            source: "docker-archive",
+            diff_ids: None,
+        });
+    }
+    Ok(out)
+}
+
+fn legacy_ids(src: &Source) -> impl Iterator<Item = String> + '_ {
+    src.member_names().into_iter().filter_map(|n| {
+        let id = n.strip_suffix("/json")?;
+        is_hex64(id).then(|| id.to_string())
+    })
+}
+
+/// The Docker v1 graph format: `<id>/json` (with `parent`), `<id>/layer.tar`,
+/// and `repositories` naming the heads.
+fn legacy_candidates(src: &Source) -> Result<Vec<Candidate>> {
+    let mut heads: Vec<(String, Vec<String>)> = Vec::new();
+    if src.has("repositories") {
+        let repos: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_slice(&src.read("repositories")?)
+                .context("repositories is not valid")?;
+        for (name, tags) in repos {
+            for (tag, id) in tags {
+                let tagname = format!("{name}:{tag}");
+                match heads.iter_mut().find(|(h, _)| *h == id) {
+                    Some((_, t)) => t.push(tagname),
+                    None => heads.push((id, vec![tagname])),
+                }
+            }
+        }
+    } else {
+        let ids: Vec<String> = legacy_ids(src).collect();
+        let mut parents = BTreeSet::new();
+        for id in &ids {
+            let j: Value = serde_json::from_slice(&src.read(&format!("{id}/json"))?)?;
+            if let Some(p) = j.get("parent").and_then(Value::as_str) {
+                parents.insert(p.to_string());
+            }
+        }
+        heads = ids
+            .into_iter()
+            .filter(|i| !parents.contains(i))
+            .map(|i| (i, vec![]))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (head, tags) in heads {
+        if !is_hex64(&head) {
+            bail!("repositories names an invalid image id {head:?}");
+        }
+        let mut chain = Vec::new();
+        let mut cur = Some(head.clone());
+        let mut top_json = None;
+        while let Some(id) = cur {
+            if !is_hex64(&id) || chain.contains(&id) || chain.len() > 4096 {
+                bail!("legacy image {}: bad parent chain at {id:?}", short(&head));
+            }
+            let j: Value = serde_json::from_slice(&src.read(&format!("{id}/json"))?)
+                .with_context(|| format!("{id}/json is not valid JSON"))?;
+            cur = j.get("parent").and_then(Value::as_str).map(str::to_string);
+            top_json.get_or_insert(j.clone());
+            chain.push(id);
+        }
+        chain.reverse();
+        // Diff ids are only known from the content: hash the layers now.
+        let mut diff_ids = Vec::new();
+        let mut history = Vec::new();
+        for id in &chain {
+            let (r, _) = src.open(&format!("{id}/layer.tar"))?;
+            let (mut dec, _) = decompressor(BufReader::new(r))?;
+            let mut h = Sha256::new();
+            io::copy(&mut dec, &mut HashWriter(&mut h))
+                .with_context(|| format!("reading {id}/layer.tar"))?;
+            diff_ids.push(hex::encode(h.finalize()));
+            let j: Value = serde_json::from_slice(&src.read(&format!("{id}/json"))?)?;
+            let created_by = j
+                .pointer("/container_config/Cmd")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            history
+                .push(serde_json::json!({"created": j.get("created"), "created_by": created_by}));
+        }
+        let top = top_json.expect("non-empty chain");
+        let config = serde_json::json!({
+            "architecture": top.get("architecture").cloned().unwrap_or("amd64".into()),
+            "os": top.get("os").cloned().unwrap_or("linux".into()),
+            "created": top.get("created"),
+            "config": top.get("config").cloned().unwrap_or(Value::Object(Default::default())),
+            "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>()},
+            "history": history,
+        });
+        out.push(Candidate {
+            config: serde_json::to_vec(&config)?,
+            id: head,
+            layers: chain
+                .iter()
+                .map(|id| (format!("{id}/layer.tar"), None))
+                .collect(),
+            tags,
+            source: "docker-legacy",
+            diff_ids: Some(diff_ids),
+        });
+    }
+    Ok(out)
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads an OCI blob named by a descriptor and checks its digest and size.
+fn oci_blob(src: &Source, desc: &Value, what: &str) -> Result<(Vec<u8>, String)> {
+    let (path, hex) = oci_blob_path(desc, what)?;
+    let data = src
+        .read(&path)
+        .with_context(|| format!("{what}: blob sha256:{hex}"))?;
+    let got = sha256_hex(&data);
+    if got != hex {
+        bail!("{what}: blob {path} does not match its digest (content is sha256:{got})");
+    }
+    if let Some(size) = desc.get("size").and_then(Value::as_u64) {
+        if size != data.len() as u64 {
+            bail!(
+                "{what}: blob {path} is {} bytes, the descriptor says {size}",
+                data.len()
+            );
+        }
+    }
+    Ok((data, hex))
+}
+
+fn oci_blob_path(desc: &Value, what: &str) -> Result<(String, String)> {
+    let digest = desc
+        .get("digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{what}: descriptor without a digest"))?;
+    let hex = parse_digest(digest)
+        .ok_or_else(|| anyhow!("{what}: unsupported digest {digest:?} (sha256 only)"))?;
+    Ok((format!("blobs/sha256/{hex}"), hex.to_string()))
+}
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn oci_candidates(src: &Source, reference: Option<&str>) -> Result<Vec<Candidate>> {
+    let index: Value =
+        serde_json::from_slice(&src.read("index.json")?).context("index.json is not valid JSON")?;
+    // (manifest descriptor, ref name)
+    let mut manifests: Vec<(Value, Option<String>)> = Vec::new();
+    collect_manifests(src, &index, None, &mut manifests, 0)?;
+    if let Some(r) = reference {
+        let available: Vec<String> = manifests.iter().filter_map(|(_, n)| n.clone()).collect();
+        manifests.retain(|(_, n)| {
+            n.as_deref()
+                .is_some_and(|n| n == r || normalize_ref(n) == normalize_ref(r))
+        });
+        if manifests.is_empty() {
+            bail!(
+                "no manifest with ref name {r:?} in the OCI layout; it has: {}",
+                available.join(", ")
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (desc, name) in manifests {
+        let (mbytes, mhex) = oci_blob(src, &desc, "manifest")?;
+        let m: Value = serde_json::from_slice(&mbytes)
+            .with_context(|| format!("manifest sha256:{mhex} is not valid JSON"))?;
+        let cdesc = m
+            .get("config")
+            .ok_or_else(|| anyhow!("manifest sha256:{mhex} has no config"))?;
+        let (config, id) = oci_blob(src, cdesc, "image config")?;
+        let mut layers = Vec::new();
+        for (i, l) in m
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (path, hex) = oci_blob_path(l, &format!("layer {i}"))?;
+            if !src.has(&path) {
+                bail!("layer {i}: blob sha256:{hex} is missing from the OCI layout");
+            }
+            layers.push((path, Some(hex)));
+        }
+        out.push(Candidate {
+            config,
+            id,
+            layers,
+            tags: name.into_iter().collect(),
+            source: "oci",
+            diff_ids: None,
+        });
+    }
+    Ok(out)
+}
+
+fn collect_manifests(
+    src: &Source,
+    index: &Value,
+    inherited: Option<String>,
+    out: &mut Vec<(Value, Option<String>)>,
+    depth: usize,
+) -> Result<()> {
+    if depth > 8 {
+        bail!("OCI image indexes nested too deep");
+    }
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    for d in index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = d
+            .pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| inherited.clone());
+        if let Some(p) = d.get("platform") {
+            let arch = p
+                .get("architecture")
+                .and_then(Value::as_str)
+                .unwrap_or(host_arch);
+            if depth > 0 && arch != host_arch {
+                continue;
+            }
+        }
+        let mt = d.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        if mt.ends_with("image.index.v1+json") || mt.ends_with("manifest.list.v2+json") {
+            let (bytes, _) = oci_blob(src, d, "image index")?;
+            let sub: Value = serde_json::from_slice(&bytes)?;
+            collect_manifests(src, &sub, name, out, depth + 1)?;
+        } else {
+            out.push((d.clone(), name));
+        }
+    }
+    Ok(())
+}
+
+/// A plain rootfs tar: one layer (the whole decompressed `file`), with a
+/// synthesized config.
+fn rootfs_candidate(file: &Path, path: &Path) -> Result<Candidate> {
+    let mut h = Sha256::new();
+    io::copy(&mut File::open(file)?, &mut HashWriter(&mut h))?;
+    let diff_id = hex::encode(h.finalize());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stdin".into());
+    let config = synthesize_config(&diff_id, &format!("layerfs import {name}"));
+    Ok(Candidate {
+        id: sha256_hex(&config),
+        config,
+        layers: vec![("rootfs.tar".to_string(), None)],
+        tags: Vec::new(),
+        source: "rootfs",
+        diff_ids: None,
+    })
+}

@@ -1,0 +1,498 @@
+//! Builds a layer index in one pass over an uncompressed layer tar.
+//!
+//! This is where every tar detail is decided: GNU/PAX long names (decoded by
+//! the `tar` crate), PAX mtimes and `SCHILY.xattr.*` extended attributes,
+//! hard links (resolved to the entry they name, sharing its inode group),
+//! devices, implicit parent directories, `./` prefixes, later entries
+//! replacing earlier ones, and the whiteout grammar. Paths that are absolute
+//! or contain `..` are refused: a layer may only describe its own tree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use super::{
+    Entry, Kind, ENTRY_SIZE, FLAG_IMPLICIT, FLAG_OPAQUE, HEADER_SIZE, MAGIC, VERSION, XATTR_SIZE,
+};
+use crate::union::{classify_name, NameClass};
+
+/// Why a layer tar could not be indexed. Each names the offending entry.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading tar: {0}")]
+    Tar(#[from] std::io::Error),
+    #[error("entry {path:?}: {what}")]
+    Entry { path: String, what: String },
+    #[error("layer is too large for the index format ({0})")]
+    TooLarge(&'static str),
+}
+
+fn entry_err(path: &[u8], what: impl Into<String>) -> BuildError {
+    BuildError::Entry {
+        path: String::from_utf8_lossy(path).into_owned(),
+        what: what.into(),
+    }
+}
+
+/// Splits a tar path into components, refusing anything that would leave
+/// the layer's root. `./` prefixes, empty components and `.` are dropped;
+/// the empty list is the root itself.
+pub fn split_path(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path in layer".into());
+    }
+    let mut out = Vec::new();
+    for comp in raw.split(|&c| c == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err("path contains '..'".into()),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, Default)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    kind: Kind,
+    flags: u8,
+    meta: Meta,
+    group: u32,
+    size: u64,
+    data_off: u64,
+    target: Vec<u8>,
+    rdev: (u32, u32),
+    children: BTreeMap<Vec<u8>, usize>,
+}
+
+impl Node {
+    fn implicit_dir() -> Node {
+        Node {
+            kind: Kind::Dir,
+            flags: FLAG_IMPLICIT,
+            meta: Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+            group: 0,
+            size: 0,
+            data_off: 0,
+            target: Vec::new(),
+            rdev: (0, 0),
+            children: BTreeMap::new(),
+        }
+    }
+}
+
+/// Counts gathered while building, for import progress and `layers`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    pub entries: u32,
+    pub files: u32,
+    pub whiteouts: u32,
+    pub file_bytes: u64,
+}
+
+struct Tree {
+    nodes: Vec<Node>,
+    next_group: u32,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        Tree {
+            nodes: vec![Node::implicit_dir()],
+            next_group: 1,
+        }
+    }
+
+    /// Walks to the directory that holds the last component, creating
+    /// implicit directories on the way. A non-directory in the way is
+    /// replaced, as extraction would do; a whiteout in the way becomes an
+    /// opaque implicit directory (the lower one was deleted, then recreated).
+    fn parent_of(&mut self, comps: &[&[u8]]) -> usize {
+        let mut cur = 0;
+        for comp in comps {
+            let next = match self.nodes[cur].children.get(*comp) {
+                Some(&id) if self.nodes[id].kind == Kind::Dir => id,
+                Some(&id) => {
+                    let was_whiteout = self.nodes[id].kind == Kind::Whiteout;
+                    let mut n = Node::implicit_dir();
+                    if was_whiteout {
+                        n.flags |= FLAG_OPAQUE;
+                    }
+                    self.nodes[id] = n;
+                    id
+                }
+                None => {
+                    self.nodes.push(Node::implicit_dir());
+                    let id = self.nodes.len() - 1;
+                    self.nodes[cur].children.insert(comp.to_vec(), id);
+                    id
+                }
+            };
+            cur = next;
+        }
+        cur
+    }
+
+    fn find(&self, comps: &[&[u8]]) -> Option<usize> {
+        let mut cur = 0;
+        for comp in comps {
+            cur = *self.nodes[cur].children.get(*comp)?;
+        }
+        Some(cur)
+    }
+
+    /// Puts `node` at `name` in directory `dir`, with tar semantics: a later
+    /// entry replaces an earlier one, except that a directory over a
+    /// directory only updates its metadata and keeps its children.
+    fn insert(&mut self, dir: usize, name: &[u8], mut node: Node) {
+        if let Some(&id) = self.nodes[dir].children.get(name) {
+            let old = &mut self.nodes[id];
+            match (old.kind, node.kind) {
+                (Kind::Dir, Kind::Dir) => {
+                    old.meta = node.meta;
+                    old.flags &= !FLAG_IMPLICIT;
+                    return;
+                }
+                (Kind::Whiteout, Kind::Dir) => node.flags |= FLAG_OPAQUE,
+                _ => {}
+            }
+            *old = node;
+        } else {
+            self.nodes.push(node);
+            let id = self.nodes.len() - 1;
+            self.nodes[dir].children.insert(name.to_vec(), id);
+        }
+    }
+}
+
+/// Parses a PAX time value (`1700000000.123456789`, possibly negative).
+fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (secs, frac) = match s.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    };
+    let mut sec: i64 = secs.parse().ok()?;
+    if frac.is_empty() {
+        return Some((sec, 0));
+    }
+    if !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let mut nsec: u32 = digits.parse().ok()?;
+    if secs.starts_with('-') && nsec > 0 {
+        // -1.5 means 1.5 s before the epoch: -2 s + 0.5 s.
+        sec -= 1;
+        nsec = 1_000_000_000 - nsec;
+    }
+    Some((sec, nsec))
+}
+
+/// Builds the index of the uncompressed layer tar `tar`. Returns the index
+/// bytes (ready to write to disk) and counts.
+pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
+    let mut tree = Tree::new();
+    let mut archive = tar::Archive::new(Cursor::new(tar));
+    for entry in archive.entries_with_seek()? {
+        let mut entry = entry?;
+        let path = entry.path_bytes().into_owned();
+        let etype = entry.header().entry_type();
+        let comps = split_path(&path).map_err(|e| entry_err(&path, e))?;
+
+        let mut meta = Meta {
+            mode: entry.header().mode()? & 0o7777,
+            uid: u32::try_from(entry.header().uid()?)
+                .map_err(|_| entry_err(&path, "uid too large"))?,
+            gid: u32::try_from(entry.header().gid()?)
+                .map_err(|_| entry_err(&path, "gid too large"))?,
+            mtime: entry.header().mtime().unwrap_or(0) as i64,
+            mtime_nsec: 0,
+            xattrs: Vec::new(),
+        };
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                let key = ext.key_bytes();
+                if key == b"mtime" {
+                    let (s, ns) = parse_pax_time(ext.value_bytes())
+                        .ok_or_else(|| entry_err(&path, "bad PAX mtime"))?;
+                    meta.mtime = s;
+                    meta.mtime_nsec = ns;
+                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs
+                        .push((name.to_vec(), ext.value_bytes().to_vec()));
+                } else if key.starts_with(b"GNU.sparse.") {
+                    return Err(entry_err(&path, "sparse files are not supported"));
+                }
+            }
+        }
+        meta.xattrs.sort();
+        meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+
+        if etype.is_gnu_sparse() {
+            return Err(entry_err(&path, "GNU sparse files are not supported"));
+        }
+        let kind = match etype {
+            EntryType::Regular | EntryType::Continuous => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink,
+            EntryType::Char => Kind::Char,
+            EntryType::Block => Kind::Block,
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::Link => Kind::File, // resolved below
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => continue,
+            other => {
+                tracing::warn!(path = %String::from_utf8_lossy(&path), "skipping tar entry of unsupported type {:?}", other);
+                continue;
+            }
+        };
+
+        let Some((last, parents)) = comps.split_last() else {
+            // The layer's root directory itself (`./`): only its metadata.
+            if kind == Kind::Dir {
+                tree.nodes[0].meta = meta;
+                tree.nodes[0].flags &= !FLAG_IMPLICIT;
+                continue;
+            }
+            return Err(entry_err(&path, "the root of a layer must be a directory"));
+        };
+        if parents.iter().any(|c| c.starts_with(b".wh.")) {
+            if parents.iter().any(|c| c.starts_with(b".wh..wh.")) {
+                continue; // inside AUFS metadata such as .wh..wh.plnk/
+            }
+            return Err(entry_err(&path, "whiteout name used as a directory"));
+        }
+        match classify_name(last) {
+            NameClass::Meta => continue,
+            NameClass::Opaque => {
+                let dir = tree.parent_of(parents);
+                tree.nodes[dir].flags |= FLAG_OPAQUE;
+                continue;
+            }
+            NameClass::Whiteout(hidden) => {
+                let dir = tree.parent_of(parents);
+                let node = Node {
+                    kind: Kind::Whiteout,
+                    flags: 0,
+                    meta,
+                    group: 0,
+                    size: 0,
+                    data_off: 0,
+                    target: Vec::new(),
+                    rdev: (0, 0),
+                    children: BTreeMap::new(),
+                };
+                tree.insert(dir, hidden, node);
+                continue;
+            }
+            NameClass::Plain => {}
+        }
+
+        let node = if etype == EntryType::Link {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| entry_err(&path, "hard link without a target"))?
+                .into_owned();
+            let tcomps = split_path(&target)
+                .map_err(|e| entry_err(&path, format!("hard link target: {e}")))?;
+            let tid = tree.find(&tcomps).ok_or_else(|| {
+                entry_err(
+                    &path,
+                    format!(
+                        "hard link to {:?}, which is not in the layer before it",
+                        String::from_utf8_lossy(&target)
+                    ),
+                )
+            })?;
+            let t = &tree.nodes[tid];
+            if matches!(t.kind, Kind::Dir | Kind::Whiteout) {
+                return Err(entry_err(&path, "hard link to a directory or whiteout"));
+            }
+            t.clone()
+        } else {
+            let size = if kind == Kind::File { entry.size() } else { 0 };
+            let data_off = entry.raw_file_position();
+            if kind == Kind::File
+                && data_off
+                    .checked_add(size)
+                    .is_none_or(|end| end > tar.len() as u64)
+            {
+                return Err(entry_err(
+                    &path,
+                    "file data runs past the end of the tar (truncated?)",
+                ));
+            }
+            let target = if kind == Kind::Symlink {
+                entry
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&path, "symlink without a target"))?
+                    .into_owned()
+            } else {
+                Vec::new()
+            };
+            let rdev = if matches!(kind, Kind::Char | Kind::Block) {
+                (
+                    entry.header().device_major()?.unwrap_or(0),
+                    entry.header().device_minor()?.unwrap_or(0),
+                )
+            } else {
+                (0, 0)
+            };
+            let group = if kind == Kind::Dir {
+                0
+            } else {
+                tree.next_group += 1;
+                tree.next_group
+            };
+            Node {
+                kind,
+                flags: 0,
+                meta,
+                group,
+                size,
+                data_off: if kind == Kind::File { data_off } else { 0 },
+                target,
+                rdev,
+                children: BTreeMap::new(),
+            }
+        };
+        let dir = tree.parent_of(parents);
+        tree.insert(dir, last, node);
+    }
+    serialize(&tree, tar.len() as u64)
+}
+
+fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildError> {
+    // Breadth-first order: each directory's children are contiguous.
+    let mut order: Vec<(usize, u32, &[u8])> = vec![(0, 0, b"")]; // (node, parent index, name)
+    let mut child_ranges: Vec<(u32, u32)> = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let (nid, _, _) = order[i];
+        let node = &tree.nodes[nid];
+        let start = order.len();
+        for (name, &cid) in &node.children {
+            order.push((cid, i as u32, name.as_slice()));
+        }
+        if order.len() > u32::MAX as usize / 2 {
+            return Err(BuildError::TooLarge("entries"));
+        }
+        child_ranges.push((start as u32, (order.len() - start) as u32));
+        i += 1;
+    }
+
+    let mut nlinks: HashMap<u32, u32> = HashMap::new();
+    for &(nid, _, _) in &order {
+        let n = &tree.nodes[nid];
+        if !matches!(n.kind, Kind::Dir | Kind::Whiteout) {
+            *nlinks.entry(n.group).or_default() += 1;
+        }
+    }
+
+    let mut strings: Vec<u8> = Vec::new();
+    let mut push_str = |s: &[u8]| -> Result<(u32, u32), BuildError> {
+        let off = u32::try_from(strings.len()).map_err(|_| BuildError::TooLarge("strings"))?;
+        let len = u32::try_from(s.len()).map_err(|_| BuildError::TooLarge("strings"))?;
+        strings.extend_from_slice(s);
+        Ok((off, len))
+    };
+    let mut entries = Vec::with_capacity(order.len() * ENTRY_SIZE);
+    let mut xattrs = Vec::new();
+    let mut xattr_count = 0u32;
+    let mut stats = BuildStats::default();
+    for (idx, &(nid, parent, name)) in order.iter().enumerate() {
+        let n = &tree.nodes[nid];
+        let (name_off, name_len) = push_str(name)?;
+        let (target_off, target_len) = push_str(&n.target)?;
+        let xattr_start = xattr_count;
+        for (k, v) in &n.meta.xattrs {
+            let (ko, kl) = push_str(k)?;
+            let (vo, vl) = push_str(v)?;
+            for x in [ko, kl, vo, vl] {
+                xattrs.extend_from_slice(&x.to_le_bytes());
+            }
+            xattr_count += 1;
+        }
+        let (child_start, child_count) = if n.kind == Kind::Dir {
+            child_ranges[idx]
+        } else {
+            (0, 0)
+        };
+        match n.kind {
+            Kind::Whiteout => stats.whiteouts += 1,
+            Kind::File => {
+                stats.files += 1;
+                stats.file_bytes += n.size;
+            }
+            _ => {}
+        }
+        Entry {
+            name_off,
+            name_len,
+            parent,
+            kind: n.kind,
+            flags: n.flags,
+            mode: n.meta.mode,
+            uid: n.meta.uid,
+            gid: n.meta.gid,
+            nlink: nlinks.get(&n.group).copied().unwrap_or(1),
+            mtime: n.meta.mtime,
+            mtime_nsec: n.meta.mtime_nsec,
+            group: if n.kind == Kind::Dir {
+                idx as u32
+            } else {
+                n.group
+            },
+            size: n.size,
+            data_off: n.data_off,
+            target_off,
+            target_len,
+            rdev_major: n.rdev.0,
+            rdev_minor: n.rdev.1,
+            child_start,
+            child_count,
+            xattr_start,
+            xattr_count: xattr_count - xattr_start,
+        }
+        .encode(&mut entries);
+    }
+    stats.entries = order.len() as u32;
+
+    let mut out = Vec::with_capacity(HEADER_SIZE + entries.len() + xattrs.len() + strings.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
+    out.extend_from_slice(&(order.len() as u32).to_le_bytes());
+    out.extend_from_slice(&xattr_count.to_le_bytes());
+    out.extend_from_slice(&(strings.len() as u64).to_le_bytes());
+    out.extend_from_slice(&tar_size.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&[0u8; 32]);
+    debug_assert_eq!(out.len(), HEADER_SIZE);
+    debug_assert_eq!(xattrs.len(), xattr_count as usize * XATTR_SIZE);
+    out.extend_from_slice(&entries);
+    out.extend_from_slice(&xattrs);
+    out.extend_from_slice(&strings);
+    let sum = Sha256::digest(&out[HEADER_SIZE..]);
+    out[48..80].copy_from_slice(&sum);
+    Ok((out, stats))
+}

@@ -1,0 +1,494 @@
+//! One layer's index: every entry of a layer tar, with its metadata and the
+//! offset of its data inside the (uncompressed, byte-exact) tar blob.
+//!
+//! The index is built once at import ([`build`]), written next to the blob,
+//! and read in place from a memory map at mount ([`Index::open`]). Nothing
+//! here does FUSE or store I/O beyond reading the index file itself.
+//!
+//! # On-disk format, version 1 (all integers little-endian)
+//!
+//! ```text
+//! header (80 bytes)
+//!   0  [u8; 8]  magic "LAYERFSI"
+//!   8  u32      format version (1)
+//!   12 u32      entry record size (96)
+//!   16 u32      entry count (>= 1; entry 0 is the layer's root directory)
+//!   20 u32      xattr record count
+//!   24 u64      string table length
+//!   32 u64      size of the tar blob the data offsets refer to
+//!   40 u64      reserved (0)
+//!   48 [u8; 32] sha256 of everything after the header
+//! entries   entry_count x 96 bytes (layout in `Entry`), breadth-first:
+//!           the children of a directory are contiguous and sorted by name
+//! xattrs    xattr_count x 16 bytes: name_off u32, name_len u32,
+//!           value_off u32, value_len u32 (into the string table)
+//! strings   names, symlink targets, xattr names and values
+//! ```
+//!
+//! Whiteouts are decoded at build time: a `.wh.NAME` tar entry becomes an
+//! entry named `NAME` of kind [`Kind::Whiteout`]; `.wh..wh..opq` becomes the
+//! [`FLAG_OPAQUE`] flag of its directory; other `.wh..wh.*` names (AUFS
+//! metadata) are dropped with their whole subtree.
+
+pub mod build;
+
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+use sha2::{Digest, Sha256};
+
+pub use build::{build_index, BuildError};
+
+pub const MAGIC: &[u8; 8] = b"LAYERFSI";
+pub const VERSION: u32 = 1;
+pub const HEADER_SIZE: usize = 80;
+pub const ENTRY_SIZE: usize = 96;
+pub const XATTR_SIZE: usize = 16;
+
+/// The directory was marked opaque (`.wh..wh..opq`): lower layers' entries
+/// of this directory are hidden.
+pub const FLAG_OPAQUE: u8 = 1;
+/// The directory has no tar entry of its own; it exists only as the parent of
+/// deeper entries, so its metadata should come from a lower layer.
+pub const FLAG_IMPLICIT: u8 = 2;
+
+/// Kind of an index entry. The numeric values are part of the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+    Char = 4,
+    Block = 5,
+    Fifo = 6,
+    /// `.wh.NAME`: hides NAME in all lower layers.
+    Whiteout = 7,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::File,
+            2 => Kind::Dir,
+            3 => Kind::Symlink,
+            4 => Kind::Char,
+            5 => Kind::Block,
+            6 => Kind::Fifo,
+            7 => Kind::Whiteout,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits for this kind (0 for whiteouts).
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Char => libc::S_IFCHR,
+            Kind::Block => libc::S_IFBLK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Whiteout => 0,
+        }
+    }
+}
+
+/// Metadata of one entry, decoded from its fixed-size record.
+///
+/// Record layout (96 bytes): name_off u32, name_len u32, parent u32, kind u8,
+/// flags u8, reserved u16, mode u32, uid u32, gid u32, nlink u32,
+/// mtime i64, mtime_nsec u32, group u32, size u64, data_off u64,
+/// target_off u32, target_len u32, rdev_major u32, rdev_minor u32,
+/// child_start u32, child_count u32, xattr_start u32, xattr_count u32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name_off: u32,
+    pub name_len: u32,
+    pub parent: u32,
+    pub kind: Kind,
+    pub flags: u8,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Number of names of this inode within the layer (files), else 1.
+    pub nlink: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Inode group: entries that are hard links of each other share it.
+    pub group: u32,
+    pub size: u64,
+    /// Offset of a regular file's data inside the layer tar.
+    pub data_off: u64,
+    pub target_off: u32,
+    pub target_len: u32,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub child_start: u32,
+    pub child_count: u32,
+    pub xattr_start: u32,
+    pub xattr_count: u32,
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+    pub fn is_opaque(&self) -> bool {
+        self.flags & FLAG_OPAQUE != 0
+    }
+    pub fn is_implicit(&self) -> bool {
+        self.flags & FLAG_IMPLICIT != 0
+    }
+    /// `rdev` as the kernel encodes it (`makedev`).
+    pub fn rdev(&self) -> u64 {
+        libc::makedev(self.rdev_major, self.rdev_minor)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.name_off.to_le_bytes());
+        out.extend_from_slice(&self.name_len.to_le_bytes());
+        out.extend_from_slice(&self.parent.to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(self.flags);
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.extend_from_slice(&self.uid.to_le_bytes());
+        out.extend_from_slice(&self.gid.to_le_bytes());
+        out.extend_from_slice(&self.nlink.to_le_bytes());
+        out.extend_from_slice(&self.mtime.to_le_bytes());
+        out.extend_from_slice(&self.mtime_nsec.to_le_bytes());
+        out.extend_from_slice(&self.group.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.data_off.to_le_bytes());
+        out.extend_from_slice(&self.target_off.to_le_bytes());
+        out.extend_from_slice(&self.target_len.to_le_bytes());
+        out.extend_from_slice(&self.rdev_major.to_le_bytes());
+        out.extend_from_slice(&self.rdev_minor.to_le_bytes());
+        out.extend_from_slice(&self.child_start.to_le_bytes());
+        out.extend_from_slice(&self.child_count.to_le_bytes());
+        out.extend_from_slice(&self.xattr_start.to_le_bytes());
+        out.extend_from_slice(&self.xattr_count.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        Some(Entry {
+            name_off: u32_at(0),
+            name_len: u32_at(4),
+            parent: u32_at(8),
+            kind: Kind::from_u8(b[12])?,
+            flags: b[13],
+            mode: u32_at(16),
+            uid: u32_at(20),
+            gid: u32_at(24),
+            nlink: u32_at(28),
+            mtime: u64_at(32) as i64,
+            mtime_nsec: u32_at(40),
+            group: u32_at(44),
+            size: u64_at(48),
+            data_off: u64_at(56),
+            target_off: u32_at(64),
+            target_len: u32_at(68),
+            rdev_major: u32_at(72),
+            rdev_minor: u32_at(76),
+            child_start: u32_at(80),
+            child_count: u32_at(84),
+            xattr_start: u32_at(88),
+            xattr_count: u32_at(92),
+        })
+    }
+}
+
+/// Why an index file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: not a layerfs index (bad magic)")]
+    BadMagic(String),
+    #[error(
+        "{path}: index format version {found} is not supported by this layerfs \
+         (it reads version {VERSION}); re-import the image with a matching layerfs"
+    )]
+    UnsupportedVersion { path: String, found: u32 },
+    #[error("{path}: corrupt index: {what}")]
+    Corrupt { path: String, what: String },
+}
+
+/// A validated, read-only view of one layer's index.
+pub struct Index {
+    buf: IndexBuf,
+    entry_count: u32,
+    xattr_count: u32,
+    strings_off: usize,
+    tar_size: u64,
+}
+
+enum IndexBuf {
+    Map(Mmap),
+    Vec(Vec<u8>),
+}
+
+impl std::ops::Deref for IndexBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            IndexBuf::Map(m) => m,
+            IndexBuf::Vec(v) => v,
+        }
+    }
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index")
+            .field("entries", &self.entry_count)
+            .field("tar_size", &self.tar_size)
+            .finish()
+    }
+}
+
+impl Index {
+    /// Memory-maps and validates an index file.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let p = path.display().to_string();
+        let io = |source| IndexError::Io {
+            path: p.clone(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: index files are written once by import (temp file + rename)
+        // and never modified afterwards; the store removes them only when no
+        // mount uses the layer. A concurrent truncation by another program
+        // would be a store corruption we cannot guard against with mmap.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Index::validate(IndexBuf::Map(map), &p)
+    }
+
+    /// Validates an index held in memory (used by tests and by import).
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Index, IndexError> {
+        Index::validate(IndexBuf::Vec(bytes), name)
+    }
+
+    fn validate(buf: IndexBuf, path: &str) -> Result<Index, IndexError> {
+        let corrupt = |what: String| IndexError::Corrupt {
+            path: path.to_string(),
+            what,
+        };
+        let b: &[u8] = &buf;
+        if b.len() < 12 || &b[0..8] != MAGIC {
+            return Err(IndexError::BadMagic(path.to_string()));
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().unwrap());
+        if version != VERSION {
+            return Err(IndexError::UnsupportedVersion {
+                path: path.to_string(),
+                found: version,
+            });
+        }
+        if b.len() < HEADER_SIZE {
+            return Err(corrupt("truncated header".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        if u32_at(12) as usize != ENTRY_SIZE {
+            return Err(corrupt(format!(
+                "entry size {} (expected {ENTRY_SIZE})",
+                u32_at(12)
+            )));
+        }
+        let entry_count = u32_at(16);
+        let xattr_count = u32_at(20);
+        let strings_len = u64_at(24);
+        let tar_size = u64_at(32);
+        let expect = HEADER_SIZE as u64
+            + entry_count as u64 * ENTRY_SIZE as u64
+            + xattr_count as u64 * XATTR_SIZE as u64
+            + strings_len;
+        if expect != b.len() as u64 {
+            return Err(corrupt(format!(
+                "length {} does not match its header ({expect})",
+                b.len()
+            )));
+        }
+        if entry_count == 0 {
+            return Err(corrupt("no root entry".into()));
+        }
+        let sum: [u8; 32] = Sha256::digest(&b[HEADER_SIZE..]).into();
+        if sum[..] != b[48..80] {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let strings_off =
+            HEADER_SIZE + entry_count as usize * ENTRY_SIZE + xattr_count as usize * XATTR_SIZE;
+        let idx = Index {
+            buf,
+            entry_count,
+            xattr_count,
+            strings_off,
+            tar_size,
+        };
+        idx.check_structure().map_err(corrupt)?;
+        Ok(idx)
+    }
+
+    /// Checks every record once so that later accessors cannot go out of
+    /// bounds or loop: ranges inside their sections, children contiguous,
+    /// after their parent, sorted and pointing back at it.
+    fn check_structure(&self) -> Result<(), String> {
+        let strings_len = (self.buf.len() - self.strings_off) as u64;
+        let in_strings = |off: u32, len: u32| off as u64 + len as u64 <= strings_len;
+        let root = self.entry_raw(0).ok_or("entry 0: bad kind")?;
+        if root.kind != Kind::Dir {
+            return Err("entry 0 is not a directory".into());
+        }
+        for i in 0..self.entry_count {
+            let e = self
+                .entry_raw(i)
+                .ok_or_else(|| format!("entry {i}: bad kind"))?;
+            if !in_strings(e.name_off, e.name_len) || !in_strings(e.target_off, e.target_len) {
+                return Err(format!("entry {i}: string out of range"));
+            }
+            if e.xattr_start as u64 + e.xattr_count as u64 > self.xattr_count as u64 {
+                return Err(format!("entry {i}: xattrs out of range"));
+            }
+            if e.kind == Kind::File
+                && e.data_off
+                    .checked_add(e.size)
+                    .is_none_or(|end| end > self.tar_size)
+            {
+                return Err(format!("entry {i}: data out of range"));
+            }
+            if i > 0 && (e.name_len == 0 || e.parent >= i) {
+                return Err(format!("entry {i}: bad name or parent"));
+            }
+            if e.kind == Kind::Dir {
+                let start = e.child_start as u64;
+                let end = start + e.child_count as u64;
+                if end > self.entry_count as u64 || (e.child_count > 0 && start <= i as u64) {
+                    return Err(format!("entry {i}: children out of range"));
+                }
+                let mut prev: Option<&[u8]> = None;
+                for c in e.child_start..e.child_start + e.child_count {
+                    let ce = self
+                        .entry_raw(c)
+                        .ok_or_else(|| format!("entry {c}: bad kind"))?;
+                    if ce.parent != i || !in_strings(ce.name_off, ce.name_len) {
+                        return Err(format!("entry {c}: does not point back at its parent {i}"));
+                    }
+                    let name = self.str_at(ce.name_off, ce.name_len);
+                    if prev.is_some_and(|p| p >= name) {
+                        return Err(format!("entry {i}: children not sorted"));
+                    }
+                    prev = Some(name);
+                }
+            } else if e.child_count != 0 {
+                return Err(format!("entry {i}: non-directory with children"));
+            }
+        }
+        for x in 0..self.xattr_count {
+            let (no, nl, vo, vl) = self.xattr_raw(x);
+            if !in_strings(no, nl) || !in_strings(vo, vl) {
+                return Err(format!("xattr {x}: out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_raw(&self, i: u32) -> Option<Entry> {
+        let off = HEADER_SIZE + i as usize * ENTRY_SIZE;
+        Entry::decode(&self.buf[off..off + ENTRY_SIZE])
+    }
+
+    fn xattr_raw(&self, x: u32) -> (u32, u32, u32, u32) {
+        let off = HEADER_SIZE + self.entry_count as usize * ENTRY_SIZE + x as usize * XATTR_SIZE;
+        let b = &self.buf[off..off + XATTR_SIZE];
+        let u = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        (u(0), u(4), u(8), u(12))
+    }
+
+    fn str_at(&self, off: u32, len: u32) -> &[u8] {
+        let s = self.strings_off + off as usize;
+        &self.buf[s..s + len as usize]
+    }
+
+    pub fn len(&self) -> u32 {
+        self.entry_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Size of the tar blob this index describes.
+    pub fn tar_size(&self) -> u64 {
+        self.tar_size
+    }
+
+    /// The entry with number `i` (validated at open, so `i < len()` is all
+    /// that is needed).
+    pub fn entry(&self, i: u32) -> Entry {
+        self.entry_raw(i).expect("index validated at open")
+    }
+
+    pub fn name(&self, e: &Entry) -> &[u8] {
+        self.str_at(e.name_off, e.name_len)
+    }
+
+    pub fn target(&self, e: &Entry) -> &[u8] {
+        self.str_at(e.target_off, e.target_len)
+    }
+
+    /// The entry's extended attributes as (name, value) pairs.
+    pub fn xattrs<'a>(&'a self, e: &Entry) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        (e.xattr_start..e.xattr_start + e.xattr_count).map(move |x| {
+            let (no, nl, vo, vl) = self.xattr_raw(x);
+            (self.str_at(no, nl), self.str_at(vo, vl))
+        })
+    }
+
+    /// Children of directory entry `dir` (entry numbers), sorted by name.
+    pub fn children(&self, dir: &Entry) -> std::ops::Range<u32> {
+        dir.child_start..dir.child_start + dir.child_count
+    }
+
+    /// Finds the child called `name` of directory entry `dir` (binary search).
+    pub fn lookup(&self, dir: &Entry, name: &[u8]) -> Option<u32> {
+        let (mut lo, mut hi) = (dir.child_start, dir.child_start + dir.child_count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let m = self.entry(mid);
+            match self.name(&m).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Resolves a relative path (components separated by `/`) inside this
+    /// layer alone, without union rules. Used by debugging commands and tests.
+    pub fn lookup_path(&self, path: &[u8]) -> Option<u32> {
+        let mut cur = 0u32;
+        for comp in path
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
+            let e = self.entry(cur);
+            if !e.is_dir() {
+                return None;
+            }
+            cur = self.lookup(&e, comp)?;
+        }
+        Some(cur)
+    }
+}

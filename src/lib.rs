@@ -1,0 +1,16 @@
+//! layerfs: a userspace union filesystem for container image layers.
+//!
+//! See ARCHITECTURE.md for the codemap. Modules, from pure to I/O:
+//! [`union`] and [`index`] hold the merge rules and the layer index format;
+//! [`image`] parses image formats; [`store`] keeps layers and images on disk;
+//! [`import`] brings archives in; [`vfs`] is the filesystem without FUSE;
+//! [`fuse`] adapts it to fuser; [`daemon`] runs mounts.
+
+pub mod daemon;
+pub mod fuse;
+pub mod image;
+pub mod import;
+pub mod index;
+pub mod store;
+pub mod union;
+pub mod vfs;

@@ -1,0 +1,465 @@
+//! The on-disk store of layers and images.
+//!
+//! ```text
+//! ROOT/
+//!   VERSION                  store layout version ("1")
+//!   lock                     flock: held exclusively by every writer
+//!   layers/<chain id>/       one directory per layer, published by rename
+//!     layer.tar              the uncompressed layer, byte-exact
+//!     index                  its index (see `index`), memory-mapped at mount
+//!     layer.json             LayerRecord
+//!   images/<image id>/       published by rename after all its layers
+//!     config.json            the image config blob, byte-exact
+//!     image.json             ImageRecord
+//!   tags.json                {"name:tag": "<image id>"}, replaced by rename
+//!   tmp/                     staging; emptied by the next writer
+//!   mounts/<key>.json        live mounts (MountRecord), written by daemons
+//! ```
+//!
+//! Writers (import, rm, tag) hold `lock`; on taking it they delete what a
+//! killed writer left behind: everything in `tmp/` and any layer no image
+//! references. Readers take no lock: every change they can see is a single
+//! rename, so they see the store before or after it, never half of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::image::{is_hex64, normalize_ref, parse_digest};
+
+pub const STORE_VERSION: &str = "1";
+
+/// What the store knows of one layer (`layer.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRecord {
+    pub chain_id: String,
+    pub diff_id: String,
+    pub parent: Option<String>,
+    /// Size of the uncompressed tar.
+    pub size: u64,
+    pub entries: u32,
+    pub files: u32,
+    pub whiteouts: u32,
+    pub index_version: u32,
+}
+
+/// What the store knows of one image (`image.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub id: String,
+    /// Chain ids, bottom layer first.
+    pub layers: Vec<String>,
+    /// The config's `created`, if any.
+    pub created: Option<String>,
+    /// Unix time of the import.
+    pub imported: u64,
+    /// The format it came from (docker-archive, docker-legacy, oci, rootfs).
+    pub source: String,
+}
+
+/// A live mount (`mounts/<key>.json`), written by the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountRecord {
+    pub pid: u32,
+    pub image: String,
+    pub mountpoint: PathBuf,
+    pub rw: Option<PathBuf>,
+}
+
+/// The default store root: `$LAYERFS_ROOT`, else `/var/lib/layerfs` for
+/// root, else `$XDG_DATA_HOME/layerfs` (`~/.local/share/layerfs`).
+pub fn default_root() -> PathBuf {
+    if let Some(r) = std::env::var_os("LAYERFS_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(r);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/layerfs");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("layerfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/layerfs")
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The writer lock; released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+/// A staging directory under `tmp/`, removed on drop unless published.
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Writes `data` to `path` atomically: a temporary file beside it, fsync,
+/// rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&data).with_context(|| format!("corrupt store file {}", path.display()))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        for d in ["layers", "images", "tmp", "mounts"] {
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating store directory {}", root.join(d).display()))?;
+        }
+        let vpath = root.join("VERSION");
+        match fs::read_to_string(&vpath) {
+            Ok(v) if v.trim() == STORE_VERSION => {}
+            Ok(v) => bail!(
+                "store {} has layout version {:?}; this layerfs understands version {STORE_VERSION}",
+                root.display(),
+                v.trim()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&vpath, STORE_VERSION.as_bytes())?,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", vpath.display())),
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the writer lock, then removes what an interrupted writer left.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on an fd we own; it blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking the store");
+        }
+        let lock = StoreLock { _file: file };
+        self.recover()?;
+        Ok(lock)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let journal = self.root.join("publish.json");
+        if journal.exists() {
+            let p: Publish = read_json(&journal)?;
+            tracing::info!(
+                "finishing an interrupted import ({} renames)",
+                p.renames.len()
+            );
+            self.apply(&p)?;
+            fs::remove_file(&journal)?;
+        }
+        for e in fs::read_dir(self.root.join("tmp"))? {
+            let p = e?.path();
+            tracing::info!("removing leftover staging {}", p.display());
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+        }
+        let used: BTreeSet<String> = self.images()?.into_iter().flat_map(|i| i.layers).collect();
+        for e in fs::read_dir(self.root.join("layers"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !used.contains(&name) {
+                tracing::info!("removing layer {name}, which no image uses");
+                self.remove_dir_atomically(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes staged layers and images and sets tags, all or nothing:
+    /// the plan is written to `publish.json` first, so that a writer killed
+    /// half-way is rolled forward by the next one (see `recover`). Staged
+    /// paths must be under `tmp/`. Caller holds the lock.
+    pub fn publish(&self, p: &Publish) -> Result<()> {
+        let journal = self.root.join("publish.json");
+        write_atomic(&journal, &serde_json::to_vec_pretty(p)?)?;
+        self.apply(p)?;
+        fs::remove_file(&journal)?;
+        Ok(())
+    }
+
+    fn apply(&self, p: &Publish) -> Result<()> {
+        for (from, to) in &p.renames {
+            let (from, to) = (self.root.join(from), self.root.join(to));
+            if from.exists() {
+                if to.exists() {
+                    fs::remove_dir_all(&from)?; // published before: same content
+                } else {
+                    fs::rename(&from, &to)
+                        .with_context(|| format!("publishing {}", to.display()))?;
+                }
+            }
+        }
+        if !p.tags.is_empty() {
+            let mut tags = self.tags()?;
+            tags.extend(p.tags.clone());
+            self.set_tags(&tags)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a directory so that readers never see it half-deleted:
+    /// renamed into `tmp/` first, then deleted.
+    fn remove_dir_atomically(&self, dir: &Path) -> Result<()> {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let grave = self
+            .root
+            .join("tmp")
+            .join(format!("rm-{}-{}", std::process::id(), name));
+        fs::rename(dir, &grave).with_context(|| format!("removing {}", dir.display()))?;
+        fs::remove_dir_all(&grave).with_context(|| format!("removing {}", grave.display()))?;
+        Ok(())
+    }
+
+    /// A fresh staging directory under `tmp/` (caller holds the lock).
+    pub fn staging(&self, what: &str) -> Result<Staging> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{what}-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Staging { path })
+    }
+
+    pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
+        self.root.join("layers").join(chain_id)
+    }
+
+    pub fn has_layer(&self, chain_id: &str) -> bool {
+        self.layer_dir(chain_id).join("layer.json").is_file()
+    }
+
+    pub fn layer(&self, chain_id: &str) -> Result<LayerRecord> {
+        read_json(&self.layer_dir(chain_id).join("layer.json"))
+    }
+
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(id)
+    }
+
+    pub fn has_image(&self, id: &str) -> bool {
+        self.image_dir(id).join("image.json").is_file()
+    }
+
+    pub fn image(&self, id: &str) -> Result<ImageRecord> {
+        read_json(&self.image_dir(id).join("image.json"))
+    }
+
+    pub fn config(&self, id: &str) -> Result<Vec<u8>> {
+        let p = self.image_dir(id).join("config.json");
+        fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("images"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if self.has_image(&name) {
+                out.push(self.image(&name)?);
+            }
+        }
+        out.sort_by(|a, b| b.imported.cmp(&a.imported).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn tags(&self) -> Result<BTreeMap<String, String>> {
+        let p = self.root.join("tags.json");
+        if !p.exists() {
+            return Ok(BTreeMap::new());
+        }
+        read_json(&p)
+    }
+
+    pub fn set_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
+        write_atomic(
+            &self.root.join("tags.json"),
+            &serde_json::to_vec_pretty(tags)?,
+        )
+    }
+
+    /// Tags of one image, sorted.
+    pub fn tags_of(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .tags()?
+            .into_iter()
+            .filter(|(_, v)| v == id)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Resolves a user's image reference: a full id (optionally
+    /// `sha256:`-prefixed), a tag, or a unique id prefix.
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        if let Some(h) = parse_digest(reference) {
+            if self.has_image(h) {
+                return Ok(h.to_string());
+            }
+        }
+        let tags = self.tags()?;
+        if let Some(id) = tags.get(&normalize_ref(reference)) {
+            if self.has_image(id) {
+                return Ok(id.clone());
+            }
+        }
+        let prefix = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|c| c.is_ascii_hexdigit())
+        {
+            let prefix = prefix.to_ascii_lowercase();
+            let matches: Vec<String> = self
+                .images()?
+                .into_iter()
+                .map(|i| i.id)
+                .filter(|id| id.starts_with(&prefix))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches[0].clone()),
+                0 => {}
+                _ => bail!(
+                    "image reference {reference:?} is ambiguous; it matches:\n  {}",
+                    matches.join("\n  ")
+                ),
+            }
+        }
+        let known: Vec<String> = tags.keys().cloned().collect();
+        if known.is_empty() {
+            bail!(
+                "no image {reference:?} in the store {}",
+                self.root.display()
+            );
+        }
+        bail!("no image {reference:?}; known tags: {}", known.join(", "))
+    }
+
+    /// Removes an image and the layers no other image uses. Refused while
+    /// the image is mounted. Caller holds the lock.
+    pub fn remove_image(&self, id: &str) -> Result<Vec<String>> {
+        if let Some(m) = self.mounts()?.into_iter().find(|m| m.image == id) {
+            bail!(
+                "image {} is mounted at {} (daemon pid {}); unmount it first",
+                &id[..12.min(id.len())],
+                m.mountpoint.display(),
+                m.pid
+            );
+        }
+        let rec = self.image(id)?;
+        let mut tags = self.tags()?;
+        tags.retain(|_, v| v != id);
+        self.set_tags(&tags)?;
+        self.remove_dir_atomically(&self.image_dir(id))?;
+        let used: BTreeSet<String> = self.images()?.into_iter().flat_map(|i| i.layers).collect();
+        let mut removed = Vec::new();
+        for l in rec.layers.iter().rev() {
+            if !used.contains(l) && self.layer_dir(l).exists() {
+                self.remove_dir_atomically(&self.layer_dir(l))?;
+                removed.push(l.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    fn mount_key(mountpoint: &Path) -> String {
+        crate::image::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
+    }
+
+    pub fn register_mount(&self, rec: &MountRecord) -> Result<PathBuf> {
+        let p = self
+            .root
+            .join("mounts")
+            .join(format!("{}.json", Store::mount_key(&rec.mountpoint)));
+        write_atomic(&p, &serde_json::to_vec_pretty(rec)?)?;
+        Ok(p)
+    }
+
+    /// Live mounts; records of daemons that are gone are removed.
+    pub fn mounts(&self) -> Result<Vec<MountRecord>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("mounts"))? {
+            let p = e?.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let Ok(rec) = read_json::<MountRecord>(&p) else {
+                continue;
+            };
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(rec.pid as i32, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if alive {
+                out.push(rec);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn mount_at(&self, mountpoint: &Path) -> Result<Option<MountRecord>> {
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .find(|m| m.mountpoint == mountpoint))
+    }
+}
+
+/// An all-or-nothing change to the store: staged directories to move into
+/// place (paths relative to the store root) and tags to set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Publish {
+    pub renames: Vec<(PathBuf, PathBuf)>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Checks that a store-internal id is a bare hex digest before it is used
+/// as a path component.
+pub fn check_id(id: &str) -> Result<()> {
+    if is_hex64(id) {
+        Ok(())
+    } else {
+        Err(anyhow!("invalid id {id:?}"))
+    }
+}

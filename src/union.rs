@@ -1,0 +1,179 @@
+//! The merge rules of a union of layers, as pure functions over layer
+//! indexes: the whiteout grammar, resolving one name in a merged directory,
+//! and listing a merged directory. No I/O, no FUSE: every rule here is
+//! unit-tested on indexes built in memory.
+//!
+//! Layers are numbered by their position in the stack, **0 = top**. A merged
+//! directory is described by its *sources*: the (layer, entry) pairs of the
+//! directories that contribute to it, top first, ending at the first opaque
+//! one.
+
+use std::collections::BTreeMap;
+
+use crate::index::{Index, Kind};
+
+/// AUFS whiteout prefix.
+pub const WH_PREFIX: &[u8] = b".wh.";
+/// AUFS metadata prefix (`.wh..wh.plnk`, `.wh..wh.aufs`, ...).
+pub const WH_META_PREFIX: &[u8] = b".wh..wh.";
+/// Opaque directory marker.
+pub const WH_OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What a name in a layer tar means to the union.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NameClass<'a> {
+    /// An ordinary entry.
+    Plain,
+    /// `.wh.NAME`: hides NAME of lower layers.
+    Whiteout(&'a [u8]),
+    /// `.wh..wh..opq`: the directory holding it hides all lower entries.
+    Opaque,
+    /// Other `.wh..wh.*` names: AUFS bookkeeping, never shown.
+    Meta,
+}
+
+/// Classifies the last component of a path in a layer.
+pub fn classify_name(name: &[u8]) -> NameClass<'_> {
+    if name == WH_OPAQUE {
+        NameClass::Opaque
+    } else if name.starts_with(WH_META_PREFIX) {
+        NameClass::Meta
+    } else if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
+        if hidden.is_empty() {
+            NameClass::Meta
+        } else {
+            NameClass::Whiteout(hidden)
+        }
+    } else {
+        NameClass::Plain
+    }
+}
+
+/// An entry of one layer: (layer position, 0 = top; entry number).
+pub type Source = (u16, u32);
+
+/// What a name resolves to in the merged view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// A directory, merged from these sources (top first, non-empty).
+    Dir(Vec<Source>),
+    /// A non-directory: the topmost layer's entry wins alone.
+    Leaf(Source),
+}
+
+impl Resolved {
+    /// The entry whose metadata the merged entry shows. For a directory
+    /// that is the topmost source that has a tar entry of its own (a
+    /// directory implied only by deeper paths keeps the metadata of the
+    /// lower layer that created it), else the topmost source.
+    pub fn meta_source(&self, layers: &[impl AsRef<Index>]) -> Source {
+        match self {
+            Resolved::Leaf(s) => *s,
+            Resolved::Dir(srcs) => srcs
+                .iter()
+                .copied()
+                .find(|&(l, e)| !layers[l as usize].as_ref().entry(e).is_implicit())
+                .unwrap_or(srcs[0]),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Resolved::Dir(_))
+    }
+}
+
+/// Folds one layer's entry for a name into the state of that name, walking
+/// layers top first. Returns false once the name is settled (a whiteout, a
+/// non-directory, an opaque directory, or a non-directory under a directory),
+/// so lower layers are not consulted any more.
+fn fold(state: &mut Option<Resolved>, src: Source, kind: Kind, opaque: bool) -> bool {
+    match (state.as_mut(), kind) {
+        (None, Kind::Whiteout) => false,
+        (None, Kind::Dir) => {
+            *state = Some(Resolved::Dir(vec![src]));
+            !opaque
+        }
+        (None, _) => {
+            *state = Some(Resolved::Leaf(src));
+            false
+        }
+        (Some(Resolved::Dir(srcs)), Kind::Dir) => {
+            srcs.push(src);
+            !opaque
+        }
+        // A whiteout or a non-directory below a directory ends the merge.
+        (Some(_), _) => false,
+    }
+}
+
+/// Resolves `name` in the merged directory made of `sources`.
+pub fn resolve_child(
+    layers: &[impl AsRef<Index>],
+    sources: &[Source],
+    name: &[u8],
+) -> Option<Resolved> {
+    let mut state = None;
+    for &(l, d) in sources {
+        let idx = layers[l as usize].as_ref();
+        let dir = idx.entry(d);
+        let Some(c) = idx.lookup(&dir, name) else {
+            continue;
+        };
+        let ce = idx.entry(c);
+        if !fold(&mut state, (l, c), ce.kind, ce.is_opaque()) {
+            break;
+        }
+    }
+    state
+}
+
+/// Lists the merged directory made of `sources`, sorted by name. Whiteouts
+/// and hidden lower entries are left out.
+pub fn list_dir(layers: &[impl AsRef<Index>], sources: &[Source]) -> Vec<(Vec<u8>, Resolved)> {
+    // name -> (state, still open to lower layers)
+    let mut names: BTreeMap<&[u8], (Option<Resolved>, bool)> = BTreeMap::new();
+    for &(l, d) in sources {
+        let idx = layers[l as usize].as_ref();
+        let dir = idx.entry(d);
+        for c in idx.children(&dir) {
+            let ce = idx.entry(c);
+            let slot = names.entry(idx.name(&ce)).or_insert((None, true));
+            if slot.1 {
+                slot.1 = fold(&mut slot.0, (l, c), ce.kind, ce.is_opaque());
+            }
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|(name, (state, _))| state.map(|r| (name.to_vec(), r)))
+        .collect()
+}
+
+/// Resolves a relative path from the merged root. Used by tests and the
+/// debugging commands; the filesystem resolves one component at a time.
+pub fn resolve_path(layers: &[impl AsRef<Index>], path: &[u8]) -> Option<Resolved> {
+    let mut cur = root(layers);
+    for comp in path
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        match cur {
+            Resolved::Dir(srcs) => cur = resolve_child(layers, &srcs, comp)?,
+            Resolved::Leaf(_) => return None,
+        }
+    }
+    Some(cur)
+}
+
+/// The merged root directory: every layer's root, top first, down to the
+/// first opaque one.
+pub fn root(layers: &[impl AsRef<Index>]) -> Resolved {
+    let mut srcs = Vec::with_capacity(layers.len());
+    for (l, idx) in layers.iter().enumerate() {
+        srcs.push((l as u16, 0));
+        if idx.as_ref().entry(0).is_opaque() {
+            break;
+        }
+    }
+    Resolved::Dir(srcs)
+}
