@@ -218,7 +218,15 @@ impl Store {
         Ok(())
     }
 
+    /// Tags first: a tag naming an image that does not exist yet is
+    /// invisible to readers. Then the renames, layers before images, so the
+    /// rename of an image directory is the moment readers see the import.
     fn apply(&self, p: &Publish) -> Result<()> {
+        if !p.tags.is_empty() {
+            let mut tags = self.tags()?;
+            tags.extend(p.tags.clone());
+            self.set_tags(&tags)?;
+        }
         for (from, to) in &p.renames {
             let (from, to) = (self.root.join(from), self.root.join(to));
             if from.exists() {
@@ -229,11 +237,6 @@ impl Store {
                         .with_context(|| format!("publishing {}", to.display()))?;
                 }
             }
-        }
-        if !p.tags.is_empty() {
-            let mut tags = self.tags()?;
-            tags.extend(p.tags.clone());
-            self.set_tags(&tags)?;
         }
         Ok(())
     }

@@ -1,0 +1,233 @@
+//! Shared helpers of the integration tests: a private store per test, the
+//! `layerfs` binary, mounts that are always unmounted (even when the test
+//! panics), and the Python oracle (`tools/oracle_merge.py`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_layerfs")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("fixtures").join(name)
+}
+
+/// True when FUSE mounts can run here. Without /dev/fuse a mount test is
+/// skipped with a message, except under CI (`CI` set), where it fails.
+pub fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("/dev/fuse is missing and CI is set: mount tests must run in CI");
+    }
+    eprintln!("SKIP: /dev/fuse is missing (set CI=1 to make this a failure)");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A private store in a temporary directory.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        TestStore {
+            dir: tempfile::Builder::new()
+                .prefix("layerfs-test")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--root").arg(self.root());
+        c.env_remove("LAYERFS_ROOT");
+        c
+    }
+
+    /// Runs `layerfs --root STORE args...` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running layerfs")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "layerfs {args:?} should have failed but succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// Imports and returns the single image id printed.
+    pub fn import(&self, path: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["import", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        let ids: Vec<&str> = out.lines().collect();
+        assert_eq!(ids.len(), 1, "expected one image id, got {out:?}");
+        assert_eq!(ids[0].len(), 64, "image id {:?}", ids[0]);
+        ids[0].to_string()
+    }
+
+    /// A fingerprint of everything in the store except `tmp/`, `mounts/`
+    /// and `lock`: every path with its size and content hash.
+    pub fn fingerprint(&self) -> Vec<(String, u64, String)> {
+        use sha2::{Digest, Sha256};
+        let mut out = Vec::new();
+        let root = self.root();
+        if !root.exists() {
+            return out;
+        }
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if rel == "tmp" || rel == "mounts" || rel == "lock" {
+                    continue;
+                }
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                if md.is_dir() {
+                    out.push((rel, 0, "dir".into()));
+                    stack.push(p);
+                } else {
+                    let h = hex::encode(Sha256::digest(std::fs::read(&p).unwrap()));
+                    out.push((rel, md.len(), h));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A live mount; unmounted on drop, even during a panic.
+pub struct Mount<'a> {
+    pub store: &'a TestStore,
+    pub dir: PathBuf,
+    _mp: tempfile::TempDir,
+}
+
+impl<'a> Mount<'a> {
+    pub fn new(store: &'a TestStore, image: &str, opts: &[&str]) -> Mount<'a> {
+        let mp = tempfile::Builder::new()
+            .prefix("layerfs-mnt")
+            .tempdir()
+            .expect("tempdir");
+        let dir = mp.path().to_path_buf();
+        let m = Mount {
+            store,
+            dir,
+            _mp: mp,
+        };
+        let mut args = vec!["mount", image, m.dir.to_str().unwrap()];
+        args.extend_from_slice(opts);
+        m.store.ok(&args);
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        let out = self.store.run(&["umount", self.dir.to_str().unwrap()]);
+        if !out.status.success() {
+            eprintln!("umount failed: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Runs the Python oracle with `args`; returns its stdout (JSON).
+pub fn oracle(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("tools/oracle_merge.py"))
+        .args(args)
+        .output()
+        .expect("python3 (the oracle needs it)");
+    assert!(
+        out.status.success(),
+        "oracle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Compares two oracle JSON manifests with the oracle's own comparator;
+/// panics with its readable diff if they differ.
+pub fn assert_same_tree(what: &str, expected_json: &str, actual_json: &str, ignore: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("expected.json");
+    let b = dir.path().join("actual.json");
+    std::fs::write(&a, expected_json).unwrap();
+    std::fs::write(&b, actual_json).unwrap();
+    let mut args = vec![
+        "--compare".to_string(),
+        a.display().to_string(),
+        b.display().to_string(),
+    ];
+    for i in ignore {
+        args.push("--ignore".into());
+        args.push(i.to_string());
+    }
+    let out = Command::new("python3")
+        .arg(repo().join("tools/oracle_merge.py"))
+        .args(&args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{what}: trees differ:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Guard against comparing two empty manifests.
+    let v: serde_json::Value = serde_json::from_str(actual_json).unwrap();
+    assert!(
+        v.as_object().map_or(0, |o| o.len()) > 1,
+        "{what}: the compared tree is empty"
+    );
+}

@@ -1,0 +1,425 @@
+//! Real FUSE mounts of imported images, compared path by path with oracles
+//! the mount code does not share: `tools/oracle_merge.py` (Python's tarfile
+//! applying Docker's layer rules) and `umoci unpack`.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn snapshot(dir: &Path) -> String {
+    oracle(&["--snapshot", dir.to_str().unwrap()])
+}
+
+/// Import a docker-archive fixture, mount it, and compare every path with
+/// the oracle's merge of the same archive's layers.
+fn check_against_oracle(name: &str) {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let fx = fixture(name);
+    let id = store.import(&fx, &[]);
+    let expected = oracle(&["--image", fx.to_str().unwrap()]);
+    let m = Mount::new(&store, &id, &[]);
+    assert_same_tree(name, &expected, &snapshot(&m.dir), &[]);
+}
+
+#[test]
+fn multi_layer_buildah_image_matches_oracle() {
+    check_against_oracle("multi.docker.tar");
+}
+
+#[test]
+fn edge_case_layers_match_oracle() {
+    check_against_oracle("edge.docker.tar");
+}
+
+#[test]
+fn legacy_v1_archive_matches_oracle() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let fx = fixture("legacy.docker.tar");
+    let id = store.import(&fx, &[]);
+    let expected = oracle(&["--image", fx.to_str().unwrap()]);
+    let m = Mount::new(&store, &id, &[]);
+    assert_same_tree("legacy", &expected, &snapshot(&m.dir), &[]);
+}
+
+/// `umoci unpack` (a third-party OCI implementation) of the OCI layout
+/// must give the same tree as the mount.
+#[test]
+fn oci_layout_matches_umoci_unpack() {
+    if !fuse_available() {
+        return;
+    }
+    if Command::new("umoci").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "umoci is missing in CI");
+        eprintln!("SKIP: umoci not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture("multi.oci"))
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bundle = work.path().join("bundle");
+    let mut umoci = Command::new("umoci");
+    umoci
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:multi:latest", layout.display()))
+        .arg(&bundle);
+    if !is_root() {
+        umoci.arg("--rootless");
+    }
+    let out = umoci.output().unwrap();
+    assert!(
+        out.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = snapshot(&bundle.join("rootfs"));
+
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.oci"), &[]);
+    let m = Mount::new(&store, &id, &[]);
+    let mut ignore = vec![];
+    if !is_root() {
+        ignore.extend(["uid", "gid"]); // a rootless unpack cannot chown
+    }
+    assert_same_tree(
+        "umoci unpack vs mount",
+        &expected,
+        &snapshot(&m.dir),
+        &ignore,
+    );
+}
+
+/// The same image in every container format mounts as the same tree.
+#[test]
+fn every_format_of_one_image_mounts_the_same_tree() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let reference = {
+        let id = store.import(&fixture("multi.docker.tar"), &[]);
+        let m = Mount::new(&store, &id, &[]);
+        snapshot(&m.dir)
+    };
+    for f in ["multi.oci", "multi.oci.tar", "multi-zstd.oci"] {
+        let fx = fixture(f);
+        if !fx.exists() {
+            panic!("fixture {f} missing: run tools/make-fixtures.sh");
+        }
+        let id = store.import(&fx, &[]);
+        let m = Mount::new(&store, &id, &[]);
+        assert_same_tree(f, &reference, &snapshot(&m.dir), &[]);
+    }
+}
+
+#[test]
+fn rootfs_tars_gzip_and_zstd_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let a = store.import(&fixture("edge-rootfs.tar.gz"), &[]);
+    let b = store.import(&fixture("edge-rootfs.tar.zst"), &[]);
+    assert_eq!(a, b, "the same rootfs, compressed two ways, is one image");
+    let m = Mount::new(&store, &a, &[]);
+    let gz = fixture("edge-rootfs.tar.gz");
+    let expected = oracle(&[gz.to_str().unwrap()]);
+    assert_same_tree("rootfs", &expected, &snapshot(&m.dir), &[]);
+}
+
+#[test]
+fn binaries_on_the_mount_run() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let m = Mount::new(&store, &id, &[]);
+    let out = Command::new(m.path("bin/busybox"))
+        .args(["echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let os = std::fs::read_to_string(m.path("etc/os-release")).unwrap();
+    assert!(os.contains("layerfs-fixture"), "{os}");
+}
+
+/// Random `pread`s and an `mmap` of every regular file agree with a plain
+/// sequential read (whose hash the oracle comparisons check).
+#[test]
+fn random_reads_and_mmap_agree_with_sequential_reads() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    let m = Mount::new(&store, &id, &[]);
+    let mut checked = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for entry in walk(&m.dir) {
+        let md = std::fs::symlink_metadata(&entry).unwrap();
+        if !md.is_file() || md.len() == 0 {
+            continue;
+        }
+        let mut whole = Vec::new();
+        std::fs::File::open(&entry)
+            .unwrap()
+            .read_to_end(&mut whole)
+            .unwrap();
+        assert_eq!(whole.len() as u64, md.len());
+        let f = std::fs::File::open(&entry).unwrap();
+        for _ in 0..32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let off = (seed % md.len()) as usize;
+            let len = ((seed >> 32) % 70_000) as usize;
+            let mut buf = vec![0u8; len];
+            let n = f.read_at(&mut buf, off as u64).unwrap();
+            assert_eq!(
+                &buf[..n],
+                &whole[off..(off + len).min(whole.len())],
+                "{}",
+                entry.display()
+            );
+        }
+        // SAFETY: the file is on a read-only mount and not modified.
+        let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        assert_eq!(&map[..], &whole[..], "mmap of {}", entry.display());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} files checked");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// st_ino of every path stays the same while mounted, even after the
+/// kernel has dropped its caches and must look everything up again.
+#[test]
+fn inode_numbers_are_stable_for_the_life_of_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    let m = Mount::new(&store, &id, &[]);
+    let inos = |dir: &Path| -> Vec<(std::path::PathBuf, u64)> {
+        walk(dir)
+            .into_iter()
+            .map(|p| {
+                let ino = std::fs::symlink_metadata(&p).unwrap().ino();
+                (p, ino)
+            })
+            .collect()
+    };
+    let first = inos(&m.dir);
+    assert!(first.len() > 10);
+    if is_root() {
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    }
+    assert_eq!(first, inos(&m.dir));
+    assert_eq!(std::fs::metadata(&m.dir).unwrap().ino(), 1, "root inode");
+}
+
+#[test]
+fn statfs_answers_and_writes_are_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let m = Mount::new(&store, &id, &[]);
+    let c = std::ffi::CString::new(m.dir.to_str().unwrap()).unwrap();
+    // SAFETY: statfs into a zeroed struct.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        assert_eq!(libc::statfs(c.as_ptr(), &mut st), 0);
+        st
+    };
+    assert_eq!(st.f_type, 0x6573_5546, "FUSE magic");
+    assert!(st.f_blocks > 0 && st.f_files > 0);
+    let e = std::fs::write(m.path("etc/new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let e = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("etc/os-release"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let e = std::fs::remove_file(m.path("etc/os-release")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let e = std::fs::read_dir(m.path("nonexistent")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
+
+#[test]
+fn image_is_not_removed_while_mounted() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    {
+        let _m = Mount::new(&store, &id, &[]);
+        let err = store.fails(&["rm", &id]);
+        assert!(err.contains("mounted"), "{err}");
+        assert!(store.ok(&["images"]).contains(&id[..12]));
+    }
+    store.ok(&["rm", &id]);
+    assert!(!store.ok(&["images"]).contains(&id[..12]));
+}
+
+/// SIGTERM (and SIGINT) to a foreground daemon unmount cleanly.
+#[test]
+fn signals_unmount_the_daemon_cleanly() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mp = tempfile::tempdir().unwrap();
+        let mut child = store
+            .cmd()
+            .args(["mount", &id, mp.path().to_str().unwrap(), "--foreground"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !layerfs::daemon::is_fuse_mount(mp.path()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mount did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(mp.path().join("bin/busybox").exists());
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        let mounted = layerfs::daemon::is_fuse_mount(mp.path());
+        if mounted {
+            let _ = Command::new("umount").arg("-l").arg(mp.path()).status();
+        }
+        assert!(status.success(), "daemon exit after signal {sig}: {status}");
+        assert!(!mounted, "still mounted after signal {sig}");
+    }
+}
+
+/// An unprivileged user imports and mounts, and sees the owners and modes
+/// recorded in the tar (nothing was chowned or chmodded on disk).
+#[test]
+fn unprivileged_user_imports_and_mounts() {
+    if !fuse_available() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP: needs root to create the unprivileged test user");
+        return;
+    }
+    let user = "layerfs-test";
+    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
+        let st = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", user])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let st = Command::new("chown")
+        .arg(user)
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = work.path().join("store");
+    let mnt = work.path().join("mnt");
+    let fx = work.path().join("edge.docker.tar");
+    std::fs::copy(fixture("edge.docker.tar"), &fx).unwrap();
+    let as_user = |args: &[&str]| {
+        let out = Command::new("runuser")
+            .args(["-u", user, "--", bin(), "--root", root.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "as {user}: layerfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = as_user(&["import", fx.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let st = Command::new("runuser")
+        .args(["-u", user, "--", "mkdir", mnt.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    as_user(&["mount", &id, mnt.to_str().unwrap()]);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let guard = Unmount(&mnt);
+    let expected = oracle(&["--image", fixture("edge.docker.tar").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    let mut checked = 0;
+    for (path, e) in v.as_object().unwrap() {
+        let md = std::fs::symlink_metadata(mnt.join(path)).unwrap();
+        assert_eq!(md.uid() as u64, e["uid"].as_u64().unwrap(), "uid of {path}");
+        assert_eq!(md.gid() as u64, e["gid"].as_u64().unwrap(), "gid of {path}");
+        assert_eq!(
+            (md.mode() & 0o7777) as u64,
+            e["mode"].as_u64().unwrap(),
+            "mode of {path}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10);
+    // The store itself holds no file owned by anyone but the user.
+    let out = Command::new("find")
+        .arg(&root)
+        .args(["!", "-user", user])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "files not owned by {user}"
+    );
+    as_user(&["umount", mnt.to_str().unwrap()]);
+    drop(guard);
+}
