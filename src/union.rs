@@ -6,11 +6,14 @@
 //! Layers are numbered by their position in the stack, **0 = top**. A merged
 //! directory is described by its *sources*: the (layer, entry) pairs of the
 //! directories that contribute to it, top first, ending at the first opaque
-//! one.
+//! one. If all of those are implicit, the lower directories down to the first
+//! explicit one follow: they only give the merged directory its metadata
+//! (an opaque marker hides a directory's lower content, not the directory),
+//! and listing and lookup stop at the first opaque source.
 
 use std::collections::BTreeMap;
 
-use crate::index::{Index, Kind};
+use crate::index::{Entry, Index, Kind};
 
 /// AUFS whiteout prefix.
 pub const WH_PREFIX: &[u8] = b".wh.";
@@ -82,27 +85,51 @@ impl Resolved {
     }
 }
 
-/// Folds one layer's entry for a name into the state of that name, walking
-/// layers top first. Returns false once the name is settled (a whiteout, a
-/// non-directory, an opaque directory, or a non-directory under a directory),
-/// so lower layers are not consulted any more.
-fn fold(state: &mut Option<Resolved>, src: Source, kind: Kind, opaque: bool) -> bool {
-    match (state.as_mut(), kind) {
-        (None, Kind::Whiteout) => false,
+/// How far the merge of one name has got, walking layers top first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// Lower layers may still contribute entries; `meta`: a source with
+    /// its own tar entry has been found.
+    Open { meta: bool },
+    /// Below an opaque directory, all sources so far implicit: lower
+    /// directories are wanted for their metadata only.
+    MetaOnly,
+    /// Settled: lower layers are not consulted any more.
+    Done,
+}
+
+/// Folds one layer's entry `e` for a name into the state of that name,
+/// walking layers top first from `Walk::Open { meta: false }`. The name is
+/// settled by a whiteout, a non-directory, an opaque directory (once the
+/// metadata source is known), or a non-directory under a directory.
+fn fold(state: &mut Option<Resolved>, walk: Walk, src: Source, e: &Entry) -> Walk {
+    match (state.as_mut(), e.kind) {
+        (None, Kind::Whiteout) => Walk::Done,
         (None, Kind::Dir) => {
             *state = Some(Resolved::Dir(vec![src]));
-            !opaque
+            dir_walk(walk, e)
         }
         (None, _) => {
             *state = Some(Resolved::Leaf(src));
-            false
+            Walk::Done
         }
         (Some(Resolved::Dir(srcs)), Kind::Dir) => {
             srcs.push(src);
-            !opaque
+            dir_walk(walk, e)
         }
         // A whiteout or a non-directory below a directory ends the merge.
-        (Some(_), _) => false,
+        (Some(_), _) => Walk::Done,
+    }
+}
+
+/// The walk after directory `e` joined the sources.
+fn dir_walk(walk: Walk, e: &Entry) -> Walk {
+    let meta = !e.is_implicit() || matches!(walk, Walk::Open { meta: true });
+    match walk {
+        Walk::Open { .. } if !e.is_opaque() => Walk::Open { meta },
+        Walk::Done => Walk::Done,
+        _ if meta => Walk::Done,
+        _ => Walk::MetaOnly,
     }
 }
 
@@ -113,14 +140,17 @@ pub fn resolve_child(
     name: &[u8],
 ) -> Option<Resolved> {
     let mut state = None;
+    let mut walk = Walk::Open { meta: false };
     for &(l, d) in sources {
         let idx = layers[l as usize].as_ref();
         let dir = idx.entry(d);
-        let Some(c) = idx.lookup(&dir, name) else {
-            continue;
-        };
-        let ce = idx.entry(c);
-        if !fold(&mut state, (l, c), ce.kind, ce.is_opaque()) {
+        if let Some(c) = idx.lookup(&dir, name) {
+            walk = fold(&mut state, walk, (l, c), &idx.entry(c));
+            if walk == Walk::Done {
+                break;
+            }
+        }
+        if dir.is_opaque() {
             break;
         }
     }
@@ -130,17 +160,21 @@ pub fn resolve_child(
 /// Lists the merged directory made of `sources`, sorted by name. Whiteouts
 /// and hidden lower entries are left out.
 pub fn list_dir(layers: &[impl AsRef<Index>], sources: &[Source]) -> Vec<(Vec<u8>, Resolved)> {
-    // name -> (state, still open to lower layers)
-    let mut names: BTreeMap<&[u8], (Option<Resolved>, bool)> = BTreeMap::new();
+    let mut names: BTreeMap<&[u8], (Option<Resolved>, Walk)> = BTreeMap::new();
     for &(l, d) in sources {
         let idx = layers[l as usize].as_ref();
         let dir = idx.entry(d);
         for c in idx.children(&dir) {
             let ce = idx.entry(c);
-            let slot = names.entry(idx.name(&ce)).or_insert((None, true));
-            if slot.1 {
-                slot.1 = fold(&mut slot.0, (l, c), ce.kind, ce.is_opaque());
+            let slot = names
+                .entry(idx.name(&ce))
+                .or_insert((None, Walk::Open { meta: false }));
+            if slot.1 != Walk::Done {
+                slot.1 = fold(&mut slot.0, slot.1, (l, c), &ce);
             }
+        }
+        if dir.is_opaque() {
+            break;
         }
     }
     names
@@ -166,12 +200,14 @@ pub fn resolve_path(layers: &[impl AsRef<Index>], path: &[u8]) -> Option<Resolve
 }
 
 /// The merged root directory: every layer's root, top first, down to the
-/// first opaque one.
+/// first opaque one (and on to the first explicit one, for metadata).
 pub fn root(layers: &[impl AsRef<Index>]) -> Resolved {
     let mut srcs = Vec::with_capacity(layers.len());
+    let mut walk = Walk::Open { meta: false };
     for (l, idx) in layers.iter().enumerate() {
         srcs.push((l as u16, 0));
-        if idx.as_ref().entry(0).is_opaque() {
+        walk = dir_walk(walk, &idx.as_ref().entry(0));
+        if walk == Walk::Done {
             break;
         }
     }

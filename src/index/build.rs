@@ -119,20 +119,18 @@ impl Tree {
     }
 
     /// Walks to the directory that holds the last component, creating
-    /// implicit directories on the way. A non-directory in the way is
-    /// replaced, as extraction would do; a whiteout in the way becomes an
-    /// opaque implicit directory (the lower one was deleted, then recreated).
+    /// implicit directories on the way. A non-directory (or whiteout) in the
+    /// way is replaced, as extraction would do, by a new directory: opaque,
+    /// since the lower one was deleted, and with the implicit defaults as its
+    /// own metadata (not implicit: nothing below may show through).
     fn parent_of(&mut self, comps: &[&[u8]]) -> usize {
         let mut cur = 0;
         for comp in comps {
             let next = match self.nodes[cur].children.get(*comp) {
                 Some(&id) if self.nodes[id].kind == Kind::Dir => id,
                 Some(&id) => {
-                    let was_whiteout = self.nodes[id].kind == Kind::Whiteout;
                     let mut n = Node::implicit_dir();
-                    if was_whiteout {
-                        n.flags |= FLAG_OPAQUE;
-                    }
+                    n.flags = FLAG_OPAQUE;
                     self.nodes[id] = n;
                     id
                 }
@@ -158,7 +156,12 @@ impl Tree {
 
     /// Puts `node` at `name` in directory `dir`, with tar semantics: a later
     /// entry replaces an earlier one, except that a directory over a
-    /// directory only updates its metadata and keeps its children.
+    /// directory only updates its metadata and keeps its children. A
+    /// directory replacing a non-directory (or whiteout) is opaque: the
+    /// layer deleted the lower entry. A whiteout deletes lower layers'
+    /// content only, never this layer's: over a directory it makes it opaque
+    /// (not implicit, as the lower one is gone), over anything else it does
+    /// nothing.
     fn insert(&mut self, dir: usize, name: &[u8], mut node: Node) {
         if let Some(&id) = self.nodes[dir].children.get(name) {
             let old = &mut self.nodes[id];
@@ -168,7 +171,12 @@ impl Tree {
                     old.flags &= !FLAG_IMPLICIT;
                     return;
                 }
-                (Kind::Whiteout, Kind::Dir) => node.flags |= FLAG_OPAQUE,
+                (Kind::Dir, Kind::Whiteout) => {
+                    old.flags = (old.flags | FLAG_OPAQUE) & !FLAG_IMPLICIT;
+                    return;
+                }
+                (_, Kind::Whiteout) => return,
+                (_, Kind::Dir) => node.flags |= FLAG_OPAQUE,
                 _ => {}
             }
             *old = node;

@@ -28,7 +28,9 @@
 //! Whiteouts are decoded at build time: a `.wh.NAME` tar entry becomes an
 //! entry named `NAME` of kind [`Kind::Whiteout`]; `.wh..wh..opq` becomes the
 //! [`FLAG_OPAQUE`] flag of its directory; other `.wh..wh.*` names (AUFS
-//! metadata) are dropped with their whole subtree.
+//! metadata) are dropped with their whole subtree. Whiteouts delete lower
+//! layers' content only: if the layer has a `NAME` of its own (before or
+//! after the whiteout), it is kept, a directory becoming opaque.
 
 pub mod build;
 
