@@ -42,15 +42,27 @@ pub fn open_layers(store: &Store, id: &str) -> Result<Vec<Layer>> {
         .collect()
 }
 
-fn fuse_config(image: &str, opts: &MountOptions) -> Result<Config> {
+/// The fuser session config, and the same mount options as the string
+/// `fusermount3 -o` takes (for unprivileged mounts).
+fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
+    let fsname = format!("layerfs:{}", &image[..12.min(image.len())]);
+    let mut strs = vec![
+        "ro".to_string(),
+        "default_permissions".into(),
+        format!("fsname={fsname}"),
+        "subtype=layerfs".into(),
+    ];
     let mut cfg = Config::default();
     cfg.mount_options = vec![
-        MountOption::FSName(format!("layerfs:{}", &image[..12.min(image.len())])),
+        MountOption::FSName(fsname),
         MountOption::Subtype("layerfs".into()),
         MountOption::DefaultPermissions,
         MountOption::RO,
     ];
     for o in &opts.options {
+        if !matches!(o.as_str(), "" | "ro" | "default_permissions" | "rw") {
+            strs.push(o.clone());
+        }
         let mo = match o.as_str() {
             "" => continue,
             "allow_other" => {
@@ -85,7 +97,7 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<Config> {
             .clamp(2, 8),
     );
     cfg.clone_fd = true;
-    Ok(cfg)
+    Ok((cfg, strs.join(",")))
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -115,10 +127,30 @@ pub fn run_foreground(
     let layers = open_layers(store, id)?;
     tracing::info!(image = id, layers = layers.len(), "opening image");
     let vfs = Arc::new(Vfs::new(layers));
-    let cfg = fuse_config(id, opts)?;
+    let (cfg, fusermount_opts) = fuse_config(id, opts)?;
     let sigset = block_signals();
-    let mut session = fuser::Session::new(LayerFs::new(vfs), mountpoint, &cfg)
-        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    let fs = LayerFs::new(vfs);
+    let mountpoint_owned = mountpoint.to_path_buf();
+    // Root mounts with mount(2) through fuser; anyone else goes through the
+    // setuid fusermount3, which also works where /dev/fuse is root-only.
+    // SAFETY: geteuid cannot fail.
+    let (session, mut unmount): (
+        fuser::Session<LayerFs>,
+        Box<dyn FnMut() -> Result<()> + Send>,
+    ) = if unsafe { libc::geteuid() } == 0 {
+        let mut s = fuser::Session::new(fs, mountpoint, &cfg)
+            .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+        let mut u = s.unmount_callable();
+        (s, Box::new(move || u.unmount().map_err(Into::into)))
+    } else {
+        let fd = crate::fusermount::mount(mountpoint, &fusermount_opts)?;
+        let s = fuser::Session::from_fd(fs, fd, cfg.acl, cfg.clone())
+            .with_context(|| format!("starting the FUSE session at {}", mountpoint.display()))?;
+        (
+            s,
+            Box::new(move || crate::fusermount::unmount(&mountpoint_owned)),
+        )
+    };
     let record = MountRecord {
         pid: std::process::id(),
         image: id.to_string(),
@@ -126,7 +158,6 @@ pub fn run_foreground(
         rw: None,
     };
     let record_path = store.register_mount(&record)?;
-    let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -134,7 +165,7 @@ pub fn run_foreground(
             // SAFETY: sigwait on a set that every thread has blocked.
             unsafe { libc::sigwait(&sigset, &mut sig) };
             tracing::info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
+            if let Err(e) = unmount() {
                 tracing::error!("unmount failed: {e}");
             }
         })?;

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod fuse;
+pub mod fusermount;
 pub mod image;
 pub mod import;
 pub mod index;

@@ -116,6 +116,10 @@ pub struct Vfs {
     /// Top layer first.
     layers: Vec<Layer>,
     nodes: RwLock<Nodes>,
+    /// nlink of hard-linked files, by (layer, inode group): how many of the
+    /// group's names are visible in the merged view (an upper layer may hide
+    /// or replace some). Computed on first use.
+    nlinks: parking_lot::Mutex<HashMap<(u16, u32), u32>>,
 }
 
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
@@ -140,6 +144,7 @@ impl Vfs {
         Vfs {
             layers,
             nodes: RwLock::new(nodes),
+            nlinks: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -220,13 +225,19 @@ impl Vfs {
                     .count();
                 (4096, 2 + subdirs as u32)
             }
-            Kind::Symlink => (idx.target(&e).len() as u64, e.nlink),
-            _ => (e.size, e.nlink),
+            Kind::Symlink => (idx.target(&e).len() as u64, self.visible_nlink(src, &e)),
+            _ => (e.size, self.visible_nlink(src, &e)),
+        };
+        // Linux shows every symlink as 0777, whatever the tar header says.
+        let mode = if e.kind == Kind::Symlink {
+            0o777
+        } else {
+            e.mode & 0o7777
         };
         Ok(Attr {
             ino,
             kind: e.kind,
-            perm: (e.mode & 0o7777) as u16,
+            perm: mode as u16,
             uid: e.uid,
             gid: e.gid,
             size,
@@ -239,6 +250,33 @@ impl Vfs {
             mtime: to_system_time(e.mtime, e.mtime_nsec),
             rdev: e.rdev() as u32,
         })
+    }
+
+    /// The number of names of a hard-linked inode that the merged view
+    /// shows. Only groups with more than one name in their layer need work:
+    /// each name's path is resolved through the union once, then cached.
+    fn visible_nlink(&self, src: Source, e: &crate::index::Entry) -> u32 {
+        if e.nlink <= 1 {
+            return e.nlink;
+        }
+        let key = (src.0, e.group);
+        if let Some(&n) = self.nlinks.lock().get(&key) {
+            return n;
+        }
+        let idx = &self.layers[src.0 as usize].index;
+        let mut n = 0;
+        for i in 0..idx.len() {
+            let c = idx.entry(i);
+            if c.group != e.group || matches!(c.kind, Kind::Dir | Kind::Whiteout) {
+                continue;
+            }
+            let path = entry_path(idx, i);
+            if let Some(Resolved::Leaf((l, _))) = crate::union::resolve_path(&self.layers, &path) {
+                n += u32::from(l == src.0);
+            }
+        }
+        self.nlinks.lock().insert(key, n.max(1));
+        n.max(1)
     }
 
     /// The merged listing of directory `ino` (without `.` and `..`).
@@ -333,4 +371,16 @@ impl Vfs {
             (b + l.index.tar_size(), f + l.index.len() as u64)
         })
     }
+}
+
+/// The path of entry `i` inside its layer, from the parent links.
+fn entry_path(idx: &Index, mut i: u32) -> Vec<u8> {
+    let mut comps: Vec<&[u8]> = Vec::new();
+    while i != 0 {
+        let e = idx.entry(i);
+        comps.push(idx.name(&e));
+        i = e.parent;
+    }
+    comps.reverse();
+    comps.join(&b'/')
 }

@@ -78,11 +78,7 @@ fn references_resolve_by_id_prefix_and_tag_forms() {
         "docker.io/library/bb:1.0".into(),
         "localhost/bb:1.0".into(),
     ] {
-        assert_eq!(
-            store.ok(&["history", &r, "--json"]).is_empty(),
-            false,
-            "{r}"
-        );
+        assert!(!store.ok(&["history", &r, "--json"]).is_empty(), "{r}");
         let cfg = store.ok(&["inspect", &r]);
         assert!(cfg.contains("diff_ids"), "{r}");
     }
@@ -204,6 +200,8 @@ fn bad_input_is_refused_and_leaves_the_store_unchanged() {
         ("bad/digest-mismatch.docker.tar", "diff_id mismatch"),
         ("bad/missing-blob.oci", "missing"),
         ("bad/manifest-escape.docker.tar", "outside the archive"),
+        ("bad/manifest-absolute.docker.tar", "outside the archive"),
+        ("bad/symlink-escape.docker.tar", "outside the archive"),
         ("bad/dotdot.tar", "'..'"),
         ("bad/absolute.tar", "absolute path"),
         ("bad/oci-digest-mismatch.oci", "does not match its digest"),

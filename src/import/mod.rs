@@ -140,7 +140,7 @@ fn stage_layer(
     if let Some(expect) = expect_blob {
         let got = hex::encode(hashing.hash.clone().finalize());
         if got != expect {
-            bail!("{label}: blob digest mismatch: descriptor says sha256:{expect}, content is sha256:{got}");
+            bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{got}");
         }
     }
     let data = if size == 0 {
@@ -370,7 +370,7 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
             Some(st) => st.path().join("input.tar"),
             None => path.clone(),
         };
-        let c = rootfs_candidate(&file, &path)?;
+        let c = rootfs_candidate(&file)?;
         src = Source::File { path: file };
         vec![c]
     };
@@ -752,16 +752,13 @@ fn collect_manifests(
 }
 
 /// A plain rootfs tar: one layer (the whole decompressed `file`), with a
-/// synthesized config.
-fn rootfs_candidate(file: &Path, path: &Path) -> Result<Candidate> {
+/// synthesized config. The config depends only on the content, so the same
+/// rootfs gives the same image id from a file, stdin, or another compression.
+fn rootfs_candidate(file: &Path) -> Result<Candidate> {
     let mut h = Sha256::new();
     io::copy(&mut File::open(file)?, &mut HashWriter(&mut h))?;
     let diff_id = hex::encode(h.finalize());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "stdin".into());
-    let config = synthesize_config(&diff_id, &format!("layerfs import {name}"));
+    let config = synthesize_config(&diff_id, "layerfs import (rootfs tar)");
     Ok(Candidate {
         id: sha256_hex(&config),
         config,
