@@ -284,7 +284,8 @@ fn dot_prefixes_and_root_entry() {
 
 #[test]
 fn root_entry_must_be_a_directory() {
-    let tar = Tar::new().file("./", b"").finish();
+    // "./" would be an old-style directory; "." with data is a file.
+    let tar = Tar::new().file(".", b"x").finish();
     build_err(&tar);
 }
 
@@ -839,4 +840,46 @@ fn build_error_names_the_entry() {
         Err(BuildError::Entry { path, .. }) => assert_eq!(path, "a/../../etc"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A later PAX record for the same xattr wins; an old-style directory
+/// (regular-file type, name ending in '/') is a directory.
+#[test]
+fn pax_xattr_last_record_wins_and_old_style_dirs() {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.k", &b"first"[..]),
+        ("SCHILY.xattr.user.k", &b"second"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "f", &[][..]).unwrap();
+    let mut h = tar::Header::new_old();
+    h.set_entry_type(tar::EntryType::new(0));
+    h.set_size(0);
+    h.set_mode(0o750);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_path("olddir/").unwrap();
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let (bytes, _) = layerfs::index::build_index(&tar).unwrap();
+    let idx = layerfs::index::Index::from_bytes(bytes, "t").unwrap();
+    let f = idx.entry(idx.lookup_path(b"f").unwrap());
+    let xs: Vec<(Vec<u8>, Vec<u8>)> = idx
+        .xattrs(&f)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(xs, vec![(b"user.k".to_vec(), b"second".to_vec())]);
+    let d = idx.entry(idx.lookup_path(b"olddir").unwrap());
+    assert_eq!(d.kind, layerfs::index::Kind::Dir);
+    assert_eq!(d.mode, 0o750);
 }

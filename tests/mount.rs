@@ -371,9 +371,20 @@ fn unprivileged_user_imports_and_mounts() {
     let mnt = work.path().join("mnt");
     let fx = work.path().join("edge.docker.tar");
     std::fs::copy(fixture("edge.docker.tar"), &fx).unwrap();
+    // The user may not be able to reach the build tree (a clone under /root,
+    // say): run a copy from the user's own directory.
+    let exe = work.path().join("layerfs");
+    std::fs::copy(bin(), &exe).unwrap();
     let as_user = |args: &[&str]| {
         let out = Command::new("runuser")
-            .args(["-u", user, "--", bin(), "--root", root.to_str().unwrap()])
+            .args([
+                "-u",
+                user,
+                "--",
+                exe.to_str().unwrap(),
+                "--root",
+                root.to_str().unwrap(),
+            ])
             .args(args)
             .output()
             .unwrap();

@@ -250,13 +250,18 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
                 }
             }
         }
-        meta.xattrs.sort();
+        // A later PAX record for the same attribute overrides an earlier
+        // one: stable-sort by name, then keep the last of each run.
+        meta.xattrs.reverse();
+        meta.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
         meta.xattrs.dedup_by(|a, b| a.0 == b.0);
 
         if etype.is_gnu_sparse() {
             return Err(entry_err(&path, "GNU sparse files are not supported"));
         }
         let kind = match etype {
+            // Pre-POSIX tars mark directories as regular files named "x/".
+            EntryType::Regular if path.ends_with(b"/") => Kind::Dir,
             EntryType::Regular | EntryType::Continuous => Kind::File,
             EntryType::Directory => Kind::Dir,
             EntryType::Symlink => Kind::Symlink,
