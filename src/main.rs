@@ -157,8 +157,7 @@ fn run(cli: Cli) -> Result<()> {
                 }));
             }
             if json {
-                serde_json::to_writer_pretty(&mut out, &rows)?;
-                writeln!(out)?;
+                print_json(&mut out, &rows)?;
             } else {
                 writeln!(
                     out,
@@ -206,8 +205,7 @@ fn run(cli: Cli) -> Result<()> {
                 }));
             }
             if json {
-                serde_json::to_writer_pretty(&mut out, &rows)?;
-                writeln!(out)?;
+                print_json(&mut out, &rows)?;
             } else {
                 writeln!(
                     out,
@@ -286,6 +284,12 @@ fn run(cli: Cli) -> Result<()> {
             daemon::umount(&store, &mp)?;
         }
     }
+    Ok(())
+}
+
+fn print_json(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)?;
     Ok(())
 }
 

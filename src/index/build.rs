@@ -78,14 +78,12 @@ struct Node {
 }
 
 impl Node {
-    fn implicit_dir() -> Node {
+    /// A node with no data, target, device or children.
+    fn bare(kind: Kind, flags: u8, meta: Meta) -> Node {
         Node {
-            kind: Kind::Dir,
-            flags: FLAG_IMPLICIT,
-            meta: Meta {
-                mode: 0o755,
-                ..Meta::default()
-            },
+            kind,
+            flags,
+            meta,
             group: 0,
             size: 0,
             data_off: 0,
@@ -93,6 +91,14 @@ impl Node {
             rdev: (0, 0),
             children: BTreeMap::new(),
         }
+    }
+
+    fn implicit_dir() -> Node {
+        let meta = Meta {
+            mode: 0o755,
+            ..Meta::default()
+        };
+        Node::bare(Kind::Dir, FLAG_IMPLICIT, meta)
     }
 }
 
@@ -303,17 +309,7 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
             }
             NameClass::Whiteout(hidden) => {
                 let dir = tree.parent_of(parents);
-                let node = Node {
-                    kind: Kind::Whiteout,
-                    flags: 0,
-                    meta,
-                    group: 0,
-                    size: 0,
-                    data_off: 0,
-                    target: Vec::new(),
-                    rdev: (0, 0),
-                    children: BTreeMap::new(),
-                };
+                let node = Node::bare(Kind::Whiteout, 0, meta);
                 tree.insert(dir, hidden, node);
                 continue;
             }
