@@ -109,6 +109,9 @@ struct Nodes {
     by_group: HashMap<(u16, u32), u64>,
 }
 
+/// Inode group -> entry numbers of its names, within one layer.
+type LinkGroups = HashMap<u32, Vec<u32>>;
+
 /// Result type of VFS operations: an errno on failure.
 pub type VResult<T> = std::result::Result<T, i32>;
 
@@ -120,6 +123,9 @@ pub struct Vfs {
     /// group's names are visible in the merged view (an upper layer may hide
     /// or replace some). Computed on first use.
     nlinks: parking_lot::Mutex<HashMap<(u16, u32), u32>>,
+    /// Per layer, the entries of each inode group with more than one name:
+    /// built by one scan of the layer's index the first time it is needed.
+    link_groups: parking_lot::Mutex<HashMap<u16, Arc<LinkGroups>>>,
 }
 
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
@@ -145,6 +151,7 @@ impl Vfs {
             layers,
             nodes: RwLock::new(nodes),
             nlinks: parking_lot::Mutex::new(HashMap::new()),
+            link_groups: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -264,12 +271,9 @@ impl Vfs {
             return n;
         }
         let idx = &self.layers[src.0 as usize].index;
+        let groups = self.link_groups(src.0);
         let mut n = 0;
-        for i in 0..idx.len() {
-            let c = idx.entry(i);
-            if c.group != e.group || matches!(c.kind, Kind::Dir | Kind::Whiteout) {
-                continue;
-            }
+        for &i in groups.get(&e.group).map(Vec::as_slice).unwrap_or(&[]) {
             let path = entry_path(idx, i);
             if let Some(Resolved::Leaf((l, _))) = crate::union::resolve_path(&self.layers, &path) {
                 n += u32::from(l == src.0);
@@ -277,6 +281,23 @@ impl Vfs {
         }
         self.nlinks.lock().insert(key, n.max(1));
         n.max(1)
+    }
+
+    fn link_groups(&self, layer: u16) -> Arc<LinkGroups> {
+        if let Some(g) = self.link_groups.lock().get(&layer) {
+            return g.clone();
+        }
+        let idx = &self.layers[layer as usize].index;
+        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in 0..idx.len() {
+            let c = idx.entry(i);
+            if c.nlink > 1 && !matches!(c.kind, Kind::Dir | Kind::Whiteout) {
+                groups.entry(c.group).or_default().push(i);
+            }
+        }
+        let groups = Arc::new(groups);
+        self.link_groups.lock().insert(layer, groups.clone());
+        groups
     }
 
     /// The merged listing of directory `ino` (without `.` and `..`).
