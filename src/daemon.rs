@@ -21,6 +21,7 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::fuse::LayerFs;
 use crate::store::{MountRecord, Store};
+use crate::upper::Upper;
 use crate::vfs::{Layer, Vfs};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -30,6 +31,8 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 pub struct MountOptions {
     /// `-o` options, comma-separated lists already split.
     pub options: Vec<String>,
+    /// The read-write branch; `None` mounts read-only.
+    pub rw: Option<PathBuf>,
 }
 
 /// Opens the layers of image `id`, top layer first.
@@ -46,8 +49,9 @@ pub fn open_layers(store: &Store, id: &str) -> Result<Vec<Layer>> {
 /// `fusermount3 -o` takes (for unprivileged mounts).
 fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
     let fsname = format!("layerfs:{}", &image[..12.min(image.len())]);
+    let rw = opts.rw.is_some();
     let mut strs = vec![
-        "ro".to_string(),
+        if rw { "rw" } else { "ro" }.to_string(),
         "default_permissions".into(),
         format!("fsname={fsname}"),
         "subtype=layerfs".into(),
@@ -57,7 +61,7 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
         MountOption::FSName(fsname),
         MountOption::Subtype("layerfs".into()),
         MountOption::DefaultPermissions,
-        MountOption::RO,
+        if rw { MountOption::RW } else { MountOption::RO },
     ];
     for o in &opts.options {
         if !matches!(o.as_str(), "" | "ro" | "default_permissions" | "rw") {
@@ -73,10 +77,11 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
                 cfg.acl = SessionACL::RootAndOwner;
                 continue;
             }
-            "ro" | "default_permissions" => continue,
-            "rw" => {
-                bail!("-o rw: the read-write branch is not supported yet; mounts are read-only")
-            }
+            "default_permissions" => continue,
+            "ro" if !rw => continue,
+            "ro" => bail!("-o ro contradicts --rw"),
+            "rw" if rw => continue,
+            "rw" => bail!("-o rw needs a read-write branch: give it with --rw DIR"),
             "auto_unmount" => MountOption::AutoUnmount,
             "dev" => MountOption::Dev,
             "nodev" => MountOption::NoDev,
@@ -125,8 +130,13 @@ pub fn run_foreground(
     notify_ready: bool,
 ) -> Result<()> {
     let layers = open_layers(store, id)?;
-    tracing::info!(image = id, layers = layers.len(), "opening image");
-    let vfs = Arc::new(Vfs::new(layers));
+    tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
+    let upper = match &opts.rw {
+        Some(dir) => Some(Upper::open(dir)?),
+        None => None,
+    };
+    let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
+    let vfs = Arc::new(Vfs::with_upper(layers, upper)?);
     let (cfg, fusermount_opts) = fuse_config(id, opts)?;
     let sigset = block_signals();
     let fs = LayerFs::new(vfs);
@@ -155,7 +165,7 @@ pub fn run_foreground(
         pid: std::process::id(),
         image: id.to_string(),
         mountpoint: mountpoint.to_path_buf(),
-        rw: None,
+        rw: rw_root,
     };
     let record_path = store.register_mount(&record)?;
     std::thread::Builder::new()
@@ -227,6 +237,10 @@ pub fn spawn_background(
     for o in &opts.options {
         args.push("-o".into());
         args.push(o.into());
+    }
+    if let Some(rw) = &opts.rw {
+        args.push("--rw".into());
+        args.push(rw.into());
     }
     let mut cmd = Command::new(exe);
     cmd.args(&args)

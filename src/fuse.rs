@@ -1,11 +1,12 @@
 //! The fuser adapter: decodes each request, calls [`Vfs`], and replies
 //! exactly once. No filesystem logic lives here.
 //!
-//! Caching: layers are immutable, so entries and attributes are cached by
-//! the kernel for a long time (`TTL`), file contents are kept in the page
-//! cache across opens (`FOPEN_KEEP_CACHE`) and directory listings too
-//! (`FOPEN_CACHE_DIR`). This is safe while the mount is read-only; the
-//! read-write branch must invalidate what it changes.
+//! Caching: layers are immutable and every change of a read-write mount
+//! goes through this daemon, so the kernel may cache entries and attributes
+//! for a long time (`TTL`), keep file contents in the page cache across
+//! opens (`FOPEN_KEEP_CACHE`) and directory listings too
+//! (`FOPEN_CACHE_DIR`): the kernel itself updates or drops what a change
+//! made through the mount touches (see ARCHITECTURE.md, "Kernel caches").
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -15,13 +16,14 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::index::Kind;
-use crate::vfs::{Attr, Vfs};
+use crate::sys::TimeSpec;
+use crate::vfs::{Attr, Caller, SetAttr, Vfs};
 
 /// How long the kernel may cache entries and attributes of immutable layers.
 const TTL: Duration = Duration::from_secs(3600);
@@ -52,9 +54,9 @@ fn fuse_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: SystemTime::UNIX_EPOCH,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -82,17 +84,53 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
     }
 }
 
+fn time_spec(t: Option<TimeOrNow>) -> Option<TimeSpec> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSpec::Now,
+        TimeOrNow::SpecificTime(st) => match st.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => TimeSpec::At(d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    TimeSpec::At(-(d.as_secs() as i64), 0)
+                } else {
+                    TimeSpec::At(-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                }
+            }
+        },
+    })
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Attr, i32>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 impl Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.vfs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, self.vfs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -110,12 +148,8 @@ impl Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        match self.vfs.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        match self.vfs.open(ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -124,26 +158,78 @@ impl Filesystem for LayerFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vfs.read(ino.0, offset, size) {
-            Ok(d) => reply.data(d),
+        match self.vfs.read(ino.0, fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
         }
     }
 
+    fn write(
+        &self,
+        _r: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _f: OpenFlags,
+        _l: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vfs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _r: &Request, _i: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        reply_empty(reply, self.vfs.fsync(fh.0, datasync));
+    }
+
+    fn fallocate(
+        &self,
+        _r: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.vfs.fallocate(fh.0, offset, length, mode));
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vfs.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => reply.opened(
-                FileHandle(0),
+        match self.vfs.opendir(ino.0) {
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             ),
-            Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -152,11 +238,11 @@ impl Filesystem for LayerFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.vfs.readdir(ino.0) {
+        let list = match self.vfs.dir_listing(ino.0, fh.0) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -182,9 +268,25 @@ impl Filesystem for LayerFs {
         reply.ok();
     }
 
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, files) = self.vfs.usage();
-        reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+        let (blocks, bfree, bavail, files, ffree, bsize) = self.vfs.statfs();
+        reply.statfs(blocks, bfree, bavail, files, ffree, bsize, 255, bsize);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -203,123 +305,175 @@ impl Filesystem for LayerFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.vfs.getattr(ino.0) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(_) if mask.contains(AccessFlags::W_OK) && !self.vfs.is_rw() => {
+                reply.error(Errno::EROFS)
+            }
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    // Everything below writes: the read-only mount refuses it.
-
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_spec(atime),
+            mtime: time_spec(mtime),
+        };
+        match self.vfs.setattr(ino.0, fh.map(|f| f.0), s) {
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn mknod(
         &self,
-        _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _d: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let r = self
+            .vfs
+            .mknod(parent.0, name.as_bytes(), mode, rdev, caller(req));
+        reply_entry(reply, r);
     }
 
-    fn mkdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.vfs.mkdir(parent.0, name.as_bytes(), mode, caller(req)),
+        );
     }
 
-    fn unlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _r: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vfs.unlink(parent.0, name.as_bytes()));
     }
 
-    fn rmdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _r: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vfs.rmdir(parent.0, name.as_bytes()));
     }
 
-    fn symlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.vfs.symlink(
+            parent.0,
+            name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            caller(req),
+        );
+        reply_entry(reply, r);
     }
 
     fn rename(
         &self,
         _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        let r = self.vfs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags.bits(),
+        );
+        reply_empty(reply, r);
     }
 
-    fn link(&self, _r: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn write(
+    fn link(
         &self,
         _r: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _o: u64,
-        _d: &[u8],
-        _wf: WriteFlags,
-        _f: OpenFlags,
-        _l: Option<LockOwner>,
-        reply: ReplyWrite,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply_entry(reply, self.vfs.link(ino.0, newparent.0, newname.as_bytes()));
     }
 
     fn create(
         &self,
-        _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        match self
+            .vfs
+            .create(parent.0, name.as_bytes(), mode, flags, caller(req))
+        {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &fuse_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn setxattr(
         &self,
         _r: &Request,
-        _i: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
-        _f: i32,
-        _p: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply_empty(
+            reply,
+            self.vfs.setxattr(ino.0, name.as_bytes(), value, flags),
+        );
     }
 
-    fn removexattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn removexattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vfs.removexattr(ino.0, name.as_bytes()));
     }
 }

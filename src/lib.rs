@@ -13,5 +13,7 @@ pub mod image;
 pub mod import;
 pub mod index;
 pub mod store;
+pub mod sys;
 pub mod union;
+pub mod upper;
 pub mod vfs;

@@ -61,10 +61,14 @@ enum Cmd {
     },
     /// Add a tag to an image.
     Tag { image: String, name: String },
-    /// Mount an image read-only at MOUNTPOINT.
+    /// Mount an image at MOUNTPOINT: read-only, or with a read-write branch.
     Mount {
         image: String,
         mountpoint: PathBuf,
+        /// Read-write branch (created if missing): every change lands here
+        /// as a layer diff (`.wh.` whiteouts). Without it writes get EROFS.
+        #[arg(long, value_name = "DIR")]
+        rw: Option<PathBuf>,
         /// Stay attached instead of returning once mounted.
         #[arg(long)]
         foreground: bool,
@@ -254,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             foreground,
             options,
             notify_ready,
+            rw,
         } => {
             let id = store.resolve(&image)?;
             let mp = daemon::canonical_mountpoint(&mountpoint)?;
@@ -270,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                     .flat_map(|o| o.split(','))
                     .map(str::to_string)
                     .collect(),
+                rw: rw.as_deref().map(absolute),
             };
             if foreground {
                 daemon::run_foreground(&store, &id, &mp, &opts, notify_ready)?;

@@ -1,27 +1,42 @@
-//! The read side of a mounted image as FUSE-shaped operations, without
-//! FUSE: an inode table over the merged view of the layers, answering
-//! lookup, getattr, readdir, read, readlink and xattr requests with plain
-//! Rust results (`Err(errno)`). The fuser adapter (`fuse`) only decodes
-//! requests and sends these results.
+//! The filesystem as FUSE-shaped operations, without FUSE: an inode table
+//! over the merged view of the layers and, when mounted read-write, the
+//! upper branch ([`Upper`]). Every operation returns a plain Rust result
+//! (`Err(errno)`); the fuser adapter (`fuse`) only decodes requests and
+//! sends these results.
 //!
-//! Inode numbers: the root is 1. A non-directory is keyed by what backs it,
-//! (layer, inode group), so hard links of one layer share an inode number; a
-//! directory is keyed by (parent inode, name). Both keys map to the same
-//! number for the whole life of the mount (nodes are never dropped on
-//! `forget`), so `st_ino` is stable for a path while mounted.
+//! Inode numbers: the root is 1. A node is created the first time a name
+//! resolves to it and is never dropped, so `st_ino` is stable for the life
+//! of the mount, across copy-up and rename. A lower non-directory is keyed
+//! by what backs it, (layer, inode group), so hard links of one layer share
+//! an inode number. Every change of the namespace goes through this module,
+//! which keeps each node's state (upper or lower, which lower sources) in
+//! step with the branch on disk; a name already resolved is never looked up
+//! on disk again.
+//!
+//! Locking: `nodes` (a read-write lock, held only for table accesses, never
+//! across I/O) and `wlock`, which serialises every change of the namespace
+//! and every copy-up. Lock order: `wlock` before `nodes`; `nlinks`,
+//! `link_groups` and `handles` are leaves.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use memmap2::Mmap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::index::{Index, Kind};
-use crate::union::{list_dir, resolve_child, root, Resolved, Source};
+use crate::sys::{self, errno_of, TimeSpec};
+use crate::union::{classify_name, list_dir, resolve_child, root, NameClass, Resolved, Source};
+use crate::upper::{child, Meta, Upper};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -83,7 +98,9 @@ pub struct Attr {
     pub size: u64,
     pub blocks: u64,
     pub nlink: u32,
+    pub atime: SystemTime,
     pub mtime: SystemTime,
+    pub ctime: SystemTime,
     pub rdev: u32,
 }
 
@@ -95,10 +112,45 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
+/// Who asks for a new object: its owner, before setgid inheritance.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attribute changes of a `setattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSpec>,
+    pub mtime: Option<TimeSpec>,
+}
+
 struct Node {
-    resolved: Resolved,
-    /// Merged listing (directories), computed on first use.
+    /// (parent, name) of each name of the node, the first used for its path
+    /// in the upper branch. Empty for the root and once unlinked.
+    names: Vec<(u64, Box<[u8]>)>,
+    kind: Kind,
+    /// The node exists in the upper branch (at every one of its names).
+    upper: bool,
+    /// What the lower layers give: for a directory, the sources still
+    /// merged under it (`None` once opaque or if it exists only in the
+    /// upper branch); for a non-directory, its entry (`None` once copied up).
+    lower: Option<Resolved>,
+    /// Merged listing, cached for directories that are not in the upper
+    /// branch (their content cannot change without a copy-up first).
     listing: Option<Arc<Vec<DirEntry>>>,
+}
+
+/// What a name resolves to before it has a node.
+struct Found {
+    kind: Kind,
+    upper: bool,
+    lower: Option<Resolved>,
 }
 
 #[derive(Default)]
@@ -112,20 +164,38 @@ struct Nodes {
 /// Inode group -> entry numbers of its names, within one layer.
 type LinkGroups = HashMap<u32, Vec<u32>>;
 
+/// An open file or directory.
+enum Handle {
+    File {
+        ino: u64,
+        /// The upper file, once there is one (opened lazily for readers
+        /// of a lower file that was copied up meanwhile).
+        file: Mutex<Option<Arc<File>>>,
+    },
+    /// A directory listing, taken at opendir: stable while it is read.
+    Dir(Arc<Vec<DirEntry>>),
+}
+
 /// Result type of VFS operations: an errno on failure.
 pub type VResult<T> = std::result::Result<T, i32>;
 
 pub struct Vfs {
     /// Top layer first.
     layers: Vec<Layer>,
+    /// The read-write branch; `None` for a read-only mount (EROFS).
+    upper: Option<Upper>,
     nodes: RwLock<Nodes>,
-    /// nlink of hard-linked files, by (layer, inode group): how many of the
-    /// group's names are visible in the merged view (an upper layer may hide
-    /// or replace some). Computed on first use.
-    nlinks: parking_lot::Mutex<HashMap<(u16, u32), u32>>,
+    /// Serialises changes of the namespace and copy-ups.
+    wlock: Mutex<()>,
+    /// nlink of hard-linked lower files, by (layer, inode group): how many
+    /// of the group's names the merged view shows. Cleared by every change
+    /// of the namespace.
+    nlinks: Mutex<HashMap<(u16, u32), u32>>,
     /// Per layer, the entries of each inode group with more than one name:
     /// built by one scan of the layer's index the first time it is needed.
-    link_groups: parking_lot::Mutex<HashMap<u16, Arc<LinkGroups>>>,
+    link_groups: Mutex<HashMap<u16, Arc<LinkGroups>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
 }
 
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
@@ -136,61 +206,211 @@ pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
     }
 }
 
+fn is_dir(r: &Resolved) -> bool {
+    r.is_dir()
+}
+
 impl Vfs {
-    /// A view over `layers`, top layer first.
+    /// A read-only view over `layers`, top layer first.
     pub fn new(layers: Vec<Layer>) -> Vfs {
-        let root = root(&layers);
-        let nodes = Nodes {
-            table: vec![Node {
-                resolved: root,
-                listing: None,
-            }],
-            ..Nodes::default()
-        };
-        Vfs {
+        Vfs::with_upper(layers, None).expect("a read-only view cannot fail")
+    }
+
+    /// A view over `layers` (top first) with `upper` as the read-write
+    /// branch, if given. A branch mounted for the first time takes the
+    /// image root's owner, mode and times.
+    pub fn with_upper(layers: Vec<Layer>, upper: Option<Upper>) -> Result<Vfs> {
+        let lower_root = root(&layers);
+        let vfs = Vfs {
+            nodes: RwLock::new(Nodes {
+                table: vec![Node {
+                    names: Vec::new(),
+                    kind: Kind::Dir,
+                    upper: upper.is_some(),
+                    lower: Some(lower_root.clone()),
+                    listing: None,
+                }],
+                ..Nodes::default()
+            }),
             layers,
-            nodes: RwLock::new(nodes),
-            nlinks: parking_lot::Mutex::new(HashMap::new()),
-            link_groups: parking_lot::Mutex::new(HashMap::new()),
+            upper,
+            wlock: Mutex::new(()),
+            nlinks: Mutex::new(HashMap::new()),
+            link_groups: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        };
+        if let Some(up) = &vfs.upper {
+            if up.is_fresh() {
+                let src = lower_root.meta_source(&vfs.layers);
+                vfs.copy_meta(up.root(), src)
+                    .map_err(std::io::Error::from_raw_os_error)
+                    .with_context(|| format!("preparing {}", up.root().display()))?;
+            }
         }
+        Ok(vfs)
     }
 
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
 
-    fn resolved(&self, ino: u64) -> VResult<Resolved> {
-        let nodes = self.nodes.read();
-        nodes
-            .table
-            .get((ino as usize).wrapping_sub(1))
-            .map(|n| n.resolved.clone())
-            .ok_or(libc::ESTALE)
+    pub fn is_rw(&self) -> bool {
+        self.upper.is_some()
     }
 
-    /// The inode number for `resolved`, found as `name` in `parent`,
-    /// allocating one if this is the first time.
-    fn intern(&self, parent: u64, name: &[u8], resolved: Resolved) -> u64 {
-        let key = (parent, name.to_vec().into_boxed_slice());
-        if let Some(&ino) = self.nodes.read().by_name.get(&key) {
-            return ino;
+    fn up(&self) -> VResult<&Upper> {
+        self.upper.as_ref().ok_or(libc::EROFS)
+    }
+
+    fn entry_of(&self, src: Source) -> crate::index::Entry {
+        self.layers[src.0 as usize].index.entry(src.1)
+    }
+
+    /// (kind, upper, lower) of node `ino`.
+    fn state(&self, ino: u64) -> VResult<(Kind, bool, Option<Resolved>)> {
+        let nodes = self.nodes.read();
+        let n = nodes
+            .table
+            .get((ino as usize).wrapping_sub(1))
+            .ok_or(libc::ESTALE)?;
+        Ok((n.kind, n.upper, n.lower.clone()))
+    }
+
+    fn with_node<T>(&self, ino: u64, f: impl FnOnce(&mut Node) -> T) -> T {
+        f(&mut self.nodes.write().table[ino as usize - 1])
+    }
+
+    /// The path of node `ino` in the upper branch (via its first name).
+    fn upath(&self, ino: u64) -> VResult<PathBuf> {
+        let up = self.up()?;
+        let nodes = self.nodes.read();
+        let mut comps: Vec<&[u8]> = Vec::new();
+        let mut cur = ino;
+        while cur != crate::vfs::ROOT_INO {
+            let n = nodes
+                .table
+                .get((cur as usize).wrapping_sub(1))
+                .ok_or(libc::ESTALE)?;
+            let (p, name) = n.names.first().ok_or(libc::ENOENT)?;
+            comps.push(name);
+            cur = *p;
         }
+        let mut path = up.root().to_path_buf();
+        for c in comps.iter().rev() {
+            path.push(std::ffi::OsStr::from_bytes(c));
+        }
+        Ok(path)
+    }
+
+    /// What the lower layers hold for `name` under a directory whose lower
+    /// part is `lower`.
+    fn lower_child(&self, lower: &Option<Resolved>, name: &[u8]) -> Option<Resolved> {
+        match lower {
+            Some(Resolved::Dir(srcs)) => resolve_child(&self.layers, srcs, name),
+            _ => None,
+        }
+    }
+
+    /// Does a lower layer show something at `name` in directory `parent`
+    /// (so that deleting it there needs a whiteout)?
+    fn lower_has(&self, parent: u64, name: &[u8]) -> VResult<bool> {
+        let (_, _, lower) = self.state(parent)?;
+        Ok(self.lower_child(&lower, name).is_some())
+    }
+
+    /// Resolves `name` in directory `parent` to a node, creating it the
+    /// first time.
+    fn child_ino(&self, parent: u64, name: &[u8]) -> VResult<u64> {
+        let key = (parent, Box::<[u8]>::from(name));
+        if let Some(&ino) = self.nodes.read().by_name.get(&key) {
+            return Ok(ino);
+        }
+        if classify_name(name) != NameClass::Plain {
+            return Err(libc::ENOENT);
+        }
+        let (kind, upper, lower) = self.state(parent)?;
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let found = if upper {
+            self.find_upper(parent, &lower, name)?
+        } else {
+            None
+        };
+        let found = match found {
+            Some(f) => f,
+            None => {
+                let r = self.lower_child(&lower, name).ok_or(libc::ENOENT)?;
+                Found {
+                    kind: self.entry_of(r.meta_source(&self.layers)).kind,
+                    upper: false,
+                    lower: Some(r),
+                }
+            }
+        };
+        Ok(self.intern(parent, name, found))
+    }
+
+    /// Looks `name` up in the upper part of directory `parent`: `Some` if
+    /// the upper branch has it, `Err(ENOENT)` if a whiteout hides it,
+    /// `None` to go on to the lower layers.
+    fn find_upper(
+        &self,
+        parent: u64,
+        plower: &Option<Resolved>,
+        name: &[u8],
+    ) -> VResult<Option<Found>> {
+        let up = self.up()?;
+        let pp = self.upath(parent)?;
+        let p = child(&pp, name);
+        match sys::lstat(&p) {
+            Ok(st) => {
+                let kind = up.meta_of(&p, &st).kind;
+                let lower = if kind == Kind::Dir && !up.is_opaque(&p) && !up.has_whiteout(&pp, name)
+                {
+                    self.lower_child(plower, name).filter(is_dir)
+                } else {
+                    None
+                };
+                Ok(Some(Found {
+                    kind,
+                    upper: true,
+                    lower,
+                }))
+            }
+            Err(libc::ENOENT) if up.has_whiteout(&pp, name) => Err(libc::ENOENT),
+            Err(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The inode number for `found` as `name` in `parent`, allocating one
+    /// if this is the first time.
+    fn intern(&self, parent: u64, name: &[u8], found: Found) -> u64 {
+        let key = (parent, Box::<[u8]>::from(name));
         let mut nodes = self.nodes.write();
         if let Some(&ino) = nodes.by_name.get(&key) {
             return ino;
         }
-        let group_key = match &resolved {
-            Resolved::Leaf((l, e)) => Some((*l, self.layers[*l as usize].index.entry(*e).group)),
-            Resolved::Dir(_) => None,
+        let group_key = match (&found.lower, found.upper) {
+            (Some(Resolved::Leaf((l, e))), false) => {
+                Some((*l, self.layers[*l as usize].index.entry(*e).group))
+            }
+            _ => None,
         };
         if let Some(gk) = group_key {
             if let Some(&ino) = nodes.by_group.get(&gk) {
-                nodes.by_name.insert(key, ino);
+                nodes.by_name.insert(key.clone(), ino);
+                nodes.table[ino as usize - 1].names.push(key);
                 return ino;
             }
         }
         nodes.table.push(Node {
-            resolved,
+            names: vec![key.clone()],
+            kind: found.kind,
+            upper: found.upper,
+            lower: found.lower,
             listing: None,
         });
         let ino = nodes.table.len() as u64;
@@ -202,38 +422,79 @@ impl Vfs {
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
-        let Resolved::Dir(srcs) = self.resolved(parent)? else {
-            return Err(libc::ENOTDIR);
-        };
-        let r = resolve_child(&self.layers, &srcs, name).ok_or(libc::ENOENT)?;
-        let ino = self.intern(parent, name, r.clone());
-        self.attr_of(ino, &r)
+        let ino = self.child_ino(parent, name)?;
+        self.getattr(ino)
+    }
+
+    /// Resolves a relative path from the root through the merged view.
+    fn lookup_path(&self, path: &[u8]) -> VResult<u64> {
+        let mut cur = ROOT_INO;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            cur = self.child_ino(cur, c)?;
+        }
+        Ok(cur)
     }
 
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
-        let r = self.resolved(ino)?;
-        self.attr_of(ino, &r)
+        let (kind, upper, lower) = self.state(ino)?;
+        if upper {
+            return self.upper_attr(ino, kind);
+        }
+        let r = lower.ok_or(libc::ESTALE)?;
+        self.lower_attr(ino, &r)
     }
 
-    fn entry_of(&self, src: Source) -> crate::index::Entry {
-        self.layers[src.0 as usize].index.entry(src.1)
+    fn dir_nlink(&self, ino: u64) -> VResult<u32> {
+        let subdirs = self
+            .readdir(ino)?
+            .iter()
+            .filter(|d| d.kind == Kind::Dir)
+            .count();
+        Ok(2 + subdirs as u32)
     }
 
-    fn attr_of(&self, ino: u64, r: &Resolved) -> VResult<Attr> {
+    fn upper_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
+        let up = self.up()?;
+        let p = self.upath(ino)?;
+        let st = sys::lstat(&p)?;
+        let meta = up.meta_of(&p, &st);
+        let (size, nlink) = if kind == Kind::Dir {
+            (4096, self.dir_nlink(ino)?)
+        } else {
+            (st.st_size as u64, st.st_nlink as u32)
+        };
+        let perm = if kind == Kind::Symlink {
+            0o777
+        } else {
+            meta.perm
+        };
+        Ok(Attr {
+            ino,
+            kind,
+            perm: perm as u16,
+            uid: meta.uid,
+            gid: meta.gid,
+            size,
+            blocks: st.st_blocks as u64,
+            nlink,
+            atime: to_system_time(st.st_atime, st.st_atime_nsec as u32),
+            mtime: to_system_time(st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: to_system_time(st.st_ctime, st.st_ctime_nsec as u32),
+            rdev: meta.rdev as u32,
+        })
+    }
+
+    fn lower_attr(&self, ino: u64, r: &Resolved) -> VResult<Attr> {
         let src = r.meta_source(&self.layers);
         let e = self.entry_of(src);
         let idx = &self.layers[src.0 as usize].index;
         let (size, nlink) = match e.kind {
-            Kind::Dir => {
-                let subdirs = self
-                    .readdir(ino)?
-                    .iter()
-                    .filter(|d| d.kind == Kind::Dir)
-                    .count();
-                (4096, 2 + subdirs as u32)
-            }
-            Kind::Symlink => (idx.target(&e).len() as u64, self.visible_nlink(src, &e)),
-            _ => (e.size, self.visible_nlink(src, &e)),
+            Kind::Dir => (4096, self.dir_nlink(ino)?),
+            Kind::Symlink => (
+                idx.target(&e).len() as u64,
+                self.visible_nlink(ino, src, &e),
+            ),
+            _ => (e.size, self.visible_nlink(ino, src, &e)),
         };
         // Linux shows every symlink as 0777, whatever the tar header says.
         let mode = if e.kind == Kind::Symlink {
@@ -241,6 +502,7 @@ impl Vfs {
         } else {
             e.mode & 0o7777
         };
+        let t = to_system_time(e.mtime, e.mtime_nsec);
         Ok(Attr {
             ino,
             kind: e.kind,
@@ -254,15 +516,36 @@ impl Vfs {
                 0
             },
             nlink,
-            mtime: to_system_time(e.mtime, e.mtime_nsec),
+            atime: t,
+            mtime: t,
+            ctime: t,
             rdev: e.rdev() as u32,
         })
     }
 
-    /// The number of names of a hard-linked inode that the merged view
-    /// shows. Only groups with more than one name in their layer need work:
-    /// each name's path is resolved through the union once, then cached.
-    fn visible_nlink(&self, src: Source, e: &crate::index::Entry) -> u32 {
+    /// The names of lower file `ino` (entry `e` of `src`) that the merged
+    /// view shows, resolved through the view. Only groups with more than
+    /// one name in their layer need work.
+    fn group_names(&self, ino: u64, src: Source, e: &crate::index::Entry) -> Vec<Vec<u8>> {
+        if e.nlink <= 1 {
+            return Vec::new();
+        }
+        let idx = &self.layers[src.0 as usize].index;
+        let groups = self.link_groups(src.0);
+        let mut out = Vec::new();
+        for &i in groups.get(&e.group).map(Vec::as_slice).unwrap_or(&[]) {
+            let path = entry_path(idx, i);
+            if self.lookup_path(&path) == Ok(ino) {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    /// The number of names of a hard-linked lower inode that the merged
+    /// view shows (an upper layer or the rw branch may hide or replace
+    /// some), cached until the namespace changes.
+    fn visible_nlink(&self, ino: u64, src: Source, e: &crate::index::Entry) -> u32 {
         if e.nlink <= 1 {
             return e.nlink;
         }
@@ -270,17 +553,9 @@ impl Vfs {
         if let Some(&n) = self.nlinks.lock().get(&key) {
             return n;
         }
-        let idx = &self.layers[src.0 as usize].index;
-        let groups = self.link_groups(src.0);
-        let mut n = 0;
-        for &i in groups.get(&e.group).map(Vec::as_slice).unwrap_or(&[]) {
-            let path = entry_path(idx, i);
-            if let Some(Resolved::Leaf((l, _))) = crate::union::resolve_path(&self.layers, &path) {
-                n += u32::from(l == src.0);
-            }
-        }
-        self.nlinks.lock().insert(key, n.max(1));
-        n.max(1)
+        let n = (self.group_names(ino, src, e).len() as u32).max(1);
+        self.nlinks.lock().insert(key, n);
+        n
     }
 
     fn link_groups(&self, layer: u16) -> Arc<LinkGroups> {
@@ -300,7 +575,8 @@ impl Vfs {
         groups
     }
 
-    /// The merged listing of directory `ino` (without `.` and `..`).
+    /// The merged listing of directory `ino` (without `.` and `..`), sorted
+    /// by name.
     pub fn readdir(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
         {
             let nodes = self.nodes.read();
@@ -312,35 +588,188 @@ impl Vfs {
                 return Ok(l.clone());
             }
         }
-        let Resolved::Dir(srcs) = self.resolved(ino)? else {
+        let (kind, upper, lower) = self.state(ino)?;
+        if kind != Kind::Dir {
             return Err(libc::ENOTDIR);
-        };
-        let merged = list_dir(&self.layers, &srcs);
-        let mut out = Vec::with_capacity(merged.len());
-        for (name, r) in merged {
-            let kind = self.entry_of(r.meta_source(&self.layers)).kind;
-            let child = self.intern(ino, &name, r);
-            out.push(DirEntry {
-                name,
-                ino: child,
-                kind,
-            });
+        }
+        let mut out = Vec::new();
+        let mut shadowed = BTreeSet::new();
+        if upper {
+            let dir = self.upath(ino)?;
+            let rd = std::fs::read_dir(&dir).map_err(|e| errno_of(&e))?;
+            for de in rd {
+                let de = de.map_err(|e| errno_of(&e))?;
+                let name = de.file_name().as_bytes().to_vec();
+                match classify_name(&name) {
+                    NameClass::Plain => {}
+                    NameClass::Whiteout(hidden) => {
+                        shadowed.insert(hidden.to_vec());
+                        continue;
+                    }
+                    NameClass::Opaque | NameClass::Meta => continue,
+                }
+                // A racing removal is not an error of the listing.
+                let Ok(c) = self.child_ino(ino, &name) else {
+                    continue;
+                };
+                shadowed.insert(name.clone());
+                out.push(DirEntry {
+                    kind: self.kind_of(c),
+                    name,
+                    ino: c,
+                });
+            }
+        }
+        if let Some(Resolved::Dir(srcs)) = &lower {
+            for (name, r) in list_dir(&self.layers, srcs) {
+                if shadowed.contains(&name) {
+                    continue;
+                }
+                let kind = self.entry_of(r.meta_source(&self.layers)).kind;
+                let c = self.intern(
+                    ino,
+                    &name,
+                    Found {
+                        kind,
+                        upper: false,
+                        lower: Some(r),
+                    },
+                );
+                out.push(DirEntry {
+                    kind: self.kind_of(c),
+                    name,
+                    ino: c,
+                });
+            }
+        }
+        if upper {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
         }
         let out = Arc::new(out);
-        self.nodes.write().table[ino as usize - 1].listing = Some(out.clone());
+        if !upper {
+            self.with_node(ino, |n| n.listing = Some(out.clone()));
+        }
         Ok(out)
     }
 
-    fn leaf(&self, ino: u64) -> VResult<(Source, crate::index::Entry)> {
-        match self.resolved(ino)? {
-            Resolved::Leaf(src) => Ok((src, self.entry_of(src))),
-            Resolved::Dir(_) => Err(libc::EISDIR),
+    fn kind_of(&self, ino: u64) -> Kind {
+        self.nodes.read().table[ino as usize - 1].kind
+    }
+
+    fn alloc_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned()
+    }
+
+    /// Opens directory `ino`: its listing is taken now.
+    pub fn opendir(&self, ino: u64) -> VResult<u64> {
+        let list = self.readdir(ino)?;
+        Ok(self.alloc_handle(Handle::Dir(list)))
+    }
+
+    /// The listing of an open directory (or, without a handle, a new one).
+    pub fn dir_listing(&self, ino: u64, fh: u64) -> VResult<Arc<Vec<DirEntry>>> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::Dir(l)) => Ok(l.clone()),
+            _ => self.readdir(ino),
         }
     }
 
-    /// Up to `size` bytes of file `ino` from `offset`, borrowed from the
-    /// mapped layer blob.
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> VResult<&[u8]> {
+    /// Closes a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    fn leaf(&self, ino: u64) -> VResult<(Source, crate::index::Entry)> {
+        match self.state(ino)?.2 {
+            Some(Resolved::Leaf(src)) => Ok((src, self.entry_of(src))),
+            Some(Resolved::Dir(_)) => Err(libc::EISDIR),
+            None => Err(libc::ESTALE),
+        }
+    }
+
+    /// Opens file `ino` with open(2) `flags`. Opening for writing, or with
+    /// O_TRUNC, copies the file up first (without its data for O_TRUNC).
+    pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
+        let (kind, ..) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EISDIR);
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let file = if acc != libc::O_RDONLY || trunc {
+            self.up()?;
+            let _w = self.wlock.lock();
+            self.copy_up(ino, !trunc)?;
+            Some(Arc::new(self.open_upper(ino, flags)?))
+        } else if self.state(ino)?.1 {
+            Some(Arc::new(self.open_upper(ino, flags)?))
+        } else {
+            None
+        };
+        Ok(self.alloc_handle(Handle::File {
+            ino,
+            file: Mutex::new(file),
+        }))
+    }
+
+    fn open_upper(&self, ino: u64, flags: i32) -> VResult<File> {
+        let p = self.upath(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(acc != libc::O_WRONLY)
+            .write(acc != libc::O_RDONLY)
+            .custom_flags(
+                flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) | libc::O_NOFOLLOW,
+            );
+        let f = o.open(&p).map_err(|e| errno_of(&e))?;
+        if flags & libc::O_TRUNC != 0 {
+            f.set_len(0).map_err(|e| errno_of(&e))?;
+        }
+        Ok(f)
+    }
+
+    /// The upper file behind handle `fh` of node `ino`, if the node is in
+    /// the upper branch (opened now for a reader that opened it lower).
+    fn upper_file(&self, ino: u64, fh: u64) -> VResult<Option<Arc<File>>> {
+        let h = self.handle(fh);
+        if let Some(Handle::File { file, .. }) = h.as_deref() {
+            if let Some(f) = file.lock().as_ref() {
+                return Ok(Some(f.clone()));
+            }
+        }
+        if !self.state(ino)?.1 {
+            return Ok(None);
+        }
+        let f = Arc::new(self.open_upper(ino, libc::O_RDONLY)?);
+        if let Some(Handle::File { file, .. }) = h.as_deref() {
+            *file.lock() = Some(f.clone());
+        }
+        Ok(Some(f))
+    }
+
+    /// Up to `size` bytes of file `ino` from `offset`: borrowed from the
+    /// mapped layer blob, or read from the upper file.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> VResult<Cow<'_, [u8]>> {
+        if let Some(f) = self.upper_file(ino, fh)? {
+            let mut buf = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(errno_of(&e)),
+                }
+            }
+            buf.truncate(got);
+            return Ok(Cow::Owned(buf));
+        }
         let (src, e) = self.leaf(ino)?;
         if e.kind != Kind::File {
             return Err(libc::EINVAL);
@@ -348,25 +777,71 @@ impl Vfs {
         let start = offset.min(e.size);
         let end = offset.saturating_add(size as u64).min(e.size);
         let data = self.layers[src.0 as usize].data();
-        Ok(&data[(e.data_off + start) as usize..(e.data_off + end) as usize])
+        Ok(Cow::Borrowed(
+            &data[(e.data_off + start) as usize..(e.data_off + end) as usize],
+        ))
+    }
+
+    fn writable_file(&self, fh: u64) -> VResult<Arc<File>> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { file, .. }) => file.lock().clone().ok_or(libc::EBADF),
+            _ => Err(libc::EBADF),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
+        let f = self.writable_file(fh)?;
+        f.write_all_at(data, offset).map_err(|e| errno_of(&e))?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> VResult<()> {
+        let Ok(f) = self.writable_file(fh) else {
+            return Ok(()); // nothing of ours to flush for a lower file
+        };
+        let r = if datasync {
+            f.sync_data()
+        } else {
+            f.sync_all()
+        };
+        r.map_err(|e| errno_of(&e))
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
+        let f = self.writable_file(fh)?;
+        sys::fallocate(&f, mode, offset, len)
     }
 
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
-        let (src, e) = self.leaf(ino)?;
-        if e.kind != Kind::Symlink {
+        let (kind, upper, _) = self.state(ino)?;
+        if kind != Kind::Symlink {
             return Err(libc::EINVAL);
         }
+        if upper {
+            let p = self.upath(ino)?;
+            return std::fs::read_link(p)
+                .map(|t| t.into_os_string().into_vec())
+                .map_err(|e| errno_of(&e));
+        }
+        let (src, e) = self.leaf(ino)?;
         Ok(self.layers[src.0 as usize].index.target(&e).to_vec())
     }
 
-    fn meta_entry(&self, ino: u64) -> VResult<(Source, crate::index::Entry)> {
-        let r = self.resolved(ino)?;
+    fn meta_entry(&self, r: &Resolved) -> (Source, crate::index::Entry) {
         let src = r.meta_source(&self.layers);
-        Ok((src, self.entry_of(src)))
+        (src, self.entry_of(src))
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
-        let (src, e) = self.meta_entry(ino)?;
+        let (_, upper, lower) = self.state(ino)?;
+        if upper {
+            let up = self.up()?;
+            if up.is_private_xattr(name) {
+                return Err(libc::ENODATA);
+            }
+            return sys::lgetxattr(&self.upath(ino)?, name);
+        }
+        let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
         let idx = &self.layers[src.0 as usize].index;
         idx.xattrs(&e)
             .find(|(k, _)| *k == name)
@@ -376,9 +851,21 @@ impl Vfs {
 
     /// Names of the extended attributes, each followed by a NUL.
     pub fn listxattr(&self, ino: u64) -> VResult<Vec<u8>> {
-        let (src, e) = self.meta_entry(ino)?;
-        let idx = &self.layers[src.0 as usize].index;
+        let (_, upper, lower) = self.state(ino)?;
         let mut out = Vec::new();
+        if upper {
+            let up = self.up()?;
+            let all = sys::llistxattr(&self.upath(ino)?)?;
+            for n in all.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+                if !up.is_private_xattr(n) {
+                    out.extend_from_slice(n);
+                    out.push(0);
+                }
+            }
+            return Ok(out);
+        }
+        let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
+        let idx = &self.layers[src.0 as usize].index;
         for (k, _) in idx.xattrs(&e) {
             out.extend_from_slice(k);
             out.push(0);
@@ -386,11 +873,671 @@ impl Vfs {
         Ok(out)
     }
 
-    /// (total bytes of the layer blobs, total entries) for statfs.
-    pub fn usage(&self) -> (u64, u64) {
-        self.layers.iter().fold((0, 0), |(b, f), l| {
+    /// (blocks, bfree, bavail, files, ffree, bsize) for statfs: the upper
+    /// branch's filesystem when there is one, else the layers' totals.
+    pub fn statfs(&self) -> (u64, u64, u64, u64, u64, u32) {
+        if let Some(st) = self
+            .upper
+            .as_ref()
+            .and_then(|u| sys::statvfs(u.root()).ok())
+        {
+            return (
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_frsize as u32,
+            );
+        }
+        let (bytes, files) = self.layers.iter().fold((0, 0), |(b, f), l| {
             (b + l.index.tar_size(), f + l.index.len() as u64)
-        })
+        });
+        (bytes.div_ceil(4096), 0, 0, files, 0, 4096)
+    }
+
+    // ---- The read-write branch ------------------------------------------
+
+    /// Gives the new upper object at `p` the owner, mode, xattrs and times
+    /// of lower entry `src`.
+    fn copy_meta(&self, p: &Path, src: Source) -> VResult<()> {
+        let up = self.up()?;
+        let e = self.entry_of(src);
+        let idx = &self.layers[src.0 as usize].index;
+        up.apply_meta(
+            p,
+            &Meta {
+                kind: e.kind,
+                perm: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                rdev: e.rdev(),
+            },
+        )?;
+        for (k, v) in idx.xattrs(&e) {
+            if let Err(err) = sys::lsetxattr(p, k, v, 0) {
+                // A rootless daemon may not set trusted.* or
+                // security.capability: the copy keeps what it can.
+                if !(up.rootless() && matches!(err, libc::EPERM | libc::EACCES | libc::ENOTSUP)) {
+                    return Err(err);
+                }
+                tracing::warn!(
+                    "copy-up of {}: xattr {} not kept: errno {err}",
+                    p.display(),
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        let t = TimeSpec::At(e.mtime, e.mtime_nsec);
+        sys::utimens(p, t, t)
+    }
+
+    /// Copies directory `ino` (and its parents) up into the branch, with
+    /// its own metadata; returns its upper path.
+    fn copy_up_dir(&self, ino: u64) -> VResult<PathBuf> {
+        let (kind, upper, lower) = self.state(ino)?;
+        if upper {
+            return self.upath(ino);
+        }
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let (parent, name) = {
+            let nodes = self.nodes.read();
+            nodes.table[ino as usize - 1]
+                .names
+                .first()
+                .cloned()
+                .ok_or(libc::ENOENT)?
+        };
+        let pp = self.copy_up_dir(parent)?;
+        let up = self.up()?;
+        let t = up.temp();
+        std::fs::create_dir(&t).map_err(|e| errno_of(&e))?;
+        let src = lower.ok_or(libc::ESTALE)?.meta_source(&self.layers);
+        let dst = child(&pp, &name);
+        let r = self
+            .copy_meta(&t, src)
+            .and_then(|()| sys::rename2(&t, &dst, libc::RENAME_NOREPLACE));
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir(&t);
+            return Err(e);
+        }
+        self.with_node(ino, |n| {
+            n.upper = true;
+            n.listing = None;
+        });
+        Ok(dst)
+    }
+
+    /// Copies non-directory `ino` up, with its data unless `with_data` is
+    /// false (a truncation to zero follows). The copy is made in the work
+    /// directory and renamed into place; every other visible name of a
+    /// hard-linked file is then linked to it.
+    fn copy_up(&self, ino: u64, with_data: bool) -> VResult<()> {
+        let (kind, upper, _) = self.state(ino)?;
+        if upper {
+            return Ok(());
+        }
+        if kind == Kind::Dir {
+            self.copy_up_dir(ino)?;
+            return Ok(());
+        }
+        let (src, e) = self.leaf(ino)?;
+        // Make every visible name of a hard link known to the node.
+        self.group_names(ino, src, &e);
+        let names = self.nodes.read().table[ino as usize - 1].names.clone();
+        let mut paths = Vec::with_capacity(names.len());
+        for (p, n) in &names {
+            paths.push(child(&self.copy_up_dir(*p)?, n));
+        }
+        let first = paths.first().ok_or(libc::ENOENT)?;
+        let up = self.up()?;
+        let t = up.temp();
+        let r = self.make_copy(&t, src, &e, with_data).and_then(|()| {
+            self.copy_meta(&t, src)?;
+            sys::rename2(&t, first, libc::RENAME_NOREPLACE)
+        });
+        if let Err(err) = r {
+            let _ = std::fs::remove_file(&t);
+            return Err(err);
+        }
+        for p in &paths[1..] {
+            std::fs::hard_link(first, p).map_err(|e| errno_of(&e))?;
+        }
+        self.with_node(ino, |n| {
+            n.upper = true;
+            n.lower = None;
+        });
+        self.nlinks.lock().clear();
+        Ok(())
+    }
+
+    /// Creates at `t` a copy of lower entry `e` (data only if `with_data`).
+    fn make_copy(
+        &self,
+        t: &Path,
+        src: Source,
+        e: &crate::index::Entry,
+        with_data: bool,
+    ) -> VResult<()> {
+        let up = self.up()?;
+        if e.kind != Kind::File {
+            let target = self.layers[src.0 as usize].index.target(e);
+            let meta = Meta {
+                kind: e.kind,
+                perm: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                rdev: e.rdev(),
+            };
+            return up.make_special(t, &meta, target);
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(t)
+            .map_err(|err| errno_of(&err))?;
+        if with_data && e.size > 0 {
+            let data = self.layers[src.0 as usize].data();
+            f.write_all(&data[e.data_off as usize..(e.data_off + e.size) as usize])
+                .map_err(|err| errno_of(&err))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `ino` and everything below it live in the upper branch alone:
+    /// a directory with lower content is copied up entry by entry and made
+    /// opaque (what a rename of a lower directory needs, since a layer
+    /// diff has no redirects).
+    fn copy_up_tree(&self, ino: u64) -> VResult<()> {
+        let (kind, _, lower) = self.state(ino)?;
+        if kind != Kind::Dir {
+            return self.copy_up(ino, true);
+        }
+        let p = self.copy_up_dir(ino)?;
+        if lower.is_none() {
+            return Ok(());
+        }
+        for c in self.readdir(ino)?.iter() {
+            self.copy_up_tree(c.ino)?;
+        }
+        self.up()?.make_opaque(&p)?;
+        self.with_node(ino, |n| {
+            n.lower = None;
+            n.listing = None;
+        });
+        Ok(())
+    }
+
+    fn exists(&self, parent: u64, name: &[u8]) -> VResult<Option<u64>> {
+        match self.child_ino(parent, name) {
+            Ok(i) => Ok(Some(i)),
+            Err(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new name must be one the branch can hold: `.wh.` names are the
+    /// layer format's own.
+    fn check_new_name(name: &[u8]) -> VResult<()> {
+        if name.len() > 255 {
+            return Err(libc::ENAMETOOLONG);
+        }
+        if classify_name(name) != NameClass::Plain {
+            return Err(libc::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// The owner and mode of a new object in `parent`: a setgid directory
+    /// gives its group (and, to directories, its setgid bit).
+    fn new_meta(
+        &self,
+        parent: u64,
+        who: Caller,
+        kind: Kind,
+        perm: u32,
+        rdev: u64,
+    ) -> VResult<Meta> {
+        let pa = self.getattr(parent)?;
+        let mut meta = Meta {
+            kind,
+            perm: perm & 0o7777,
+            uid: who.uid,
+            gid: who.gid,
+            rdev,
+        };
+        if pa.perm as u32 & libc::S_ISGID != 0 {
+            meta.gid = pa.gid;
+            if kind == Kind::Dir {
+                meta.perm |= libc::S_ISGID;
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Publishes the finished object `t` as `name` in `parent` (whose upper
+    /// path is `pp`): one rename, then the whiteout it replaces goes. A
+    /// directory over something lower is made opaque first.
+    fn publish(&self, t: &Path, parent: u64, pp: &Path, name: &[u8], dir: bool) -> VResult<()> {
+        let up = self.up()?;
+        if dir && self.lower_has(parent, name)? {
+            up.make_opaque(t)?;
+        }
+        sys::rename2(t, &child(pp, name), libc::RENAME_NOREPLACE)?;
+        up.remove_whiteout(pp, name)
+    }
+
+    /// Creates a new object `name` in `parent`; `make` builds it at a
+    /// temporary path. Returns its inode number.
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        meta: Meta,
+        make: impl FnOnce(&Path) -> VResult<()>,
+    ) -> VResult<u64> {
+        Self::check_new_name(name)?;
+        let up = self.up()?;
+        if self.exists(parent, name)?.is_some() {
+            return Err(libc::EEXIST);
+        }
+        let pp = self.copy_up_dir(parent)?;
+        let t = up.temp();
+        let r = make(&t)
+            .and_then(|()| up.apply_meta(&t, &meta))
+            .and_then(|()| self.publish(&t, parent, &pp, name, meta.kind == Kind::Dir));
+        if let Err(e) = r {
+            let _ = up.discard(&t);
+            return Err(e);
+        }
+        self.nlinks.lock().clear();
+        Ok(self.intern(
+            parent,
+            name,
+            Found {
+                kind: meta.kind,
+                upper: true,
+                lower: None,
+            },
+        ))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> VResult<Attr> {
+        self.up()?;
+        let _w = self.wlock.lock();
+        let meta = self.new_meta(parent, who, Kind::Dir, mode, 0)?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            std::fs::create_dir(t).map_err(|e| errno_of(&e))
+        })?;
+        self.getattr(ino)
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        who: Caller,
+    ) -> VResult<Attr> {
+        self.up()?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::Char,
+            libc::S_IFBLK => Kind::Block,
+            _ => return Err(libc::EOPNOTSUPP),
+        };
+        let _w = self.wlock.lock();
+        let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;
+        let up = self.up()?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            if kind == Kind::File {
+                sys::mknod(t, libc::S_IFREG | 0o600, 0)
+            } else {
+                up.make_special(t, &meta, b"")
+            }
+        })?;
+        self.getattr(ino)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
+        self.up()?;
+        let _w = self.wlock.lock();
+        let meta = Meta {
+            kind: Kind::Symlink,
+            perm: 0o777,
+            uid: who.uid,
+            gid: self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?.gid,
+            rdev: 0,
+        };
+        let up = self.up()?;
+        let ino = self.create_node(parent, name, meta, |t| up.make_special(t, &meta, target))?;
+        self.getattr(ino)
+    }
+
+    /// Creates and opens a regular file; with O_EXCL an existing name is
+    /// EEXIST, without it the existing file is opened.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        who: Caller,
+    ) -> VResult<(Attr, u64)> {
+        self.up()?;
+        let guard = self.wlock.lock();
+        if let Some(ino) = self.exists(parent, name)? {
+            if flags & libc::O_EXCL != 0 {
+                return Err(libc::EEXIST);
+            }
+            drop(guard);
+            let fh = self.open(ino, flags & !libc::O_CREAT)?;
+            return Ok((self.getattr(ino)?, fh));
+        }
+        let meta = self.new_meta(parent, who, Kind::File, mode, 0)?;
+        let mut file = None;
+        let ino = self.create_node(parent, name, meta, |t| {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(t)
+                .map_err(|e| errno_of(&e))?;
+            file = Some(Arc::new(f));
+            Ok(())
+        })?;
+        drop(guard);
+        let fh = self.alloc_handle(Handle::File {
+            ino,
+            file: Mutex::new(file),
+        });
+        Ok((self.getattr(ino)?, fh))
+    }
+
+    /// Drops name (`parent`, `name`) of node `ino` from the table.
+    fn drop_name(&self, ino: u64, parent: u64, name: &[u8]) {
+        let key = (parent, Box::<[u8]>::from(name));
+        let mut nodes = self.nodes.write();
+        nodes.by_name.remove(&key);
+        nodes.table[ino as usize - 1].names.retain(|k| *k != key);
+        drop(nodes);
+        self.nlinks.lock().clear();
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        let _w = self.wlock.lock();
+        let ino = self.child_ino(parent, name)?;
+        let (kind, upper, _) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EISDIR);
+        }
+        let pp = self.copy_up_dir(parent)?;
+        if self.lower_has(parent, name)? {
+            up.make_whiteout(&pp, name)?;
+        }
+        if upper {
+            std::fs::remove_file(child(&pp, name)).map_err(|e| errno_of(&e))?;
+        }
+        self.drop_name(ino, parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        let _w = self.wlock.lock();
+        let ino = self.child_ino(parent, name)?;
+        let (kind, upper, _) = self.state(ino)?;
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        if !self.readdir(ino)?.is_empty() {
+            return Err(libc::ENOTEMPTY);
+        }
+        let pp = self.copy_up_dir(parent)?;
+        if self.lower_has(parent, name)? {
+            up.make_whiteout(&pp, name)?;
+        }
+        if upper {
+            up.discard(&child(&pp, name))?;
+        }
+        self.drop_name(ino, parent, name);
+        Ok(())
+    }
+
+    /// Renames, with `flags` RENAME_NOREPLACE or RENAME_EXCHANGE. A
+    /// directory with lower content is copied up whole and made opaque
+    /// first, so no rename is refused with EXDEV.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> VResult<()> {
+        let up = self.up()?;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+            || flags == libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE
+        {
+            return Err(libc::EINVAL);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let _w = self.wlock.lock();
+        let src = self.child_ino(parent, name)?;
+        let dst = self.exists(newparent, newname)?;
+        if exchange && dst.is_none() {
+            return Err(libc::ENOENT);
+        }
+        if !exchange {
+            Self::check_new_name(newname)?;
+        }
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(libc::EEXIST);
+        }
+        if dst == Some(src) {
+            return Ok(()); // the same file: POSIX says do nothing
+        }
+        let (skind, ..) = self.state(src)?;
+        let sdir = skind == Kind::Dir;
+        if let (Some(d), false) = (dst, exchange) {
+            let ddir = self.state(d)?.0 == Kind::Dir;
+            if sdir && !ddir {
+                return Err(libc::ENOTDIR);
+            }
+            if !sdir && ddir {
+                return Err(libc::EISDIR);
+            }
+            if ddir && !self.readdir(d)?.is_empty() {
+                return Err(libc::ENOTEMPTY);
+            }
+        }
+        self.copy_up_tree(src)?;
+        let sp = self.copy_up_dir(parent)?;
+        let dp = self.copy_up_dir(newparent)?;
+        let from = child(&sp, name);
+        let to = child(&dp, newname);
+        if exchange {
+            let d = dst.expect("checked above");
+            self.copy_up_tree(d)?;
+            let ddir = self.state(d)?.0 == Kind::Dir;
+            if sdir && self.lower_has(newparent, newname)? {
+                up.make_opaque(&from)?;
+            }
+            if ddir && self.lower_has(parent, name)? {
+                up.make_opaque(&to)?;
+            }
+            sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
+            self.move_name(src, (parent, name), (newparent, newname));
+            self.move_name(d, (newparent, newname), (parent, name));
+            self.set_parent_key(src, d, (parent, name), (newparent, newname));
+        } else {
+            if sdir && self.lower_has(newparent, newname)? {
+                up.make_opaque(&from)?;
+            }
+            if let Some(d) = dst {
+                let (dkind, dupper, _) = self.state(d)?;
+                if dkind == Kind::Dir && dupper {
+                    up.discard(&to)?;
+                }
+            }
+            sys::rename2(&from, &to, 0)?;
+            up.remove_whiteout(&dp, newname)?;
+            if self.lower_has(parent, name)? {
+                up.make_whiteout(&sp, name)?;
+            }
+            if let Some(d) = dst {
+                self.drop_name(d, newparent, newname);
+            }
+            self.move_name(src, (parent, name), (newparent, newname));
+            let key = (newparent, Box::<[u8]>::from(newname));
+            self.nodes.write().by_name.insert(key, src);
+            self.nodes
+                .write()
+                .by_name
+                .remove(&(parent, Box::<[u8]>::from(name)));
+        }
+        self.nlinks.lock().clear();
+        Ok(())
+    }
+
+    /// Renames one name of node `ino` in its names list.
+    fn move_name(&self, ino: u64, from: (u64, &[u8]), to: (u64, &[u8])) {
+        self.with_node(ino, |n| {
+            for k in n.names.iter_mut() {
+                if k.0 == from.0 && *k.1 == *from.1 {
+                    *k = (to.0, Box::from(to.1));
+                    break;
+                }
+            }
+        });
+    }
+
+    /// After an exchange: the two names swap nodes in the name table.
+    fn set_parent_key(&self, a: u64, b: u64, ka: (u64, &[u8]), kb: (u64, &[u8])) {
+        let mut nodes = self.nodes.write();
+        nodes.by_name.insert((kb.0, Box::from(kb.1)), a);
+        nodes.by_name.insert((ka.0, Box::from(ka.1)), b);
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
+        self.up()?;
+        Self::check_new_name(newname)?;
+        let _w = self.wlock.lock();
+        let (kind, ..) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EPERM);
+        }
+        if self.exists(newparent, newname)?.is_some() {
+            return Err(libc::EEXIST);
+        }
+        self.copy_up(ino, true)?;
+        let from = self.upath(ino)?;
+        let dp = self.copy_up_dir(newparent)?;
+        std::fs::hard_link(&from, child(&dp, newname)).map_err(|e| errno_of(&e))?;
+        self.up()?.remove_whiteout(&dp, newname)?;
+        let key = (newparent, Box::<[u8]>::from(newname));
+        {
+            let mut nodes = self.nodes.write();
+            nodes.by_name.insert(key.clone(), ino);
+            nodes.table[ino as usize - 1].names.push(key);
+        }
+        self.nlinks.lock().clear();
+        self.getattr(ino)
+    }
+
+    /// chmod, chown, truncate and utimens. Any of them copies the node up
+    /// first (a truncation to zero without its data).
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, s: SetAttr) -> VResult<Attr> {
+        let up = self.up()?;
+        let _w = self.wlock.lock();
+        let (kind, ..) = self.state(ino)?;
+        if let Some(size) = s.size {
+            if kind == Kind::Dir {
+                return Err(libc::EISDIR);
+            }
+            self.copy_up(ino, size > 0)?;
+            match fh.and_then(|fh| self.writable_file(fh).ok()) {
+                Some(f) => f.set_len(size).map_err(|e| errno_of(&e))?,
+                None => {
+                    let f = self.open_upper(ino, libc::O_WRONLY)?;
+                    f.set_len(size).map_err(|e| errno_of(&e))?;
+                }
+            }
+        }
+        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
+        if meta_change || s.atime.is_some() || s.mtime.is_some() {
+            self.copy_up(ino, true)?;
+        }
+        let p = self.upath(ino);
+        if meta_change {
+            let p = p.clone()?;
+            if up.rootless() {
+                let st = sys::lstat(&p)?;
+                let mut want = up.meta_of(&p, &st);
+                if let Some(u) = s.uid {
+                    want.uid = u;
+                }
+                if let Some(g) = s.gid {
+                    want.gid = g;
+                }
+                if let Some(m) = s.mode {
+                    want.perm = m & 0o7777;
+                }
+                up.apply_meta(&p, &want)?;
+            } else {
+                if s.uid.is_some() || s.gid.is_some() {
+                    sys::lchown(&p, s.uid.unwrap_or(u32::MAX), s.gid.unwrap_or(u32::MAX))?;
+                }
+                if let (Some(m), false) = (s.mode, kind == Kind::Symlink) {
+                    sys::chmod(&p, m & 0o7777)?;
+                }
+            }
+        }
+        if s.atime.is_some() || s.mtime.is_some() {
+            sys::utimens(
+                &p?,
+                s.atime.unwrap_or(TimeSpec::Omit),
+                s.mtime.unwrap_or(TimeSpec::Omit),
+            )?;
+        }
+        self.getattr(ino)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
+        let up = self.up()?;
+        if up.is_private_xattr(name) {
+            return Err(libc::EPERM);
+        }
+        let _w = self.wlock.lock();
+        self.copy_up(ino, true)?;
+        sys::lsetxattr(&self.upath(ino)?, name, value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        if up.is_private_xattr(name) {
+            return Err(libc::ENODATA);
+        }
+        let _w = self.wlock.lock();
+        // Removing what is not there copies nothing up.
+        self.getxattr(ino, name)?;
+        self.copy_up(ino, true)?;
+        sys::lremovexattr(&self.upath(ino)?, name)
+    }
+
+    /// The handle's inode (for diagnostics and tests).
+    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { ino, .. }) => Some(*ino),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,237 @@
+//! The few system calls the read-write branch needs that `std` does not
+//! offer (or offers only following symlinks), as small safe wrappers that
+//! return the raw errno. Everything `unsafe` about libc lives here.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Result of a system call: the errno on failure.
+pub type SysResult<T> = Result<T, i32>;
+
+/// The errno of an `io::Error` (EIO if it has none).
+pub fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn cpath(p: &Path) -> SysResult<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)
+}
+
+fn check(r: libc::c_int) -> SysResult<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// `lstat(2)`.
+pub fn lstat(p: &Path) -> SysResult<libc::stat> {
+    let c = cpath(p)?;
+    // SAFETY: `c` is a valid C string; `st` is a zeroed struct we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        check(libc::lstat(c.as_ptr(), &mut st))?;
+        Ok(st)
+    }
+}
+
+/// Does anything (of any type, without following a symlink) exist at `p`?
+pub fn exists(p: &Path) -> bool {
+    lstat(p).is_ok()
+}
+
+/// `mknod(2)`: devices, fifos and regular files.
+pub fn mknod(p: &Path, mode: u32, rdev: u64) -> SysResult<()> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })
+}
+
+/// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> SysResult<()> {
+    let (a, b) = (cpath(from)?, cpath(to)?);
+    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags as libc::c_uint,
+        )
+    })
+}
+
+/// `lchown(2)`; `u32::MAX` leaves that id unchanged.
+pub fn lchown(p: &Path, uid: u32, gid: u32) -> SysResult<()> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::lchown(c.as_ptr(), uid, gid) })
+}
+
+/// `chmod(2)` (never called on symlinks, whose mode Linux ignores).
+pub fn chmod(p: &Path, mode: u32) -> SysResult<()> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) })
+}
+
+/// A time for [`utimens`]: seconds and nanoseconds, or "now", or "leave".
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSpec {
+    At(i64, u32),
+    Now,
+    Omit,
+}
+
+impl TimeSpec {
+    fn raw(self) -> libc::timespec {
+        match self {
+            TimeSpec::At(s, ns) => libc::timespec {
+                tv_sec: s as libc::time_t,
+                tv_nsec: ns as libc::c_long,
+            },
+            TimeSpec::Now => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            TimeSpec::Omit => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+        }
+    }
+}
+
+/// `utimensat(2)` without following a final symlink.
+pub fn utimens(p: &Path, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    let c = cpath(p)?;
+    let ts = [atime.raw(), mtime.raw()];
+    // SAFETY: valid C string and a two-element timespec array.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// `lsetxattr(2)`.
+pub fn lsetxattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
+    let c = cpath(p)?;
+    let n = CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: valid C strings; value pointer and length from a slice.
+    check(unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+}
+
+/// `lgetxattr(2)`: the whole value.
+pub fn lgetxattr(p: &Path, name: &[u8]) -> SysResult<Vec<u8>> {
+    let c = cpath(p)?;
+    let n = CString::new(name).map_err(|_| libc::EINVAL)?;
+    loop {
+        // SAFETY: a size probe with a null buffer, then a read into a
+        // buffer of the probed size; a racing grow gives ERANGE: retry.
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(last_errno());
+        }
+        let mut buf = vec![0u8; len as usize];
+        let got =
+            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let e = last_errno();
+        if e != libc::ERANGE {
+            return Err(e);
+        }
+    }
+}
+
+/// `llistxattr(2)`: the names, each followed by a NUL.
+pub fn llistxattr(p: &Path) -> SysResult<Vec<u8>> {
+    let c = cpath(p)?;
+    loop {
+        // SAFETY: as in `lgetxattr`.
+        let len = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(last_errno());
+        }
+        let mut buf = vec![0u8; len as usize];
+        let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let e = last_errno();
+        if e != libc::ERANGE {
+            return Err(e);
+        }
+    }
+}
+
+/// `lremovexattr(2)`.
+pub fn lremovexattr(p: &Path, name: &[u8]) -> SysResult<()> {
+    let c = cpath(p)?;
+    let n = CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) })
+}
+
+/// `fallocate(2)` on an open file.
+pub fn fallocate(fd: &std::fs::File, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor.
+    check(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+}
+
+/// `statvfs(3)` of the filesystem holding `p`.
+pub fn statvfs(p: &Path) -> SysResult<libc::statvfs> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string; zeroed struct we own.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        check(libc::statvfs(c.as_ptr(), &mut st))?;
+        Ok(st)
+    }
+}
+
+/// `flock(2)` exclusive, without waiting.
+pub fn try_lock_exclusive(f: &std::fs::File) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor.
+    check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+}
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,405 @@
+//! The read-write branch on disk: a plain directory that is itself a layer
+//! diff in the Docker/OCI format. Changed and new entries are ordinary
+//! files; `.wh.NAME` (an empty file) hides a lower NAME; `.wh..wh..opq` in a
+//! directory hides everything lower under it. Working state lives in
+//! `.wh..wh.layerfs/` at the top (the lock and the temporary files of
+//! copy-ups), a name the union never shows and a layer import drops.
+//!
+//! This module is the only writer of whiteouts and opaque markers. It knows
+//! paths, not the merged view: `vfs` decides what to write, this module
+//! writes it, each step one system call whose before and after states are
+//! both valid layer diffs (see ARCHITECTURE.md, "The read-write branch").
+//!
+//! Metadata a rootless daemon cannot apply (an owner other than itself, a
+//! device node, permission bits that would lock the daemon out) is recorded
+//! in the xattr `user.containers.override_stat` as `uid:gid:mode:type`, the
+//! format containers/storage and fuse-overlayfs use.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+use crate::index::Kind;
+use crate::sys::{self, SysResult};
+use crate::union::{WH_OPAQUE, WH_PREFIX};
+
+/// The hidden working directory at the top of the branch.
+pub const STATE_DIR: &str = ".wh..wh.layerfs";
+/// Where rootless metadata is recorded.
+pub const OVERRIDE_XATTR: &[u8] = b"user.containers.override_stat";
+
+/// Owner, permission bits, type and device number of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// `st_mode & 0o7777`.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+}
+
+impl Meta {
+    /// Metadata as `lstat` reports it.
+    pub fn from_stat(st: &libc::stat) -> Meta {
+        Meta {
+            kind: kind_of_mode(st.st_mode),
+            perm: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+        }
+    }
+
+    /// The `override_stat` value: `uid:gid:0mode:type`.
+    pub fn format_override(&self) -> Vec<u8> {
+        let ty = match self.kind {
+            Kind::Dir => "dir".to_string(),
+            Kind::Symlink => "symlink".to_string(),
+            Kind::Fifo => "pipe".to_string(),
+            Kind::Char => format!("char-{}-{}", libc::major(self.rdev), libc::minor(self.rdev)),
+            Kind::Block => format!(
+                "block-{}-{}",
+                libc::major(self.rdev),
+                libc::minor(self.rdev)
+            ),
+            Kind::File | Kind::Whiteout => "file".to_string(),
+        };
+        format!("{}:{}:{:04o}:{ty}", self.uid, self.gid, self.perm).into_bytes()
+    }
+
+    /// Parses an `override_stat` value; `None` if malformed.
+    pub fn parse_override(v: &[u8]) -> Option<Meta> {
+        let s = std::str::from_utf8(v).ok()?;
+        let mut it = s.trim_end_matches('\0').splitn(4, ':');
+        let uid = it.next()?.parse().ok()?;
+        let gid = it.next()?.parse().ok()?;
+        let perm = u32::from_str_radix(it.next()?, 8).ok()? & 0o7777;
+        let ty = it.next().unwrap_or("file");
+        let dev = |rest: &str| -> Option<u64> {
+            let (ma, mi) = rest.split_once('-')?;
+            Some(libc::makedev(ma.parse().ok()?, mi.parse().ok()?))
+        };
+        let (kind, rdev) = match ty {
+            "file" | "socket" => (Kind::File, 0),
+            "dir" => (Kind::Dir, 0),
+            "symlink" => (Kind::Symlink, 0),
+            "pipe" => (Kind::Fifo, 0),
+            t => {
+                if let Some(r) = t.strip_prefix("char-") {
+                    (Kind::Char, dev(r)?)
+                } else if let Some(r) = t.strip_prefix("block-") {
+                    (Kind::Block, dev(r)?)
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(Meta {
+            kind,
+            perm,
+            uid,
+            gid,
+            rdev,
+        })
+    }
+}
+
+/// The kind of an `st_mode` (sockets count as files).
+pub fn kind_of_mode(mode: u32) -> Kind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFCHR => Kind::Char,
+        libc::S_IFBLK => Kind::Block,
+        libc::S_IFIFO => Kind::Fifo,
+        _ => Kind::File,
+    }
+}
+
+/// `dir/.wh.name`.
+pub fn whiteout_path(dir: &Path, name: &[u8]) -> PathBuf {
+    let mut n = WH_PREFIX.to_vec();
+    n.extend_from_slice(name);
+    dir.join(OsStr::from_bytes(&n))
+}
+
+/// `dir/name` for a name given as bytes.
+pub fn child(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(OsStr::from_bytes(name))
+}
+
+/// An open read-write branch, locked against a second mount.
+pub struct Upper {
+    root: PathBuf,
+    work: PathBuf,
+    _lock: File,
+    counter: AtomicU64,
+    /// Not root: owners and devices are recorded, not applied.
+    rootless: bool,
+    /// Mounted for the first time (its state directory was just made).
+    fresh: bool,
+}
+
+impl Upper {
+    /// Opens (creating if needed) the branch at `dir`, takes its lock and
+    /// removes what a killed daemon left in the work directory.
+    pub fn open(dir: &Path) -> Result<Upper> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the rw branch {}", dir.display()))?;
+        let root = dir
+            .canonicalize()
+            .with_context(|| format!("rw branch {}", dir.display()))?;
+        if !root.is_dir() {
+            bail!("rw branch {} is not a directory", root.display());
+        }
+        let state = root.join(STATE_DIR);
+        let fresh = !state.exists();
+        let work = state.join("work");
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let lock_path = state.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        if sys::try_lock_exclusive(&lock).is_err() {
+            bail!(
+                "rw branch {} is in use by another mount (lock {} is held)",
+                root.display(),
+                lock_path.display()
+            );
+        }
+        for e in std::fs::read_dir(&work)? {
+            let p = e?.path();
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("cleaning {}", p.display()))?;
+        }
+        Ok(Upper {
+            root,
+            work,
+            _lock: lock,
+            counter: AtomicU64::new(0),
+            rootless: sys::euid() != 0,
+            fresh,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True on the first mount of this branch.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    pub fn rootless(&self) -> bool {
+        self.rootless
+    }
+
+    /// A fresh name in the work directory (same filesystem as the branch,
+    /// so a finished object is published with one rename).
+    pub fn temp(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.work.join(format!("t{n}"))
+    }
+
+    pub fn has_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
+        sys::exists(&whiteout_path(dir, name))
+    }
+
+    /// Writes `dir/.wh.name` (an empty file; one mknod, so it exists or not).
+    pub fn make_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+        match sys::mknod(&whiteout_path(dir, name), libc::S_IFREG, 0) {
+            Err(libc::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    pub fn remove_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+        match std::fs::remove_file(whiteout_path(dir, name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(sys::errno_of(&e)),
+        }
+    }
+
+    /// Marks directory `dir` opaque.
+    pub fn make_opaque(&self, dir: &Path) -> SysResult<()> {
+        match sys::mknod(&child(dir, WH_OPAQUE), libc::S_IFREG, 0) {
+            Err(libc::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    pub fn is_opaque(&self, dir: &Path) -> bool {
+        sys::exists(&child(dir, WH_OPAQUE))
+    }
+
+    /// Takes `path` out of the branch in one rename, then deletes it from
+    /// the work directory (a crash in between leaves only work garbage).
+    pub fn discard(&self, path: &Path) -> SysResult<()> {
+        let t = self.temp();
+        sys::rename2(path, &t, 0)?;
+        let r = if std::fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(&t)
+        } else {
+            std::fs::remove_file(&t)
+        };
+        r.map_err(|e| sys::errno_of(&e))
+    }
+
+    /// Creates a non-directory, non-regular object (symlink, fifo, device)
+    /// at `p` with `meta`. Regular files and directories are created by the
+    /// caller (they need data or children first).
+    pub fn make_special(&self, p: &Path, meta: &Meta, target: &[u8]) -> SysResult<()> {
+        match meta.kind {
+            Kind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(target), p)
+                .map_err(|e| sys::errno_of(&e))?,
+            Kind::Fifo => sys::mknod(p, libc::S_IFIFO | 0o600, 0)?,
+            Kind::Char | Kind::Block if !self.rootless => {
+                sys::mknod(p, meta.kind.mode_bits() | 0o600, meta.rdev)?
+            }
+            // A rootless daemon cannot make devices: an empty file stands
+            // in, and the override xattr says what it is.
+            _ => sys::mknod(p, libc::S_IFREG | 0o600, 0)?,
+        }
+        Ok(())
+    }
+
+    /// Gives the object at `p` the owner and mode of `want`, applying what
+    /// this process can and recording the rest (rootless) in the override
+    /// xattr. Call before the object is published.
+    pub fn apply_meta(&self, p: &Path, want: &Meta) -> SysResult<()> {
+        if want.kind == Kind::Symlink {
+            // Linux ignores a symlink's mode; user xattrs are not allowed
+            // on symlinks, so a rootless owner cannot be recorded.
+            return match sys::lchown(p, want.uid, want.gid) {
+                Err(libc::EPERM) if self.rootless => Ok(()),
+                r => r,
+            };
+        }
+        if !self.rootless {
+            sys::lchown(p, want.uid, want.gid)?;
+            return sys::chmod(p, want.perm);
+        }
+        // Rootless: keep the daemon's own access, record the truth.
+        let owner_ok = sys::lchown(p, want.uid, want.gid).is_ok();
+        let lock_out = if want.kind == Kind::Dir { 0o700 } else { 0o600 };
+        let real_perm = (want.perm | lock_out) & !(libc::S_ISUID | libc::S_ISGID);
+        sys::chmod(p, real_perm)?;
+        let st = sys::lstat(p)?;
+        let real = Meta::from_stat(&st);
+        if owner_ok && real == *want {
+            return match sys::lremovexattr(p, OVERRIDE_XATTR) {
+                Err(libc::ENODATA) => Ok(()),
+                r => r,
+            };
+        }
+        sys::lsetxattr(p, OVERRIDE_XATTR, &want.format_override(), 0)
+    }
+
+    /// The metadata the merged view shows for the upper object at `p`
+    /// whose `lstat` is `st`: the override, where one was recorded.
+    pub fn meta_of(&self, p: &Path, st: &libc::stat) -> Meta {
+        let real = Meta::from_stat(st);
+        if !self.rootless || real.kind == Kind::Symlink {
+            return real;
+        }
+        match sys::lgetxattr(p, OVERRIDE_XATTR) {
+            Ok(v) => Meta::parse_override(&v).unwrap_or(real),
+            Err(_) => real,
+        }
+    }
+
+    /// Is `name` an xattr of the branch's own bookkeeping, never shown?
+    pub fn is_private_xattr(&self, name: &[u8]) -> bool {
+        self.rootless && name == OVERRIDE_XATTR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_round_trips() {
+        for m in [
+            Meta {
+                kind: Kind::File,
+                perm: 0o4755,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+            },
+            Meta {
+                kind: Kind::Char,
+                perm: 0o666,
+                uid: 0,
+                gid: 5,
+                rdev: libc::makedev(1, 3),
+            },
+            Meta {
+                kind: Kind::Dir,
+                perm: 0o1777,
+                uid: 1000,
+                gid: 1000,
+                rdev: 0,
+            },
+        ] {
+            let s = m.format_override();
+            assert_eq!(
+                Meta::parse_override(&s),
+                Some(m),
+                "{}",
+                String::from_utf8_lossy(&s)
+            );
+        }
+        assert_eq!(
+            Meta::format_override(&Meta {
+                kind: Kind::Block,
+                perm: 0o640,
+                uid: 0,
+                gid: 6,
+                rdev: libc::makedev(8, 1)
+            }),
+            b"0:6:0640:block-8-1".to_vec()
+        );
+    }
+
+    #[test]
+    fn malformed_override_is_ignored() {
+        for bad in [
+            &b""[..],
+            b"0:0",
+            b"x:0:0644:file",
+            b"0:0:0999:file",
+            b"0:0:0644:char-1",
+        ] {
+            assert_eq!(Meta::parse_override(bad), None, "{:?}", bad);
+        }
+        // A value without a type (older writers) means a regular file.
+        assert_eq!(
+            Meta::parse_override(b"1:2:0644").map(|m| m.kind),
+            Some(Kind::File)
+        );
+    }
+
+    #[test]
+    fn whiteout_names() {
+        assert_eq!(
+            whiteout_path(Path::new("/u/etc"), b"motd"),
+            PathBuf::from("/u/etc/.wh.motd")
+        );
+    }
+}
