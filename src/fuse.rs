@@ -46,6 +46,7 @@ fn file_type(k: Kind) -> FileType {
         Kind::Char => FileType::CharDevice,
         Kind::Block => FileType::BlockDevice,
         Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
     }
 }
 

@@ -61,6 +61,7 @@ impl Meta {
             Kind::Dir => "dir".to_string(),
             Kind::Symlink => "symlink".to_string(),
             Kind::Fifo => "pipe".to_string(),
+            Kind::Socket => "socket".to_string(),
             Kind::Char => format!("char-{}-{}", libc::major(self.rdev), libc::minor(self.rdev)),
             Kind::Block => format!(
                 "block-{}-{}",
@@ -85,7 +86,8 @@ impl Meta {
             Some(libc::makedev(ma.parse().ok()?, mi.parse().ok()?))
         };
         let (kind, rdev) = match ty {
-            "file" | "socket" => (Kind::File, 0),
+            "file" => (Kind::File, 0),
+            "socket" => (Kind::Socket, 0),
             "dir" => (Kind::Dir, 0),
             "symlink" => (Kind::Symlink, 0),
             "pipe" => (Kind::Fifo, 0),
@@ -109,7 +111,7 @@ impl Meta {
     }
 }
 
-/// The kind of an `st_mode` (sockets count as files).
+/// The kind of an `st_mode`.
 pub fn kind_of_mode(mode: u32) -> Kind {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => Kind::Dir,
@@ -117,6 +119,7 @@ pub fn kind_of_mode(mode: u32) -> Kind {
         libc::S_IFCHR => Kind::Char,
         libc::S_IFBLK => Kind::Block,
         libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFSOCK => Kind::Socket,
         _ => Kind::File,
     }
 }
@@ -266,7 +269,7 @@ impl Upper {
         match meta.kind {
             Kind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(target), p)
                 .map_err(|e| sys::errno_of(&e))?,
-            Kind::Fifo => sys::mknod(p, libc::S_IFIFO | 0o600, 0)?,
+            Kind::Fifo | Kind::Socket => sys::mknod(p, meta.kind.mode_bits() | 0o600, 0)?,
             Kind::Char | Kind::Block if !self.rootless => {
                 sys::mknod(p, meta.kind.mode_bits() | 0o600, meta.rdev)?
             }

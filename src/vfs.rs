@@ -455,7 +455,12 @@ impl Vfs {
 
     fn upper_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
         let up = self.up()?;
-        let p = self.upath(ino)?;
+        let p = match self.upath(ino) {
+            Ok(p) => p,
+            // Unlinked but still open: fstat through a handle.
+            Err(libc::ENOENT) => return self.open_file_attr(ino, kind),
+            Err(e) => return Err(e),
+        };
         let st = sys::lstat(&p)?;
         let meta = up.meta_of(&p, &st);
         let (size, nlink) = if kind == Kind::Dir {
@@ -481,6 +486,35 @@ impl Vfs {
             mtime: to_system_time(st.st_mtime, st.st_mtime_nsec as u32),
             ctime: to_system_time(st.st_ctime, st.st_ctime_nsec as u32),
             rdev: meta.rdev as u32,
+        })
+    }
+
+    /// Attributes of a file that has no name left, from an open handle.
+    fn open_file_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
+        use std::os::unix::fs::MetadataExt;
+        let file = self
+            .handles
+            .lock()
+            .values()
+            .find_map(|h| match &**h {
+                Handle::File { ino: i, file } if *i == ino => file.lock().clone(),
+                _ => None,
+            })
+            .ok_or(libc::ENOENT)?;
+        let m = file.metadata().map_err(|e| errno_of(&e))?;
+        Ok(Attr {
+            ino,
+            kind,
+            perm: (m.mode() & 0o7777) as u16,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            blocks: m.blocks(),
+            nlink: m.nlink() as u32,
+            atime: to_system_time(m.atime(), m.atime_nsec() as u32),
+            mtime: to_system_time(m.mtime(), m.mtime_nsec() as u32),
+            ctime: to_system_time(m.ctime(), m.ctime_nsec() as u32),
+            rdev: m.rdev() as u32,
         })
     }
 
@@ -1189,7 +1223,8 @@ impl Vfs {
             libc::S_IFIFO => Kind::Fifo,
             libc::S_IFCHR => Kind::Char,
             libc::S_IFBLK => Kind::Block,
-            _ => return Err(libc::EOPNOTSUPP),
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return Err(libc::EINVAL),
         };
         let _w = self.wlock.lock();
         let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;

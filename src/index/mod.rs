@@ -68,6 +68,9 @@ pub enum Kind {
     Fifo = 6,
     /// `.wh.NAME`: hides NAME in all lower layers.
     Whiteout = 7,
+    /// A unix socket: never in an index (tar has no socket type), only
+    /// in a read-write branch, where `bind(2)` makes one.
+    Socket = 8,
 }
 
 impl Kind {
@@ -93,6 +96,7 @@ impl Kind {
             Kind::Char => libc::S_IFCHR,
             Kind::Block => libc::S_IFBLK,
             Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
             Kind::Whiteout => 0,
         }
     }
