@@ -40,6 +40,11 @@ use crate::upper::{child, Meta, Upper};
 
 pub const ROOT_INO: u64 = 1;
 
+/// A read-only extended attribute on every entry of a mount, answered only
+/// when asked for by name (never listed, never copied up): which layer the
+/// entry comes from. See [`Vfs::provenance`].
+pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
+
 /// One layer as the mount sees it: its index and its tar blob, both mapped.
 pub struct Layer {
     pub chain_id: String,
@@ -866,7 +871,25 @@ impl Vfs {
         (src, self.entry_of(src))
     }
 
+    /// The value of [`PROVENANCE_XATTR`]: `rw` for an entry of the
+    /// read-write branch, else `INDEX:SHORTID` of the layer whose entry
+    /// the merged view shows (index 0 = bottom layer, as in `history`).
+    pub fn provenance(&self, ino: u64) -> VResult<Vec<u8>> {
+        let (_, upper, lower) = self.state(ino)?;
+        if upper {
+            return Ok(b"rw".to_vec());
+        }
+        let (src, _) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
+        let layer = &self.layers[src.0 as usize];
+        let index = self.layers.len() - 1 - src.0 as usize;
+        let short = &layer.chain_id[..12.min(layer.chain_id.len())];
+        Ok(format!("{index}:{short}").into_bytes())
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
+        if name == PROVENANCE_XATTR {
+            return self.provenance(ino);
+        }
         let (_, upper, lower) = self.state(ino)?;
         if upper {
             let up = self.up()?;
@@ -1547,7 +1570,7 @@ impl Vfs {
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
         let up = self.up()?;
-        if up.is_private_xattr(name) {
+        if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
             return Err(libc::EPERM);
         }
         let _w = self.wlock.lock();
@@ -1557,6 +1580,9 @@ impl Vfs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
+        if name == PROVENANCE_XATTR {
+            return Err(libc::EPERM);
+        }
         if up.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
