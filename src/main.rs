@@ -277,6 +277,18 @@ fn run(cli: Cli) -> Result<()> {
                     .collect(),
                 rw: rw.as_deref().map(absolute),
             };
+            if let Some(rw) = &opts.rw {
+                // The branch must not live under the mount it serves (every
+                // access to it would come back through the daemon).
+                let real = rw.canonicalize().unwrap_or_else(|_| rw.clone());
+                if real.starts_with(&mp) {
+                    bail!(
+                        "the rw branch {} is inside the mountpoint {}",
+                        rw.display(),
+                        mp.display()
+                    );
+                }
+            }
             if foreground {
                 daemon::run_foreground(&store, &id, &mp, &opts, notify_ready)?;
             } else {
