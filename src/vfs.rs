@@ -14,8 +14,10 @@
 //! on disk again.
 //!
 //! Locking: `nodes` (a read-write lock, held only for table accesses, never
-//! across I/O) and `wlock`, which serialises every change of the namespace
-//! and every copy-up. Lock order: `wlock` before `nodes`; `nlinks`,
+//! across I/O) and `ns`, held for writing by every change of the namespace
+//! and every copy-up and for reading by lookups and listings (public entry
+//! points take it; internal functions never do). Lock order: `ns` before
+//! `nodes`; `nlinks`,
 //! `link_groups` and `handles` are leaves.
 
 use std::borrow::Cow;
@@ -156,6 +158,8 @@ struct Found {
     kind: Kind,
     upper: bool,
     lower: Option<Resolved>,
+    /// `st_ino` of an upper non-directory: its hard links share a node.
+    upper_ino: Option<u64>,
 }
 
 #[derive(Default)]
@@ -164,6 +168,8 @@ struct Nodes {
     table: Vec<Node>,
     by_name: HashMap<(u64, Box<[u8]>), u64>,
     by_group: HashMap<(u16, u32), u64>,
+    /// Upper non-directories by their `st_ino` in the branch.
+    by_upper_ino: HashMap<u64, u64>,
 }
 
 /// Inode group -> entry numbers of its names, within one layer.
@@ -190,8 +196,10 @@ pub struct Vfs {
     /// The read-write branch; `None` for a read-only mount (EROFS).
     upper: Option<Upper>,
     nodes: RwLock<Nodes>,
-    /// Serialises changes of the namespace and copy-ups.
-    wlock: Mutex<()>,
+    /// Changes of the namespace and copy-ups hold it for writing; lookups
+    /// and listings that read the branch on disk hold it for reading, so
+    /// they never see (and cache) half of a change.
+    ns: RwLock<()>,
     /// nlink of hard-linked lower files, by (layer, inode group): how many
     /// of the group's names the merged view shows. Cleared by every change
     /// of the namespace.
@@ -239,7 +247,7 @@ impl Vfs {
             }),
             layers,
             upper,
-            wlock: Mutex::new(()),
+            ns: RwLock::new(()),
             nlinks: Mutex::new(HashMap::new()),
             link_groups: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
@@ -351,6 +359,7 @@ impl Vfs {
                     kind: self.entry_of(r.meta_source(&self.layers)).kind,
                     upper: false,
                     lower: Some(r),
+                    upper_ino: None,
                 }
             }
         };
@@ -382,6 +391,7 @@ impl Vfs {
                     kind,
                     upper: true,
                     lower,
+                    upper_ino: (kind != Kind::Dir).then_some(st.st_ino),
                 }))
             }
             Err(libc::ENOENT) if up.has_whiteout(&pp, name) => Err(libc::ENOENT),
@@ -404,12 +414,20 @@ impl Vfs {
             }
             _ => None,
         };
-        if let Some(gk) = group_key {
-            if let Some(&ino) = nodes.by_group.get(&gk) {
-                nodes.by_name.insert(key.clone(), ino);
-                nodes.table[ino as usize - 1].names.push(key);
-                return ino;
-            }
+        let shared = match (group_key, found.upper_ino) {
+            (Some(gk), _) => nodes.by_group.get(&gk).copied(),
+            // An upper st_ino may be reused by a new file once the old
+            // one is gone: only a node that still has names shares it.
+            (None, Some(ui)) => nodes.by_upper_ino.get(&ui).copied().filter(|&i| {
+                let n = &nodes.table[i as usize - 1];
+                n.upper && n.kind == found.kind && !n.names.is_empty()
+            }),
+            _ => None,
+        };
+        if let Some(ino) = shared {
+            nodes.by_name.insert(key.clone(), ino);
+            nodes.table[ino as usize - 1].names.push(key);
+            return ino;
         }
         nodes.table.push(Node {
             names: vec![key.clone()],
@@ -423,12 +441,24 @@ impl Vfs {
         if let Some(gk) = group_key {
             nodes.by_group.insert(gk, ino);
         }
+        if let Some(ui) = found.upper_ino {
+            nodes.by_upper_ino.insert(ui, ino);
+        }
         ino
     }
 
+    /// Records that node `ino` is now the upper file at `p` (after a
+    /// copy-up or a new link), so other names of that file find it.
+    fn note_upper_ino(&self, ino: u64, p: &Path) {
+        if let Ok(st) = sys::lstat(p) {
+            self.nodes.write().by_upper_ino.insert(st.st_ino, ino);
+        }
+    }
+
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
+        let _r = self.ns.read();
         let ino = self.child_ino(parent, name)?;
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     /// Resolves a relative path from the root through the merged view.
@@ -441,6 +471,11 @@ impl Vfs {
     }
 
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
+        let _r = self.ns.read();
+        self.attr(ino)
+    }
+
+    fn attr(&self, ino: u64) -> VResult<Attr> {
         let (kind, upper, lower) = self.state(ino)?;
         if upper {
             return self.upper_attr(ino, kind);
@@ -451,7 +486,7 @@ impl Vfs {
 
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
         let subdirs = self
-            .readdir(ino)?
+            .list(ino)?
             .iter()
             .filter(|d| d.kind == Kind::Dir)
             .count();
@@ -617,6 +652,11 @@ impl Vfs {
     /// The merged listing of directory `ino` (without `.` and `..`), sorted
     /// by name.
     pub fn readdir(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
+        let _r = self.ns.read();
+        self.list(ino)
+    }
+
+    fn list(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
         {
             let nodes = self.nodes.read();
             let node = nodes
@@ -672,6 +712,7 @@ impl Vfs {
                         kind,
                         upper: false,
                         lower: Some(r),
+                        upper_ino: None,
                     },
                 );
                 out.push(DirEntry {
@@ -743,10 +784,11 @@ impl Vfs {
         let trunc = flags & libc::O_TRUNC != 0;
         let file = if acc != libc::O_RDONLY || trunc {
             self.up()?;
-            let _w = self.wlock.lock();
+            let _w = self.ns.write();
             self.copy_up(ino, !trunc)?;
             Some(Arc::new(self.open_upper(ino, flags)?))
         } else if self.state(ino)?.1 {
+            let _r = self.ns.read();
             Some(Arc::new(self.open_upper(ino, flags)?))
         } else {
             None
@@ -785,7 +827,10 @@ impl Vfs {
         if !self.state(ino)?.1 {
             return Ok(None);
         }
-        let f = Arc::new(self.open_upper(ino, libc::O_RDONLY)?);
+        let f = {
+            let _r = self.ns.read();
+            Arc::new(self.open_upper(ino, libc::O_RDONLY)?)
+        };
         if let Some(Handle::File { file, .. }) = h.as_deref() {
             *file.lock() = Some(f.clone());
         }
@@ -852,6 +897,7 @@ impl Vfs {
     }
 
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Symlink {
             return Err(libc::EINVAL);
@@ -887,6 +933,11 @@ impl Vfs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
+        self.xattr(ino, name)
+    }
+
+    fn xattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
         if name == PROVENANCE_XATTR {
             return self.provenance(ino);
         }
@@ -908,6 +959,7 @@ impl Vfs {
 
     /// Names of the extended attributes, each followed by a NUL.
     pub fn listxattr(&self, ino: u64) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
         let (_, upper, lower) = self.state(ino)?;
         let mut out = Vec::new();
         if upper {
@@ -1015,7 +1067,7 @@ impl Vfs {
         let dst = child(&pp, &name);
         let r = self
             .copy_meta(&t, src)
-            .and_then(|()| sys::rename2(&t, &dst, libc::RENAME_NOREPLACE));
+            .and_then(|()| place_copy(&dst, |d| sys::rename2(&t, d, libc::RENAME_NOREPLACE)));
         if let Err(e) = r {
             let _ = std::fs::remove_dir(&t);
             return Err(e);
@@ -1053,19 +1105,22 @@ impl Vfs {
         let t = up.temp();
         let r = self.make_copy(&t, src, &e, with_data).and_then(|()| {
             self.copy_meta(&t, src)?;
-            sys::rename2(&t, first, libc::RENAME_NOREPLACE)
+            place_copy(first, |d| sys::rename2(&t, d, libc::RENAME_NOREPLACE))
         });
         if let Err(err) = r {
             let _ = std::fs::remove_file(&t);
             return Err(err);
         }
         for p in &paths[1..] {
-            std::fs::hard_link(first, p).map_err(|e| errno_of(&e))?;
+            place_copy(p, |d| {
+                std::fs::hard_link(first, d).map_err(|e| errno_of(&e))
+            })?;
         }
         self.with_node(ino, |n| {
             n.upper = true;
             n.lower = None;
         });
+        self.note_upper_ino(ino, first);
         self.nlinks.lock().clear();
         Ok(())
     }
@@ -1117,7 +1172,7 @@ impl Vfs {
         if lower.is_none() {
             return Ok(());
         }
-        for c in self.readdir(ino)?.iter() {
+        for c in self.list(ino)?.iter() {
             self.copy_up_tree(c.ino)?;
         }
         self.up()?.make_opaque(&p)?;
@@ -1158,7 +1213,7 @@ impl Vfs {
         perm: u32,
         rdev: u64,
     ) -> VResult<Meta> {
-        let pa = self.getattr(parent)?;
+        let pa = self.attr(parent)?;
         let mut meta = Meta {
             kind,
             perm: perm & 0o7777,
@@ -1218,18 +1273,19 @@ impl Vfs {
                 kind: meta.kind,
                 upper: true,
                 lower: None,
+                upper_ino: None,
             },
         ))
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> VResult<Attr> {
         self.up()?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let meta = self.new_meta(parent, who, Kind::Dir, mode, 0)?;
         let ino = self.create_node(parent, name, meta, |t| {
             std::fs::create_dir(t).map_err(|e| errno_of(&e))
         })?;
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     pub fn mknod(
@@ -1249,7 +1305,7 @@ impl Vfs {
             libc::S_IFSOCK => Kind::Socket,
             _ => return Err(libc::EINVAL),
         };
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;
         let up = self.up()?;
         let ino = self.create_node(parent, name, meta, |t| {
@@ -1259,12 +1315,12 @@ impl Vfs {
                 up.make_special(t, &meta, b"")
             }
         })?;
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
         self.up()?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let meta = Meta {
             kind: Kind::Symlink,
             perm: 0o777,
@@ -1274,7 +1330,7 @@ impl Vfs {
         };
         let up = self.up()?;
         let ino = self.create_node(parent, name, meta, |t| up.make_special(t, &meta, target))?;
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     /// Creates and opens a regular file; with O_EXCL an existing name is
@@ -1288,7 +1344,7 @@ impl Vfs {
         who: Caller,
     ) -> VResult<(Attr, u64)> {
         self.up()?;
-        let guard = self.wlock.lock();
+        let guard = self.ns.write();
         if let Some(ino) = self.exists(parent, name)? {
             if flags & libc::O_EXCL != 0 {
                 return Err(libc::EEXIST);
@@ -1330,7 +1386,7 @@ impl Vfs {
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind == Kind::Dir {
@@ -1349,13 +1405,13 @@ impl Vfs {
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Dir {
             return Err(libc::ENOTDIR);
         }
-        if !self.readdir(ino)?.is_empty() {
+        if !self.list(ino)?.is_empty() {
             return Err(libc::ENOTEMPTY);
         }
         let pp = self.copy_up_dir(parent)?;
@@ -1387,7 +1443,7 @@ impl Vfs {
             return Err(libc::EINVAL);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let src = self.child_ino(parent, name)?;
         let dst = self.exists(newparent, newname)?;
         if exchange && dst.is_none() {
@@ -1412,7 +1468,7 @@ impl Vfs {
             if !sdir && ddir {
                 return Err(libc::EISDIR);
             }
-            if ddir && !self.readdir(d)?.is_empty() {
+            if ddir && !self.list(d)?.is_empty() {
                 return Err(libc::ENOTEMPTY);
             }
         }
@@ -1487,7 +1543,7 @@ impl Vfs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
         self.up()?;
         Self::check_new_name(newname)?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if kind == Kind::Dir {
             return Err(libc::EPERM);
@@ -1499,6 +1555,7 @@ impl Vfs {
         let from = self.upath(ino)?;
         let dp = self.copy_up_dir(newparent)?;
         std::fs::hard_link(&from, child(&dp, newname)).map_err(|e| errno_of(&e))?;
+        self.note_upper_ino(ino, &from);
         self.up()?.remove_whiteout(&dp, newname)?;
         let key = (newparent, Box::<[u8]>::from(newname));
         {
@@ -1507,14 +1564,14 @@ impl Vfs {
             nodes.table[ino as usize - 1].names.push(key);
         }
         self.nlinks.lock().clear();
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     /// chmod, chown, truncate and utimens. Any of them copies the node up
     /// first (a truncation to zero without its data).
     pub fn setattr(&self, ino: u64, fh: Option<u64>, s: SetAttr) -> VResult<Attr> {
         let up = self.up()?;
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if let Some(size) = s.size {
             if kind == Kind::Dir {
@@ -1565,7 +1622,7 @@ impl Vfs {
                 s.mtime.unwrap_or(TimeSpec::Omit),
             )?;
         }
-        self.getattr(ino)
+        self.attr(ino)
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
@@ -1573,7 +1630,7 @@ impl Vfs {
         if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
             return Err(libc::EPERM);
         }
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         self.copy_up(ino, true)?;
         sys::lsetxattr(&self.upath(ino)?, name, value, flags)
     }
@@ -1586,9 +1643,9 @@ impl Vfs {
         if up.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
-        let _w = self.wlock.lock();
+        let _w = self.ns.write();
         // Removing what is not there copies nothing up.
-        self.getxattr(ino, name)?;
+        self.xattr(ino, name)?;
         self.copy_up(ino, true)?;
         sys::lremovexattr(&self.upath(ino)?, name)
     }
@@ -1600,6 +1657,20 @@ impl Vfs {
             _ => None,
         }
     }
+}
+
+/// Puts a copied-up object at `dst` with `put`, keeping the times of the
+/// directory it lands in: a copy-up changes nothing the merged view shows
+/// (as overlayfs, which restores the parent's timestamps too).
+fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()> {
+    let dir = dst.parent().ok_or(libc::EINVAL)?;
+    let st = sys::lstat(dir)?;
+    put(dst)?;
+    sys::utimens(
+        dir,
+        TimeSpec::At(st.st_atime, st.st_atime_nsec as u32),
+        TimeSpec::At(st.st_mtime, st.st_mtime_nsec as u32),
+    )
 }
 
 /// The path of entry `i` inside its layer, from the parent links.

@@ -162,6 +162,12 @@ impl<'a> Mount<'a> {
         m
     }
 
+    /// A read-write mount: `layerfs mount IMAGE MNT --rw RWDIR` (RWDIR is
+    /// the upper branch, in AUFS layer-diff format).
+    pub fn rw(store: &'a TestStore, image: &str, rwdir: &Path) -> Mount<'a> {
+        Mount::new(store, image, &["--rw", rwdir.to_str().unwrap()])
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
