@@ -243,7 +243,7 @@ impl Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.vfs.dir_listing(ino.0, fh.0) {
+        let list = match self.vfs.dir_listing(ino.0, fh.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };

@@ -151,6 +151,9 @@ struct Node {
     /// Merged listing, cached for directories that are not in the upper
     /// branch (their content cannot change without a copy-up first).
     listing: Option<Arc<Vec<DirEntry>>>,
+    /// Number of subdirectories in the merged listing (for nlink), once
+    /// counted; every change of the directory adjusts it.
+    subdirs: Option<u32>,
 }
 
 /// What a name resolves to before it has a node.
@@ -183,8 +186,10 @@ enum Handle {
         /// of a lower file that was copied up meanwhile).
         file: Mutex<Option<Arc<File>>>,
     },
-    /// A directory listing, taken at opendir: stable while it is read.
-    Dir(Arc<Vec<DirEntry>>),
+    /// A directory listing, taken when it is read from offset 0 (not at
+    /// opendir: the kernel caches what the first readdir returns as the
+    /// state at that call) and kept stable while it is read on.
+    Dir(Mutex<Option<Arc<Vec<DirEntry>>>>),
 }
 
 /// Result type of VFS operations: an errno on failure.
@@ -242,6 +247,7 @@ impl Vfs {
                     upper: upper.is_some(),
                     lower: Some(lower_root.clone()),
                     listing: None,
+                    subdirs: None,
                 }],
                 ..Nodes::default()
             }),
@@ -435,6 +441,7 @@ impl Vfs {
             upper: found.upper,
             lower: found.lower,
             listing: None,
+            subdirs: None,
         });
         let ino = nodes.table.len() as u64;
         nodes.by_name.insert(key, ino);
@@ -484,13 +491,29 @@ impl Vfs {
         self.lower_attr(ino, &r)
     }
 
+    /// 2 + the merged subdirectories, counted once per directory and then
+    /// kept current by the changes (`adjust_subdirs`): a getattr of a busy
+    /// directory must not list it.
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
-        let subdirs = self
+        if let Some(n) = self.nodes.read().table[ino as usize - 1].subdirs {
+            return Ok(2 + n);
+        }
+        let n = self
             .list(ino)?
             .iter()
             .filter(|d| d.kind == Kind::Dir)
-            .count();
-        Ok(2 + subdirs as u32)
+            .count() as u32;
+        self.with_node(ino, |node| node.subdirs = Some(n));
+        Ok(2 + n)
+    }
+
+    /// A directory of `ino` appeared (`delta` 1) or went (-1).
+    fn adjust_subdirs(&self, ino: u64, delta: i32) {
+        self.with_node(ino, |n| {
+            if let Some(k) = n.subdirs.as_mut() {
+                *k = k.saturating_add_signed(delta);
+            }
+        });
     }
 
     fn upper_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
@@ -746,17 +769,29 @@ impl Vfs {
         self.handles.lock().get(&fh).cloned()
     }
 
-    /// Opens directory `ino`: its listing is taken now.
+    /// Opens directory `ino`.
     pub fn opendir(&self, ino: u64) -> VResult<u64> {
-        let list = self.readdir(ino)?;
-        Ok(self.alloc_handle(Handle::Dir(list)))
+        if self.state(ino)?.0 != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(self.alloc_handle(Handle::Dir(Mutex::new(None))))
     }
 
-    /// The listing of an open directory (or, without a handle, a new one).
-    pub fn dir_listing(&self, ino: u64, fh: u64) -> VResult<Arc<Vec<DirEntry>>> {
-        match self.handle(fh).as_deref() {
-            Some(Handle::Dir(l)) => Ok(l.clone()),
-            _ => self.readdir(ino),
+    /// The listing of an open directory read from `offset`: taken anew at
+    /// offset 0, else the one taken then.
+    pub fn dir_listing(&self, ino: u64, fh: u64, offset: u64) -> VResult<Arc<Vec<DirEntry>>> {
+        let h = self.handle(fh);
+        let Some(Handle::Dir(slot)) = h.as_deref() else {
+            return self.readdir(ino);
+        };
+        let mut slot = slot.lock();
+        match &*slot {
+            Some(l) if offset != 0 => Ok(l.clone()),
+            _ => {
+                let l = self.readdir(ino)?;
+                *slot = Some(l.clone());
+                Ok(l)
+            }
         }
     }
 
@@ -1285,6 +1320,7 @@ impl Vfs {
         let ino = self.create_node(parent, name, meta, |t| {
             std::fs::create_dir(t).map_err(|e| errno_of(&e))
         })?;
+        self.adjust_subdirs(parent, 1);
         self.attr(ino)
     }
 
@@ -1422,6 +1458,7 @@ impl Vfs {
             up.discard(&child(&pp, name))?;
         }
         self.drop_name(ino, parent, name);
+        self.adjust_subdirs(parent, -1);
         Ok(())
     }
 
@@ -1488,6 +1525,9 @@ impl Vfs {
                 up.make_opaque(&to)?;
             }
             sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
+            let delta = i32::from(sdir) - i32::from(ddir);
+            self.adjust_subdirs(newparent, delta);
+            self.adjust_subdirs(parent, -delta);
             self.move_name(src, (parent, name), (newparent, newname));
             self.move_name(d, (newparent, newname), (parent, name));
             self.set_parent_key(src, d, (parent, name), (newparent, newname));
@@ -1508,6 +1548,12 @@ impl Vfs {
             }
             if let Some(d) = dst {
                 self.drop_name(d, newparent, newname);
+            }
+            if sdir {
+                self.adjust_subdirs(parent, -1);
+                if dst.is_none() {
+                    self.adjust_subdirs(newparent, 1);
+                }
             }
             self.move_name(src, (parent, name), (newparent, newname));
             let key = (newparent, Box::<[u8]>::from(newname));
