@@ -132,7 +132,7 @@ pub fn run_foreground(
     let layers = open_layers(store, id)?;
     tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
     let upper = match &opts.rw {
-        Some(dir) => Some(Upper::open(dir)?),
+        Some(dir) => Some(Upper::open(dir, id)?),
         None => None,
     };
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());

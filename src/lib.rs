@@ -2,18 +2,24 @@
 //!
 //! See ARCHITECTURE.md for the codemap. Modules, from pure to I/O:
 //! [`union`] and [`index`] hold the merge rules and the layer index format;
+//! [`inspect`] names the layer each entry comes from and accounts layers;
 //! [`image`] parses image formats; [`store`] keeps layers and images on disk;
-//! [`import`] brings archives in; [`vfs`] is the filesystem without FUSE;
+//! [`import`] brings archives in, [`export`] takes them out; [`commit`]
+//! turns a read-write branch into a layer; [`vfs`] is the filesystem without FUSE;
 //! [`fuse`] adapts it to fuser; [`daemon`] runs mounts.
 
+pub mod commit;
 pub mod daemon;
+pub mod export;
 pub mod fuse;
 pub mod fusermount;
 pub mod image;
 pub mod import;
 pub mod index;
+pub mod inspect;
 pub mod store;
 pub mod sys;
+pub mod tarw;
 pub mod union;
 pub mod upper;
 pub mod vfs;

@@ -8,9 +8,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+use layerfs::commit::{check_branch, commit, rw_diff, CommitOptions};
 use layerfs::daemon::{self, MountOptions};
-use layerfs::image::{layer_created_by, normalize_ref, validate_tag};
+use layerfs::export::{export, save, ExportOptions, ImageLayers, SaveFormat};
+use layerfs::image::{layer_created_by, normalize_ref, rfc3339, validate_tag};
 use layerfs::import::{import, ImportOptions};
+use layerfs::index::Kind;
+use layerfs::inspect::{self, Item, LsError, Status};
 use layerfs::store::{default_root, Store};
 
 #[derive(Parser)]
@@ -80,6 +84,92 @@ enum Cmd {
     },
     /// Unmount a layerfs mount and wait for its daemon to exit.
     Umount { mountpoint: PathBuf },
+    /// List the merged view of an image without mounting it, with the
+    /// layer each entry comes from (INDEX:LAYER, index 0 = bottom).
+    Ls {
+        image: String,
+        /// A directory (its entries) or any other entry (itself).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long format: mode, owner, size, time.
+        #[arg(short = 'l')]
+        long: bool,
+        /// Also what the merge hides: whiteouts, opaque markers and
+        /// shadowed entries of lower layers, with the layer that hid them.
+        #[arg(short = 'a')]
+        all: bool,
+        /// Recurse into directories.
+        #[arg(short = 'R')]
+        recursive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per layer, top first: size, files added/modified/deleted, bytes
+    /// wasted; and the image's efficiency (as dive computes it).
+    Layers {
+        image: String,
+        #[arg(long)]
+        json: bool,
+        /// List the changes of layer N (0 = bottom): A/C/D lines.
+        #[arg(long, value_name = "N")]
+        diff: Option<usize>,
+    },
+    /// What a container changed against its image: A/C/D lines, from a
+    /// read-write branch or a live read-write mount.
+    Diff {
+        /// A read-write branch, or the mountpoint of a read-write mount.
+        target: PathBuf,
+        /// The image under the branch (found from the live mount if omitted).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a read-write branch into a new layer and image on top of IMAGE;
+    /// prints the new image id.
+    Commit {
+        /// A read-write branch, or the mountpoint of a read-write mount.
+        rwdir: PathBuf,
+        /// The image the branch was mounted on (found from the live mount
+        /// if omitted).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long = "tag", value_name = "NAME")]
+        tags: Vec<String>,
+        /// History comment.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        #[arg(long)]
+        author: Option<String>,
+        /// A Dockerfile instruction applied to the config: CMD, ENTRYPOINT,
+        /// ENV, WORKDIR, USER, LABEL or EXPOSE (repeatable).
+        #[arg(long = "change", short = 'c', value_name = "INSTRUCTION")]
+        changes: Vec<String>,
+    },
+    /// Write the flattened merged tree as one rootfs tar.
+    Export {
+        image: String,
+        /// Output file (default: stdout).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Leave out PATH and everything under it (repeatable).
+        #[arg(long, value_name = "PATH")]
+        exclude: Vec<String>,
+        /// Put FILE's content at PATH (repeatable).
+        #[arg(long, value_name = "PATH=FILE")]
+        replace: Vec<String>,
+    },
+    /// Save images with their original layer tars.
+    Save {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Output file (a directory for --format oci).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// docker-archive, oci or oci-archive.
+        #[arg(long, default_value = "docker-archive")]
+        format: SaveFormat,
+    },
 }
 
 fn init_tracing(verbose: u8) {
@@ -301,8 +391,411 @@ fn run(cli: Cli) -> Result<()> {
                 daemon::canonical_mountpoint(&mountpoint).unwrap_or_else(|_| absolute(&mountpoint));
             daemon::umount(&store, &mp)?;
         }
+        Cmd::Ls {
+            image,
+            path,
+            long,
+            all,
+            recursive,
+            json,
+        } => {
+            let id = store.resolve(&image)?;
+            let img = ImageLayers::open(&store, &id)?;
+            let ls = if recursive {
+                inspect::list_recursive(&img.layers, path.as_bytes(), all)
+            } else {
+                inspect::list(&img.layers, path.as_bytes(), all)
+            };
+            let items = ls.map_err(|e| match e {
+                LsError::NotFound => anyhow::anyhow!("{path}: no such file or directory in image {}", short(&id)),
+                LsError::Hidden(by) => anyhow::anyhow!(
+                    "{path}: not in the merged view of image {} (hidden by layer {}; `ls -a` on its directory shows it)",
+                    short(&id),
+                    by.map(|l| layer_label(&img, l)).unwrap_or_else(|| "?".into())
+                ),
+            })?;
+            if json {
+                let rows: Vec<Value> = items.iter().map(|i| ls_json(&img, i)).collect();
+                print_json(&mut out, &rows)?;
+            } else {
+                let norm = inspect::components(path.as_bytes()).join(&b"/"[..]);
+                let single = !norm.is_empty() && items.iter().all(|i| i.path == norm);
+                for i in &items {
+                    writeln!(out, "{}", ls_line(&img, i, long, recursive || single))?;
+                }
+            }
+        }
+        Cmd::Layers { image, json, diff } => {
+            let id = store.resolve(&image)?;
+            let rec = store.image(&id)?;
+            let img = ImageLayers::open(&store, &id)?;
+            let n = img.layers.len();
+            if let Some(want) = diff {
+                if want >= n {
+                    bail!(
+                        "--diff {want}: image {} has layers 0 to {}",
+                        short(&id),
+                        n.saturating_sub(1)
+                    );
+                }
+                let changes = inspect::layer_changes(&img.layers, (n - 1 - want) as u16);
+                if json {
+                    let rows: Vec<Value> = changes
+                        .iter()
+                        .map(|c| json!({"change": c.change.letter().to_string(), "path": slash_path(&c.path), "type": kind_name(c.kind)}))
+                        .collect();
+                    print_json(&mut out, &rows)?;
+                } else {
+                    for c in changes {
+                        writeln!(out, "{} {}", c.change.letter(), slash_path(&c.path))?;
+                    }
+                }
+                return Ok(());
+            }
+            let config: Value =
+                serde_json::from_slice(&store.config(&id)?).context("image config")?;
+            let created_by = layer_created_by(&config, n);
+            let stats = inspect::image_stats(&img.layers, &img.tar_slices());
+            let mut rows = Vec::new();
+            for (pos, s) in stats.layers.iter().enumerate() {
+                let i = n - 1 - pos;
+                let l = store.layer(&rec.layers[i])?;
+                rows.push(json!({
+                    "index": i,
+                    "layer": rec.layers[i],
+                    "diff_id": format!("sha256:{}", l.diff_id),
+                    "created_by": created_by[i],
+                    "size": l.size,
+                    "file_bytes": s.file_bytes,
+                    "added": s.added,
+                    "modified": s.modified,
+                    "deleted": s.deleted,
+                    "wasted": s.wasted,
+                }));
+            }
+            let stored: u64 = stats.layers.iter().map(|s| s.file_bytes).sum();
+            if json {
+                print_json(
+                    &mut out,
+                    &json!({
+                        "image": id,
+                        "layers": rows,
+                        "file_bytes": stored,
+                        "view_bytes": stats.view_bytes,
+                        "efficiency": stats.efficiency,
+                        "wasted_bytes": stats.wasted_bytes,
+                    }),
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:>5}  {:<12}  {:>8}  {:>6}  {:>8}  {:>7}  {:>8}  CREATED BY",
+                    "INDEX", "LAYER", "SIZE", "ADDED", "MODIFIED", "DELETED", "WASTED"
+                )?;
+                for r in &rows {
+                    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                    writeln!(
+                        out,
+                        "{:>5}  {:<12}  {:>8}  {:>6}  {:>8}  {:>7}  {:>8}  {}",
+                        n("index"),
+                        short(r["layer"].as_str().unwrap()),
+                        human_size(n("size")),
+                        n("added"),
+                        n("modified"),
+                        n("deleted"),
+                        human_size(n("wasted")),
+                        r["created_by"].as_str().unwrap()
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "file data stored: {}, shown by the merged view: {}\nefficiency (dive): {:.4}%  wasted (dive): {}",
+                    human_size(stored),
+                    human_size(stats.view_bytes),
+                    stats.efficiency * 100.0,
+                    human_size(stats.wasted_bytes)
+                )?;
+            }
+        }
+        Cmd::Diff {
+            target,
+            image,
+            json,
+        } => {
+            let (rw, id) = branch_and_image(&store, &target, image.as_deref())?;
+            let img = ImageLayers::open(&store, &id)?;
+            let changes = rw_diff(&img.layers, &rw)?;
+            if json {
+                let rows: Vec<Value> = changes
+                    .iter()
+                    .map(|(c, p)| json!({"change": c.letter().to_string(), "path": slash_path(p)}))
+                    .collect();
+                print_json(&mut out, &rows)?;
+            } else {
+                for (c, p) in changes {
+                    writeln!(out, "{} {}", c.letter(), slash_path(&p))?;
+                }
+            }
+        }
+        Cmd::Commit {
+            rwdir,
+            image,
+            tags,
+            message,
+            author,
+            changes,
+        } => {
+            let (rw, id) = branch_and_image(&store, &rwdir, image.as_deref())?;
+            let opts = CommitOptions {
+                message,
+                author,
+                changes,
+                tags,
+            };
+            let new = commit(&store, &id, &rw, &opts)?;
+            writeln!(out, "{new}")?;
+        }
+        Cmd::Export {
+            image,
+            output,
+            exclude,
+            replace,
+        } => {
+            let id = store.resolve(&image)?;
+            let img = ImageLayers::open(&store, &id)?;
+            let mut opts = ExportOptions {
+                exclude,
+                replace: Vec::new(),
+            };
+            for r in replace {
+                let (p, f) = r
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--replace {r:?}: expected PATH=FILE"))?;
+                opts.replace.push((p.to_string(), PathBuf::from(f)));
+            }
+            match output {
+                Some(o) => {
+                    let tmp = o.with_file_name(format!(
+                        ".{}.tmp-{}",
+                        o.file_name().unwrap_or_default().to_string_lossy(),
+                        std::process::id()
+                    ));
+                    let r = std::fs::File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))
+                        .and_then(|f| export(&img, &opts, f))
+                        .and_then(|()| Ok(std::fs::rename(&tmp, &o)?));
+                    if r.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    r?;
+                }
+                None => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                        bail!("refusing to write a tar to a terminal; give -o FILE or redirect stdout");
+                    }
+                    export(&img, &opts, &mut out)?;
+                }
+            }
+        }
+        Cmd::Save {
+            images,
+            output,
+            format,
+        } => {
+            let mut ids: Vec<String> = Vec::new();
+            for i in &images {
+                let id = store.resolve(i)?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            save(&store, &ids, &absolute(&output), format)?;
+        }
     }
     Ok(())
+}
+
+/// The read-write branch and image of `target`: a live read-write mount's
+/// mountpoint (both from its record), or a branch directory (the image from
+/// `--image`, else from a live mount of that branch).
+fn branch_and_image(
+    store: &Store,
+    target: &Path,
+    image: Option<&str>,
+) -> Result<(PathBuf, String)> {
+    let canon = target
+        .canonicalize()
+        .with_context(|| format!("{}", target.display()))?;
+    let mounts = store.mounts()?;
+    let (rw, from_mount) = if let Some(m) = mounts.iter().find(|m| m.mountpoint == canon) {
+        let rw = m.rw.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is a read-only mount: it has no changes",
+                canon.display()
+            )
+        })?;
+        (rw, Some(m.image.clone()))
+    } else {
+        let rw = check_branch(&canon)?;
+        let img = mounts
+            .iter()
+            .find(|m| m.rw.as_deref() == Some(&rw))
+            .map(|m| m.image.clone())
+            .or_else(|| layerfs::upper::branch_image(&rw));
+        (rw, img)
+    };
+    let id = match (image, from_mount) {
+        (Some(i), _) => store.resolve(i)?,
+        (None, Some(id)) => id,
+        (None, None) => bail!(
+            "{}: which image is it a branch of? Give --image IMAGE (the branch does not record it)",
+            rw.display()
+        ),
+    };
+    Ok((rw, id))
+}
+
+fn slash_path(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::Char => "char",
+        Kind::Block => "block",
+        Kind::Fifo => "fifo",
+        Kind::Whiteout => "whiteout",
+        Kind::Socket => "socket",
+    }
+}
+
+/// `INDEX:SHORTID` of stack position `l` (index 0 = bottom).
+fn layer_label(img: &ImageLayers, l: u16) -> String {
+    let n = img.layers.len();
+    let layer = &img.layers[l as usize];
+    format!("{}:{}", n - 1 - l as usize, short(&layer.chain_id))
+}
+
+fn layer_json(img: &ImageLayers, l: u16) -> Value {
+    json!({"index": img.layers.len() - 1 - l as usize, "id": img.layers[l as usize].chain_id})
+}
+
+fn ls_json(img: &ImageLayers, i: &Item) -> Value {
+    let (l, e) = i.source;
+    let idx = &img.layers[l as usize].index;
+    let ent = idx.entry(e);
+    let ty = match i.status {
+        Status::Opaque => "opaque",
+        _ => kind_name(ent.kind),
+    };
+    let name = i.path.rsplit(|&c| c == b'/').next().unwrap_or(&i.path);
+    let mut v = json!({
+        "path": slash_path(&i.path),
+        "name": String::from_utf8_lossy(name),
+        "type": ty,
+        "status": i.status.as_str(),
+        "layer": layer_json(img, l),
+        "layers": i.layers.iter().map(|&x| img.layers.len() - 1 - x as usize).collect::<Vec<_>>(),
+        "hidden_by": i.hidden_by.map(|h| layer_json(img, h)),
+    });
+    if !matches!(i.status, Status::Whiteout | Status::Opaque) {
+        v["mode"] = json!(if ent.kind == Kind::Symlink {
+            0o777
+        } else {
+            ent.mode
+        });
+        v["uid"] = json!(ent.uid);
+        v["gid"] = json!(ent.gid);
+        v["size"] = json!(if ent.kind == Kind::File { ent.size } else { 0 });
+        v["mtime"] = json!(ent.mtime);
+        v["mtime_nsec"] = json!(ent.mtime_nsec);
+        if ent.kind == Kind::Symlink {
+            v["target"] = json!(String::from_utf8_lossy(idx.target(&ent)));
+        }
+        if matches!(ent.kind, Kind::Char | Kind::Block) {
+            v["rdev"] = json!([ent.rdev_major, ent.rdev_minor]);
+        }
+    }
+    v
+}
+
+fn mode_string(kind: Kind, mode: u32) -> String {
+    let t = match kind {
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Char => 'c',
+        Kind::Block => 'b',
+        Kind::Fifo => 'p',
+        Kind::Socket => 's',
+        Kind::Whiteout => 'w',
+        Kind::File => '-',
+    };
+    let mut s = String::from(t);
+    for (shift, special, ch) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => ch,
+            (true, false) => ch.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+fn ls_line(img: &ImageLayers, i: &Item, long: bool, full_path: bool) -> String {
+    let (l, e) = i.source;
+    let idx = &img.layers[l as usize].index;
+    let ent = idx.entry(e);
+    let shown = if full_path || i.path.is_empty() {
+        slash_path(&i.path)
+    } else {
+        String::from_utf8_lossy(i.path.rsplit(|&c| c == b'/').next().unwrap_or(&i.path))
+            .into_owned()
+    };
+    let mut name = shown;
+    match (i.status, ent.kind) {
+        (Status::Opaque | Status::Whiteout, _) => {}
+        (_, Kind::Dir) => name.push('/'),
+        (_, Kind::Symlink) => {
+            name.push_str(" -> ");
+            name.push_str(&String::from_utf8_lossy(idx.target(&ent)));
+        }
+        _ => {}
+    }
+    let note = match (i.status, i.hidden_by) {
+        (Status::Visible, _) => String::new(),
+        (s, Some(h)) => format!("  [{}, hidden by {}]", s.as_str(), layer_label(img, h)),
+        (s, None) => format!("  [{}]", s.as_str()),
+    };
+    let label = layer_label(img, l);
+    if !long {
+        return format!("{label:<15}  {name}{note}");
+    }
+    let (kind, perm) = match i.status {
+        Status::Opaque => (Kind::Whiteout, 0),
+        _ if ent.kind == Kind::Symlink => (Kind::Symlink, 0o777),
+        _ => (ent.kind, ent.mode),
+    };
+    let size = match ent.kind {
+        Kind::File if i.status != Status::Opaque => ent.size.to_string(),
+        Kind::Char | Kind::Block => format!("{},{}", ent.rdev_major, ent.rdev_minor),
+        _ => "0".into(),
+    };
+    format!(
+        "{}  {:>5}:{:<5}  {:>9}  {}  {label:<15}  {name}{note}",
+        mode_string(kind, perm),
+        ent.uid,
+        ent.gid,
+        size,
+        &rfc3339(ent.mtime)[..19].replace('T', " "),
+    )
 }
 
 fn print_json(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {

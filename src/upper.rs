@@ -124,6 +124,14 @@ pub fn kind_of_mode(mode: u32) -> Kind {
     }
 }
 
+/// The image a branch was made on (recorded at its first mount).
+pub fn branch_image(dir: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(dir.join(STATE_DIR).join("image")).ok()?;
+    let s = s.trim();
+    crate::store::check_id(s).ok()?;
+    Some(s.to_string())
+}
+
 /// `dir/.wh.name`.
 pub fn whiteout_path(dir: &Path, name: &[u8]) -> PathBuf {
     let mut n = WH_PREFIX.to_vec();
@@ -149,9 +157,11 @@ pub struct Upper {
 }
 
 impl Upper {
-    /// Opens (creating if needed) the branch at `dir`, takes its lock and
-    /// removes what a killed daemon left in the work directory.
-    pub fn open(dir: &Path) -> Result<Upper> {
+    /// Opens (creating if needed) the branch at `dir` for image `image`,
+    /// takes its lock and removes what a killed daemon left in the work
+    /// directory. A branch made on another image is refused: its changes
+    /// are relative to that image.
+    pub fn open(dir: &Path, image: &str) -> Result<Upper> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the rw branch {}", dir.display()))?;
         let root = dir
@@ -177,6 +187,16 @@ impl Upper {
                 root.display(),
                 lock_path.display()
             );
+        }
+        match branch_image(&root) {
+            Some(id) if id != image => bail!(
+                "rw branch {} holds changes to image {}, not {}: use another directory",
+                root.display(),
+                &id[..12.min(id.len())],
+                &image[..12.min(image.len())]
+            ),
+            Some(_) => {}
+            None => crate::store::write_atomic(&state.join("image"), image.as_bytes())?,
         }
         for e in std::fs::read_dir(&work)? {
             let p = e?.path();

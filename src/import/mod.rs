@@ -25,7 +25,7 @@ use crate::image::{
     synthesize_config, validate_tag,
 };
 use crate::index::{build_index, VERSION as INDEX_VERSION};
-use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store};
+use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store, StoreLock};
 pub use source::Source;
 
 /// Options of one `layerfs import`.
@@ -405,6 +405,43 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
     }
     drop(spooled);
     Ok(ids)
+}
+
+/// Imports one image whose new layer tars are files in `dir` (under the
+/// store's `tmp/`; the caller holds the writer lock): `layers` are paths
+/// relative to `dir`, bottom first, and a layer already in the store is not
+/// read (its path may name nothing). Digests are checked and the image
+/// published exactly as for any import. Used by `commit`.
+pub fn import_staged(
+    store: &Store,
+    _lock: &StoreLock,
+    dir: &Path,
+    config: Vec<u8>,
+    layers: Vec<String>,
+    tags: &[String],
+) -> Result<String> {
+    for t in tags {
+        validate_tag(t).map_err(|e| anyhow!(e))?;
+    }
+    let src = Source::dir(dir)?;
+    let mut plan = Plan {
+        store,
+        staged_layers: BTreeMap::new(),
+        staged_images: Vec::new(),
+        tags: BTreeMap::new(),
+        progress: None,
+    };
+    let cand = Candidate {
+        id: sha256_hex(&config),
+        config,
+        layers: layers.into_iter().map(|l| (l, None)).collect(),
+        tags: tags.to_vec(),
+        source: "commit",
+        diff_ids: None,
+    };
+    let id = plan.add(&src, cand)?;
+    plan.publish()?;
+    Ok(id)
 }
 
 fn progress_bar() -> Option<ProgressBar> {

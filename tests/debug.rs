@@ -1,0 +1,719 @@
+//! The debugging and round-trip commands: `ls`, `layers`, `diff`, `commit`,
+//! `export`, `save`, against hand-computed expectations on the fixtures,
+//! a second computation of the `layers` figures in Python (tarfile over
+//! the archive's layers), the oracle's merged trees, and skopeo.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
+}
+
+/// `(path, status, layer index, hidden_by index)` of `ls --json` rows.
+fn rows(v: &Value) -> Vec<(String, String, u64, Option<u64>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+                r["layer"]["index"].as_u64().unwrap(),
+                r["hidden_by"]["index"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn s(p: &str, st: &str, l: u64, h: Option<u64>) -> (String, String, u64, Option<u64>) {
+    (p.to_string(), st.to_string(), l, h)
+}
+
+#[test]
+fn ls_names_the_layer_of_each_entry_and_what_hides_what() {
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    // multi (fixtures/README.md): layer 0 has everything, layer 1 deletes
+    // etc/os-release-extra and usr/share/doc/pkg/sub, layer 2 replaces
+    // opt/data (opaque) with one file, new.
+    let v = json(&store.ok(&["ls", "multi", "/opt/data", "--json"]));
+    assert_eq!(rows(&v), vec![s("/opt/data/new", "visible", 2, None)]);
+    let v = json(&store.ok(&["ls", "multi", "/opt/data", "-a", "--json"]));
+    assert_eq!(
+        rows(&v),
+        vec![
+            s("/opt/data/.wh..wh..opq", "opaque", 2, None),
+            s("/opt/data/file1", "shadowed", 0, Some(2)),
+            s("/opt/data/file2", "shadowed", 0, Some(2)),
+            s("/opt/data/file3", "shadowed", 0, Some(2)),
+            s("/opt/data/file4", "shadowed", 0, Some(2)),
+            s("/opt/data/new", "visible", 2, None),
+            s("/opt/data/old-only-in-layer0", "shadowed", 0, Some(2)),
+        ]
+    );
+    let v = json(&store.ok(&["ls", "multi", "etc", "-a", "--json"]));
+    assert_eq!(
+        rows(&v),
+        vec![
+            s("/etc/.wh.os-release-extra", "whiteout", 1, None),
+            s("/etc/group", "visible", 0, None),
+            s("/etc/os-release", "visible", 0, None),
+            s("/etc/os-release-extra", "shadowed", 0, Some(1)),
+            s("/etc/passwd", "visible", 0, None),
+        ]
+    );
+    // A file: itself, with its metadata.
+    let v = json(&store.ok(&["ls", "multi", "bin/su-fake", "--json"]));
+    assert_eq!(v[0]["mode"], 0o4755);
+    assert_eq!(v[0]["type"], "file");
+    let v = json(&store.ok(&["ls", "multi", "bin/sh", "--json"]));
+    assert_eq!(v[0]["target"], "busybox");
+    // Text output: INDEX:LAYER, then the name.
+    let text = store.ok(&["ls", "multi", "opt/data"]);
+    let l2 = json(&store.ok(&["history", "multi", "--json"]))[0]["layer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text, format!("2:{:<13}  new\n", &l2[..12]));
+    let long = store.ok(&["ls", "multi", "bin", "-l"]);
+    assert!(long.contains("-rwsr-xr-x"), "{long}");
+    assert!(long.contains("sh -> busybox"), "{long}");
+    // -R: every visible path once.
+    let all = json(&store.ok(&["ls", "multi", "-R", "--json"]));
+    let paths: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    let oracle_tree = json(&oracle(&[
+        "--image",
+        fixture("multi.docker.tar").to_str().unwrap(),
+    ]));
+    let mut want: Vec<String> = oracle_tree
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| !k.is_empty())
+        .map(|k| format!("/{k}"))
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    let err = store.fails(&["ls", "multi", "etc/os-release-extra"]);
+    assert!(err.contains("hidden by layer 1:"), "{err}");
+    let err = store.fails(&["ls", "multi", "no/such"]);
+    assert!(err.contains("no such file"), "{err}");
+    let err = store.fails(&["ls", "nosuch:tag"]);
+    assert!(err.contains("no image"), "{err}");
+}
+
+/// The `layers` figures computed again in Python, from the archive's layer
+/// tars with tarfile, following README's definitions.
+const LAYERS_MODEL: &str = r#"
+import json, sys, tarfile, os, posixpath
+arch = sys.argv[1]
+t = tarfile.open(arch)
+man = json.load(t.extractfile("manifest.json"))[0]
+def norm(n):
+    return "/".join(c for c in n.split("/") if c not in ("", "."))
+layers = []
+for name in man["Layers"]:
+    m = t.getmember(name)
+    while m.issym() or m.islnk():
+        m = t.getmember(norm(posixpath.join(posixpath.dirname(m.name), m.linkname)) if m.issym() else m.linkname)
+    data = t.extractfile(m).read()
+    import io
+    lt = tarfile.open(fileobj=io.BytesIO(data))
+    own, wh, opq = {}, set(), set()
+    for e in lt.getmembers():
+        p = norm(e.name)
+        comps = p.split("/") if p else []
+        if any(c.startswith(".wh..wh.") and c != ".wh..wh..opq" for c in comps):
+            continue
+        base = comps[-1] if comps else ""
+        parent = "/".join(comps[:-1])
+        if base == ".wh..wh..opq":
+            opq.add(parent)
+        elif base.startswith(".wh."):
+            wh.add("/".join(comps[:-1] + [base[4:]]))
+        elif p:
+            kind = "dir" if e.isdir() else "file" if (e.isreg() or e.islnk()) else "other"
+            own[p] = (kind, e.size if e.isreg() else 0)
+        for i in range(1, len(comps)):
+            own.setdefault("/".join(comps[:i]), ("dir", 0))
+    wh -= set(own)
+    layers.append((own, wh, opq, len(data)))
+
+def under(view, d):
+    return [p for p in view if p.startswith(d + "/")]
+
+view = {}  # path -> (layer, kind, size)
+out = []
+cum, mins, nodes = {}, {}, {}
+for i, (own, wh, opq, size) in enumerate(layers):
+    lower = dict(view)
+    added = modified = deleted = 0
+    for w in wh:
+        if w in lower:
+            deleted += 1
+    for d in opq:
+        if lower.get(d, (0, ""))[1] == "dir":
+            kids = {p for p in lower if posixpath.dirname(p) == d}
+            deleted += len([k for k in kids if k not in own and k not in wh])
+    for p, (k, sz) in own.items():
+        if k != "dir":
+            if p in lower: modified += 1
+            else: added += 1
+    # dive's nodes: leaves of the layer's own tree, whiteouts included.
+    for p in list(own) + list(wh):
+        if p in own and own[p][0] == "dir" and any(q.startswith(p + "/") for q in own) :
+            continue
+        if p in wh:
+            sz = sum(v[2] for q, v in lower.items() if q.startswith(p + "/")) if lower.get(p, (0, ""))[1] == "dir" else 0
+        else:
+            sz = own[p][1]
+        cum[p] = cum.get(p, 0) + sz
+        mins[p] = min(mins.get(p, sz), sz)
+        nodes[p] = nodes.get(p, 0) + 1
+    # apply the layer
+    for w in wh:
+        for q in [w] + under(view, w):
+            view.pop(q, None)
+    for d in opq:
+        for q in under(view, d):
+            view.pop(q, None)
+    for p in sorted(own):
+        k, sz = own[p]
+        if k != "dir":
+            for q in under(view, p):
+                view.pop(q)
+            view[p] = (i, k, sz)
+        elif view.get(p, (0, "dir"))[1] != "dir" or p not in view:
+            view[p] = (i, k, 0)
+    out.append({"added": added, "modified": modified, "deleted": deleted, "size": size,
+                "file_bytes": sum(v[1] for v in own.values())})
+for i, o in enumerate(out):
+    shown = sum(v[2] for v in view.values() if v[0] == i)
+    o["wasted"] = o["file_bytes"] - shown
+tot_cum = sum(cum.values())
+print(json.dumps({
+    "layers": out[::-1],
+    "view_bytes": sum(v[2] for v in view.values()),
+    "efficiency": sum(mins.values()) / tot_cum if tot_cum else 1.0,
+    "wasted_bytes": sum(cum[p] for p in cum if nodes[p] >= 2),
+}))
+"#;
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn layers_figures_agree_with_a_second_computation() {
+    for fx in ["multi.docker.tar", "edge.docker.tar"] {
+        let store = TestStore::new();
+        let id = store.import(&fixture(fx), &[]);
+        let got = json(&store.ok(&["layers", &id, "--json"]));
+        let want = json(&python(LAYERS_MODEL, &[fixture(fx).to_str().unwrap()]));
+        let gl = got["layers"].as_array().unwrap();
+        let wl = want["layers"].as_array().unwrap();
+        assert_eq!(gl.len(), wl.len(), "{fx}");
+        for (g, w) in gl.iter().zip(wl) {
+            for k in [
+                "added",
+                "modified",
+                "deleted",
+                "size",
+                "file_bytes",
+                "wasted",
+            ] {
+                assert_eq!(g[k], w[k], "{fx} layer {}: {k}\n{g}\n{w}", g["index"]);
+            }
+        }
+        for k in ["view_bytes", "wasted_bytes"] {
+            assert_eq!(got[k], want[k], "{fx}: {k}");
+        }
+        let (ge, we) = (
+            got["efficiency"].as_f64().unwrap(),
+            want["efficiency"].as_f64().unwrap(),
+        );
+        assert!((ge - we).abs() < 1e-9, "{fx}: efficiency {ge} vs {we}");
+    }
+    // Hand-computed, multi: layer 2 adds opt/data/new and deletes the five
+    // files of the opaque opt/data; layer 1 deletes two paths.
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let v = json(&store.ok(&["layers", "multi", "--json"]));
+    let top = &v["layers"][0];
+    assert_eq!(
+        (top["index"].as_u64(), top["added"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(top["deleted"], 5);
+    assert_eq!(v["layers"][1]["deleted"], 2);
+    let diff = store.ok(&["layers", "multi", "--diff", "1"]);
+    assert_eq!(
+        diff,
+        "C /etc\nD /etc/os-release-extra\nC /usr\nC /usr/share\nC /usr/share/doc\n\
+         C /usr/share/doc/pkg\nD /usr/share/doc/pkg/sub\n"
+    );
+    let text = store.ok(&["layers", "multi"]);
+    assert!(text.starts_with("INDEX"), "{text}");
+    assert!(text.contains("efficiency (dive)"), "{text}");
+    let err = store.fails(&["layers", "multi", "--diff", "3"]);
+    assert!(err.contains("layers 0 to 2"), "{err}");
+}
+
+/// Writes `files` (path, content; a path ending in `/` is a directory) under
+/// `root`.
+fn build_tree(root: &Path, files: &[(&str, &str)]) {
+    for (p, data) in files {
+        let path = root.join(p);
+        if p.ends_with('/') {
+            std::fs::create_dir_all(&path).unwrap();
+        } else {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, data).unwrap();
+        }
+    }
+}
+
+/// The layer tars of a docker-archive fixture, extracted to `dir`, bottom
+/// first.
+fn fixture_layers(name: &str, dir: &Path) -> Vec<PathBuf> {
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(fixture(name))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m = json(&std::fs::read_to_string(dir.join("manifest.json")).unwrap());
+    m[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| dir.join(l.as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn diff_and_commit_of_a_hand_made_branch() {
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let rw = work.path().join("rw");
+    build_tree(
+        &rw,
+        &[
+            (".wh..wh.layerfs/work/", ""),
+            (".wh..wh.layerfs/lock", ""),
+            ("etc/motd", "hello\n"),
+            ("etc/.wh.os-release", ""),
+            ("etc/.wh.never-existed", ""),
+            ("opt/data/.wh..wh..opq", ""),
+            ("opt/data/fresh", "fresh\n"),
+            ("newdir/sub/file", "x"),
+        ],
+    );
+    std::os::unix::fs::symlink("../etc/motd", rw.join("newdir/link")).unwrap();
+    std::fs::hard_link(rw.join("etc/motd"), rw.join("newdir/motd-link")).unwrap();
+    let rws = rw.to_str().unwrap();
+
+    let expected = "C /etc\nA /etc/motd\nD /etc/os-release\nA /newdir\nA /newdir/link\n\
+                    A /newdir/motd-link\nA /newdir/sub\nA /newdir/sub/file\nC /opt\nC /opt/data\n\
+                    A /opt/data/fresh\nD /opt/data/new\n";
+    assert_eq!(store.ok(&["diff", rws, "--image", "multi"]), expected);
+    let v = json(&store.ok(&["diff", rws, "--image", "multi", "--json"]));
+    assert_eq!(v[0], serde_json::json!({"change": "C", "path": "/etc"}));
+    let err = store.fails(&["diff", rws]);
+    assert!(err.contains("--image"), "{err}");
+
+    let id = store.ok(&[
+        "commit",
+        rws,
+        "--image",
+        "multi",
+        "--tag",
+        "committed",
+        "-m",
+        "hand made",
+        "--author",
+        "tester",
+        "--change",
+        r#"CMD ["/bin/echo", "hi"]"#,
+        "--change",
+        "ENV NEW=1",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let cfg = json(&store.ok(&["inspect", "committed"]));
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/echo", "hi"]));
+    assert!(cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("NEW=1")));
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+    let hist = cfg["history"].as_array().unwrap();
+    assert_eq!(hist.last().unwrap()["comment"], "hand made");
+    assert_eq!(cfg["author"], "tester");
+    // The new layer's changes are the branch's.
+    assert_eq!(
+        store
+            .ok(&["layers", "committed", "--diff", "3"])
+            .replace("C /\n", ""),
+        expected
+    );
+
+    // Expected tree: the oracle's merge of the image's layers plus the
+    // branch as GNU tar archives it (README: that tar is a layer).
+    let x = tempfile::tempdir().unwrap();
+    let mut layers: Vec<String> = fixture_layers("multi.docker.tar", x.path())
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let gnu = x.path().join("rw.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rw)
+        .arg("-cf")
+        .arg(&gnu)
+        .arg("--format=posix")
+        .arg("--exclude=./.wh..wh.layerfs")
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    layers.push(gnu.display().to_string());
+    let args: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let expected_tree = oracle(&args);
+    let tree = json(&expected_tree);
+    assert_eq!(tree["newdir/motd-link"]["nlink"], 2);
+    assert!(tree.get("opt/data/new").is_none() && tree.get("etc/os-release").is_none());
+
+    // Through export (no mount needed)...
+    let exp = x.path().join("export.tar");
+    store.ok(&["export", id, "-o", exp.to_str().unwrap()]);
+    assert_same_tree(
+        "commit/export",
+        &expected_tree,
+        &oracle(&[exp.to_str().unwrap()]),
+        &[],
+    );
+    // ...and through a read-only mount of the new image.
+    if fuse_available() {
+        let m = Mount::new(&store, "committed", &[]);
+        let snap = oracle(&["--snapshot", m.dir.to_str().unwrap()]);
+        assert_same_tree("commit/mount", &expected_tree, &snap, &[]);
+    }
+
+    // Bad input.
+    let plain = work.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let err = store.fails(&["commit", plain.to_str().unwrap(), "--image", "multi"]);
+    assert!(err.contains("not a layerfs read-write branch"), "{err}");
+    let err = store.fails(&["diff", plain.to_str().unwrap(), "--image", "multi"]);
+    assert!(err.contains("not a layerfs read-write branch"), "{err}");
+    let err = store.fails(&["commit", rws, "--image", "nosuch"]);
+    assert!(err.contains("no image"), "{err}");
+    let err = store.fails(&["commit", rws, "--image", "multi", "--change", "RUN true"]);
+    assert!(err.contains("not supported"), "{err}");
+    let err = store.fails(&["commit", rws, "--image", "multi", "--tag", &"a".repeat(64)]);
+    assert!(err.contains("invalid tag"), "{err}");
+}
+
+/// A rootless branch records owners and device types in
+/// `user.containers.override_stat`; the committed layer has the real ones.
+#[test]
+fn commit_honours_the_rootless_override_xattr() {
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let rw = work.path().join("rw");
+    build_tree(
+        &rw,
+        &[
+            (".wh..wh.layerfs/", ""),
+            ("dev/null", ""),
+            ("etc/shadow", "s"),
+        ],
+    );
+    let set = |p: &str, v: &str| {
+        layerfs::sys::lsetxattr(
+            &rw.join(p),
+            b"user.containers.override_stat",
+            v.as_bytes(),
+            0,
+        )
+    };
+    if set("dev/null", "0:0:0666:char-1-3").is_err() {
+        eprintln!("SKIP: this filesystem refuses user xattrs");
+        return;
+    }
+    set("etc/shadow", "0:42:0640:file").unwrap();
+    let id = store.ok(&["commit", rw.to_str().unwrap(), "--image", "multi"]);
+    let v = json(&store.ok(&["ls", id.trim(), "dev/null", "--json"]));
+    assert_eq!(v[0]["type"], "char");
+    assert_eq!(v[0]["rdev"], serde_json::json!([1, 3]));
+    assert_eq!(v[0]["mode"], 0o666);
+    let v = json(&store.ok(&["ls", id.trim(), "etc/shadow", "--json"]));
+    assert_eq!(
+        (v[0]["gid"].as_u64(), v[0]["mode"].as_u64()),
+        (Some(42), Some(0o640))
+    );
+}
+
+#[test]
+fn export_is_the_merged_tree() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    for fx in ["multi.docker.tar", "edge.docker.tar"] {
+        let id = store.import(&fixture(fx), &[]);
+        let out = dir.path().join(format!("{fx}.export.tar"));
+        store.ok(&["export", &id, "-o", out.to_str().unwrap()]);
+        let want = oracle(&["--image", fixture(fx).to_str().unwrap()]);
+        assert_same_tree(fx, &want, &oracle(&[out.to_str().unwrap()]), &[]);
+        // Re-imported as a rootfs, it mounts as the same tree (checked by
+        // `ls -R` here: every path, same types).
+        let rid = store.import(&out, &[]);
+        let a = json(&store.ok(&["ls", &id, "-R", "--json"]));
+        let b = json(&store.ok(&["ls", &rid, "-R", "--json"]));
+        let strip = |v: &Value| -> Vec<(String, String)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r["path"].to_string(), r["type"].to_string()))
+                .collect()
+        };
+        assert_eq!(strip(&a), strip(&b), "{fx}");
+    }
+    // --exclude drops a subtree; --replace swaps content (keeping the
+    // entry's owner and mode) or adds a file.
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let out = dir.path().join("x.tar");
+    store.ok(&[
+        "export",
+        "multi",
+        "-o",
+        out.to_str().unwrap(),
+        "--exclude",
+        "/usr/share",
+        "--exclude",
+        "home/user/secret",
+        "--replace",
+        &format!("etc/passwd={}", hosts.display()),
+        "--replace",
+        &format!("/etc/hosts={}", hosts.display()),
+    ]);
+    let t = json(&oracle(&[out.to_str().unwrap()]));
+    assert!(t.get("usr").is_some() && t.get("usr/share").is_none());
+    assert!(t.get("home/user").is_some() && t.get("home/user/secret").is_none());
+    assert_eq!(t["etc/passwd"]["size"], 20);
+    assert_eq!(t["etc/hosts"]["size"], 20);
+    assert_eq!(t["etc/hosts"]["mode"], 0o644);
+    let err = store.fails(&[
+        "export",
+        "multi",
+        "-o",
+        out.to_str().unwrap(),
+        "--replace",
+        &format!("no/dir/f={}", hosts.display()),
+    ]);
+    assert!(err.contains("not in the exported tree"), "{err}");
+    let err = store.fails(&["export", "multi", "-o", "/dev/null/x", "--replace", "etc"]);
+    assert!(err.contains("PATH=FILE"), "{err}");
+}
+
+fn skopeo_available() -> bool {
+    if Command::new("skopeo").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "skopeo is missing and CI is set"
+    );
+    eprintln!("SKIP: skopeo not installed (apt-get install skopeo)");
+    false
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn save_round_trips_byte_exact_through_skopeo_and_import() {
+    let store = TestStore::new();
+    let multi = store.import(&fixture("multi.oci"), &[]);
+    let edge = store.import(&fixture("edge.docker.tar"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (format, name) in [
+        ("docker-archive", "both.tar"),
+        ("oci-archive", "both.oci.tar"),
+        ("oci", "both.oci"),
+    ] {
+        let out = dir.path().join(name);
+        store.ok(&[
+            "save",
+            "multi",
+            &edge[..12],
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        // Re-import: same ids, same tags, same layer records.
+        let again = TestStore::new();
+        let ids = again.ok(&["import", out.to_str().unwrap()]);
+        let ids: Vec<&str> = ids.lines().collect();
+        assert_eq!(ids, vec![multi.as_str(), edge.as_str()], "{format}");
+        assert!(again.ok(&["images"]).contains("edge:latest"), "{format}");
+        let layers = |s: &TestStore| {
+            let mut v: Vec<_> = s
+                .fingerprint()
+                .into_iter()
+                .filter(|(p, _, _)| p.ends_with("layer.tar") || p.ends_with("config.json"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(layers(&again), layers(&store), "{format}: not byte-exact");
+    }
+    // docker-archive members: each layer named by its diff id, whose
+    // sha256 it is.
+    let tar = dir.path().join("both.tar");
+    let x = tempfile::tempdir().unwrap();
+    let layers = {
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(x.path())
+            .status();
+        assert!(st.unwrap().success());
+        let m = json(&std::fs::read_to_string(x.path().join("manifest.json")).unwrap());
+        assert_eq!(m[0]["RepoTags"], serde_json::json!(["multi:latest"]));
+        m[0]["Layers"].as_array().unwrap().clone()
+    };
+    for l in layers {
+        let name = l.as_str().unwrap();
+        let data = std::fs::read(x.path().join(name)).unwrap();
+        assert_eq!(format!("{}.tar", layerfs::image::sha256_hex(&data)), name);
+    }
+    if !skopeo_available() {
+        return;
+    }
+    let tars = tar.to_str().unwrap();
+    let v = json(&run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{tars}:multi:latest")),
+    ));
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
+    let oci = dir.path().join("copied");
+    run_ok(
+        Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("docker-archive:{tars}:edge:latest"))
+            .arg(format!("oci:{}:edge", oci.display())),
+    );
+    // skopeo rewrites the config for OCI, so the image id changes; the
+    // layers are the same bytes.
+    let back = TestStore::new();
+    let id = back.import(Path::new(&format!("{}:edge", oci.display())), &[]);
+    let chain = |s: &TestStore, i: &str| {
+        let h = json(&s.ok(&["history", i, "--json"]));
+        let v: Vec<Value> = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["layer"].clone())
+            .collect();
+        v
+    };
+    assert_eq!(chain(&back, &id), chain(&store, &edge));
+    let single = dir.path().join("multi.tar");
+    store.ok(&["save", "multi", "-o", single.to_str().unwrap()]);
+    run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", single.display())),
+    );
+    for (t, p) in [("oci-archive", "both.oci.tar"), ("oci", "both.oci")] {
+        run_ok(
+            Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("{t}:{}:multi:latest", dir.path().join(p).display())),
+        );
+    }
+
+    // Bad input.
+    let err = store.fails(&["save", "nosuch", "-o", single.to_str().unwrap()]);
+    assert!(err.contains("no image"), "{err}");
+    let err = store.fails(&[
+        "save",
+        "multi",
+        "-o",
+        dir.path().join("both.oci").to_str().unwrap(),
+        "--format",
+        "oci",
+    ]);
+    assert!(err.contains("not an empty directory"), "{err}");
+    let err = store.fails(&["save", "multi", "-o", "x", "--format", "zip"]);
+    assert!(err.contains("unknown format"), "{err}");
+}
+
+/// `diff MOUNTPOINT` and `commit MOUNTPOINT` find the branch and the image
+/// from the mount's record.
+#[test]
+fn diff_of_a_live_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let rw = work.path().join("rw");
+    let m = Mount::new(&store, "multi", &["--rw", rw.to_str().unwrap()]);
+    std::fs::write(m.path("etc/motd"), "hi\n").unwrap();
+    std::fs::remove_file(m.path("etc/os-release")).unwrap();
+    std::fs::remove_dir_all(m.path("usr/share/doc")).unwrap();
+    let want = "C /etc\nA /etc/motd\nD /etc/os-release\nC /usr\nC /usr/share\nD /usr/share/doc\n";
+    assert_eq!(store.ok(&["diff", m.dir.to_str().unwrap()]), want);
+    assert_eq!(store.ok(&["diff", rw.to_str().unwrap()]), want);
+    let id = store.ok(&["commit", m.dir.to_str().unwrap()]);
+    let v = json(&store.ok(&["ls", id.trim(), "etc/motd", "--json"]));
+    assert_eq!(v[0]["layer"]["index"], 3);
+    assert_eq!(v[0]["size"], 3);
+    drop(m);
+    let ro = Mount::new(&store, "multi", &[]);
+    let err = store.fails(&["diff", ro.dir.to_str().unwrap()]);
+    assert!(err.contains("read-only mount"), "{err}");
+}
