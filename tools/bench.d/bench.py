@@ -1,0 +1,954 @@
+#!/usr/bin/env python3
+"""layerfs side-by-side benchmark (run through tools/bench; stdlib only).
+
+Builds the benchmark images (images.py), imports them into a private
+layerfs store, extracts the same layers into directories for kernel
+overlayfs and fuse-overlayfs, then runs every workload in alternated rounds
+(layerfs, overlay, fuse-overlayfs, layerfs, ...). Every timed run gets a
+fresh mount: "cold" drops the kernel caches (sync; echo 3 >
+/proc/sys/vm/drop_caches) after mounting, "warm" runs the workload once
+untimed first. Prints a table of medians, spread and ratios, and writes
+every sample as JSON.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import images  # noqa: E402
+
+IMPLS = ["layerfs", "overlay", "fuse-overlayfs"]
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr,
+          flush=True)
+
+
+def run(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+# --------------------------------------------------------------------------
+# Implementations: each mounts an image read-only or with a write branch
+
+class Skip(Exception):
+    """An implementation cannot run a workload; the message says why."""
+
+
+class Mount:
+    def __init__(self, impl, path, upper=None):
+        self.impl, self.path, self.upper = impl, path, upper
+
+
+class Impl:
+    name = "?"
+    skip = None          # reason the implementation is not available
+    rw_skip = None       # reason it cannot mount writable
+
+    def __init__(self, b):
+        self.b = b
+        self.mnt = os.path.join(b.work, "mnt", self.name)
+        os.makedirs(self.mnt, exist_ok=True)
+
+    def fresh_upper(self):
+        up = os.path.join(self.b.work, "upper", self.name)
+        if os.path.exists(up):
+            shutil.rmtree(up)
+        os.makedirs(up)
+        return up
+
+    def mount(self, img, rw=False):
+        if self.skip:
+            raise Skip(self.skip)
+        if rw and self.rw_skip:
+            raise Skip(self.rw_skip)
+        m = self._mount(img, rw)
+        self.b.live.append(m)
+        return m
+
+    def umount(self, m):
+        try:
+            self._umount(m)
+        finally:
+            if m in self.b.live:
+                self.b.live.remove(m)
+
+    def _umount(self, m):
+        run(["umount", m.path])
+
+    def daemon_pid(self, m):
+        return None
+
+
+class Layerfs(Impl):
+    name = "layerfs"
+
+    def __init__(self, b):
+        super().__init__(b)
+        self.bin = b.args.layerfs
+        if not os.access(self.bin, os.X_OK):
+            self.skip = "layerfs binary %s not found" % self.bin
+            return
+        h = run([self.bin, "mount", "--help"], capture_output=True,
+                text=True).stdout
+        if "--rw" not in h:
+            self.rw_skip = "skipped: layerfs build has no --rw"
+
+    exiting = []         # pids of daemons unmounted but maybe not gone
+    serial = 0
+
+    def cmd(self, *a, root=None):
+        return [self.bin, "--root", root or self.b.store] + list(a)
+
+    def _mount(self, img, rw):
+        # A daemon takes a while (~2 s here) to exit after its unmount:
+        # each mount gets its own mountpoint, and the exits are waited for
+        # before memory is measured and at the end (see wait_exits), not
+        # after every run.
+        Layerfs.serial += 1
+        mnt = "%s-%d" % (self.mnt, Layerfs.serial)
+        os.makedirs(mnt)
+        cmd = self.cmd("mount", img.tag, mnt)
+        upper = None
+        if rw:
+            upper = self.fresh_upper()
+            cmd += ["--rw", upper]
+        run(cmd)
+        return Mount(self, mnt, upper)
+
+    def _umount(self, m):
+        pid = self.daemon_pid(m)
+        # what `layerfs umount` does as root, without waiting for the exit
+        r = run(["umount", m.path], check=False, capture_output=True)
+        if r.returncode != 0 and mounted(m.path):
+            run(self.cmd("umount", m.path), check=False)
+        if pid:
+            self.exiting.append(pid)
+        self.wait_exits(0)
+
+    def wait_exits(self, timeout=10):
+        """Forget daemons that have exited; wait up to `timeout` seconds
+        for the others."""
+        deadline = time.time() + timeout
+        while True:
+            self.exiting = [p for p in self.exiting if alive(p)]
+            if not self.exiting or time.time() >= deadline:
+                return self.exiting
+            time.sleep(0.02)
+
+    def daemon_pid(self, m):
+        for rec in glob.glob(os.path.join(self.b.store, "mounts", "*.json")):
+            try:
+                with open(rec) as f:
+                    j = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if os.path.realpath(j.get("mountpoint", "")) == \
+                    os.path.realpath(m.path):
+                return j["pid"]
+        return None
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class Overlay(Impl):
+    name = "overlay"
+
+    def __init__(self, b):
+        super().__init__(b)
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                r = run(["modprobe", "overlay"], check=False,
+                        capture_output=True)
+                if r.returncode != 0:
+                    self.skip = "kernel has no overlayfs"
+
+    def _mount(self, img, rw):
+        lower = img.ovl_dirs()
+        if not rw and len(lower) == 1:
+            # overlayfs needs two lower dirs when it has no upper dir
+            lower = lower + ["empty"]
+        # relative lower dirs: 128 absolute paths exceed the one-page
+        # mount option limit
+        opts = "lowerdir=" + ":".join(lower)
+        upper = None
+        if rw:
+            upper = self.fresh_upper()
+            os.makedirs(upper + "/u")
+            os.makedirs(upper + "/w")
+            opts += ",upperdir=%s/u,workdir=%s/w" % (upper, upper)
+        run(["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt],
+            cwd=img.ovl)
+        return Mount(self, self.mnt, upper)
+
+
+class FuseOverlayfs(Impl):
+    name = "fuse-overlayfs"
+
+    def __init__(self, b):
+        super().__init__(b)
+        self.bin = shutil.which("fuse-overlayfs")
+        if not self.bin:
+            self.skip = "skipped: fuse-overlayfs not installed"
+
+    def _mount(self, img, rw):
+        opts = "lowerdir=" + ":".join(img.ovl_dirs())
+        upper = None
+        if rw:
+            upper = self.fresh_upper()
+            os.makedirs(upper + "/u")
+            os.makedirs(upper + "/w")
+            opts += ",upperdir=%s/u,workdir=%s/w" % (upper, upper)
+        run([self.bin, "-o", opts, self.mnt], cwd=img.ovl,
+            stderr=subprocess.DEVNULL)
+        return Mount(self, self.mnt, upper)
+
+    def _umount(self, m):
+        run(["umount", m.path])
+        # the daemon exits once unmounted; wait so the next mount is clean
+        for _ in range(200):
+            if not self.daemon_pid(m):
+                break
+            time.sleep(0.01)
+
+    def daemon_pid(self, m):
+        want = os.path.realpath(m.path).encode()
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"fuse-overlayfs") and want in argv:
+                return int(p)
+        return None
+
+
+# --------------------------------------------------------------------------
+# Workloads
+
+def sh(cmd):
+    def op(mnt):
+        r = subprocess.run(cmd, shell=True, cwd=mnt,
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+        if r.returncode not in (0,):
+            raise RuntimeError("%s failed (%d): %s" % (
+                cmd, r.returncode, r.stderr.decode()[-300:]))
+    op.desc = cmd
+    return op
+
+
+WALK = sh("find . -printf '%y %m %U %G %s %p\\n' >/dev/null")
+READ_ALL = sh("tar -cf - . | cat >/dev/null")
+
+
+def ls_wide(times):
+    return sh("for i in $(seq %d); do ls -l --color=never wide >/dev/null;"
+              " done" % times)
+
+
+SEQ_READ = sh("dd if=data/big.bin of=/dev/null bs=1M status=none")
+
+
+def append_byte(mnt):
+    with open(os.path.join(mnt, "data/big.bin"), "ab") as f:
+        f.write(b"x")
+
+
+def check_append(size):
+    def check(mnt):
+        st = os.stat(os.path.join(mnt, "data/big.bin"))
+        if st.st_size != size + 1:
+            raise RuntimeError("data/big.bin has %d bytes after the append,"
+                               " not %d" % (st.st_size, size + 1))
+    return check
+
+
+def check_empty_tmp(mnt):
+    left = os.listdir(os.path.join(mnt, "tmp"))
+    if left:
+        raise RuntimeError("tmp/ not empty after unlinking: %d left"
+                           % len(left))
+
+
+def check_chmod(n):
+    def check(mnt):
+        for i in (0, n - 1):
+            mode = os.stat("%s/chmod/f%04d" % (mnt, i)).st_mode & 0o7777
+            if mode != 0o600:
+                raise RuntimeError("chmod/f%04d has mode %o" % (i, mode))
+    return check
+
+
+def create_unlink(n):
+    def op(mnt):
+        d = os.path.join(mnt, "tmp")
+        payload = b"x" * 64
+        for i in range(n):
+            fd = os.open("%s/c%05d" % (d, i),
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.write(fd, payload)
+            os.close(fd)
+        for i in range(n):
+            os.unlink("%s/c%05d" % (d, i))
+    op.desc = "create (64 bytes) then unlink %d files in tmp/" % n
+    return op
+
+
+def chmod_lower(n):
+    def op(mnt):
+        for i in range(n):
+            os.chmod("%s/chmod/f%04d" % (mnt, i), 0o600)
+    op.desc = "chmod 0600 %d lower files chmod/f*" % n
+    return op
+
+
+def prime_chmod(n):
+    def op(mnt):
+        for i in range(n):
+            with open("%s/chmod/f%04d" % (mnt, i), "rb") as f:
+                f.read()
+    return op
+
+
+class Workload:
+    def __init__(self, name, image, op, temp, desc, rw=False, prime=None,
+                 check=None):
+        self.name, self.image, self.op, self.temp = name, image, op, temp
+        self.desc, self.rw, self.check = desc, rw, check
+        self.prime = prime or (op if temp == "warm" else None)
+
+
+def workloads(sz):
+    W = Workload
+    ws = [
+        W("walk-cold", "synth5", WALK, "cold",
+          "`find -printf` walk, cold (%d layers x %d files + a %d-entry "
+          "dir)" % (sz.synth_layers, sz.synth_files, sz.synth_wide)),
+        W("walk-warm", "synth5", WALK, "warm", "`find -printf` walk, warm"),
+        W("ls-l-wide", "synth5", ls_wide(5), "warm",
+          "`ls -l` of the %d-entry dir, 5 times, warm" % sz.synth_wide),
+        W("read-all-cold", "synth5", READ_ALL, "cold",
+          "read every file (`tar -c` piped to `cat`), cold"),
+        W("read-all-warm", "synth5", READ_ALL, "warm",
+          "read every file, warm"),
+        W("seq-read-cold", "big1g", SEQ_READ, "cold",
+          "%s sequential read (dd bs=1M), cold" % human(sz.big_bytes)),
+        W("seq-read-warm", "big1g", SEQ_READ, "warm",
+          "%s sequential read, warm" % human(sz.big_bytes)),
+        W("append-copyup", "big1g", append_byte, "write",
+          "append 1 byte to a %s lower file (copy-up)" % human(sz.big_bytes),
+          rw=True, prime=SEQ_READ, check=check_append(sz.big_bytes)),
+        W("create-unlink", "synth5", create_unlink(sz.create_files),
+          "write", "create + unlink %d files" % sz.create_files, rw=True,
+          prime=sh("ls -l tmp >/dev/null"), check=check_empty_tmp),
+        W("chmod-copyup", "synth5", chmod_lower(sz.synth_chmod), "write",
+          "chmod %d lower files (copy-up)" % sz.synth_chmod, rw=True,
+          prime=prime_chmod(sz.synth_chmod),
+          check=check_chmod(sz.synth_chmod)),
+    ]
+    for d in sz.depths:
+        ws.append(W("walk-cold-depth%d" % d, "depth%d" % d, WALK, "cold",
+                    "cold walk, same %d files in %d layer%s" % (
+                        sz.depth_files, d, "s" if d > 1 else "")))
+    ws += [
+        W("debian-walk-cold", "debian", WALK, "cold",
+          "Debian minbase rootfs (4 layers): walk, cold"),
+        W("debian-walk-warm", "debian", WALK, "warm",
+          "Debian rootfs: walk, warm"),
+        W("debian-read-all-cold", "debian", READ_ALL, "cold",
+          "Debian rootfs: read every file, cold"),
+    ]
+    return ws
+
+
+SPECIAL = ["mount-128", "import-1g", "rss-100k"]
+
+
+def human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if n == int(n) else \
+                ("%.1f %s" % (n, unit))
+        n /= 1024
+
+
+# --------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = args.workdir
+        self.store = os.path.join(self.work, "store")
+        self.sz = images.Sizes(quick=args.quick)
+        self.live = []          # mounts to undo on any exit
+        self.images = {}
+        self.skipped = {}       # what -> reason
+        self.results = {}
+        self.extra = {}
+        self.consistency = {}
+        self.t_start = time.time()
+        self.load_start = os.getloadavg()
+
+    # ---- images ----------------------------------------------------------
+
+    def debian_rootfs(self):
+        if self.args.quick:
+            raise Skip("skipped: Debian image is not built in --quick")
+        if not shutil.which("debootstrap"):
+            raise Skip("skipped: debootstrap not installed")
+        cache = self.args.cache and os.path.join(self.args.cache,
+                                                 "debian-minbase.tar")
+        root = os.path.join(self.work, "debootstrap")
+        if cache and os.path.exists(cache):
+            log("Debian rootfs from cache", cache)
+            os.makedirs(root)
+            run(images.extract_cmd(cache, root))
+            return root
+        mirror = self.args.mirror
+        log("debootstrap --variant=minbase bookworm from", mirror,
+            "(a minute or two)")
+        t = time.time()
+        r = run(["debootstrap", "--variant=minbase", "bookworm", root,
+                 mirror], check=False, capture_output=True, text=True)
+        if r.returncode != 0:
+            tail = (r.stdout + r.stderr).strip().splitlines()[-3:]
+            raise Skip("skipped: debootstrap failed (exit %d): %s" % (
+                r.returncode, " | ".join(tail)))
+        self.extra["debootstrap_seconds"] = round(time.time() - t, 1)
+        if cache:
+            os.makedirs(self.args.cache, exist_ok=True)
+            images.tar_dir(root, cache, ["."])
+        return root
+
+    def image(self, name):
+        if name in self.images:
+            return self.images[name]
+        if name in self.skipped:
+            raise Skip(self.skipped[name])
+        try:
+            rootfs = self.debian_rootfs() if name == "debian" else None
+        except Skip as e:
+            self.skipped[name] = str(e)
+            log(name + ":", e)
+            raise
+        t = time.time()
+        img = images.build(name, self.work, self.sz, self.args.seed, rootfs)
+        t_build = time.time() - t
+        t = time.time()
+        run([self.args.layerfs, "--root", self.store, "import", img.archive],
+            stdout=subprocess.DEVNULL)
+        t_imp = time.time() - t
+        t = time.time()
+        images.extract_overlay(img)
+        t_ext = time.time() - t
+        if rootfs:
+            shutil.rmtree(rootfs)
+        img.notes.update(build_s=round(t_build, 2), import_s=round(t_imp, 2),
+                         extract_s=round(t_ext, 2))
+        log("image %s: %d layers, built %.1fs, imported %.1fs, extracted "
+            "%.1fs" % (name, len(img.layers), t_build, t_imp, t_ext))
+        self.images[name] = img
+        self.check_same(img)
+        return img
+
+    def check_same(self, img):
+        """The implementations must show the same tree: compare a listing
+        (type, mode, owner, size of non-directories, path, link target)."""
+        listing = {}
+        for impl in self.impls:
+            try:
+                m = impl.mount(img)
+            except Skip:
+                continue
+            try:
+                out = run(["find", ".", "-printf", "%y %m %U %G %s %p %l\\n"],
+                          cwd=m.path, capture_output=True).stdout
+            finally:
+                impl.umount(m)
+            lines = []
+            for line in out.decode("utf-8", "replace").splitlines():
+                f = line.split(" ")
+                if f[0] == "d":
+                    f[4] = "-"
+                lines.append(" ".join(f))
+            listing[impl.name] = sorted(lines)
+        ref = listing.get("overlay")
+        res = {}
+        for name, lines in listing.items():
+            res[name] = {"entries": len(lines)}
+            if ref is not None and name != "overlay" and lines != ref:
+                a, b = set(lines), set(ref)
+                diff = sorted(a ^ b)
+                res[name]["differs_from_overlay"] = len(diff)
+                log("WARNING: %s shows %s differently from overlay (%d "
+                    "lines), e.g.:" % (name, img.name, len(diff)))
+                for d in diff[:6]:
+                    log("   %s %s" % ("+" if d in a else "-", d))
+        self.consistency[img.name] = res
+
+    # ---- timing ----------------------------------------------------------
+
+    def measure(self, w, impl, img):
+        m = impl.mount(img, rw=w.rw)
+        try:
+            if w.temp == "cold":
+                drop_caches()
+            elif w.prime:
+                w.prime(m.path)
+                os.sync()
+            t = time.perf_counter()
+            w.op(m.path)
+            dt = time.perf_counter() - t
+            if w.check:
+                w.check(m.path)
+            return dt
+        finally:
+            impl.umount(m)
+            if m.upper:
+                if isinstance(impl, Layerfs):
+                    impl.wait_exits()   # it holds a lock in the rw dir
+                shutil.rmtree(m.upper)
+
+    def run_workload(self, w):
+        try:
+            img = self.image(w.image)
+        except Skip as e:
+            self.results[w.name] = {"desc": w.desc, "skipped": str(e)}
+            return
+        res = {"desc": w.desc, "image": w.image, "temp": w.temp,
+               "impls": {}}
+        samples = {i.name: [] for i in self.impls}
+        for r in range(self.args.rounds):
+            for impl in self.impls:
+                if impl.name in res["impls"]:
+                    continue        # skipped
+                try:
+                    dt = self.measure(w, impl, img)
+                except Skip as e:
+                    res["impls"][impl.name] = {"skipped": str(e)}
+                    continue
+                except (OSError, RuntimeError,
+                        subprocess.CalledProcessError) as e:
+                    log("%s on %s FAILED: %s" % (w.name, impl.name, e))
+                    res["impls"][impl.name] = {"skipped": "error: %s" % e}
+                    continue
+                samples[impl.name].append(dt)
+            log("%s round %d: %s" % (w.name, r + 1, "  ".join(
+                "%s %.3fs" % (k, v[-1]) for k, v in samples.items() if v)))
+        for name, s in samples.items():
+            if s and name not in res["impls"]:
+                res["impls"][name] = stats(s)
+        self.results[w.name] = res
+
+    # ---- special measurements --------------------------------------------
+
+    def mount_time(self):
+        name = "depth%d" % max(self.sz.depths)
+        try:
+            img = self.image(name)
+        except Skip as e:
+            self.results["mount-128"] = {"skipped": str(e)}
+            return
+        res = {"desc": "mount the %d-layer image (command + first readdir"
+               " of the root), cold" % len(img.layers), "image": name,
+               "temp": "cold", "impls": {}}
+        samples = {i.name: [] for i in self.impls}
+        for r in range(self.args.rounds):
+            for impl in self.impls:
+                if impl.skip:
+                    res["impls"][impl.name] = {"skipped": impl.skip}
+                    continue
+                drop_caches()
+                t = time.perf_counter()
+                m = impl.mount(img)
+                os.listdir(m.path)
+                samples[impl.name].append(time.perf_counter() - t)
+                impl.umount(m)
+        for n, s in samples.items():
+            if s:
+                res["impls"][n] = stats(s)
+        self.results["mount-128"] = res
+
+    def import_time(self):
+        """layerfs import of the 1 GiB docker-archive into an empty store
+        vs GNU tar -x of the same layer tars into directories."""
+        try:
+            img = self.image("big1g")
+        except Skip as e:
+            self.extra["import"] = {"skipped": str(e)}
+            return
+        s = {"layerfs import": [], "layerfs import + sync": [],
+             "tar -x": [], "tar -x + sync": []}
+        for r in range(self.args.rounds):
+            root = os.path.join(self.work, "import-store")
+            drop_caches()
+            t = time.perf_counter()
+            run([self.args.layerfs, "--root", root, "import", img.archive],
+                stdout=subprocess.DEVNULL)
+            t1 = time.perf_counter()
+            os.sync()
+            t2 = time.perf_counter()
+            s["layerfs import"].append(t1 - t)
+            s["layerfs import + sync"].append(t2 - t)
+            shutil.rmtree(root)
+            dest = os.path.join(self.work, "import-dirs")
+            drop_caches()
+            t = time.perf_counter()
+            for k, (path, _) in enumerate(img.layers):
+                d = os.path.join(dest, str(k))
+                os.makedirs(d)
+                run(images.extract_cmd(path, d))
+            t1 = time.perf_counter()
+            os.sync()
+            t2 = time.perf_counter()
+            s["tar -x"].append(t1 - t)
+            s["tar -x + sync"].append(t2 - t)
+            shutil.rmtree(dest)
+            log("import round %d: %s" % (r + 1, "  ".join(
+                "%s %.2fs" % (k, v[-1]) for k, v in s.items())))
+        self.extra["import"] = {
+            "desc": "import of the %s docker-archive (%d layers) into an "
+            "empty store vs tar -x of the same layer tars, cold source" % (
+                human(self.sz.big_bytes), len(img.layers)),
+            "samples": {k: stats(v) for k, v in s.items()}}
+
+    def rss(self):
+        """Daemon RSS after a walk of the 100k-file image."""
+        try:
+            img = self.image("files100k")
+        except Skip as e:
+            self.extra["rss"] = {"skipped": str(e)}
+            return
+        res = {"desc": "daemon VmRSS / VmHWM after `find -printf` of the "
+               "%d-file image" % img.notes["files"], "impls": {}}
+        self.impls[0].wait_exits()
+        for impl in self.impls:
+            if impl.name == "overlay":
+                continue
+            try:
+                m = impl.mount(img)
+            except Skip as e:
+                res["impls"][impl.name] = {"skipped": str(e)}
+                continue
+            try:
+                drop_caches()
+                WALK(m.path)
+                pid = impl.daemon_pid(m)
+                st = {}
+                if pid:
+                    with open("/proc/%d/status" % pid) as f:
+                        for line in f:
+                            k, _, v = line.partition(":")
+                            if k in ("VmRSS", "VmHWM"):
+                                st[k] = int(v.split()[0]) * 1024
+                res["impls"][impl.name] = {"pid": pid, **st}
+            finally:
+                impl.umount(m)
+        self.extra["rss"] = res
+
+    # ---- main ------------------------------------------------------------
+
+    def run(self):
+        self.impls = [Layerfs(self), Overlay(self), FuseOverlayfs(self)]
+        for i in self.impls:
+            if i.skip:
+                log("%s: %s" % (i.name, i.skip))
+                self.skipped[i.name] = i.skip
+            elif i.rw_skip:
+                log("%s: %s (write workloads)" % (i.name, i.rw_skip))
+        if self.impls[0].skip:
+            raise SystemExit("bench: " + self.impls[0].skip)
+        os.makedirs(self.store, exist_ok=True)
+        sel = self.args.only
+        for w in workloads(self.sz):
+            if sel and w.name not in sel:
+                continue
+            log("workload %s: %s" % (w.name, w.desc))
+            self.run_workload(w)
+        if not sel or "mount-128" in sel:
+            log("mount time of the %d-layer image" % max(self.sz.depths))
+            self.mount_time()
+        if not sel or "import-1g" in sel:
+            log("import vs tar -x")
+            self.import_time()
+        if not sel or "rss-100k" in sel:
+            log("daemon RSS after walking the many-file image")
+            self.rss()
+
+    def cleanup(self):
+        for m in list(reversed(self.live)):
+            try:
+                m.impl.umount(m)
+            except Exception as e:  # keep going: unmount all we can
+                log("cleanup: umount %s: %s" % (m.path, e))
+        lf = getattr(self, "impls", [None])[0]
+        if lf and lf.wait_exits():
+            log("cleanup: layerfs daemons still running:", lf.exiting)
+
+    def report(self):
+        meta = machine(self.args)
+        meta["seconds"] = round(time.time() - self.t_start, 1)
+        meta["loadavg_start"] = self.load_start
+        out = {"meta": meta, "results": self.results, "extra": self.extra,
+               "skipped": self.skipped, "consistency": self.consistency,
+               "images": {k: v.to_json() for k, v in self.images.items()}}
+        table = render(out)
+        print(table)
+        if self.args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(self.args.json)),
+                        exist_ok=True)
+            with open(self.args.json, "w") as f:
+                json.dump(out, f, indent=1, sort_keys=True)
+                f.write("\n")
+            with open(os.path.splitext(self.args.json)[0] + ".md", "w") as f:
+                f.write(table + "\n")
+            log("results written to", self.args.json, "and",
+                os.path.splitext(self.args.json)[0] + ".md")
+
+
+def stats(s):
+    med = statistics.median(s)
+    return {"samples": [round(x, 4) for x in s], "median": med,
+            "min": min(s), "max": max(s),
+            "spread": (max(s) - min(s)) / med if med > 0 else 0.0}
+
+
+def machine(args):
+    def cmd(c):
+        try:
+            return subprocess.run(c, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except Exception:
+            return None
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    fo = [x for x in (cmd(["fuse-overlayfs", "--version"]) or "").splitlines()
+          if x.startswith("fuse-overlayfs")]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
+        "mem_bytes": mem, "loadavg_end": os.getloadavg(),
+        "layerfs_bin": args.layerfs,
+        "layerfs_git": cmd(["git", "-C", args.repo, "describe", "--always",
+                            "--dirty"]),
+        "fuse_overlayfs": fo[0] if fo else None,
+        "command": args.command, "rounds": args.rounds, "quick": args.quick,
+        "seed": args.seed,
+    }
+
+
+def cell(r):
+    if r is None:
+        return "-"
+    if "skipped" in r:
+        return "error" if r["skipped"].startswith("error") else "skipped"
+    return "%.3f ±%.0f%%" % (r["median"], 50 * r["spread"])
+
+
+def ratio(a, b):
+    if not a or not b or "median" not in a or "median" not in b \
+            or b["median"] <= 0:
+        return "-"
+    return "%.2f" % (a["median"] / b["median"])
+
+
+def render(out):
+    m = out["meta"]
+    lines = [
+        "layerfs benchmark: %s, %s CPUs (%s), %s RAM, kernel %s; %s round%s"
+        " alternated, every run on a fresh mount" % (
+            m["date"], m["cpus"], m["cpu"], human(m["mem_bytes"]),
+            m["kernel"], m["rounds"], "" if m["rounds"] == 1 else "s"),
+        "layerfs binary %s, bench tools of %s; %s; load average %s at "
+        "start, %s at end; %.0f s" % (
+            m["layerfs_bin"], m["layerfs_git"], m["fuse_overlayfs"],
+            " ".join("%.1f" % x for x in m.get("loadavg_start", ())),
+            " ".join("%.1f" % x for x in m["loadavg_end"]),
+            m.get("seconds", 0)),
+        "command: %s" % m["command"],
+        "",
+        "Seconds, median ±half the range (max-min)/2 as % of the median.",
+        "",
+        "| workload | layerfs | overlay | fuse-overlayfs | layerfs/overlay |"
+        " layerfs/fuse-overlayfs |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name, r in out["results"].items():
+        if "skipped" in r:
+            lines.append("| %s | %s | | | | |" % (r["desc"], r["skipped"]))
+            continue
+        im = r["impls"]
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            r["desc"], cell(im.get("layerfs")), cell(im.get("overlay")),
+            cell(im.get("fuse-overlayfs")),
+            ratio(im.get("layerfs"), im.get("overlay")),
+            ratio(im.get("layerfs"), im.get("fuse-overlayfs"))))
+        for impl, v in im.items():
+            if "skipped" in v:
+                notes.append("%s / %s: %s" % (name, impl, v["skipped"]))
+    imp = out["extra"].get("import")
+    if imp:
+        lines += ["", "Import vs extraction:", ""]
+        if "skipped" in imp:
+            lines.append(imp["skipped"])
+        else:
+            lines.append(imp["desc"] + ":")
+            lines.append("")
+            s = imp["samples"]
+            lines += ["| | layerfs import | tar -x | tar -x / import |",
+                      "|---|---|---|---|"]
+            for suffix in ("", " + sync"):
+                a, b = s["layerfs import" + suffix], s["tar -x" + suffix]
+                lines.append("| %s | %s | %s | %s |" % (
+                    "until the command returns" if not suffix else
+                    "including sync", cell(a), cell(b), ratio(b, a)))
+    rss = out["extra"].get("rss")
+    if rss:
+        lines += ["", "Daemon memory:", ""]
+        if "skipped" in rss:
+            lines.append(rss["skipped"])
+        else:
+            lines.append(rss["desc"] + ":")
+            for impl, v in rss["impls"].items():
+                if "skipped" in v:
+                    lines.append("- %s: %s" % (impl, v["skipped"]))
+                elif "VmRSS" in v:
+                    lines.append("- %s: VmRSS %.1f MiB, VmHWM %.1f MiB" % (
+                        impl, v["VmRSS"] / 2**20, v["VmHWM"] / 2**20))
+                else:
+                    lines.append("- %s: daemon pid not found" % impl)
+    for k, v in out["skipped"].items():
+        notes.append("%s: %s" % (k, v))
+    bad = {k: v for k, v in out["consistency"].items()
+           if any("differs_from_overlay" in x for x in v.values())}
+    if bad:
+        for k, v in bad.items():
+            for impl, x in v.items():
+                if "differs_from_overlay" in x:
+                    notes.append("WARNING: %s shows image %s differently from"
+                                 " overlay (%d listing lines differ)" % (
+                                     impl, k, x["differs_from_overlay"]))
+    if notes:
+        lines += ["", "Notes:"] + ["- " + n for n in dict.fromkeys(notes)]
+    return "\n".join(lines)
+
+
+def main():
+    names = [w.name for w in workloads(images.Sizes())] + SPECIAL
+    p = argparse.ArgumentParser(
+        prog="tools/bench", description=__doc__,
+        epilog="environment: LAYERFS_BIN (use this layerfs binary instead "
+        "of building one),\nCARGO_TARGET_DIR (where tools/bench builds; "
+        "default ./target)",
+        formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny images, 1 round, no Debian image")
+    p.add_argument("--only", action="append", default=[],
+                   metavar="WORKLOAD",
+                   help="run only these (repeatable or comma-separated): "
+                   + ", ".join(names))
+    p.add_argument("--rounds", type=int, default=None, metavar="N",
+                   help="rounds per workload (default 3, --quick 1)")
+    p.add_argument("--workdir", default="/var/tmp/layerfs-bench",
+                   metavar="DIR", help="images, store, mounts (default "
+                   "%(default)s; removed at the end unless --keep)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="results file (default /var/tmp/layerfs-bench-"
+                   "results/<UTC time>.json; a .md table next to it)")
+    p.add_argument("--seed", type=int, default=6,
+                   help="seed of the synthetic images (default %(default)s)")
+    p.add_argument("--mirror", default="http://deb.debian.org/debian",
+                   metavar="URL", help="Debian mirror for debootstrap "
+                   "(tools/bench passes the one apt uses)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep the debootstrap rootfs as a tar here and "
+                   "reuse it")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (handled by tools/bench)")
+    p.add_argument("--layerfs", required=True, help=argparse.SUPPRESS)
+    p.add_argument("--repo", default=".", help=argparse.SUPPRESS)
+    p.add_argument("--command", default="tools/bench", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.only = [x for o in args.only for x in o.split(",") if x]
+    for o in args.only:
+        if o not in names:
+            p.error("unknown workload %r; known: %s" % (o, ", ".join(names)))
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.json is None:
+        args.json = "/var/tmp/layerfs-bench-results/%s%s.json" % (
+            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+            "-quick" if args.quick else "")
+    args.workdir = os.path.abspath(args.workdir)
+
+    b = Bench(args)
+
+    def on_signal(sig, _frame):
+        raise KeyboardInterrupt("signal %d" % sig)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    rc = 0
+    try:
+        b.run()
+    except KeyboardInterrupt as e:
+        log("interrupted", e)
+        rc = 130
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        log("FAILED; the results so far follow")
+        rc = 1
+    finally:
+        b.cleanup()
+    b.report()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
