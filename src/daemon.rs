@@ -322,8 +322,7 @@ pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
     }
     if let Some(rec) = rec {
         let deadline = Instant::now() + Duration::from_secs(10);
-        // SAFETY: signal 0 only probes that the process exists.
-        while unsafe { libc::kill(rec.pid as i32, 0) } == 0 {
+        while crate::sys::process_alive(rec.pid) {
             if Instant::now() > deadline {
                 bail!(
                     "unmounted, but daemon pid {} has not exited after 10 s",

@@ -429,10 +429,7 @@ impl Store {
             let Ok(rec) = read_json::<MountRecord>(&p) else {
                 continue;
             };
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            let alive = unsafe { libc::kill(rec.pid as i32, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            if alive {
+            if crate::sys::process_alive(rec.pid) {
                 out.push(rec);
             } else {
                 let _ = fs::remove_file(&p);

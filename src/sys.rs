@@ -235,3 +235,21 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Is process `pid` running? A zombie (exited, not yet reaped: in a
+/// container whose init reaps late, for seconds) counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => {
+            // No procfs: signal 0 only probes that the process exists.
+            // SAFETY: kill with signal 0 sends nothing.
+            let r = unsafe { libc::kill(pid as i32, 0) };
+            r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+    }
+}
