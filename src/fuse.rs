@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::index::Kind;
@@ -127,6 +127,11 @@ impl Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
+        // readdirplus: a listing carries each entry's attributes, so a walk
+        // (`find`, `ls -l`) needs no lookup per name. AUTO lets the kernel
+        // use it only where it pays.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -191,7 +196,9 @@ impl Filesystem for LayerFs {
     }
 
     fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing is buffered here (writes go straight to the upper file):
+        // ENOSYS tells the kernel to stop sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -262,6 +269,48 @@ impl Filesystem for LayerFs {
                 i as u64 + 3,
                 file_type(d.kind),
                 OsStr::from_bytes(&d.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.vfs.dir_listing(ino.0, fh.0, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let dir = match self.vfs.getattr(ino.0) {
+            Ok(a) => fuse_attr(&a),
+            Err(e) => return reply.error(errno(e)),
+        };
+        // Same offsets as readdir; the kernel makes no dentries for the dots.
+        for (i, name) in [".", ".."].iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, i as u64 + 1, name, &TTL, &dir, Generation(0)) {
+                return reply.ok();
+            }
+        }
+        let start = (offset as usize).saturating_sub(2);
+        for (i, d) in list.iter().enumerate().skip(start) {
+            // An entry removed since the listing was taken is left out.
+            let Ok(a) = self.vfs.getattr(d.ino) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(d.ino),
+                i as u64 + 3,
+                OsStr::from_bytes(&d.name),
+                &TTL,
+                &fuse_attr(&a),
+                Generation(0),
             ) {
                 break;
             }

@@ -253,3 +253,47 @@ pub fn process_alive(pid: u32) -> bool {
         }
     }
 }
+
+/// Copies `len` bytes of `src` from offset `off` to the start of `dst`
+/// with `copy_file_range(2)`; returns how many were copied before the
+/// kernel said it cannot (the caller copies the rest itself).
+pub fn copy_range(src: &std::fs::File, off: u64, dst: &std::fs::File, len: u64) -> SysResult<u64> {
+    use std::os::fd::AsRawFd;
+    let mut off_in = off as libc::loff_t;
+    let mut off_out: libc::loff_t = 0;
+    let mut done = 0u64;
+    while done < len {
+        let chunk = (len - done).min(1 << 30) as usize;
+        // SAFETY: valid descriptors and offsets we own.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                chunk,
+                0,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as u64,
+            _ => {
+                let e = last_errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                if done == 0
+                    && !matches!(
+                        e,
+                        libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP
+                    )
+                {
+                    return Err(e);
+                }
+                break;
+            }
+        }
+    }
+    Ok(done)
+}

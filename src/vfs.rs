@@ -23,7 +23,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -52,6 +51,8 @@ pub struct Layer {
     pub chain_id: String,
     pub index: Index,
     blob: Option<Mmap>,
+    /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up.
+    file: File,
 }
 
 impl AsRef<Index> for Layer {
@@ -85,6 +86,7 @@ impl Layer {
             chain_id: chain_id.to_string(),
             index,
             blob,
+            file: f,
         })
     }
 
@@ -1180,16 +1182,24 @@ impl Vfs {
             };
             return up.make_special(t, &meta, target);
         }
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(t)
             .map_err(|err| errno_of(&err))?;
         if with_data && e.size > 0 {
-            let data = self.layers[src.0 as usize].data();
-            f.write_all(&data[e.data_off as usize..(e.data_off + e.size) as usize])
-                .map_err(|err| errno_of(&err))?;
+            let layer = &self.layers[src.0 as usize];
+            // In the kernel where it can (no copy through userspace, a
+            // reflink or server-side copy where the filesystem has one),
+            // else from the mapped blob.
+            let done = sys::copy_range(&layer.file, e.data_off, &f, e.size).unwrap_or(0);
+            if done < e.size {
+                let data = layer.data();
+                let (from, to) = (e.data_off + done, e.data_off + e.size);
+                f.write_all_at(&data[from as usize..to as usize], done)
+                    .map_err(|err| errno_of(&err))?;
+            }
         }
         Ok(())
     }

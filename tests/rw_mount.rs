@@ -1,0 +1,526 @@
+//! Targeted checks of a read-write mount that the differential tests
+//! (`rw_diff.rs`) do not express as a comparison: inode numbers across
+//! copy-up, locks, statfs, fallocate, unlinked open files, sockets, the
+//! provenance xattr, names the layer format reserves, the guards on the
+//! branch directory, and a rootless mount's recorded metadata.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+fn listxattr(p: &Path) -> Vec<u8> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C string and a buffer of the given length.
+    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0, "listxattr {}", p.display());
+    buf.truncate(r as usize);
+    buf
+}
+
+fn setxattr(p: &Path, name: &str, v: &[u8]) -> i32 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings, value from a slice.
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+struct Rw {
+    store: TestStore,
+    id: String,
+    branch: tempfile::TempDir,
+}
+
+impl Rw {
+    fn new() -> Rw {
+        let store = TestStore::new();
+        let id = store.import(&fixture("multi.docker.tar"), &[]);
+        Rw {
+            store,
+            id,
+            branch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn rw(&self) -> std::path::PathBuf {
+        self.branch.path().join("rw")
+    }
+
+    fn mount(&self) -> Mount<'_> {
+        Mount::rw(&self.store, &self.id, &self.rw())
+    }
+}
+
+/// st_ino stays the same when a file is copied up, renamed, and its hard
+/// link partner keeps sharing it (tar, rsync -H and find -samefile rely
+/// on it).
+#[test]
+fn inode_numbers_survive_copy_up_and_rename() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let m = t.mount();
+    let a = m.path("usr/share/doc/pkg/a");
+    let link = m.path("usr/share/doc/pkg/a-link");
+    let before = std::fs::metadata(&a).unwrap();
+    assert_eq!(before.ino(), std::fs::metadata(&link).unwrap().ino());
+    assert_eq!(before.nlink(), 2);
+    OpenOptions::new()
+        .append(true)
+        .open(&a)
+        .unwrap()
+        .write_all(b"more\n")
+        .unwrap();
+    let after = std::fs::metadata(&a).unwrap();
+    assert_eq!(after.ino(), before.ino(), "copy-up changed st_ino");
+    // The other name is the same inode, with the new content.
+    assert_eq!(std::fs::metadata(&link).unwrap().ino(), before.ino());
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&link).unwrap());
+    assert!(std::fs::read(&link).unwrap().ends_with(b"more\n"));
+    // Both names are links of one file in the branch too.
+    let up = t.rw().join("usr/share/doc/pkg");
+    assert_eq!(
+        std::fs::metadata(up.join("a")).unwrap().ino(),
+        std::fs::metadata(up.join("a-link")).unwrap().ino()
+    );
+    std::fs::rename(&a, m.path("tmp/moved")).unwrap();
+    assert_eq!(
+        std::fs::metadata(m.path("tmp/moved")).unwrap().ino(),
+        before.ino()
+    );
+    assert_eq!(std::fs::metadata(&link).unwrap().nlink(), 2);
+    // A lower directory renamed keeps its number too.
+    let d = std::fs::metadata(m.path("opt/data")).unwrap().ino();
+    std::fs::rename(m.path("opt/data"), m.path("opt/data2")).unwrap();
+    assert_eq!(std::fs::metadata(m.path("opt/data2")).unwrap().ino(), d);
+}
+
+/// O_TRUNC on a lower file copies no data; writes land only in the branch.
+#[test]
+fn open_with_o_trunc_and_lower_layers_untouched() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let before = t.store.fingerprint();
+    {
+        let m = t.mount();
+        let p = m.path("bin/busybox");
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size > 1_000_000);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        f.write_all(b"#!/bin/sh\n").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&p).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(
+            std::fs::read(t.rw().join("bin/busybox")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+    }
+    // The store (layer tars and indexes) is byte for byte as it was.
+    assert_eq!(t.store.fingerprint(), before);
+}
+
+/// flock and fcntl locks work between two open files on the mount.
+#[test]
+fn flock_and_fcntl_locks() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let m = t.mount();
+    let p = m.path("etc/group");
+    let a = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let b = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    // SAFETY: flock on open descriptors.
+    unsafe {
+        assert_eq!(libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB), 0);
+        assert_eq!(
+            libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+            -1
+        );
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EWOULDBLOCK)
+        );
+        assert_eq!(libc::flock(a.as_raw_fd(), libc::LOCK_UN), 0);
+        assert_eq!(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB), 0);
+    }
+    // A POSIX record lock held by a child process blocks ours.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1],'r+'); \
+             fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)",
+            p.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 7];
+    child.stdout.take().unwrap().read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"locked\n");
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: fcntl with a valid flock struct.
+    let r = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_SETLK, &fl) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(r, -1);
+    assert!(
+        matches!(e, Some(libc::EAGAIN) | Some(libc::EACCES)),
+        "{e:?}"
+    );
+}
+
+/// statfs reports the branch's filesystem; fallocate, fsync and an open
+/// file whose name is gone work as on a local filesystem; a unix socket
+/// can be bound on the mount.
+#[test]
+fn statfs_fallocate_unlinked_files_and_sockets() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let m = t.mount();
+    let mine = nix_statvfs(&m.dir);
+    let branch = nix_statvfs(&t.rw());
+    assert_eq!(
+        mine.f_blocks * mine.f_frsize,
+        branch.f_blocks * branch.f_frsize
+    );
+
+    let p = m.path("tmp/alloc");
+    let f = File::create(&p).unwrap();
+    // SAFETY: fallocate on an open descriptor.
+    assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) }, 0);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+    f.sync_all().unwrap();
+
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.path("tmp/scratch"))
+        .unwrap();
+    std::fs::remove_file(m.path("tmp/scratch")).unwrap();
+    f.write_all(b"still here").unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 10);
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here");
+    f.set_len(5).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 5);
+    assert_eq!(
+        errno_of(std::fs::metadata(m.path("tmp/scratch"))),
+        libc::ENOENT
+    );
+
+    let sock = m.path("tmp/sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    c.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&sock)
+        .unwrap()
+        .file_type()
+        .is_socket());
+}
+
+fn nix_statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C string, zeroed struct.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st
+    }
+}
+
+/// `user.layerfs.layer` names the layer an entry comes from (or `rw`), is
+/// never listed and cannot be set.
+#[test]
+fn provenance_xattr() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let hist = t.store.ok(&["history", &t.id, "--json"]);
+    let hist: serde_json::Value = serde_json::from_str(&hist).unwrap();
+    let short = |i: u64| -> String {
+        let l = hist
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["index"] == i)
+            .unwrap();
+        l["layer"].as_str().unwrap()[..12].to_string()
+    };
+    let m = t.mount();
+    let prov = |rel: &str| {
+        String::from_utf8(getxattr(&m.path(rel), "user.layerfs.layer").unwrap()).unwrap()
+    };
+    assert_eq!(prov("etc/os-release"), format!("0:{}", short(0)));
+    assert_eq!(prov("opt/data/new"), format!("2:{}", short(2)));
+    // opt/data was made opaque in layer 2: its metadata comes from there.
+    assert_eq!(prov("opt/data"), format!("2:{}", short(2)));
+    std::fs::write(m.path("etc/motd"), "hi\n").unwrap();
+    assert_eq!(prov("etc/motd"), "rw");
+    assert_eq!(prov("etc"), "rw", "etc was copied up for motd");
+    let names = listxattr(&m.path("etc/os-release"));
+    assert!(
+        !names.windows(18).any(|w| w == b"user.layerfs.layer"),
+        "listed: {:?}",
+        String::from_utf8_lossy(&names)
+    );
+    assert_eq!(
+        setxattr(&m.path("etc/motd"), "user.layerfs.layer", b"x"),
+        libc::EPERM
+    );
+    // Not copied up into the branch either.
+    assert_eq!(
+        getxattr(&t.rw().join("etc/motd"), "user.layerfs.layer"),
+        Err(libc::ENODATA)
+    );
+}
+
+/// Names the layer format reserves cannot be made; the branch directory
+/// is guarded against misuse.
+#[test]
+fn reserved_names_and_branch_guards() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    {
+        let m = t.mount();
+        for name in [".wh.x", ".wh..wh..opq", ".wh..wh.layerfs"] {
+            assert_eq!(
+                errno_of(File::create(m.path(&format!("tmp/{name}")))),
+                libc::EINVAL
+            );
+            assert_eq!(errno_of(std::fs::create_dir(m.path(name))), libc::EINVAL);
+        }
+        // The state directory never shows.
+        assert_eq!(
+            errno_of(std::fs::metadata(m.path(".wh..wh.layerfs"))),
+            libc::ENOENT
+        );
+        let names: Vec<String> = std::fs::read_dir(&m.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with(".wh.")), "{names:?}");
+        // A second mount of the same branch is refused while this one lives.
+        let mp2 = tempfile::tempdir().unwrap();
+        let err = t.store.fails(&[
+            "mount",
+            &t.id,
+            mp2.path().to_str().unwrap(),
+            "--rw",
+            t.rw().to_str().unwrap(),
+        ]);
+        assert!(err.contains("in use by another mount"), "{err}");
+        // A branch inside its own mountpoint is refused.
+        let err = t.store.fails(&[
+            "mount",
+            &t.id,
+            mp2.path().to_str().unwrap(),
+            "--rw",
+            mp2.path().join("rw").to_str().unwrap(),
+        ]);
+        assert!(err.contains("is inside the mountpoint"), "{err}");
+        assert!(!daemon_mounted(mp2.path()));
+    }
+    // A branch belongs to its image: another image is refused.
+    let other = t.store.import(&fixture("edge.docker.tar"), &[]);
+    let mp = tempfile::tempdir().unwrap();
+    let err = t.store.fails(&[
+        "mount",
+        &other,
+        mp.path().to_str().unwrap(),
+        "--rw",
+        t.rw().to_str().unwrap(),
+    ]);
+    assert!(err.contains("holds changes to image"), "{err}");
+    assert!(!daemon_mounted(mp.path()));
+    // `diff` finds the image from the branch alone.
+    let out = t.store.ok(&["diff", t.rw().to_str().unwrap()]);
+    assert_eq!(out, "", "nothing was changed");
+}
+
+fn daemon_mounted(p: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts.contains(&format!(" {} ", p.display()))
+}
+
+/// A rootless daemon records the owners it cannot apply in
+/// `user.containers.override_stat` and shows them; a remount shows the same.
+#[test]
+fn rootless_branch_records_owners_it_cannot_apply() {
+    if !fuse_available() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP: needs root to create the unprivileged test user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let user = "layerfs-test";
+    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
+        let st = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", user])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd");
+    }
+    let uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    assert!(Command::new("chown")
+        .arg(user)
+        .arg(work.path())
+        .status()
+        .unwrap()
+        .success());
+    let exe = work.path().join("layerfs");
+    std::fs::copy(bin(), &exe).unwrap();
+    let fx = work.path().join("multi.docker.tar");
+    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
+    let root = work.path().join("store");
+    let mnt = work.path().join("mnt");
+    let rw = work.path().join("rw");
+    let as_user = |args: &[&str]| {
+        let out = Command::new("runuser")
+            .args(["-u", user, "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "as {user}: {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lfs = |args: &[&str]| {
+        let mut a = vec![exe.to_str().unwrap(), "--root", root.to_str().unwrap()];
+        a.extend_from_slice(args);
+        as_user(&a)
+    };
+    let id = lfs(&["import", fx.to_str().unwrap()]).trim().to_string();
+    as_user(&["mkdir", mnt.to_str().unwrap()]);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let stat = |rel: &str| {
+        as_user(&["stat", "-c", "%u:%g:%a", mnt.join(rel).to_str().unwrap()])
+            .trim()
+            .to_string()
+    };
+    lfs(&[
+        "mount",
+        &id,
+        mnt.to_str().unwrap(),
+        "--rw",
+        rw.to_str().unwrap(),
+    ]);
+    // tmp is root-owned 1777 in the image: anyone may create there.
+    as_user(&[
+        "sh",
+        "-c",
+        &format!("echo hi > {}", mnt.join("tmp/mine").display()),
+    ]);
+    assert_eq!(stat("tmp"), "0:0:1777");
+    assert_eq!(stat("tmp/mine"), format!("{uid}:{uid}:644"));
+    assert_eq!(stat("."), "0:0:755");
+    // On disk the daemon's own uid, and the truth in the xattr.
+    let md = std::fs::metadata(rw.join("tmp")).unwrap();
+    assert_eq!(md.uid(), uid);
+    assert_eq!(
+        getxattr(&rw.join("tmp"), "user.containers.override_stat").unwrap(),
+        b"0:0:1777:dir"
+    );
+    // Never shown through the mount.
+    let names = as_user(&[
+        "getfattr",
+        "-d",
+        "-m",
+        "-",
+        mnt.join("tmp").to_str().unwrap(),
+    ]);
+    assert!(!names.contains("override_stat"), "{names}");
+    lfs(&["umount", mnt.to_str().unwrap()]);
+    lfs(&[
+        "mount",
+        &id,
+        mnt.to_str().unwrap(),
+        "--rw",
+        rw.to_str().unwrap(),
+    ]);
+    assert_eq!(stat("tmp"), "0:0:1777");
+    assert_eq!(
+        as_user(&["cat", mnt.join("tmp/mine").to_str().unwrap()]),
+        "hi\n"
+    );
+    lfs(&["umount", mnt.to_str().unwrap()]);
+}
