@@ -11,7 +11,7 @@
 pub mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -116,7 +116,9 @@ fn stage_layer(
         let out =
             File::create(&tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
-        let mut h = Sha256::new();
+        // An uncompressed blob is its own layer tar: its digest is the diff
+        // id, hashed once by `hashing`.
+        let mut h = (comp != Compression::None).then(Sha256::new);
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
@@ -126,30 +128,38 @@ fn stage_layer(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => bail!("{label}: corrupt {comp:?} data: {e}"),
             };
-            h.update(&buf[..n]);
+            if let Some(h) = h.as_mut() {
+                h.update(&buf[..n]);
+            }
             out.write_all(&buf[..n])?;
             size += n as u64;
         }
         let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        (hex::encode(h.finalize()), size)
+        (h.map(|h| hex::encode(h.finalize())), size)
     };
     // Drain what the decompressor did not need (trailing padding) so the
     // blob digest covers the whole blob.
     io::copy(&mut hashing, &mut io::sink())?;
+    let blob_digest = hex::encode(hashing.hash.clone().finalize());
     if let Some(expect) = expect_blob {
-        let got = hex::encode(hashing.hash.clone().finalize());
-        if got != expect {
-            bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{got}");
+        if blob_digest != expect {
+            bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{blob_digest}");
         }
     }
-    let data = if size == 0 {
-        Vec::new()
+    let diff_id = diff_id.unwrap_or(blob_digest);
+    // Index the tar where it lies (mapped), without reading it into memory.
+    let tar_file = File::open(&tar_path)?;
+    // SAFETY: the staged tar is ours alone until it is published, and is
+    // not written again.
+    let map = if size == 0 {
+        None
     } else {
-        fs::read(&tar_path)?
+        Some(unsafe { memmap2::Mmap::map(&tar_file) }?)
     };
-    let (index, stats) = build_index(&data).with_context(|| format!("{label}: bad layer tar"))?;
-    drop(data);
+    let data: &[u8] = map.as_deref().unwrap_or(&[]);
+    let (index, stats) = build_index(data).with_context(|| format!("{label}: bad layer tar"))?;
+    drop(map);
     let ipath = dir.path().join("index");
     let mut f = File::create(&ipath)?;
     f.write_all(&index)?;
