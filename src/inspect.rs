@@ -448,18 +448,6 @@ fn kind_of(layers: &[impl AsRef<Index>], r: &Resolved) -> Kind {
     layers[l as usize].as_ref().entry(e).kind
 }
 
-/// The full path of entry `i` of a layer.
-pub fn entry_path(idx: &Index, mut i: u32) -> Vec<u8> {
-    let mut comps: Vec<&[u8]> = Vec::new();
-    while i != 0 {
-        let e = idx.entry(i);
-        comps.push(idx.name(&e));
-        i = e.parent;
-    }
-    comps.reverse();
-    comps.join(&b"/"[..])
-}
-
 /// Which names of a layer carry the bytes of their hard-link group. A tar
 /// stores a file's data once, under its first name; later names are
 /// link entries of size 0. The index keeps no trace of which name came
@@ -488,7 +476,7 @@ impl DataNames {
             }
             let data_off = idx.entry(members[0]).data_off;
             let header_name = tar.and_then(|t| header_path_before(t, data_off));
-            let paths: Vec<Vec<u8>> = members.iter().map(|&m| entry_path(idx, m)).collect();
+            let paths: Vec<Vec<u8>> = members.iter().map(|&m| idx.path(m)).collect();
             let pick = header_name
                 .and_then(|h| {
                     paths
@@ -642,7 +630,7 @@ fn dive_efficiency(layers: &[impl AsRef<Index>], names: &[DataNames]) -> (f64, u
             if e.is_dir() && e.child_count > 0 {
                 continue;
             }
-            let path = entry_path(idx, i);
+            let path = idx.path(i);
             let size = if e.kind == Kind::Whiteout {
                 match resolve_path(lower, &path) {
                     Some(Resolved::Dir(srcs)) => tree_bytes(lower, &names[l + 1..], &srcs),
@@ -833,7 +821,7 @@ mod tests {
                 if e.kind == Kind::Whiteout || e.is_implicit() {
                     continue;
                 }
-                let p = entry_path(idx, i);
+                let p = idx.path(i);
                 let visible = match resolve_path(&l, &p) {
                     Some(Resolved::Leaf(s)) => s == (lay, i),
                     Some(Resolved::Dir(s)) => s.contains(&(lay, i)),

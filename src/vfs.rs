@@ -633,7 +633,7 @@ impl Vfs {
         let groups = self.link_groups(src.0);
         let mut out = Vec::new();
         for &i in groups.get(&e.group).map(Vec::as_slice).unwrap_or(&[]) {
-            let path = entry_path(idx, i);
+            let path = idx.path(i);
             if self.lookup_path(&path) == Ok(ino) {
                 out.push(path);
             }
@@ -1727,16 +1727,4 @@ fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()>
         TimeSpec::At(st.st_atime, st.st_atime_nsec as u32),
         TimeSpec::At(st.st_mtime, st.st_mtime_nsec as u32),
     )
-}
-
-/// The path of entry `i` inside its layer, from the parent links.
-fn entry_path(idx: &Index, mut i: u32) -> Vec<u8> {
-    let mut comps: Vec<&[u8]> = Vec::new();
-    while i != 0 {
-        let e = idx.entry(i);
-        comps.push(idx.name(&e));
-        i = e.parent;
-    }
-    comps.reverse();
-    comps.join(&b'/')
 }

@@ -342,24 +342,9 @@ fn unprivileged_user_imports_and_mounts() {
     if !fuse_available() {
         return;
     }
-    if !is_root() {
-        eprintln!("SKIP: needs root to create the unprivileged test user");
+    let Some((user, _)) = unprivileged_user() else {
         return;
-    }
-    // Unprivileged FUSE needs /dev/fuse to be 0666, which Debian's udev rule
-    // sets; machines without udev (this VM kind) leave it 0600.
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    let user = "layerfs-test";
-    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
-        let st = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", user])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd");
-    }
+    };
     let work = tempfile::tempdir().unwrap();
     let st = Command::new("chown")
         .arg(user)

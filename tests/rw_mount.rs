@@ -404,33 +404,9 @@ fn rootless_branch_records_owners_it_cannot_apply() {
     if !fuse_available() {
         return;
     }
-    if !is_root() {
-        eprintln!("SKIP: needs root to create the unprivileged test user");
+    let Some((user, uid)) = unprivileged_user() else {
         return;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    let user = "layerfs-test";
-    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
-        let st = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", user])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd");
-    }
-    let uid: u32 = String::from_utf8(
-        Command::new("id")
-            .args(["-u", user])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
+    };
     let work = tempfile::tempdir().unwrap();
     assert!(Command::new("chown")
         .arg(user)

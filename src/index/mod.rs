@@ -483,6 +483,19 @@ impl Index {
 
     /// Resolves a relative path (components separated by `/`) inside this
     /// layer alone, without union rules. Used by debugging commands and tests.
+    /// The path of entry `i` from the layer root (`a/b/c`), following the
+    /// parent links.
+    pub fn path(&self, mut i: u32) -> Vec<u8> {
+        let mut comps: Vec<&[u8]> = Vec::new();
+        while i != 0 {
+            let e = self.entry(i);
+            comps.push(self.name(&e));
+            i = e.parent;
+        }
+        comps.reverse();
+        comps.join(&b'/')
+    }
+
     pub fn lookup_path(&self, path: &[u8]) -> Option<u32> {
         let mut cur = 0u32;
         for comp in path
