@@ -717,3 +717,37 @@ fn diff_of_a_live_mount() {
     let err = store.fails(&["diff", ro.dir.to_str().unwrap()]);
     assert!(err.contains("read-only mount"), "{err}");
 }
+
+/// `podman load` (a third-party loader) takes what `save` writes, and
+/// keeps the image id: the config is byte-exact.
+#[test]
+fn saved_archive_loads_into_podman_with_the_same_id() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "podman is missing and CI is set"
+        );
+        eprintln!("SKIP: podman not installed (apt-get install podman)");
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("multi.tar");
+    store.ok(&["save", "multi", "-o", tar.to_str().unwrap()]);
+    // A private podman store, so the test touches nothing of the machine's.
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        run_ok(&mut c)
+    };
+    let out = podman(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(out.contains("multi:latest"), "{out}");
+    let images = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
+    assert_eq!(images.trim(), format!("sha256:{id}"));
+}
