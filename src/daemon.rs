@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::fuse::LayerFs;
+use crate::idmap::Owners;
 use crate::store::{MountRecord, Store};
 use crate::upper::Upper;
 use crate::vfs::{Layer, Vfs};
@@ -33,6 +34,9 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// The read-write branch; `None` mounts read-only.
     pub rw: Option<PathBuf>,
+    /// Put the Docker init layer (mount points and placeholder files a
+    /// runtime bind-mounts over) on top of the image's layers.
+    pub init_layer: bool,
 }
 
 /// Opens the layers of image `id`, top layer first.
@@ -129,14 +133,20 @@ pub fn run_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    let layers = open_layers(store, id)?;
+    let mut layers = open_layers(store, id)?;
+    if opts.init_layer {
+        layers.insert(0, crate::initlayer::layer()?);
+    }
+    let mut fuse_opts = opts.clone();
+    let owners = Owners::from_options(&mut fuse_opts.options).map_err(|e| anyhow!(e))?;
+    let opts = &fuse_opts;
     tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
     let upper = match &opts.rw {
         Some(dir) => Some(Upper::open(dir, id)?),
         None => None,
     };
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
-    let vfs = Arc::new(Vfs::with_upper(layers, upper)?);
+    let vfs = Arc::new(Vfs::with_upper(layers, upper)?.with_owners(owners));
     let (cfg, fusermount_opts) = fuse_config(id, opts)?;
     let sigset = block_signals();
     let fs = LayerFs::new(vfs);
@@ -241,6 +251,9 @@ pub fn spawn_background(
     if let Some(rw) = &opts.rw {
         args.push("--rw".into());
         args.push(rw.into());
+    }
+    if opts.init_layer {
+        args.push("--init-layer".into());
     }
     let mut cmd = Command::new(exe);
     cmd.args(&args)

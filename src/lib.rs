@@ -6,16 +6,21 @@
 //! [`image`] parses image formats; [`store`] keeps layers and images on disk;
 //! [`import`] brings archives in, [`export`] takes them out; [`commit`]
 //! turns a read-write branch into a layer; [`vfs`] is the filesystem without FUSE;
-//! [`fuse`] adapts it to fuser; [`daemon`] runs mounts.
+//! [`fuse`] adapts it to fuser; [`daemon`] runs mounts; [`bundle`] and
+//! [`idmap`] are the pure parts of OCI bundles and owner mapping;
+//! [`initlayer`] is the virtual Docker init layer.
 
+pub mod bundle;
 pub mod commit;
 pub mod daemon;
 pub mod export;
 pub mod fuse;
 pub mod fusermount;
+pub mod idmap;
 pub mod image;
 pub mod import;
 pub mod index;
+pub mod initlayer;
 pub mod inspect;
 pub mod store;
 pub mod sys;

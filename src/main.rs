@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+use layerfs::bundle::{resolve_user, SpecOptions};
 use layerfs::commit::{check_branch, commit, rw_diff, CommitOptions};
 use layerfs::daemon::{self, MountOptions};
 use layerfs::export::{export, save, ExportOptions, ImageLayers, SaveFormat};
@@ -76,11 +77,49 @@ enum Cmd {
         /// Stay attached instead of returning once mounted.
         #[arg(long)]
         foreground: bool,
-        /// FUSE mount options (allow_other, allow_root, ...).
+        /// Mount options: allow_other, allow_root, uidmapping=C:H:N[:...],
+        /// gidmapping=C:H:N[:...], squash_to_root, squash_to_uid=U,
+        /// squash_to_gid=G, ...
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<String>,
+        /// Add the Docker init layer on top of the image (read-only): the
+        /// mount points and empty files a runtime bind-mounts over.
+        #[arg(long)]
+        init_layer: bool,
         #[arg(long, hide = true)]
         notify_ready: bool,
+    },
+    /// Make an OCI runtime bundle: mount IMAGE at BUNDLE/rootfs and write
+    /// BUNDLE/config.json from the image config (`runc run -b BUNDLE ID`
+    /// runs it). `bundle --umount BUNDLE` unmounts and removes config.json.
+    Bundle {
+        /// The image (with --umount: the bundle directory).
+        image: String,
+        /// The bundle directory (created if missing).
+        bundle: Option<PathBuf>,
+        /// Read-write branch for the rootfs (else the rootfs is read-only).
+        #[arg(long, value_name = "DIR")]
+        rw: Option<PathBuf>,
+        /// A spec like `runc spec --rootless` (user namespace mapping
+        /// container root to you); the mount then shows the image's root
+        /// as you (-o uidmapping=0:UID:1,gidmapping=0:GID:1) unless -o
+        /// gives owner options.
+        #[arg(long)]
+        rootless: bool,
+        /// Add the Docker init layer (see `mount --init-layer`).
+        #[arg(long)]
+        init_layer: bool,
+        /// Mount options, as for `mount`.
+        #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+        options: Vec<String>,
+        #[arg(long, default_value = "layerfs")]
+        hostname: String,
+        /// Unmount BUNDLE/rootfs and remove BUNDLE/config.json.
+        #[arg(long)]
+        umount: bool,
+        /// The process arguments, instead of the image's Entrypoint + Cmd.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
     },
     /// Unmount a layerfs mount and wait for its daemon to exit.
     Umount { mountpoint: PathBuf },
@@ -347,6 +386,7 @@ fn run(cli: Cli) -> Result<()> {
             mountpoint,
             foreground,
             options,
+            init_layer,
             notify_ready,
             rw,
         } => {
@@ -366,6 +406,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map(str::to_string)
                     .collect(),
                 rw: rw.as_deref().map(absolute),
+                init_layer,
             };
             if let Some(rw) = &opts.rw {
                 // The branch must not live under the mount it serves (every
@@ -383,6 +424,62 @@ fn run(cli: Cli) -> Result<()> {
                 daemon::run_foreground(&store, &id, &mp, &opts, notify_ready)?;
             } else {
                 daemon::spawn_background(store.root(), &id, &mp, &opts)?;
+            }
+        }
+        Cmd::Bundle {
+            image,
+            bundle,
+            rw,
+            rootless,
+            init_layer,
+            options,
+            hostname,
+            umount,
+            args,
+        } => {
+            if umount {
+                if bundle.is_some() {
+                    bail!("bundle --umount takes only the bundle directory");
+                }
+                bundle_umount(&store, Path::new(&image))?;
+            } else {
+                let dir = bundle.ok_or_else(|| {
+                    anyhow::anyhow!("usage: layerfs bundle IMAGE BUNDLE (or --umount BUNDLE)")
+                })?;
+                let id = store.resolve(&image)?;
+                let mut options: Vec<String> = options
+                    .iter()
+                    .flat_map(|o| o.split(','))
+                    .map(str::to_string)
+                    .collect();
+                // SAFETY: getuid/getgid cannot fail.
+                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                let owner_opt = |o: &String| {
+                    o.starts_with("uidmapping=")
+                        || o.starts_with("gidmapping=")
+                        || o.starts_with("squash_to_")
+                };
+                if rootless && !options.iter().any(owner_opt) {
+                    options.push(format!("uidmapping=0:{uid}:1"));
+                    options.push(format!("gidmapping=0:{gid}:1"));
+                }
+                let opts = MountOptions {
+                    options,
+                    rw: rw.as_deref().map(absolute),
+                    init_layer,
+                };
+                let config: Value =
+                    serde_json::from_slice(&store.config(&id)?).context("image config")?;
+                let spec_opts = SpecOptions {
+                    rootless,
+                    host_uid: uid,
+                    host_gid: gid,
+                    user: Default::default(),
+                    args: (!args.is_empty()).then_some(args),
+                    hostname,
+                    readonly: opts.rw.is_none(),
+                };
+                make_bundle(&store, &id, &absolute(&dir), &opts, &config, spec_opts)?;
             }
         }
         Cmd::Umount { mountpoint } => {
@@ -613,6 +710,73 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Mounts image `id` at `dir/rootfs` and writes `dir/config.json`; on any
+/// failure after the mount, unmounts again.
+fn make_bundle(
+    store: &Store,
+    id: &str,
+    dir: &Path,
+    opts: &MountOptions,
+    config: &Value,
+    mut spec_opts: SpecOptions,
+) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    let mp = daemon::canonical_mountpoint(&rootfs)?;
+    if let Some(m) = store.mount_at(&mp)? {
+        bail!(
+            "{} is already a layerfs mount (daemon pid {}): `layerfs bundle --umount {}` first",
+            mp.display(),
+            m.pid,
+            dir.display()
+        );
+    }
+    if let Some(rw) = &opts.rw {
+        let real = rw.canonicalize().unwrap_or_else(|_| rw.clone());
+        if real.starts_with(&mp) {
+            bail!("the rw branch {} is inside the rootfs", rw.display());
+        }
+    }
+    daemon::spawn_background(store.root(), id, &mp, opts)?;
+    let written = (|| -> Result<()> {
+        let user = layerfs::bundle::image_user(config);
+        let read = |p: &str| std::fs::read_to_string(mp.join(p)).unwrap_or_default();
+        spec_opts.user = resolve_user(&user, &read("etc/passwd"), &read("etc/group"))
+            .map_err(|e| anyhow::anyhow!("image User {user:?}: {e}"))?;
+        let spec = layerfs::bundle::spec(config, &spec_opts);
+        let mut text = serde_json::to_vec_pretty(&spec)?;
+        text.push(b'\n');
+        layerfs::store::write_atomic(&dir.join("config.json"), &text)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = daemon::umount(store, &mp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unmounts `dir/rootfs` and removes `dir/config.json`.
+fn bundle_umount(store: &Store, dir: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    let mp = daemon::canonical_mountpoint(&rootfs).unwrap_or_else(|_| absolute(&rootfs));
+    let mounted = store.mount_at(&mp)?.is_some() || daemon::is_fuse_mount(&mp);
+    if mounted {
+        daemon::umount(store, &mp)?;
+    }
+    match std::fs::remove_file(dir.join("config.json")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && mounted => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "{} is not a layerfs bundle (no mount, no config.json)",
+                dir.display()
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("removing {}/config.json", dir.display())),
+    }
 }
 
 /// The read-write branch and image of `target`: a live read-write mount's

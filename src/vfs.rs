@@ -34,6 +34,7 @@ use anyhow::{Context, Result};
 use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 
+use crate::idmap::{Owners, OVERFLOW_ID};
 use crate::index::{Index, Kind};
 use crate::sys::{self, errno_of, TimeSpec};
 use crate::union::{classify_name, list_dir, resolve_child, root, NameClass, Resolved, Source};
@@ -46,13 +47,17 @@ pub const ROOT_INO: u64 = 1;
 /// entry comes from. See [`Vfs::provenance`].
 pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
 
-/// One layer as the mount sees it: its index and its tar blob, both mapped.
+/// One layer as the mount sees it: its index and its tar blob, both mapped
+/// (or, for a virtual layer such as the init layer, both in memory).
 pub struct Layer {
     pub chain_id: String,
     pub index: Index,
     blob: Option<Mmap>,
-    /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up.
-    file: File,
+    /// The tar of an in-memory layer.
+    mem: Vec<u8>,
+    /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up;
+    /// `None` for an in-memory layer.
+    file: Option<File>,
 }
 
 impl AsRef<Index> for Layer {
@@ -86,12 +91,24 @@ impl Layer {
             chain_id: chain_id.to_string(),
             index,
             blob,
-            file: f,
+            mem: Vec::new(),
+            file: Some(f),
         })
     }
 
+    /// A layer held in memory: `index` built from `tar`.
+    pub fn in_memory(chain_id: &str, index: Index, tar: Vec<u8>) -> Layer {
+        Layer {
+            chain_id: chain_id.to_string(),
+            index,
+            blob: None,
+            mem: tar,
+            file: None,
+        }
+    }
+
     fn data(&self) -> &[u8] {
-        self.blob.as_deref().unwrap_or(&[])
+        self.blob.as_deref().unwrap_or(&self.mem)
     }
 }
 
@@ -216,6 +233,8 @@ pub struct Vfs {
     link_groups: Mutex<HashMap<u16, Arc<LinkGroups>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Owner mapping between what is stored and what the mount shows.
+    owners: Owners,
 }
 
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
@@ -260,6 +279,7 @@ impl Vfs {
             link_groups: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            owners: Owners::default(),
         };
         if let Some(up) = &vfs.upper {
             if up.is_fresh() {
@@ -270,6 +290,13 @@ impl Vfs {
             }
         }
         Ok(vfs)
+    }
+
+    /// Shows owners through `owners` (and maps owners given through the
+    /// mount back).
+    pub fn with_owners(mut self, owners: Owners) -> Vfs {
+        self.owners = owners;
+        self
     }
 
     pub fn layers(&self) -> &[Layer] {
@@ -484,7 +511,15 @@ impl Vfs {
         self.attr(ino)
     }
 
+    /// Attributes as the mount shows them (owners mapped).
     fn attr(&self, ino: u64) -> VResult<Attr> {
+        let mut a = self.stored_attr(ino)?;
+        (a.uid, a.gid) = self.owners.shown(a.uid, a.gid);
+        Ok(a)
+    }
+
+    /// Attributes with the owners as stored.
+    fn stored_attr(&self, ino: u64) -> VResult<Attr> {
         let (kind, upper, lower) = self.state(ino)?;
         if upper {
             return self.upper_attr(ino, kind);
@@ -1193,7 +1228,10 @@ impl Vfs {
             // In the kernel where it can (no copy through userspace, a
             // reflink or server-side copy where the filesystem has one),
             // else from the mapped blob.
-            let done = sys::copy_range(&layer.file, e.data_off, &f, e.size).unwrap_or(0);
+            let done = match &layer.file {
+                Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size).unwrap_or(0),
+                None => 0,
+            };
             if done < e.size {
                 let data = layer.data();
                 let (from, to) = (e.data_off + done, e.data_off + e.size);
@@ -1258,12 +1296,14 @@ impl Vfs {
         perm: u32,
         rdev: u64,
     ) -> VResult<Meta> {
-        let pa = self.attr(parent)?;
+        let pa = self.stored_attr(parent)?;
+        // A creator no mapping covers gets the overflow id, as the kernel
+        // does for ids a user namespace does not map.
         let mut meta = Meta {
             kind,
             perm: perm & 0o7777,
-            uid: who.uid,
-            gid: who.gid,
+            uid: self.owners.stored_uid(who.uid).unwrap_or(OVERFLOW_ID),
+            gid: self.owners.stored_gid(who.gid).unwrap_or(OVERFLOW_ID),
             rdev,
         };
         if pa.perm as u32 & libc::S_ISGID != 0 {
@@ -1367,12 +1407,10 @@ impl Vfs {
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
         self.up()?;
         let _w = self.ns.write();
+        let meta = self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?;
         let meta = Meta {
-            kind: Kind::Symlink,
             perm: 0o777,
-            uid: who.uid,
-            gid: self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?.gid,
-            rdev: 0,
+            ..meta
         };
         let up = self.up()?;
         let ino = self.create_node(parent, name, meta, |t| up.make_special(t, &meta, target))?;
@@ -1627,6 +1665,13 @@ impl Vfs {
     /// first (a truncation to zero without its data).
     pub fn setattr(&self, ino: u64, fh: Option<u64>, s: SetAttr) -> VResult<Attr> {
         let up = self.up()?;
+        let mut s = s;
+        if let Some(u) = s.uid {
+            s.uid = Some(self.owners.stored_uid(u).ok_or(libc::EINVAL)?);
+        }
+        if let Some(g) = s.gid {
+            s.gid = Some(self.owners.stored_gid(g).ok_or(libc::EINVAL)?);
+        }
         let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if let Some(size) = s.size {
