@@ -25,5 +25,16 @@ echo "--- $MNT/bin/busybox echo hi"
 echo "--- cat $MNT/etc/os-release"
 cat "$MNT/etc/os-release"
 "$LAYERFS" umount "$MNT"
+echo "--- a writable mount: changes land in a read-write branch"
+RW=$(mktemp -d)/rw
+"$LAYERFS" mount demo "$MNT" --rw "$RW"
+echo hi > "$MNT/etc/motd"
+rm -r "$MNT/usr/share/doc"
+mv "$MNT/opt" "$MNT/opt2"
+"$LAYERFS" umount "$MNT"
+echo "--- layerfs diff $RW (what the container changed)"
+"$LAYERFS" diff "$RW"
+echo "--- the branch is a layer diff:"
+(cd "$RW" && find . -path ./.wh..wh.layerfs -prune -o -print | sort)
 trap - EXIT
-echo "unmounted; store at $LAYERFS_ROOT"
+echo "unmounted; store at $LAYERFS_ROOT, branch at $RW"
