@@ -58,7 +58,7 @@
 //!
 //! A failing case is shrunk by proptest; the minimal sequence is printed as
 //! a list of calls that can be pasted into `fixed_sequences` below. Knobs:
-//! `LAYERFS_DIFF_CASES` (number of cases, default 80), `PROPTEST_RNG_SEED`
+//! `LAYERFS_DIFF_CASES` (number of cases, default 200), `PROPTEST_RNG_SEED`
 //! (reproduce a run), `PROPTEST_MAX_SHRINK_TIME` (ms, default here 180000).
 //! Failure persistence is off (no regression file is written).
 //!
@@ -1437,7 +1437,7 @@ fn random_operation_sequences_agree() {
         return;
     };
     let mut config = Config {
-        cases: env_u32("LAYERFS_DIFF_CASES", 80),
+        cases: env_u32("LAYERFS_DIFF_CASES", 200),
         failure_persistence: None,
         ..Config::default()
     };
