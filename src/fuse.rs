@@ -123,6 +123,21 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
     }
 }
 
+/// Opens on a read-only mount. Nothing changes under it and nothing needs a
+/// handle (reads go by inode to the mapped layers), so the answer is the
+/// zero-message open of FUSE: ENOSYS to the first OPEN (or OPENDIR) makes
+/// the kernel open every later file (directory) itself, without OPEN and
+/// RELEASE round trips, keeping page cache and cached listings
+/// (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR is its default then). Writes were
+/// already refused by the kernel (the mount is `ro`), but an open for
+/// writing still gets EROFS here.
+fn reply_read_only_open(reply: ReplyOpen, flags: OpenFlags) {
+    if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+        return reply.error(Errno::EROFS);
+    }
+    reply.error(Errno::ENOSYS);
+}
+
 impl Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
@@ -154,6 +169,9 @@ impl Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if !self.vfs.is_rw() {
+            return reply_read_only_open(reply, flags);
+        }
         match self.vfs.open(ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
@@ -232,7 +250,10 @@ impl Filesystem for LayerFs {
         reply_empty(reply, self.vfs.fallocate(fh.0, offset, length, mode));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if !self.vfs.is_rw() {
+            return reply_read_only_open(reply, flags);
+        }
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(
                 FileHandle(fh),
