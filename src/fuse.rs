@@ -147,6 +147,13 @@ impl Filesystem for LayerFs {
         // use it only where it pays.
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        if !self.vfs.is_rw() {
+            // The kernel then reads system.posix_acl_* once per inode and
+            // caches it (and enforces ACLs a layer carries): `ls -l` asks
+            // for them on every file. Only read-only mounts: with ACLs on,
+            // a new file's mode would need default-ACL handling here.
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        }
         Ok(())
     }
 
