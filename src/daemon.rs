@@ -137,17 +137,57 @@ pub fn run_foreground(
     if opts.init_layer {
         layers.insert(0, crate::initlayer::layer()?);
     }
+    tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
+    let upper = match &opts.rw {
+        Some(dir) => Some(Upper::open(dir, Some(id))?),
+        None => None,
+    };
+    serve(store, id, layers, upper, mountpoint, opts, notify_ready)
+}
+
+/// Runs the daemon of `layerfs mount-branches`: plain directories as
+/// layers (top first), the AUFS-format rw branch `opts.rw` on top.
+pub fn run_branches_foreground(
+    store: &Store,
+    lowers: &[PathBuf],
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify_ready: bool,
+) -> Result<()> {
+    let mut layers = Vec::new();
+    for (i, dir) in lowers.iter().enumerate() {
+        let t = Instant::now();
+        let l = Layer::directory(&format!("branch{i}:{}", dir.display()), dir)?;
+        tracing::info!(branch = %dir.display(), entries = l.index.len(), took = ?t.elapsed(), "indexed branch");
+        layers.push(l);
+    }
+    if opts.init_layer {
+        layers.insert(0, crate::initlayer::layer()?);
+    }
+    let upper = match &opts.rw {
+        Some(dir) => Some(Upper::open(dir, None)?),
+        None => None,
+    };
+    serve(store, "", layers, upper, mountpoint, opts, notify_ready)
+}
+
+/// Mounts `layers` (+ `upper`) at `mountpoint` and serves until unmounted.
+/// `id` is the image (empty for directory branches).
+fn serve(
+    store: &Store,
+    id: &str,
+    layers: Vec<Layer>,
+    upper: Option<Upper>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify_ready: bool,
+) -> Result<()> {
     let mut fuse_opts = opts.clone();
     let owners = Owners::from_options(&mut fuse_opts.options).map_err(|e| anyhow!(e))?;
     let opts = &fuse_opts;
-    tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
-    let upper = match &opts.rw {
-        Some(dir) => Some(Upper::open(dir, id)?),
-        None => None,
-    };
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
     let vfs = Arc::new(Vfs::with_upper(layers, upper)?.with_owners(owners));
-    let (cfg, fusermount_opts) = fuse_config(id, opts)?;
+    let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
     let sigset = block_signals();
     let fs = LayerFs::new(vfs);
     let mountpoint_owned = mountpoint.to_path_buf();
@@ -234,7 +274,6 @@ pub fn spawn_background(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> Result<u32> {
-    let exe = std::env::current_exe().context("finding the layerfs executable")?;
     let mut args: Vec<OsString> = vec![
         "--root".into(),
         root.into(),
@@ -255,6 +294,13 @@ pub fn spawn_background(
     if opts.init_layer {
         args.push("--init-layer".into());
     }
+    spawn_daemon(args, mountpoint)
+}
+
+/// Starts `layerfs ARGS` (a mount command with `--foreground
+/// --notify-ready`) in a new session and waits until the mount answers.
+pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
+    let exe = std::env::current_exe().context("finding the layerfs executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .stdin(Stdio::null())

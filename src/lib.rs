@@ -10,9 +10,11 @@
 //! [`idmap`] are the pure parts of OCI bundles and owner mapping;
 //! [`initlayer`] is the virtual Docker init layer.
 
+pub mod branches;
 pub mod bundle;
 pub mod commit;
 pub mod daemon;
+pub mod dirlayer;
 pub mod export;
 pub mod fuse;
 pub mod fusermount;

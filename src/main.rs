@@ -89,6 +89,27 @@ enum Cmd {
         #[arg(long, hide = true)]
         notify_ready: bool,
     },
+    /// Mount plain directories as a union, AUFS- or overlay-style:
+    /// `-o br=RW=rw:RO1=ro+wh:RO2=ro+wh` (top first; the first branch, if
+    /// rw, takes the writes as an AUFS-format diff) or
+    /// `-o lowerdir=A:B:C` (top first, read-only). Lower branches may use
+    /// either whiteout format (`.wh.` files or overlay's 0:0 devices and
+    /// `overlay.opaque` xattrs). `layerfs umount` unmounts.
+    MountBranches {
+        mountpoint: PathBuf,
+        /// Branch options (br=... or lowerdir=...) and mount options as for
+        /// `mount` (allow_other, uidmapping=..., ...).
+        #[arg(short = 'o', value_name = "OPT[,OPT...]", required = true)]
+        options: Vec<String>,
+        /// Stay attached instead of returning once mounted.
+        #[arg(long)]
+        foreground: bool,
+        /// Add the Docker init layer on top of the branches (read-only).
+        #[arg(long)]
+        init_layer: bool,
+        #[arg(long, hide = true)]
+        notify_ready: bool,
+    },
     /// Make an OCI runtime bundle: mount IMAGE at BUNDLE/rootfs and write
     /// BUNDLE/config.json from the image config (`runc run -b BUNDLE ID`
     /// runs it). `bundle --umount BUNDLE` unmounts and removes config.json.
@@ -246,7 +267,26 @@ fn short(id: &str) -> &str {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // As a mount helper (`mount -t fuse.layerfs none MNT -o br=...` runs
+    // `layerfs none MNT -o br=...` through fuse3's mount.fuse3).
+    // Only when the first argument is no subcommand or flag of ours.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.into_string().unwrap_or_default())
+        .collect();
+    let helper = argv.get(1).is_some_and(|a| {
+        !a.starts_with('-')
+            && <Cli as clap::CommandFactory>::command()
+                .find_subcommand(a)
+                .is_none()
+    });
+    let cli = match argv
+        .get(1..)
+        .filter(|_| helper)
+        .and_then(layerfs::branches::helper_args)
+    {
+        Some(args) => Cli::parse_from(std::iter::once(argv[0].clone()).chain(args)),
+        None => Cli::parse(),
+    };
     init_tracing(cli.verbose);
     if let Err(e) = run(cli) {
         eprintln!("layerfs: {e:#}");
@@ -424,6 +464,80 @@ fn run(cli: Cli) -> Result<()> {
                 daemon::run_foreground(&store, &id, &mp, &opts, notify_ready)?;
             } else {
                 daemon::spawn_background(store.root(), &id, &mp, &opts)?;
+            }
+        }
+        Cmd::MountBranches {
+            mountpoint,
+            options,
+            foreground,
+            init_layer,
+            notify_ready,
+        } => {
+            let mp = daemon::canonical_mountpoint(&mountpoint)?;
+            if let Some(m) = store.mount_at(&mp)? {
+                bail!(
+                    "{} is already a layerfs mount (daemon pid {})",
+                    mp.display(),
+                    m.pid
+                );
+            }
+            let split: Vec<String> = options
+                .iter()
+                .flat_map(|o| o.split(','))
+                .map(str::to_string)
+                .collect();
+            let br = layerfs::branches::parse(&split).map_err(anyhow::Error::msg)?;
+            let lowers: Vec<PathBuf> = br.lowers.iter().map(|p| absolute(p)).collect();
+            let rw = br.upper.as_deref().map(absolute);
+            for d in lowers.iter().chain(rw.iter()) {
+                let real = d.canonicalize().unwrap_or_else(|_| d.clone());
+                if real.starts_with(&mp) {
+                    bail!(
+                        "branch {} is inside the mountpoint {}",
+                        d.display(),
+                        mp.display()
+                    );
+                }
+            }
+            let opts = MountOptions {
+                options: br.rest.clone(),
+                rw: rw.clone(),
+                init_layer,
+            };
+            if foreground {
+                daemon::run_branches_foreground(&store, &lowers, &mp, &opts, notify_ready)?;
+            } else {
+                let mut args: Vec<std::ffi::OsString> = vec![
+                    "--root".into(),
+                    store.root().into(),
+                    "mount-branches".into(),
+                    mp.clone().into(),
+                    "--foreground".into(),
+                    "--notify-ready".into(),
+                ];
+                // The daemon gets the resolved, absolute branches back in
+                // AUFS syntax (colons in paths escaped).
+                let esc = |p: &Path| {
+                    p.display()
+                        .to_string()
+                        .replace('\\', "\\\\")
+                        .replace(':', "\\:")
+                };
+                let mut spec: Vec<String> = Vec::new();
+                if let Some(u) = &rw {
+                    spec.push(format!("{}=rw", esc(u)));
+                }
+                spec.extend(lowers.iter().map(|l| format!("{}=ro+wh", esc(l))));
+                args.push("-o".into());
+                args.push(format!("br={}", spec.join(":")).into());
+                for o in &br.rest {
+                    args.push("-o".into());
+                    args.push(o.into());
+                }
+                if init_layer {
+                    args.push("--init-layer".into());
+                }
+                daemon::spawn_daemon(args, &mp)?;
             }
         }
         Cmd::Bundle {
@@ -798,13 +912,15 @@ fn branch_and_image(
                 canon.display()
             )
         })?;
-        (rw, Some(m.image.clone()))
+        // A mount-branches mount records no image (empty).
+        (rw, Some(m.image.clone()).filter(|i| !i.is_empty()))
     } else {
         let rw = check_branch(&canon)?;
         let img = mounts
             .iter()
             .find(|m| m.rw.as_deref() == Some(&rw))
             .map(|m| m.image.clone())
+            .filter(|i| !i.is_empty())
             .or_else(|| layerfs::upper::branch_image(&rw));
         (rw, img)
     };

@@ -160,8 +160,9 @@ impl Upper {
     /// Opens (creating if needed) the branch at `dir` for image `image`,
     /// takes its lock and removes what a killed daemon left in the work
     /// directory. A branch made on another image is refused: its changes
-    /// are relative to that image.
-    pub fn open(dir: &Path, image: &str) -> Result<Upper> {
+    /// are relative to that image. `image` is `None` for a branch of
+    /// `mount-branches` (its lower branches are directories, not an image).
+    pub fn open(dir: &Path, image: Option<&str>) -> Result<Upper> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the rw branch {}", dir.display()))?;
         let root = dir
@@ -188,6 +189,10 @@ impl Upper {
                 lock_path.display()
             );
         }
+        let Some(image) = image else {
+            // A branch of `mount-branches`: no image to check against.
+            return Upper::finish_open(root, work, lock, fresh);
+        };
         match branch_image(&root) {
             Some(id) if id != image => bail!(
                 "rw branch {} holds changes to image {}, not {}: use another directory",
@@ -198,6 +203,11 @@ impl Upper {
             Some(_) => {}
             None => crate::store::write_atomic(&state.join("image"), image.as_bytes())?,
         }
+        Upper::finish_open(root, work, lock, fresh)
+    }
+
+    /// Empties the work directory (what a killed daemon left there).
+    fn finish_open(root: PathBuf, work: PathBuf, lock: File, fresh: bool) -> Result<Upper> {
         for e in std::fs::read_dir(&work)? {
             let p = e?.path();
             let r = if p.is_dir() && !p.is_symlink() {

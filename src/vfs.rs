@@ -48,7 +48,8 @@ pub const ROOT_INO: u64 = 1;
 pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
 
 /// One layer as the mount sees it: its index and its tar blob, both mapped
-/// (or, for a virtual layer such as the init layer, both in memory).
+/// (or, for a virtual layer such as the init layer, both in memory; or,
+/// for a branch of `mount-branches`, an index of a directory walk).
 pub struct Layer {
     pub chain_id: String,
     pub index: Index,
@@ -58,6 +59,9 @@ pub struct Layer {
     /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up;
     /// `None` for an in-memory layer.
     file: Option<File>,
+    /// A directory layer (`mount-branches`): file data is read from
+    /// `dir/<entry path>`, not from a tar.
+    dir: Option<PathBuf>,
 }
 
 impl AsRef<Index> for Layer {
@@ -93,7 +97,39 @@ impl Layer {
             blob,
             mem: Vec::new(),
             file: Some(f),
+            dir: None,
         })
+    }
+
+    /// A plain directory as a layer (see [`crate::dirlayer`]): walked and
+    /// indexed now, file data read by path.
+    pub fn directory(name: &str, root: &Path) -> Result<Layer> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("branch {}", root.display()))?;
+        let index = crate::dirlayer::index_directory(&root)?;
+        Ok(Layer {
+            chain_id: name.to_string(),
+            index,
+            blob: None,
+            mem: Vec::new(),
+            file: None,
+            dir: Some(root),
+        })
+    }
+
+    /// The file of entry `i` of a directory layer.
+    fn open_entry(&self, i: u32) -> VResult<Option<File>> {
+        let Some(root) = &self.dir else {
+            return Ok(None);
+        };
+        let p = root.join(std::ffi::OsStr::from_bytes(&self.index.path(i)));
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)
+            .map(Some)
+            .map_err(|e| errno_of(&e))
     }
 
     /// A layer held in memory: `index` built from `tar`.
@@ -104,6 +140,7 @@ impl Layer {
             blob: None,
             mem: tar,
             file: None,
+            dir: None,
         }
     }
 
@@ -932,7 +969,22 @@ impl Vfs {
         }
         let start = offset.min(e.size);
         let end = offset.saturating_add(size as u64).min(e.size);
-        let data = self.layers[src.0 as usize].data();
+        let layer = &self.layers[src.0 as usize];
+        if let Some(f) = layer.open_entry(src.1)? {
+            let mut buf = vec![0u8; (end - start) as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], start + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(errno_of(&e)),
+                }
+            }
+            buf.truncate(got);
+            return Ok(Cow::Owned(buf));
+        }
+        let data = layer.data();
         Ok(Cow::Borrowed(
             &data[(e.data_off + start) as usize..(e.data_off + end) as usize],
         ))
@@ -1228,6 +1280,21 @@ impl Vfs {
             // In the kernel where it can (no copy through userspace, a
             // reflink or server-side copy where the filesystem has one),
             // else from the mapped blob.
+            if let Some(lf) = layer.open_entry(src.1)? {
+                let done = sys::copy_range(&lf, 0, &f, e.size).unwrap_or(0);
+                if done < e.size {
+                    // copy_file_range refused (another filesystem, ...):
+                    // copy the rest through a buffer.
+                    let mut r = &lf;
+                    let mut w = &f;
+                    let from = std::io::SeekFrom::Start(done);
+                    std::io::Seek::seek(&mut r, from).map_err(|err| errno_of(&err))?;
+                    std::io::Seek::seek(&mut w, from).map_err(|err| errno_of(&err))?;
+                    std::io::copy(&mut std::io::Read::take(r, e.size - done), &mut w)
+                        .map_err(|err| errno_of(&err))?;
+                }
+                return Ok(());
+            }
             let done = match &layer.file {
                 Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size).unwrap_or(0),
                 None => 0,

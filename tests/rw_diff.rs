@@ -969,6 +969,7 @@ impl Env {
         }
         if self.layerfs.is_some() {
             v.push("layerfs");
+            v.push("layerfs-branches");
         }
         v
     }
@@ -1033,6 +1034,27 @@ impl Env {
             let m = Mount::rw(store, id, &rw);
             v.push(Impl {
                 name: "layerfs",
+                root: m.dir.clone(),
+                rw: Some(rw),
+                _layerfs: Some(m),
+                _overlay: None,
+                _tmp: t,
+            });
+            // The same, as `mount-branches` over the overlay-format layer
+            // directories (no store layers), AUFS syntax, rw branch on top.
+            let t = self.case_dir();
+            let rw = t.path().join("rw");
+            std::fs::create_dir(&rw).unwrap();
+            let mut br = vec![format!("{}=rw", rw.display())];
+            br.extend(
+                self.layers
+                    .iter()
+                    .rev()
+                    .map(|l| format!("{}=ro+wh", l.display())),
+            );
+            let m = Mount::branches(store, &format!("br={}", br.join(":")));
+            v.push(Impl {
+                name: "layerfs-branches",
                 root: m.dir.clone(),
                 rw: Some(rw),
                 _layerfs: Some(m),

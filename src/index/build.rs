@@ -54,14 +54,17 @@ pub fn split_path(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(out)
 }
 
+/// Owner, permission bits, mtime and xattrs of an entry.
 #[derive(Clone, Debug, Default)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: i64,
-    mtime_nsec: u32,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+pub struct Meta {
+    /// `mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Sorted by name, no duplicates.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -194,6 +197,139 @@ impl Tree {
     }
 }
 
+/// One entry of a layer as its reader found it (a tar header, or an
+/// object of a directory walk), before the union grammar is applied.
+pub struct RawEntry<'a> {
+    /// Path from the layer root (`a/b`, `./a/b`; empty or `.` = the root).
+    pub path: &'a [u8],
+    pub kind: Kind,
+    pub meta: Meta,
+    /// A hard link: the path (in this layer, read before) it names.
+    pub link: Option<Vec<u8>>,
+    pub size: u64,
+    pub data_off: u64,
+    pub target: Vec<u8>,
+    pub rdev: (u32, u32),
+}
+
+impl Tree {
+    /// Adds one entry with the layer rules: whiteout names decoded, AUFS
+    /// metadata dropped, hard links resolved to their target's inode.
+    fn add(&mut self, raw: RawEntry<'_>) -> Result<(), BuildError> {
+        let RawEntry {
+            path,
+            kind,
+            meta,
+            link,
+            size,
+            data_off,
+            target,
+            rdev,
+        } = raw;
+        let comps = split_path(path).map_err(|e| entry_err(path, e))?;
+        let Some((last, parents)) = comps.split_last() else {
+            // The layer's root directory itself (`./`): only its metadata.
+            if kind == Kind::Dir && link.is_none() {
+                self.nodes[0].meta = meta;
+                self.nodes[0].flags &= !FLAG_IMPLICIT;
+                return Ok(());
+            }
+            return Err(entry_err(path, "the root of a layer must be a directory"));
+        };
+        if parents.iter().any(|c| c.starts_with(b".wh.")) {
+            if parents.iter().any(|c| c.starts_with(b".wh..wh.")) {
+                return Ok(()); // inside AUFS metadata such as .wh..wh.plnk/
+            }
+            return Err(entry_err(path, "whiteout name used as a directory"));
+        }
+        match classify_name(last) {
+            NameClass::Meta => return Ok(()),
+            NameClass::Opaque => {
+                let dir = self.parent_of(parents);
+                self.nodes[dir].flags |= FLAG_OPAQUE;
+                return Ok(());
+            }
+            NameClass::Whiteout(hidden) => {
+                let dir = self.parent_of(parents);
+                let node = Node::bare(Kind::Whiteout, 0, meta);
+                self.insert(dir, hidden, node);
+                return Ok(());
+            }
+            NameClass::Plain => {}
+        }
+
+        let node = if let Some(target) = link {
+            let tcomps = split_path(&target)
+                .map_err(|e| entry_err(path, format!("hard link target: {e}")))?;
+            let tid = self.find(&tcomps).ok_or_else(|| {
+                entry_err(
+                    path,
+                    format!(
+                        "hard link to {:?}, which is not in the layer before it",
+                        String::from_utf8_lossy(&target)
+                    ),
+                )
+            })?;
+            let t = &self.nodes[tid];
+            if matches!(t.kind, Kind::Dir | Kind::Whiteout) {
+                return Err(entry_err(path, "hard link to a directory or whiteout"));
+            }
+            t.clone()
+        } else {
+            let group = if kind == Kind::Dir {
+                0
+            } else {
+                self.next_group += 1;
+                self.next_group
+            };
+            Node {
+                kind,
+                flags: 0,
+                meta,
+                group,
+                size: if kind == Kind::File { size } else { 0 },
+                data_off: if kind == Kind::File { data_off } else { 0 },
+                target: if kind == Kind::Symlink {
+                    target
+                } else {
+                    Vec::new()
+                },
+                rdev: if matches!(kind, Kind::Char | Kind::Block) {
+                    rdev
+                } else {
+                    (0, 0)
+                },
+                children: BTreeMap::new(),
+            }
+        };
+        let dir = self.parent_of(parents);
+        self.insert(dir, last, node);
+        Ok(())
+    }
+}
+
+/// Builds the index of a layer read from a directory (a branch of
+/// `mount-branches`): `entries` as a walk found them, parents before their
+/// children, overlay whiteouts and opaque xattrs already spelled the AUFS
+/// way (see [`crate::union::overlay_marker`]), hard links as links to the
+/// first name the walk saw. Data offsets are 0: a directory layer reads a
+/// file by its path ([`crate::index::Index::path`]); the index's "tar size"
+/// is the sum of its file sizes (hard links once), so every size is in
+/// bounds and `statfs` adds up the layers' data.
+pub fn build_index_from_entries<'a>(
+    entries: impl IntoIterator<Item = RawEntry<'a>>,
+) -> Result<(Vec<u8>, BuildStats), BuildError> {
+    let mut tree = Tree::new();
+    let mut total = 0u64;
+    for raw in entries {
+        if raw.kind == Kind::File && raw.link.is_none() {
+            total = total.saturating_add(raw.size);
+        }
+        tree.add(RawEntry { data_off: 0, ..raw })?;
+    }
+    serialize(&tree, total)
+}
+
 /// Parses a PAX time value (`1700000000.123456789`, possibly negative).
 fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
@@ -227,8 +363,6 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         let mut entry = entry?;
         let path = entry.path_bytes().into_owned();
         let etype = entry.header().entry_type();
-        let comps = split_path(&path).map_err(|e| entry_err(&path, e))?;
-
         let mut meta = Meta {
             mode: entry.header().mode()? & 0o7777,
             uid: u32::try_from(entry.header().uid()?)
@@ -285,107 +419,55 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
             }
         };
 
-        let Some((last, parents)) = comps.split_last() else {
-            // The layer's root directory itself (`./`): only its metadata.
-            if kind == Kind::Dir {
-                tree.nodes[0].meta = meta;
-                tree.nodes[0].flags &= !FLAG_IMPLICIT;
-                continue;
-            }
-            return Err(entry_err(&path, "the root of a layer must be a directory"));
-        };
-        if parents.iter().any(|c| c.starts_with(b".wh.")) {
-            if parents.iter().any(|c| c.starts_with(b".wh..wh.")) {
-                continue; // inside AUFS metadata such as .wh..wh.plnk/
-            }
-            return Err(entry_err(&path, "whiteout name used as a directory"));
-        }
-        match classify_name(last) {
-            NameClass::Meta => continue,
-            NameClass::Opaque => {
-                let dir = tree.parent_of(parents);
-                tree.nodes[dir].flags |= FLAG_OPAQUE;
-                continue;
-            }
-            NameClass::Whiteout(hidden) => {
-                let dir = tree.parent_of(parents);
-                let node = Node::bare(Kind::Whiteout, 0, meta);
-                tree.insert(dir, hidden, node);
-                continue;
-            }
-            NameClass::Plain => {}
-        }
-
-        let node = if etype == EntryType::Link {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| entry_err(&path, "hard link without a target"))?
-                .into_owned();
-            let tcomps = split_path(&target)
-                .map_err(|e| entry_err(&path, format!("hard link target: {e}")))?;
-            let tid = tree.find(&tcomps).ok_or_else(|| {
-                entry_err(
-                    &path,
-                    format!(
-                        "hard link to {:?}, which is not in the layer before it",
-                        String::from_utf8_lossy(&target)
-                    ),
-                )
-            })?;
-            let t = &tree.nodes[tid];
-            if matches!(t.kind, Kind::Dir | Kind::Whiteout) {
-                return Err(entry_err(&path, "hard link to a directory or whiteout"));
-            }
-            t.clone()
-        } else {
-            let size = if kind == Kind::File { entry.size() } else { 0 };
-            let data_off = entry.raw_file_position();
-            if kind == Kind::File
-                && data_off
-                    .checked_add(size)
-                    .is_none_or(|end| end > tar.len() as u64)
-            {
-                return Err(entry_err(
-                    &path,
-                    "file data runs past the end of the tar (truncated?)",
-                ));
-            }
-            let target = if kind == Kind::Symlink {
+        let link = if etype == EntryType::Link {
+            Some(
                 entry
                     .link_name_bytes()
-                    .ok_or_else(|| entry_err(&path, "symlink without a target"))?
-                    .into_owned()
-            } else {
-                Vec::new()
-            };
-            let rdev = if matches!(kind, Kind::Char | Kind::Block) {
-                (
-                    entry.header().device_major()?.unwrap_or(0),
-                    entry.header().device_minor()?.unwrap_or(0),
-                )
-            } else {
-                (0, 0)
-            };
-            let group = if kind == Kind::Dir {
-                0
-            } else {
-                tree.next_group += 1;
-                tree.next_group
-            };
-            Node {
-                kind,
-                flags: 0,
-                meta,
-                group,
-                size,
-                data_off: if kind == Kind::File { data_off } else { 0 },
-                target,
-                rdev,
-                children: BTreeMap::new(),
-            }
+                    .ok_or_else(|| entry_err(&path, "hard link without a target"))?
+                    .into_owned(),
+            )
+        } else {
+            None
         };
-        let dir = tree.parent_of(parents);
-        tree.insert(dir, last, node);
+        let size = if kind == Kind::File { entry.size() } else { 0 };
+        let data_off = entry.raw_file_position();
+        if link.is_none()
+            && kind == Kind::File
+            && data_off
+                .checked_add(size)
+                .is_none_or(|end| end > tar.len() as u64)
+        {
+            return Err(entry_err(
+                &path,
+                "file data runs past the end of the tar (truncated?)",
+            ));
+        }
+        let target = if kind == Kind::Symlink && link.is_none() {
+            entry
+                .link_name_bytes()
+                .ok_or_else(|| entry_err(&path, "symlink without a target"))?
+                .into_owned()
+        } else {
+            Vec::new()
+        };
+        let rdev = if matches!(kind, Kind::Char | Kind::Block) {
+            (
+                entry.header().device_major()?.unwrap_or(0),
+                entry.header().device_minor()?.unwrap_or(0),
+            )
+        } else {
+            (0, 0)
+        };
+        tree.add(RawEntry {
+            path: &path,
+            kind,
+            meta,
+            link,
+            size,
+            data_off,
+            target,
+            rdev,
+        })?;
     }
     serialize(&tree, tar.len() as u64)
 }
@@ -504,4 +586,54 @@ fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildE
     let sum = Sha256::digest(&out[HEADER_SIZE..]);
     out[48..80].copy_from_slice(&sum);
     Ok((out, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+
+    fn raw(path: &'static [u8], kind: Kind, link: Option<&[u8]>, size: u64) -> RawEntry<'static> {
+        RawEntry {
+            path,
+            kind,
+            meta: Meta {
+                mode: 0o644,
+                ..Meta::default()
+            },
+            link: link.map(<[u8]>::to_vec),
+            size,
+            data_off: 99,
+            target: Vec::new(),
+            rdev: (0, 0),
+        }
+    }
+
+    #[test]
+    fn entries_from_a_walk_share_the_layer_grammar() {
+        let (bytes, stats) = build_index_from_entries([
+            raw(b"", Kind::Dir, None, 0),
+            raw(b"a", Kind::Dir, None, 0),
+            raw(b"a/.wh..wh..opq", Kind::File, None, 0),
+            raw(b"a/f", Kind::File, None, 5),
+            raw(b"a/g", Kind::File, Some(b"a/f"), 5),
+            raw(b".wh.gone", Kind::File, None, 0),
+            raw(b".wh..wh.plnk", Kind::Dir, None, 0),
+            raw(b".wh..wh.plnk/x", Kind::File, None, 7),
+        ])
+        .unwrap();
+        assert_eq!(stats.whiteouts, 1);
+        let idx = Index::from_bytes(bytes, "t").unwrap();
+        // The "tar size" is the file data the walk gave, hard links once.
+        assert_eq!(idx.tar_size(), 5 + 7);
+        let a = idx.entry(idx.lookup_path(b"a").unwrap());
+        assert!(a.is_opaque() && !a.is_implicit());
+        let f = idx.entry(idx.lookup_path(b"a/f").unwrap());
+        let g = idx.entry(idx.lookup_path(b"a/g").unwrap());
+        assert_eq!((f.group, f.nlink, f.data_off), (g.group, 2, 0));
+        let gone = idx.entry(idx.lookup_path(b"gone").unwrap());
+        assert_eq!(gone.kind, Kind::Whiteout);
+        assert!(idx.lookup_path(b".wh..wh.plnk").is_none());
+        assert!(build_index_from_entries([raw(b"../x", Kind::File, None, 0)]).is_err());
+    }
 }

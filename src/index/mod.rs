@@ -41,7 +41,7 @@ use std::path::Path;
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
-pub use build::{build_index, BuildError};
+pub use build::{build_index, build_index_from_entries, BuildError, Meta as EntryMeta, RawEntry};
 
 pub const MAGIC: &[u8; 8] = b"LAYERFSI";
 pub const VERSION: u32 = 1;

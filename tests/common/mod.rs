@@ -162,6 +162,23 @@ impl<'a> Mount<'a> {
         m
     }
 
+    /// `layerfs mount-branches MNT -o OPTS` (plain directories as branches).
+    pub fn branches(store: &'a TestStore, opts: &str) -> Mount<'a> {
+        let mp = tempfile::Builder::new()
+            .prefix("layerfs-mnt")
+            .tempdir()
+            .expect("tempdir");
+        let dir = mp.path().to_path_buf();
+        let m = Mount {
+            store,
+            dir,
+            _mp: mp,
+        };
+        m.store
+            .ok(&["mount-branches", m.dir.to_str().unwrap(), "-o", opts]);
+        m
+    }
+
     /// A read-write mount: `layerfs mount IMAGE MNT --rw RWDIR` (RWDIR is
     /// the upper branch, in AUFS layer-diff format).
     pub fn rw(store: &'a TestStore, image: &str, rwdir: &Path) -> Mount<'a> {

@@ -1,0 +1,319 @@
+//! Pure: the branch options of `layerfs mount-branches`, in AUFS' syntax
+//! (`br:/rw=rw:/ro1=ro+wh:...` or `br=...`, as Docker's `MountAUFS` passes
+//! them) or overlay's (`lowerdir=A:B:C,upperdir=U,workdir=W`).
+//!
+//! AUFS branches are listed top first. A branch's permission is the suffix
+//! after its last `=`: `rw` (and `rw+...` attributes) is writable; `ro`,
+//! `rr` and their `+wh`/`+nolwh` forms are read-only. Without a suffix the
+//! first branch is `rw` and the others `ro`, as in AUFS. layerfs writes
+//! to one branch, which must be the first (top) one; a second `rw` branch is
+//! refused. AUFS-only tuning options (`xino=`, `dio`, `dirperm1`, `udba=`,
+//! ...) are accepted and ignored.
+//!
+//! Overlay's `lowerdir` is top first too (`\:` escapes a colon in a path).
+//! `upperdir` is refused for now: layerfs' rw branch is AUFS-format, which
+//! kernel overlayfs would not read back, so it is not a drop-in there.
+//! Overlay-only tuning options (`index=`, `redirect_dir=`, `metacopy=`,
+//! `xino=`, `userxattr`, `volatile`) are accepted and ignored.
+
+use std::path::PathBuf;
+
+/// Branches of one mount, and the options left for FUSE.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Branches {
+    /// The writable branch (AUFS format), if any.
+    pub upper: Option<PathBuf>,
+    /// Read-only branches, top first.
+    pub lowers: Vec<PathBuf>,
+    /// Options that are not about branches (allow_other, ro, ...).
+    pub rest: Vec<String>,
+}
+
+/// Options of AUFS and overlayfs that tune the kernel implementations and
+/// mean nothing to layerfs.
+fn ignored(opt: &str) -> bool {
+    let key = opt.split_once('=').map_or(opt, |(k, _)| k);
+    matches!(
+        key,
+        "xino"
+            | "noxino"
+            | "trunc_xino"
+            | "notrunc_xino"
+            | "dio"
+            | "nodio"
+            | "dirperm1"
+            | "nodirperm1"
+            | "udba"
+            | "plink"
+            | "noplink"
+            | "shwh"
+            | "noshwh"
+            | "index"
+            | "redirect_dir"
+            | "metacopy"
+            | "userxattr"
+            | "volatile"
+            | "nfs_export"
+    )
+}
+
+/// Splits a colon-separated list, honouring `\:` (and `\\`) escapes.
+fn split_colons(s: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.last_mut().unwrap().push(n);
+                }
+            }
+            ':' => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+/// Is an AUFS branch permission writable? `None` if it is not one.
+fn aufs_perm(p: &str) -> Option<bool> {
+    let base = p.split('+').next().unwrap_or("");
+    match base {
+        "rw" => Some(true),
+        "ro" | "rr" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `-o` options (already split at commas).
+pub fn parse(options: &[String]) -> Result<Branches, String> {
+    let mut br: Option<&str> = None;
+    let (mut lower, mut upper, mut work) = (None, None, None);
+    let mut rest = Vec::new();
+    for o in options {
+        if let Some(v) = o.strip_prefix("br:").or_else(|| o.strip_prefix("br=")) {
+            if br.replace(v).is_some() {
+                return Err("br given twice".into());
+            }
+        } else if let Some(v) = o.strip_prefix("lowerdir=") {
+            lower = Some(v);
+        } else if let Some(v) = o.strip_prefix("upperdir=") {
+            upper = Some(v);
+        } else if let Some(v) = o.strip_prefix("workdir=") {
+            work = Some(v);
+        } else if ignored(o) {
+            continue;
+        } else if !o.is_empty() {
+            rest.push(o.clone());
+        }
+    }
+    let mut b = Branches {
+        rest,
+        ..Branches::default()
+    };
+    match (br, lower) {
+        (Some(_), Some(_)) => Err("give either br= (AUFS) or lowerdir= (overlay), not both".into()),
+        (None, None) => Err(
+            "no branches: give -o br=DIR=rw:DIR=ro+wh:... (AUFS) or -o lowerdir=A:B (overlay)"
+                .into(),
+        ),
+        (Some(list), None) => {
+            if upper.is_some() || work.is_some() {
+                return Err("upperdir=/workdir= are overlay options; with br= the rw branch is the one marked =rw".into());
+            }
+            for (i, spec) in split_colons(list).into_iter().enumerate() {
+                if spec.is_empty() {
+                    return Err("empty branch in br=".into());
+                }
+                let (path, rw) = match spec.rsplit_once('=') {
+                    Some((p, perm)) if !p.is_empty() => match aufs_perm(perm) {
+                        Some(rw) => (p.to_string(), rw),
+                        None => {
+                            return Err(format!(
+                                "branch {spec:?}: unknown permission {perm:?} (rw, ro, ro+wh, rr)"
+                            ))
+                        }
+                    },
+                    _ => (spec.clone(), i == 0),
+                };
+                if rw {
+                    if i != 0 {
+                        return Err(format!(
+                            "branch {path:?} is rw but not the first: layerfs writes only to the top branch"
+                        ));
+                    }
+                    b.upper = Some(PathBuf::from(path));
+                } else {
+                    b.lowers.push(PathBuf::from(path));
+                }
+            }
+            Ok(b)
+        }
+        (None, Some(list)) => {
+            if upper.is_some() {
+                return Err("upperdir= is not supported yet (layerfs' rw branch is AUFS-format, \
+                     which kernel overlayfs would not read back); use -o br=UPPER=rw:LOWER=ro+wh:... \
+                     for a writable mount, or lowerdir= alone for a read-only one"
+                    .into());
+            }
+            if work.is_some() {
+                return Err("workdir= needs upperdir=".into());
+            }
+            for p in split_colons(list) {
+                if p.is_empty() {
+                    return Err("empty directory in lowerdir=".into());
+                }
+                b.lowers.push(PathBuf::from(p));
+            }
+            Ok(b)
+        }
+    }
+}
+
+/// Options a mount(8) or fstab line carries that mean nothing to layerfs.
+fn mount_only(opt: &str) -> bool {
+    matches!(
+        opt,
+        "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "users" | "nouser"
+    ) || opt.starts_with("x-")
+        || opt.starts_with("comment=")
+}
+
+/// The mount-helper calling convention, `layerfs SOURCE MOUNTPOINT -o
+/// OPTS` (what fuse3's `mount.fuse3` runs for `mount -t fuse.layerfs
+/// SOURCE MNT -o OPTS` and for an fstab line of type `fuse.layerfs`),
+/// turned into `mount-branches MOUNTPOINT -o OPTS`. `None` when `args`
+/// (without the program name) is not that shape or names no branches.
+/// SOURCE is ignored (`none`, or anything); `rw` is dropped when no branch
+/// is writable, as mount(8) adds it by default.
+pub fn helper_args(args: &[String]) -> Option<Vec<String>> {
+    let (mut pos, mut opts) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-o" {
+            opts.extend(it.next()?.split(',').map(str::to_string));
+        } else if let Some(o) = a.strip_prefix("-o") {
+            opts.extend(o.split(',').map(str::to_string));
+        } else if a.starts_with('-') {
+            // -n, -s, -v, -f of mount(8): nothing for us to do.
+            continue;
+        } else {
+            pos.push(a.clone());
+        }
+    }
+    let [_source, mountpoint] = <[String; 2]>::try_from(pos).ok()?;
+    opts.retain(|o| !mount_only(o) && !o.is_empty());
+    let parsed = parse(&opts).ok()?;
+    if parsed.upper.is_none() {
+        opts.retain(|o| o != "rw");
+    }
+    Some(vec![
+        "mount-branches".into(),
+        mountpoint,
+        "-o".into(),
+        opts.join(","),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(s: &str) -> Vec<String> {
+        s.split(',').map(str::to_string).collect()
+    }
+    fn pb(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn aufs_syntax_as_docker_passes_it() {
+        let b = parse(&opts(
+            "br:/rw=rw:/ro1=ro+wh:/ro2=ro+wh,xino=/dev/shm/aufs.xino",
+        ))
+        .unwrap();
+        assert_eq!(b.upper, Some(PathBuf::from("/rw")));
+        assert_eq!(b.lowers, pb(&["/ro1", "/ro2"]));
+        assert!(b.rest.is_empty());
+        let b = parse(&opts("br=/a=rw:/b=ro,allow_other,dio")).unwrap();
+        assert_eq!(b.upper, Some(PathBuf::from("/a")));
+        assert_eq!(b.rest, vec!["allow_other".to_string()]);
+    }
+
+    #[test]
+    fn aufs_defaults_and_read_only_stacks() {
+        // No suffix: the first branch is rw, the others ro.
+        let b = parse(&opts("br=/a:/b:/c=rr")).unwrap();
+        assert_eq!(b.upper, Some(PathBuf::from("/a")));
+        assert_eq!(b.lowers, pb(&["/b", "/c"]));
+        let b = parse(&opts("br=/a=ro:/b=ro+wh")).unwrap();
+        assert_eq!(b.upper, None);
+        assert_eq!(b.lowers, pb(&["/a", "/b"]));
+        // '=' inside a path: only the last one is the permission.
+        let b = parse(&opts("br=/x=y=ro")).unwrap();
+        assert_eq!(b.lowers, pb(&["/x=y"]));
+    }
+
+    #[test]
+    fn aufs_errors() {
+        assert!(parse(&opts("br=/a=ro:/b=rw"))
+            .unwrap_err()
+            .contains("not the first"));
+        assert!(parse(&opts("br=/a=rw:/b=rw"))
+            .unwrap_err()
+            .contains("not the first"));
+        assert!(parse(&opts("br=/a=xx"))
+            .unwrap_err()
+            .contains("unknown permission"));
+        assert!(parse(&opts("br=/a=rw::/b")).unwrap_err().contains("empty"));
+        assert!(parse(&opts("br=/a,lowerdir=/b"))
+            .unwrap_err()
+            .contains("not both"));
+        assert!(parse(&opts("allow_other"))
+            .unwrap_err()
+            .contains("no branches"));
+        assert!(parse(&opts("br=/a,upperdir=/u")).is_err());
+    }
+
+    #[test]
+    fn overlay_syntax() {
+        let b = parse(&opts(r"lowerdir=/l1:/l\:2:/l3,index=off,ro")).unwrap();
+        assert_eq!(b.upper, None);
+        assert_eq!(b.lowers, pb(&["/l1", "/l:2", "/l3"]));
+        assert_eq!(b.rest, vec!["ro".to_string()]);
+        let e = parse(&opts("lowerdir=/l,upperdir=/u,workdir=/w")).unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
+        assert!(parse(&opts("lowerdir=/l,workdir=/w")).is_err());
+        assert!(parse(&opts("lowerdir=/a::/b")).is_err());
+    }
+
+    #[test]
+    fn mount_helper_convention() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            helper_args(&a(&["none", "/mnt", "-o", "rw,br=/u=rw:/l=ro,noauto"])),
+            Some(a(&["mount-branches", "/mnt", "-o", "rw,br=/u=rw:/l=ro"]))
+        );
+        assert_eq!(
+            helper_args(&a(&[
+                "none",
+                "/mnt",
+                "-n",
+                "-orw,lowerdir=/a:/b,allow_other"
+            ])),
+            Some(a(&[
+                "mount-branches",
+                "/mnt",
+                "-o",
+                "lowerdir=/a:/b,allow_other"
+            ]))
+        );
+        // Not the helper shape: left to the subcommand parser.
+        assert_eq!(helper_args(&a(&["mount", "img", "/mnt"])), None);
+        assert_eq!(
+            helper_args(&a(&["none", "/mnt", "-o", "allow_other"])),
+            None
+        );
+        assert_eq!(helper_args(&a(&["images"])), None);
+    }
+}
