@@ -950,18 +950,7 @@ impl Vfs {
     /// mapped layer blob, or read from the upper file.
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> VResult<Cow<'_, [u8]>> {
         if let Some(f) = self.upper_file(ino, fh)? {
-            let mut buf = vec![0u8; size as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match f.read_at(&mut buf[got..], offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(errno_of(&e)),
-                }
-            }
-            buf.truncate(got);
-            return Ok(Cow::Owned(buf));
+            return read_file_at(&f, offset, size as usize).map(Cow::Owned);
         }
         let (src, e) = self.leaf(ino)?;
         if e.kind != Kind::File {
@@ -971,18 +960,7 @@ impl Vfs {
         let end = offset.saturating_add(size as u64).min(e.size);
         let layer = &self.layers[src.0 as usize];
         if let Some(f) = layer.open_entry(src.1)? {
-            let mut buf = vec![0u8; (end - start) as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match f.read_at(&mut buf[got..], start + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(errno_of(&e)),
-                }
-            }
-            buf.truncate(got);
-            return Ok(Cow::Owned(buf));
+            return read_file_at(&f, start, (end - start) as usize).map(Cow::Owned);
         }
         let data = layer.data();
         Ok(Cow::Borrowed(
@@ -1825,6 +1803,22 @@ impl Vfs {
             _ => None,
         }
     }
+}
+
+/// Up to `len` bytes of `f` from `offset` (fewer only at end of file).
+fn read_file_at(f: &File, offset: u64, len: usize) -> VResult<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(errno_of(&e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// Puts a copied-up object at `dst` with `put`, keeping the times of the
