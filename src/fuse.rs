@@ -30,11 +30,19 @@ const TTL: Duration = Duration::from_secs(3600);
 
 pub struct LayerFs {
     vfs: Arc<Vfs>,
+    /// The kernel opens files (directories) without OPEN (OPENDIR) once
+    /// told ENOSYS: used on read-only mounts where it supports that.
+    no_open: bool,
+    no_opendir: bool,
 }
 
 impl LayerFs {
     pub fn new(vfs: Arc<Vfs>) -> LayerFs {
-        LayerFs { vfs }
+        LayerFs {
+            vfs,
+            no_open: false,
+            no_opendir: false,
+        }
     }
 }
 
@@ -145,14 +153,25 @@ impl Filesystem for LayerFs {
         // readdirplus: a listing carries each entry's attributes, so a walk
         // (`find`, `ls -l`) needs no lookup per name. AUTO lets the kernel
         // use it only where it pays.
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
-        if !self.vfs.is_rw() {
-            // The kernel then reads system.posix_acl_* once per inode and
-            // caches it (and enforces ACLs a layer carries): `ls -l` asks
-            // for them on every file. Only read-only mounts: with ACLs on,
-            // a new file's mode would need default-ACL handling here.
-            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
+        let caps = config.capabilities();
+        if self.vfs.is_rw() {
+            // O_TRUNC reaches open (else the kernel truncates with a
+            // separate SETATTR after a full copy-up).
+            let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        } else {
+            self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+            self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+            if self.vfs.owners_identity() {
+                // The kernel then reads system.posix_acl_* once per inode
+                // and caches it (and enforces ACLs a layer carries): `ls -l`
+                // asks for them on every file. Only read-only mounts (with
+                // ACLs on, a new file's mode would need default-ACL handling
+                // here) without owner mapping (the ids inside an ACL are
+                // stored ids, which the kernel would not map).
+                let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+            }
         }
         Ok(())
     }
@@ -176,7 +195,7 @@ impl Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if !self.vfs.is_rw() {
+        if self.no_open {
             return reply_read_only_open(reply, flags);
         }
         match self.vfs.open(ino.0, flags.0) {
@@ -258,7 +277,7 @@ impl Filesystem for LayerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if !self.vfs.is_rw() {
+        if self.no_opendir {
             return reply_read_only_open(reply, flags);
         }
         match self.vfs.opendir(ino.0) {
@@ -328,12 +347,14 @@ impl Filesystem for LayerFs {
         }
         let start = (offset as usize).saturating_sub(2);
         for (i, d) in list.iter().enumerate().skip(start) {
-            // An entry removed since the listing was taken is left out.
-            let Ok(a) = self.vfs.getattr(d.ino) else {
+            // The kernel links each entry to its name for the TTL: give
+            // what the name is now (an entry removed since the listing was
+            // taken is left out, one replaced shows its new inode).
+            let Some(a) = self.vfs.current_entry(ino.0, &d.name) else {
                 continue;
             };
             if reply.add(
-                INodeNo(d.ino),
+                INodeNo(a.ino),
                 i as u64 + 3,
                 OsStr::from_bytes(&d.name),
                 &TTL,

@@ -520,6 +520,38 @@ impl Vfs {
         ino
     }
 
+    /// Gives the handles that opened `ino` while it was lower the copy now
+    /// at `p`, so they keep reading it whatever later happens to its names.
+    fn switch_readers(&self, ino: u64, p: &Path) {
+        let handles: Vec<Arc<Handle>> = self.handles.lock().values().cloned().collect();
+        for h in handles {
+            if let Handle::File { ino: i, file } = &*h {
+                let mut f = file.lock();
+                if *i == ino && f.is_none() {
+                    *f = File::open(p).ok().map(Arc::new);
+                }
+            }
+        }
+    }
+
+    /// Is the owner mapping the identity (no `uidmapping` and the like)?
+    pub fn owners_identity(&self) -> bool {
+        self.owners.is_identity()
+    }
+
+    /// The attributes of what `name` in directory `dir` is now, if it was
+    /// resolved before (every entry of a listing was): for readdirplus,
+    /// whose entries the kernel links to their names.
+    pub fn current_entry(&self, dir: u64, name: &[u8]) -> Option<Attr> {
+        let _r = self.ns.read();
+        let ino = *self
+            .nodes
+            .read()
+            .by_name
+            .get(&(dir, Box::<[u8]>::from(name)))?;
+        self.attr(ino).ok()
+    }
+
     /// Records that node `ino` is now the upper file at `p` (after a
     /// copy-up or a new link), so other names of that file find it.
     fn note_upper_ino(&self, ino: u64, p: &Path) {
@@ -784,11 +816,12 @@ impl Vfs {
                     }
                     NameClass::Opaque | NameClass::Meta => continue,
                 }
-                // A racing removal is not an error of the listing.
+                // An upper name hides the lower one even if it cannot be
+                // resolved (a broken override xattr, say).
+                shadowed.insert(name.clone());
                 let Ok(c) = self.child_ino(ino, &name) else {
                     continue;
                 };
-                shadowed.insert(name.clone());
                 out.push(DirEntry {
                     kind: self.kind_of(c),
                     name,
@@ -919,7 +952,17 @@ impl Vfs {
             );
         let f = o.open(&p).map_err(|e| errno_of(&e))?;
         if flags & libc::O_TRUNC != 0 {
-            f.set_len(0).map_err(|e| errno_of(&e))?;
+            let r = if acc == libc::O_RDONLY {
+                // O_RDONLY|O_TRUNC truncates too (Linux does).
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .and_then(|w| w.set_len(0))
+            } else {
+                f.set_len(0)
+            };
+            r.map_err(|e| errno_of(&e))?;
         }
         Ok(f)
     }
@@ -952,7 +995,14 @@ impl Vfs {
         if let Some(f) = self.upper_file(ino, fh)? {
             return read_file_at(&f, offset, size as usize).map(Cow::Owned);
         }
-        let (src, e) = self.leaf(ino)?;
+        let (src, e) = match self.leaf(ino) {
+            // Copied up since upper_file looked: read the copy.
+            Err(libc::ESTALE) if self.state(ino)?.1 => {
+                let f = self.upper_file(ino, fh)?.ok_or(libc::ESTALE)?;
+                return read_file_at(&f, offset, size as usize).map(Cow::Owned);
+            }
+            r => r?,
+        };
         if e.kind != Kind::File {
             return Err(libc::EINVAL);
         }
@@ -1126,6 +1176,9 @@ impl Vfs {
             },
         )?;
         for (k, v) in idx.xattrs(&e) {
+            if up.is_private_xattr(k) {
+                continue; // the override just written is the truth
+            }
             if let Err(err) = sys::lsetxattr(p, k, v, 0) {
                 // A rootless daemon may not set trusted.* or
                 // security.capability: the copy keeps what it can.
@@ -1213,17 +1266,19 @@ impl Vfs {
             let _ = std::fs::remove_file(&t);
             return Err(err);
         }
-        for p in &paths[1..] {
-            place_copy(p, |d| {
-                std::fs::hard_link(first, d).map_err(|e| errno_of(&e))
-            })?;
-        }
+        // The first name is in place: the node lives in the branch now.
         self.with_node(ino, |n| {
             n.upper = true;
             n.lower = None;
         });
         self.note_upper_ino(ino, first);
         self.nlinks.lock().clear();
+        self.switch_readers(ino, first);
+        for p in &paths[1..] {
+            place_copy(p, |d| {
+                std::fs::hard_link(first, d).map_err(|e| errno_of(&e))
+            })?;
+        }
         Ok(())
     }
 
@@ -1495,12 +1550,13 @@ impl Vfs {
             file = Some(Arc::new(f));
             Ok(())
         })?;
+        let attr = self.attr(ino)?;
         drop(guard);
         let fh = self.alloc_handle(Handle::File {
             ino,
             file: Mutex::new(file),
         });
-        Ok((self.getattr(ino)?, fh))
+        Ok((attr, fh))
     }
 
     /// Drops name (`parent`, `name`) of node `ino` from the table.
@@ -1628,16 +1684,30 @@ impl Vfs {
             if sdir && self.lower_has(newparent, newname)? {
                 up.make_opaque(&from)?;
             }
+            // The whiteout first: next to the object still there it hides
+            // nothing (a name both present and whited out is present), and
+            // after the rename it hides the lower one. A crash in between
+            // shows the old view; a refused whiteout changes nothing.
+            let whiteout_old = self.lower_has(parent, name)?;
+            if whiteout_old {
+                up.make_whiteout(&sp, name)?;
+            }
             if let Some(d) = dst {
                 let (dkind, dupper, _) = self.state(d)?;
                 if dkind == Kind::Dir && dupper {
                     up.discard(&to)?;
                 }
             }
-            sys::rename2(&from, &to, 0)?;
-            up.remove_whiteout(&dp, newname)?;
-            if self.lower_has(parent, name)? {
-                up.make_whiteout(&sp, name)?;
+            if let Err(e) = sys::rename2(&from, &to, 0) {
+                if whiteout_old {
+                    let _ = up.remove_whiteout(&sp, name);
+                }
+                return Err(e);
+            }
+            // Done on disk: from here on the table follows, whatever else
+            // fails (a whiteout left next to the new name hides nothing).
+            if let Err(e) = up.remove_whiteout(&dp, newname) {
+                tracing::warn!("rename: whiteout of the new name left: errno {e}");
             }
             if let Some(d) = dst {
                 self.drop_name(d, newparent, newname);
@@ -1724,12 +1794,14 @@ impl Vfs {
                 return Err(libc::EISDIR);
             }
             self.copy_up(ino, size > 0)?;
-            match fh.and_then(|fh| self.writable_file(fh).ok()) {
-                Some(f) => f.set_len(size).map_err(|e| errno_of(&e))?,
-                None => {
-                    let f = self.open_upper(ino, libc::O_WRONLY)?;
-                    f.set_len(size).map_err(|e| errno_of(&e))?;
-                }
+            // Through the caller's handle if it can write (the name may be
+            // gone), else through a new one.
+            let done = fh
+                .and_then(|fh| self.writable_file(fh).ok())
+                .is_some_and(|f| f.set_len(size).is_ok());
+            if !done {
+                let f = self.open_upper(ino, libc::O_WRONLY)?;
+                f.set_len(size).map_err(|e| errno_of(&e))?;
             }
         }
         let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
@@ -1828,9 +1900,14 @@ fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()>
     let dir = dst.parent().ok_or(libc::EINVAL)?;
     let st = sys::lstat(dir)?;
     put(dst)?;
-    sys::utimens(
+    // The object is in place: that is the change. Restoring the times is
+    // best effort and must not make a done copy-up look failed.
+    if let Err(e) = sys::utimens(
         dir,
         TimeSpec::At(st.st_atime, st.st_atime_nsec as u32),
         TimeSpec::At(st.st_mtime, st.st_mtime_nsec as u32),
-    )
+    ) {
+        tracing::warn!("keeping the times of {}: errno {e}", dir.display());
+    }
+    Ok(())
 }

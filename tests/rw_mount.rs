@@ -500,3 +500,102 @@ fn rootless_branch_records_owners_it_cannot_apply() {
     );
     lfs(&["umount", mnt.to_str().unwrap()]);
 }
+
+/// A file opened for reading while lower keeps reading the same file after
+/// another writer copies it up and its name goes away (as on a local
+/// filesystem: one inode).
+#[test]
+fn reader_opened_before_copy_up_survives_unlink() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let m = t.mount();
+    let p = m.path("etc/passwd");
+    let orig = std::fs::read(&p).unwrap();
+    let mut r = File::open(&p).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"tail\n")
+        .unwrap();
+    std::fs::remove_file(&p).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    let mut want = orig.clone();
+    want.extend_from_slice(b"tail\n");
+    assert_eq!(got, want);
+    assert_eq!(r.metadata().unwrap().len(), want.len() as u64);
+}
+
+/// A listing read in several chunks while names in it are removed or
+/// replaced: what readdirplus hands the kernel must be the names' current
+/// state, or the kernel would cache a removed lower file for the TTL.
+#[test]
+fn chunked_listing_does_not_revive_removed_names() {
+    if !fuse_available() {
+        return;
+    }
+    // A lower directory of 3000 files: several getdents64 chunks.
+    let work = tempfile::tempdir().unwrap();
+    let tar_path = work.path().join("wide.tar");
+    {
+        let f = File::create(&tar_path).unwrap();
+        let mut b = tar::Builder::new(f);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        b.append_data(&mut h, "wide/", std::io::empty()).unwrap();
+        for i in 0..3000 {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_size(2);
+            b.append_data(&mut h, format!("wide/f{i:04}"), &b"x\n"[..])
+                .unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let store = TestStore::new();
+    let id = store.import(&tar_path, &[]);
+    let rw = work.path().join("rw");
+    let m = Mount::rw(&store, &id, &rw);
+    let dir = m.path("wide");
+    // A lookup in the directory makes the kernel use readdirplus there.
+    std::fs::metadata(dir.join("f0000")).unwrap();
+    let mut it = std::fs::read_dir(&dir).unwrap();
+    let first = it.next().unwrap().unwrap().file_name();
+    assert!(first.to_string_lossy().starts_with('f'));
+    // Names just past what the first getdents64 returned, so that the next
+    // FUSE readdir (a readdirplus, after these lookups) carries them.
+    for i in 1000..1600 {
+        std::fs::remove_file(dir.join(format!("f{i:04}"))).unwrap();
+    }
+    std::fs::remove_file(dir.join("f2999")).unwrap();
+    std::fs::rename(dir.join("f0001"), dir.join("f2998")).unwrap();
+    let rest: Vec<String> = it
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(rest.len() > 1000, "{} entries", rest.len());
+    for i in (1000..1600).chain([2999]) {
+        assert_eq!(
+            errno_of(std::fs::metadata(dir.join(format!("f{i:04}")))),
+            libc::ENOENT,
+            "f{i:04}: a removed lower file came back through the listing"
+        );
+    }
+    assert_eq!(std::fs::read(dir.join("f2998")).unwrap(), b"x\n");
+    assert_eq!(errno_of(std::fs::metadata(dir.join("f0001"))), libc::ENOENT);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2998 - 600);
+}
