@@ -48,6 +48,32 @@ fn ensure_user() -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
+/// What a rootless run needs, set up as root: FUSE usable, `runtime`
+/// installed (its absence fails under CI), /dev/fuse 0666 and the test
+/// user with subordinate ids; its (uid, gid), or `None` after a SKIP.
+fn rootless_setup(runtime: &str) -> Option<(u32, u32)> {
+    if !fuse_available() {
+        return None;
+    }
+    if !is_root() {
+        eprintln!("SKIP: needs root to create the unprivileged test user");
+        return None;
+    }
+    if !have(runtime) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{runtime} is missing and CI is set (.ci/run installs it)"
+        );
+        eprintln!("SKIP: {runtime} is not installed");
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    Some(ensure_user())
+}
+
 fn as_user(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new("runuser");
     c.args(["-u", USER, "--", "env"]);
@@ -127,26 +153,10 @@ fn have(tool: &str) -> bool {
 /// /etc/os-release` in a rootless runc container on a layerfs bundle.
 #[test]
 fn rootless_runc_runs_an_imported_image() {
-    if !fuse_available() {
+    let Some((uid, gid)) = rootless_setup("runc") else {
         return;
-    }
-    if !is_root() {
-        eprintln!("SKIP: needs root to create the unprivileged test user");
-        return;
-    }
-    if !have("runc") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "runc is missing and CI is set (.ci/run installs it)"
-        );
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    };
     use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    let (uid, gid) = ensure_user();
     let work = tempfile::tempdir().unwrap();
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(Command::new("chown")
@@ -386,22 +396,10 @@ fn bundle_writes_config_and_umount_cleans_up() {
 /// like CI's often lack).
 #[test]
 fn rootless_podman_runs_on_a_mount() {
-    if !fuse_available() || !is_root() {
+    let Some((uid, gid)) = rootless_setup("podman") else {
         return;
-    }
-    if !have("podman") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "podman is missing and CI is set (.ci/run installs it)"
-        );
-        eprintln!("SKIP: podman is not installed");
-        return;
-    }
+    };
     use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    let (uid, gid) = ensure_user();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755)).unwrap();
