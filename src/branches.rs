@@ -11,8 +11,10 @@
 //! ...) are accepted and ignored.
 //!
 //! Overlay's `lowerdir` is top first too (`\:` escapes a colon in a path).
-//! `upperdir` is refused for now: layerfs' rw branch is AUFS-format, which
-//! kernel overlayfs would not read back, so it is not a drop-in there.
+//! `upperdir=U` needs `workdir=W`: U is then written in kernel overlayfs'
+//! format (0:0 device whiteouts, `trusted.overlay.opaque` xattrs; root
+//! only), W holds layerfs' lock and temporaries, so kernel overlayfs can
+//! mount the same U afterwards.
 //! Overlay-only tuning options (`index=`, `redirect_dir=`, `metacopy=`,
 //! `xino=`, `userxattr`, `volatile`) are accepted and ignored.
 
@@ -21,8 +23,11 @@ use std::path::PathBuf;
 /// Branches of one mount, and the options left for FUSE.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Branches {
-    /// The writable branch (AUFS format), if any.
+    /// The writable branch, if any: AUFS format, or overlay format when
+    /// `work` is given.
     pub upper: Option<PathBuf>,
+    /// Overlay's `workdir` (only with an overlay-format `upper`).
+    pub work: Option<PathBuf>,
     /// Read-only branches, top first.
     pub lowers: Vec<PathBuf>,
     /// Options that are not about branches (allow_other, ro, ...).
@@ -150,14 +155,19 @@ pub fn parse(options: &[String]) -> Result<Branches, String> {
             Ok(b)
         }
         (None, Some(list)) => {
-            if upper.is_some() {
-                return Err("upperdir= is not supported yet (layerfs' rw branch is AUFS-format, \
-                     which kernel overlayfs would not read back); use -o br=UPPER=rw:LOWER=ro+wh:... \
-                     for a writable mount, or lowerdir= alone for a read-only one"
-                    .into());
-            }
-            if work.is_some() {
-                return Err("workdir= needs upperdir=".into());
+            match (upper, work) {
+                (Some(u), Some(w)) if !u.is_empty() && !w.is_empty() => {
+                    b.upper = Some(PathBuf::from(u));
+                    b.work = Some(PathBuf::from(w));
+                }
+                (Some(_), _) => {
+                    return Err(
+                        "upperdir= needs workdir= (an empty directory on the same filesystem)"
+                            .into(),
+                    )
+                }
+                (None, Some(_)) => return Err("workdir= needs upperdir=".into()),
+                (None, None) => {}
             }
             for p in split_colons(list) {
                 if p.is_empty() {
@@ -281,8 +291,12 @@ mod tests {
         assert_eq!(b.upper, None);
         assert_eq!(b.lowers, pb(&["/l1", "/l:2", "/l3"]));
         assert_eq!(b.rest, vec!["ro".to_string()]);
-        let e = parse(&opts("lowerdir=/l,upperdir=/u,workdir=/w")).unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        let b = parse(&opts("lowerdir=/l,upperdir=/u,workdir=/w")).unwrap();
+        assert_eq!(b.upper, Some(PathBuf::from("/u")));
+        assert_eq!(b.work, Some(PathBuf::from("/w")));
+        assert_eq!(b.lowers, pb(&["/l"]));
+        let e = parse(&opts("lowerdir=/l,upperdir=/u")).unwrap_err();
+        assert!(e.contains("needs workdir"), "{e}");
         assert!(parse(&opts("lowerdir=/l,workdir=/w")).is_err());
         assert!(parse(&opts("lowerdir=/a::/b")).is_err());
     }

@@ -34,6 +34,9 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// The read-write branch; `None` mounts read-only.
     pub rw: Option<PathBuf>,
+    /// Overlay's workdir: `rw` is then an overlay-format upperdir
+    /// (`mount-branches` only).
+    pub work: Option<PathBuf>,
     /// Put the Docker init layer (mount points and placeholder files a
     /// runtime bind-mounts over) on top of the image's layers.
     pub init_layer: bool,
@@ -146,7 +149,8 @@ pub fn run_foreground(
 }
 
 /// Runs the daemon of `layerfs mount-branches`: plain directories as
-/// layers (top first), the AUFS-format rw branch `opts.rw` on top.
+/// layers (top first), the rw branch `opts.rw` on top (AUFS format, or
+/// overlay format with `opts.work`).
 pub fn run_branches_foreground(
     store: &Store,
     lowers: &[PathBuf],
@@ -164,9 +168,10 @@ pub fn run_branches_foreground(
     if opts.init_layer {
         layers.insert(0, crate::initlayer::layer()?);
     }
-    let upper = match &opts.rw {
-        Some(dir) => Some(Upper::open(dir, None)?),
-        None => None,
+    let upper = match (&opts.rw, &opts.work) {
+        (Some(dir), Some(work)) => Some(Upper::open_overlay(dir, work)?),
+        (Some(dir), None) => Some(Upper::open(dir, None)?),
+        (None, _) => None,
     };
     serve(store, "", layers, upper, mountpoint, opts, notify_ready)
 }

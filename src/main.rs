@@ -92,7 +92,8 @@ enum Cmd {
     /// Mount plain directories as a union, AUFS- or overlay-style:
     /// `-o br=RW=rw:RO1=ro+wh:RO2=ro+wh` (top first; the first branch, if
     /// rw, takes the writes as an AUFS-format diff) or
-    /// `-o lowerdir=A:B:C` (top first, read-only). Lower branches may use
+    /// `-o lowerdir=A:B:C[,upperdir=U,workdir=W]` (top first; as root,
+    /// writes land in U in kernel overlayfs' format). Lower branches may use
     /// either whiteout format (`.wh.` files or overlay's 0:0 devices and
     /// `overlay.opaque` xattrs). `layerfs umount` unmounts.
     MountBranches {
@@ -446,6 +447,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map(str::to_string)
                     .collect(),
                 rw: rw.as_deref().map(absolute),
+                work: None,
                 init_layer,
             };
             if let Some(rw) = &opts.rw {
@@ -489,7 +491,14 @@ fn run(cli: Cli) -> Result<()> {
             let br = layerfs::branches::parse(&split).map_err(anyhow::Error::msg)?;
             let lowers: Vec<PathBuf> = br.lowers.iter().map(|p| absolute(p)).collect();
             let rw = br.upper.as_deref().map(absolute);
-            for d in lowers.iter().chain(rw.iter()) {
+            let work = br.work.as_deref().map(absolute);
+            if work.is_some() && layerfs::sys::euid() != 0 {
+                bail!(
+                    "upperdir= needs root: overlay-format whiteouts are device nodes (mknod); \
+                     as non-root use -o br=UPPER=rw:LOWER=ro+wh:... (an AUFS-format rw branch)"
+                );
+            }
+            for d in lowers.iter().chain(rw.iter()).chain(work.iter()) {
                 let real = d.canonicalize().unwrap_or_else(|_| d.clone());
                 if real.starts_with(&mp) {
                     bail!(
@@ -502,6 +511,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = MountOptions {
                 options: br.rest.clone(),
                 rw: rw.clone(),
+                work: work.clone(),
                 init_layer,
             };
             if foreground {
@@ -523,13 +533,23 @@ fn run(cli: Cli) -> Result<()> {
                         .replace('\\', "\\\\")
                         .replace(':', "\\:")
                 };
-                let mut spec: Vec<String> = Vec::new();
-                if let Some(u) = &rw {
-                    spec.push(format!("{}=rw", esc(u)));
-                }
-                spec.extend(lowers.iter().map(|l| format!("{}=ro+wh", esc(l))));
                 args.push("-o".into());
-                args.push(format!("br={}", spec.join(":")).into());
+                if let (Some(u), Some(w)) = (&rw, &work) {
+                    // Overlay syntax: the upper branch is overlay-format.
+                    let l: Vec<String> = lowers.iter().map(|l| esc(l)).collect();
+                    args.push(format!("lowerdir={}", l.join(":")).into());
+                    args.push("-o".into());
+                    args.push(format!("upperdir={}", u.display()).into());
+                    args.push("-o".into());
+                    args.push(format!("workdir={}", w.display()).into());
+                } else {
+                    let mut spec: Vec<String> = Vec::new();
+                    if let Some(u) = &rw {
+                        spec.push(format!("{}=rw", esc(u)));
+                    }
+                    spec.extend(lowers.iter().map(|l| format!("{}=ro+wh", esc(l))));
+                    args.push(format!("br={}", spec.join(":")).into());
+                }
                 for o in &br.rest {
                     args.push("-o".into());
                     args.push(o.into());
@@ -580,6 +600,7 @@ fn run(cli: Cli) -> Result<()> {
                 let opts = MountOptions {
                     options,
                     rw: rw.as_deref().map(absolute),
+                    work: None,
                     init_layer,
                 };
                 let config: Value =

@@ -10,6 +10,14 @@
 //! writes it, each step one system call whose before and after states are
 //! both valid layer diffs (see ARCHITECTURE.md, "The read-write branch").
 //!
+//! A branch of `mount-branches -o lowerdir=...,upperdir=U,workdir=W` is
+//! written in kernel overlayfs' format instead ([`Format::Overlay`], root
+//! only): a whiteout is a character device 0:0 under the hidden name itself,
+//! an opaque directory has the xattr `trusted.overlay.opaque=y`, and the
+//! lock and temporaries live in W (same filesystem), so kernel overlayfs can
+//! mount U afterwards. Every marker is written and decoded here, in the
+//! branch's format.
+//!
 //! Metadata a rootless daemon cannot apply (an owner other than itself, a
 //! device node, permission bits that would lock the daemon out) is recorded
 //! in the xattr `user.containers.override_stat` as `uid:gid:mode:type`, the
@@ -25,10 +33,23 @@ use anyhow::{bail, Context, Result};
 
 use crate::index::Kind;
 use crate::sys::{self, SysResult};
-use crate::union::{WH_OPAQUE, WH_PREFIX};
+use crate::union::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 
 /// The hidden working directory at the top of the branch.
 pub const STATE_DIR: &str = ".wh..wh.layerfs";
+/// Kernel overlayfs' opaque-directory xattr (value `y`).
+pub const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
+/// How a branch spells whiteouts and opaque directories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.wh.NAME` files and `.wh..wh..opq` (Docker/OCI layer diffs).
+    Aufs,
+    /// Character devices 0:0 and `trusted.overlay.opaque=y` (kernel
+    /// overlayfs' upper directory).
+    Overlay,
+}
+
 /// Where rootless metadata is recorded.
 pub const OVERRIDE_XATTR: &[u8] = b"user.containers.override_stat";
 
@@ -154,6 +175,7 @@ pub struct Upper {
     rootless: bool,
     /// Mounted for the first time (its state directory was just made).
     fresh: bool,
+    format: Format,
 }
 
 impl Upper {
@@ -191,7 +213,7 @@ impl Upper {
         }
         let Some(image) = image else {
             // A branch of `mount-branches`: no image to check against.
-            return Upper::finish_open(root, work, lock, fresh);
+            return Upper::finish_open(root, work, lock, fresh, Format::Aufs);
         };
         match branch_image(&root) {
             Some(id) if id != image => bail!(
@@ -203,11 +225,78 @@ impl Upper {
             Some(_) => {}
             None => crate::store::write_atomic(&state.join("image"), image.as_bytes())?,
         }
-        Upper::finish_open(root, work, lock, fresh)
+        Upper::finish_open(root, work, lock, fresh, Format::Aufs)
+    }
+
+    /// Opens (creating if needed) the overlay-format branch `dir` (an
+    /// overlayfs upperdir) with `workdir` for the lock and temporaries.
+    /// Root only: overlay whiteouts are device nodes. The branch counts as
+    /// fresh while it is empty.
+    pub fn open_overlay(dir: &Path, workdir: &Path) -> Result<Upper> {
+        if sys::euid() != 0 {
+            bail!(
+                "upperdir= needs root: overlay-format whiteouts are device nodes \
+                 (mknod) and opaque markers trusted.* xattrs; use -o br=UPPER=rw:LOWER=ro+wh:... \
+                 for a rootless writable mount"
+            );
+        }
+        let mut roots = Vec::new();
+        for (d, what) in [(dir, "upperdir"), (workdir, "workdir")] {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("creating the {what} {}", d.display()))?;
+            let r = d
+                .canonicalize()
+                .with_context(|| format!("{what} {}", d.display()))?;
+            if !r.is_dir() {
+                bail!("{what} {} is not a directory", r.display());
+            }
+            roots.push(r);
+        }
+        let work_root = roots.pop().expect("two roots");
+        let root = roots.pop().expect("two roots");
+        if work_root.starts_with(&root) || root.starts_with(&work_root) {
+            bail!(
+                "upperdir {} and workdir {} must not contain each other",
+                root.display(),
+                work_root.display()
+            );
+        }
+        let dev = |p: &Path| sys::lstat(p).map(|st| st.st_dev);
+        if dev(&root).ok() != dev(&work_root).ok() {
+            bail!(
+                "workdir {} is not on the filesystem of upperdir {}",
+                work_root.display(),
+                root.display()
+            );
+        }
+        let fresh = std::fs::read_dir(&root)?.next().is_none();
+        let work = work_root.join("layerfs");
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let lock_path = work_root.join("layerfs.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        if sys::try_lock_exclusive(&lock).is_err() {
+            bail!(
+                "upperdir {} is in use by another mount (lock {} is held)",
+                root.display(),
+                lock_path.display()
+            );
+        }
+        Upper::finish_open(root, work, lock, fresh, Format::Overlay)
     }
 
     /// Empties the work directory (what a killed daemon left there).
-    fn finish_open(root: PathBuf, work: PathBuf, lock: File, fresh: bool) -> Result<Upper> {
+    fn finish_open(
+        root: PathBuf,
+        work: PathBuf,
+        lock: File,
+        fresh: bool,
+        format: Format,
+    ) -> Result<Upper> {
         for e in std::fs::read_dir(&work)? {
             let p = e?.path();
             let r = if p.is_dir() && !p.is_symlink() {
@@ -224,6 +313,7 @@ impl Upper {
             counter: AtomicU64::new(0),
             rootless: sys::euid() != 0,
             fresh,
+            format,
         })
     }
 
@@ -247,20 +337,72 @@ impl Upper {
         self.work.join(format!("t{n}"))
     }
 
-    pub fn has_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
-        sys::exists(&whiteout_path(dir, name))
+    pub fn format(&self) -> Format {
+        self.format
     }
 
-    /// Writes `dir/.wh.name` (an empty file; one mknod, so it exists or not).
+    /// Is the object whose `lstat` is `st` a whiteout (of its own name)?
+    /// Only in the overlay format, where a whiteout is a 0:0 device.
+    pub fn is_whiteout_stat(&self, st: &libc::stat) -> bool {
+        self.format == Format::Overlay
+            && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && st.st_rdev == 0
+    }
+
+    /// What the branch's entry `name` of directory `dir` (of type `ft`)
+    /// means: a plain entry, a whiteout of a name, or bookkeeping.
+    pub fn classify<'a>(&self, dir: &Path, name: &'a [u8], ft: std::fs::FileType) -> NameClass<'a> {
+        use std::os::unix::fs::FileTypeExt;
+        let class = classify_name(name);
+        match self.format {
+            Format::Aufs => class,
+            // A `.wh.` name is not one layerfs writes or shows.
+            Format::Overlay if class != NameClass::Plain => NameClass::Meta,
+            Format::Overlay => {
+                if ft.is_char_device()
+                    && sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
+                {
+                    NameClass::Whiteout(name)
+                } else {
+                    NameClass::Plain
+                }
+            }
+        }
+    }
+
+    pub fn has_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
+        match self.format {
+            Format::Aufs => sys::exists(&whiteout_path(dir, name)),
+            Format::Overlay => {
+                sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
+            }
+        }
+    }
+
+    /// Writes `dir/.wh.name` (an empty file; one mknod, so it exists or
+    /// not); in the overlay format, a 0:0 device `dir/name` (where the
+    /// branch has nothing).
     pub fn make_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
-        match sys::mknod(&whiteout_path(dir, name), libc::S_IFREG, 0) {
-            Err(libc::EEXIST) => Ok(()),
+        let r = match self.format {
+            Format::Aufs => sys::mknod(&whiteout_path(dir, name), libc::S_IFREG, 0),
+            Format::Overlay => sys::mknod(&child(dir, name), libc::S_IFCHR, 0),
+        };
+        match r {
+            Err(libc::EEXIST) if self.format == Format::Aufs || self.has_whiteout(dir, name) => {
+                Ok(())
+            }
             r => r,
         }
     }
 
+    /// Removes the whiteout of `name` in `dir`, if there is one.
     pub fn remove_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
-        match std::fs::remove_file(whiteout_path(dir, name)) {
+        let p = match self.format {
+            Format::Aufs => whiteout_path(dir, name),
+            Format::Overlay if self.has_whiteout(dir, name) => child(dir, name),
+            Format::Overlay => return Ok(()),
+        };
+        match std::fs::remove_file(p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(sys::errno_of(&e)),
@@ -269,6 +411,9 @@ impl Upper {
 
     /// Marks directory `dir` opaque.
     pub fn make_opaque(&self, dir: &Path) -> SysResult<()> {
+        if self.format == Format::Overlay {
+            return sys::lsetxattr(dir, OVERLAY_OPAQUE_XATTR, b"y", 0);
+        }
         match sys::mknod(&child(dir, WH_OPAQUE), libc::S_IFREG, 0) {
             Err(libc::EEXIST) => Ok(()),
             r => r,
@@ -276,7 +421,147 @@ impl Upper {
     }
 
     pub fn is_opaque(&self, dir: &Path) -> bool {
-        sys::exists(&child(dir, WH_OPAQUE))
+        match self.format {
+            Format::Aufs => sys::exists(&child(dir, WH_OPAQUE)),
+            Format::Overlay => sys::lgetxattr(dir, OVERLAY_OPAQUE_XATTR).is_ok_and(|v| v == b"y"),
+        }
+    }
+
+    /// Deletes `name` from directory `dir`: `upper` says the branch holds
+    /// an object there (`is_dir`: a directory, discarded whole), `whiteout`
+    /// that a lower one must be hidden. In the overlay format the whiteout
+    /// takes the object's place in one rename.
+    pub fn delete(
+        &self,
+        dir: &Path,
+        name: &[u8],
+        upper: bool,
+        is_dir: bool,
+        whiteout: bool,
+    ) -> SysResult<()> {
+        let p = child(dir, name);
+        let remove = |p: &Path| {
+            if is_dir {
+                self.discard(p)
+            } else {
+                std::fs::remove_file(p).map_err(|e| sys::errno_of(&e))
+            }
+        };
+        if self.format == Format::Aufs || !whiteout || !upper {
+            if whiteout {
+                self.make_whiteout(dir, name)?;
+            }
+            if upper {
+                remove(&p)?;
+            }
+            return Ok(());
+        }
+        let t = self.temp();
+        sys::mknod(&t, libc::S_IFCHR, 0)?;
+        let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
+        if let Err(e) = sys::rename2(&t, &p, flags) {
+            let _ = std::fs::remove_file(&t);
+            return Err(e);
+        }
+        if is_dir {
+            // The directory is in the work directory now: garbage.
+            if let Err(e) = std::fs::remove_dir_all(&t) {
+                tracing::warn!("removing {}: {e}", t.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `sdir/name` to `ddir/newname` (not an exchange), leaving a
+    /// whiteout of the old name if `whiteout_old`; `discard_to` first
+    /// discards the directory at the new name.
+    pub fn rename(
+        &self,
+        (sdir, name): (&Path, &[u8]),
+        (ddir, newname): (&Path, &[u8]),
+        whiteout_old: bool,
+        discard_to: bool,
+    ) -> SysResult<()> {
+        let from = child(sdir, name);
+        let to = child(ddir, newname);
+        if self.format == Format::Aufs {
+            // The whiteout first: next to the object still there it hides
+            // nothing (a name both present and whited out is present), and
+            // after the rename it hides the lower one. A crash in between
+            // shows the old view; a refused whiteout changes nothing.
+            if whiteout_old {
+                self.make_whiteout(sdir, name)?;
+            }
+            if discard_to {
+                self.discard(&to)?;
+            }
+            if let Err(e) = sys::rename2(&from, &to, 0) {
+                if whiteout_old {
+                    let _ = self.remove_whiteout(sdir, name);
+                }
+                return Err(e);
+            }
+            // Done on disk: whatever else fails, a whiteout left next to
+            // the new name hides nothing.
+            if let Err(e) = self.remove_whiteout(ddir, newname) {
+                tracing::warn!("rename: whiteout of the new name left: errno {e}");
+            }
+            return Ok(());
+        }
+        if discard_to {
+            self.discard(&to)?;
+        }
+        if self.has_whiteout(ddir, newname) {
+            // A directory cannot replace a device: exchange, so the new
+            // name's whiteout lands on the old name, wanted there or not.
+            sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
+            if !whiteout_old {
+                if let Err(e) = std::fs::remove_file(&from) {
+                    tracing::warn!("rename: whiteout of the old name left: {e}");
+                }
+            }
+            return Ok(());
+        }
+        // One rename that leaves a whiteout behind, as overlayfs does.
+        let flags = if whiteout_old {
+            libc::RENAME_WHITEOUT
+        } else {
+            0
+        };
+        sys::rename2(&from, &to, flags)
+    }
+
+    /// Publishes the finished object `t` as `dir/name`, replacing the
+    /// whiteout of `name` if there is one.
+    pub fn publish(&self, t: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+        let p = child(dir, name);
+        if self.format == Format::Overlay && self.has_whiteout(dir, name) {
+            sys::rename2(t, &p, libc::RENAME_EXCHANGE)?;
+            // `t` is the whiteout now, in the work directory.
+            if let Err(e) = std::fs::remove_file(t) {
+                tracing::warn!("removing {}: {e}", t.display());
+            }
+            return Ok(());
+        }
+        sys::rename2(t, &p, libc::RENAME_NOREPLACE)?;
+        self.remove_whiteout(dir, name)
+    }
+
+    /// Hard-links `from` as `dir/name`, replacing the whiteout of `name`
+    /// if there is one.
+    pub fn link(&self, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+        let p = child(dir, name);
+        if self.format == Format::Overlay && self.has_whiteout(dir, name) {
+            let t = self.temp();
+            std::fs::hard_link(from, &t).map_err(|e| sys::errno_of(&e))?;
+            if let Err(e) = sys::rename2(&t, &p, 0) {
+                let _ = std::fs::remove_file(&t);
+                return Err(e);
+            }
+            return Ok(());
+        }
+        std::fs::hard_link(from, &p).map_err(|e| sys::errno_of(&e))?;
+        self.remove_whiteout(dir, name)
     }
 
     /// Takes `path` out of the branch in one rename, then deletes it from
@@ -296,6 +581,10 @@ impl Upper {
     /// at `p` with `meta`. Regular files and directories are created by the
     /// caller (they need data or children first).
     pub fn make_special(&self, p: &Path, meta: &Meta, target: &[u8]) -> SysResult<()> {
+        if self.format == Format::Overlay && meta.kind == Kind::Char && meta.rdev == 0 {
+            // A 0:0 device is a whiteout in this format: it cannot be stored.
+            return Err(libc::EPERM);
+        }
         match meta.kind {
             Kind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(target), p)
                 .map_err(|e| sys::errno_of(&e))?,
@@ -357,7 +646,10 @@ impl Upper {
 
     /// Is `name` an xattr of the branch's own bookkeeping, never shown?
     pub fn is_private_xattr(&self, name: &[u8]) -> bool {
-        self.rootless && name == OVERRIDE_XATTR
+        match self.format {
+            Format::Aufs => self.rootless && name == OVERRIDE_XATTR,
+            Format::Overlay => is_overlay_xattr(name),
+        }
     }
 }
 

@@ -451,6 +451,8 @@ impl Vfs {
         let pp = self.upath(parent)?;
         let p = child(&pp, name);
         match sys::lstat(&p) {
+            // An overlay-format whiteout is the hidden name itself.
+            Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT),
             Ok(st) => {
                 let kind = up.meta_of(&p, &st).kind;
                 let lower = if kind == Kind::Dir && !up.is_opaque(&p) && !up.has_whiteout(&pp, name)
@@ -803,12 +805,14 @@ impl Vfs {
         let mut out = Vec::new();
         let mut shadowed = BTreeSet::new();
         if upper {
+            let up_ref = self.up()?;
             let dir = self.upath(ino)?;
             let rd = std::fs::read_dir(&dir).map_err(|e| errno_of(&e))?;
             for de in rd {
                 let de = de.map_err(|e| errno_of(&e))?;
                 let name = de.file_name().as_bytes().to_vec();
-                match classify_name(&name) {
+                let ft = de.file_type().map_err(|e| errno_of(&e))?;
+                match up_ref.classify(&dir, &name, ft) {
                     NameClass::Plain => {}
                     NameClass::Whiteout(hidden) => {
                         shadowed.insert(hidden.to_vec());
@@ -1423,8 +1427,7 @@ impl Vfs {
         if dir && self.lower_has(parent, name)? {
             up.make_opaque(t)?;
         }
-        sys::rename2(t, &child(pp, name), libc::RENAME_NOREPLACE)?;
-        up.remove_whiteout(pp, name)
+        up.publish(t, pp, name)
     }
 
     /// Creates a new object `name` in `parent`; `make` builds it at a
@@ -1578,12 +1581,7 @@ impl Vfs {
             return Err(libc::EISDIR);
         }
         let pp = self.copy_up_dir(parent)?;
-        if self.lower_has(parent, name)? {
-            up.make_whiteout(&pp, name)?;
-        }
-        if upper {
-            std::fs::remove_file(child(&pp, name)).map_err(|e| errno_of(&e))?;
-        }
+        up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)?;
         self.drop_name(ino, parent, name);
         Ok(())
     }
@@ -1600,12 +1598,7 @@ impl Vfs {
             return Err(libc::ENOTEMPTY);
         }
         let pp = self.copy_up_dir(parent)?;
-        if self.lower_has(parent, name)? {
-            up.make_whiteout(&pp, name)?;
-        }
-        if upper {
-            up.discard(&child(&pp, name))?;
-        }
+        up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)?;
         self.drop_name(ino, parent, name);
         self.adjust_subdirs(parent, -1);
         Ok(())
@@ -1684,31 +1677,16 @@ impl Vfs {
             if sdir && self.lower_has(newparent, newname)? {
                 up.make_opaque(&from)?;
             }
-            // The whiteout first: next to the object still there it hides
-            // nothing (a name both present and whited out is present), and
-            // after the rename it hides the lower one. A crash in between
-            // shows the old view; a refused whiteout changes nothing.
             let whiteout_old = self.lower_has(parent, name)?;
-            if whiteout_old {
-                up.make_whiteout(&sp, name)?;
-            }
-            if let Some(d) = dst {
-                let (dkind, dupper, _) = self.state(d)?;
-                if dkind == Kind::Dir && dupper {
-                    up.discard(&to)?;
+            let discard_to = match dst {
+                Some(d) => {
+                    let (dkind, dupper, _) = self.state(d)?;
+                    dkind == Kind::Dir && dupper
                 }
-            }
-            if let Err(e) = sys::rename2(&from, &to, 0) {
-                if whiteout_old {
-                    let _ = up.remove_whiteout(&sp, name);
-                }
-                return Err(e);
-            }
-            // Done on disk: from here on the table follows, whatever else
-            // fails (a whiteout left next to the new name hides nothing).
-            if let Err(e) = up.remove_whiteout(&dp, newname) {
-                tracing::warn!("rename: whiteout of the new name left: errno {e}");
-            }
+                None => false,
+            };
+            up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)?;
+            // Done on disk: from here on the table follows.
             if let Some(d) = dst {
                 self.drop_name(d, newparent, newname);
             }
@@ -1763,9 +1741,8 @@ impl Vfs {
         self.copy_up(ino, true)?;
         let from = self.upath(ino)?;
         let dp = self.copy_up_dir(newparent)?;
-        std::fs::hard_link(&from, child(&dp, newname)).map_err(|e| errno_of(&e))?;
+        self.up()?.link(&from, &dp, newname)?;
         self.note_upper_ino(ino, &from);
-        self.up()?.remove_whiteout(&dp, newname)?;
         let key = (newparent, Box::<[u8]>::from(newname));
         {
             let mut nodes = self.nodes.write();

@@ -6,7 +6,9 @@
 //! 0:0 and `trusted.overlay.opaque`). Both must show the oracle's merge of
 //! the image. The write side (an rw branch on top of directory branches)
 //! runs in `rw_diff.rs` as its implementation "layerfs-branches"; here a
-//! few fixed writes check that the rw branch is an AUFS layer diff.
+//! few fixed writes check that the rw branch is an AUFS layer diff, and
+//! that an overlay `upperdir=` is written in kernel overlayfs' format
+//! (kernel overlayfs mounts it afterwards and shows the same tree).
 //!
 //! Needs root (the extraction chowns, makes devices, sets trusted.*
 //! xattrs); skipped otherwise.
@@ -195,6 +197,231 @@ fn writes_land_in_the_rw_branch_as_an_aufs_diff() {
     assert!(m.path("etc/passwd").is_dir());
 }
 
+/// Every path under `dir` (relative), depth first.
+fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir.join(rel)).unwrap() {
+        let e = e.unwrap();
+        let r = rel.join(e.file_name());
+        out.push(r.clone());
+        if e.file_type().unwrap().is_dir() {
+            walk(dir, &r, out);
+        }
+    }
+}
+
+fn is_overlay_whiteout(p: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+fn is_overlay_opaque(p: &Path) -> bool {
+    xattr_of(p, "trusted.overlay.opaque").as_deref() == Some(&b"y"[..])
+}
+
+fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+/// Kernel overlayfs mounted at `mp`; unmounted on drop.
+struct KernelOverlay(PathBuf);
+
+impl KernelOverlay {
+    fn mount(mp: &Path, opts: &str) -> KernelOverlay {
+        std::fs::create_dir_all(mp).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", opts])
+            .arg(mp)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t overlay -o {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        KernelOverlay(mp.to_path_buf())
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        let st = Command::new("umount").arg(&self.0).status();
+        if !st.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn upperdir_is_written_in_kernel_overlay_format() {
+    let Some(l) = layers() else { return };
+    let overlay_fs = std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"));
+    if !overlay_fs {
+        eprintln!("SKIP: kernel overlayfs is not available");
+        return;
+    }
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let (up, work) = (t.path().join("upper"), t.path().join("work"));
+    let ov: Vec<&PathBuf> = l.overlay.iter().collect();
+    let opts = format!(
+        "{},upperdir={},workdir={}",
+        lowerdir(&ov),
+        up.display(),
+        work.display()
+    );
+    let m = Mount::branches(&store, &opts);
+    std::fs::write(m.path("etc/motd"), b"hi\n").unwrap(); // create
+    std::fs::write(m.path("etc/group"), b"g\n").unwrap(); // copy-up
+    std::fs::remove_file(m.path("etc/passwd")).unwrap(); // unlink of a lower file
+    std::fs::remove_dir_all(m.path("usr/share/doc")).unwrap(); // rm -rf of a lower dir
+    std::fs::rename(m.path("home/user"), m.path("home/user2")).unwrap(); // lower dir
+    std::fs::create_dir(m.path("etc/passwd")).unwrap(); // mkdir over a whiteout
+    std::fs::write(m.path("etc/passwd/x"), b"x\n").unwrap();
+    std::fs::remove_file(m.path("bin/cat")).unwrap();
+    std::fs::rename(m.path("etc/motd"), m.path("bin/cat")).unwrap(); // over a whiteout
+    std::fs::remove_file(m.path("bin/echo")).unwrap();
+    std::fs::hard_link(m.path("bin/cat"), m.path("bin/echo")).unwrap(); // link over one
+    std::fs::rename(m.path("bin/id"), m.path("bin/id2")).unwrap(); // lower file
+    std::fs::create_dir(m.path("opt/new")).unwrap();
+    std::fs::rename(m.path("opt/new"), m.path("bin/ls")).unwrap_err(); // dir over file
+    std::fs::remove_file(m.path("bin/ls")).unwrap();
+    std::fs::rename(m.path("opt/new"), m.path("bin/ls")).unwrap(); // dir over a whiteout
+                                                                   // A 0:0 device would be a whiteout in the upperdir: refused.
+    let st = Command::new("mknod")
+        .arg(m.path("tmp/dev00"))
+        .args(["c", "0", "0"])
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    assert!(!m.path("tmp/dev00").exists());
+    std::fs::remove_dir_all(m.path("opt/data")).unwrap();
+    std::fs::create_dir(m.path("opt/data")).unwrap(); // opaque over a lower dir
+    std::fs::write(m.path("opt/data/z"), b"z\n").unwrap();
+    assert!(!m.path("opt/data/new").exists());
+    assert!(!m.path("usr/share/doc").exists());
+    assert!(m.path("home/user2/secret").is_file());
+    assert!(!m.path("home/user").exists());
+    let names: Vec<String> = std::fs::read_dir(m.path("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.contains(&"id".to_string()), "{names:?}");
+    let before = snapshot(&m.dir);
+    drop(m);
+
+    // U holds only overlay-format markers, nothing of layerfs.
+    assert!(is_overlay_whiteout(&up.join("usr/share/doc")));
+    assert!(is_overlay_whiteout(&up.join("home/user")));
+    assert!(is_overlay_whiteout(&up.join("bin/id")));
+    assert!(is_overlay_opaque(&up.join("home/user2")));
+    assert!(is_overlay_opaque(&up.join("etc/passwd")));
+    assert!(is_overlay_opaque(&up.join("bin/ls")));
+    assert!(is_overlay_opaque(&up.join("opt/data")));
+    assert!(!is_overlay_opaque(&up.join("etc")));
+    assert_eq!(std::fs::read(up.join("bin/cat")).unwrap(), b"hi\n");
+    let mut all = Vec::new();
+    walk(&up, Path::new(""), &mut all);
+    for p in &all {
+        assert!(
+            !p.to_string_lossy().contains(".wh."),
+            "AUFS name {} in the upperdir",
+            p.display()
+        );
+        assert!(
+            xattr_of(&up.join(p), "user.containers.override_stat").is_none(),
+            "{}",
+            p.display()
+        );
+    }
+    assert!(work.join("layerfs.lock").exists());
+
+    // Kernel overlayfs mounts the same upperdir (with a fresh workdir) and
+    // shows the same tree.
+    let w2 = t.path().join("work2");
+    std::fs::create_dir(&w2).unwrap();
+    let kmp = t.path().join("kmnt");
+    {
+        let lowers: Vec<String> = ov.iter().rev().map(|d| d.display().to_string()).collect();
+        let k = KernelOverlay::mount(
+            &kmp,
+            &format!(
+                "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                lowers.join(":"),
+                up.display(),
+                w2.display()
+            ),
+        );
+        assert_same_tree(
+            "kernel overlayfs over the upperdir",
+            &before,
+            &snapshot(&k.0),
+            &[],
+        );
+    }
+
+    // layerfs again, on the same branches: the same tree.
+    let m = Mount::branches(&store, &opts);
+    assert_same_tree("layerfs remounted", &before, &snapshot(&m.dir), &[]);
+    drop(m);
+}
+
+/// Overlay-format whiteouts are device nodes: a non-root `upperdir=` is
+/// refused up front (the AUFS-format `br=...=rw` works rootless).
+#[test]
+fn upperdir_needs_root() {
+    let Some((user, _)) = unprivileged_user() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let st = Command::new("chown")
+        .arg(user)
+        .arg(t.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exe = t.path().join("layerfs");
+    std::fs::copy(bin(), &exe).unwrap();
+    for d in ["mnt", "lower", "upper", "work"] {
+        let st = Command::new("runuser")
+            .args(["-u", user, "--", "mkdir"])
+            .arg(t.path().join(d))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let p = |d: &str| t.path().join(d).display().to_string();
+    let out = Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(&exe)
+        .arg("--root")
+        .arg(t.path().join("store"))
+        .args(["mount-branches", &p("mnt"), "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            p("lower"),
+            p("upper"),
+            p("work")
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("upperdir= needs root"), "{err}");
+    assert!(std::fs::read_dir(t.path().join("upper"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
 #[test]
 fn bad_branch_options_are_refused() {
     if !is_root() {
@@ -209,9 +436,11 @@ fn bad_branch_options_are_refused() {
     let mps = mp.to_str().unwrap();
     let l = lo.display();
     for (opts, msg) in [
+        (format!("lowerdir={l},upperdir={l}2"), "needs workdir"),
+        (format!("lowerdir={l},workdir={l}3"), "needs upperdir"),
         (
-            format!("lowerdir={l},upperdir={l}2,workdir={l}3"),
-            "not supported yet",
+            format!("lowerdir={l},upperdir={l}2,workdir={l}2/w"),
+            "must not contain each other",
         ),
         (format!("br={l}=ro:{l}2=rw"), "not the first"),
         (format!("br={l}=bogus"), "unknown permission"),
