@@ -145,6 +145,25 @@ pub fn kind_of_mode(mode: u32) -> Kind {
     }
 }
 
+/// Takes the flock at `lock_path` that keeps a branch to one mount; `what`
+/// names the branch (`rw branch`, `upperdir`) in the error.
+fn take_lock(lock_path: &Path, what: &str, root: &Path) -> Result<File> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if sys::try_lock_exclusive(&lock).is_err() {
+        bail!(
+            "{what} {} is in use by another mount (lock {} is held)",
+            root.display(),
+            lock_path.display()
+        );
+    }
+    Ok(lock)
+}
+
 /// The image a branch was made on (recorded at its first mount).
 pub fn branch_image(dir: &Path) -> Option<String> {
     let s = std::fs::read_to_string(dir.join(STATE_DIR).join("image")).ok()?;
@@ -197,20 +216,7 @@ impl Upper {
         let fresh = !state.exists();
         let work = state.join("work");
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let lock_path = state.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        if sys::try_lock_exclusive(&lock).is_err() {
-            bail!(
-                "rw branch {} is in use by another mount (lock {} is held)",
-                root.display(),
-                lock_path.display()
-            );
-        }
+        let lock = take_lock(&state.join("lock"), "rw branch", &root)?;
         let Some(image) = image else {
             // A branch of `mount-branches`: no image to check against.
             return Upper::finish_open(root, work, lock, fresh, Format::Aufs);
@@ -272,20 +278,7 @@ impl Upper {
         let fresh = std::fs::read_dir(&root)?.next().is_none();
         let work = work_root.join("layerfs");
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let lock_path = work_root.join("layerfs.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        if sys::try_lock_exclusive(&lock).is_err() {
-            bail!(
-                "upperdir {} is in use by another mount (lock {} is held)",
-                root.display(),
-                lock_path.display()
-            );
-        }
+        let lock = take_lock(&work_root.join("layerfs.lock"), "upperdir", &root)?;
         Upper::finish_open(root, work, lock, fresh, Format::Overlay)
     }
 
