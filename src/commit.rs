@@ -16,22 +16,29 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::index::{Index, Kind};
-use crate::inspect::{join, Change};
+use crate::inspect::{join, layer_changes, Change};
 use crate::store::Store;
 use crate::sys;
 use crate::tarw::{self, TarMeta, TarType};
-use crate::union::{classify_name, list_dir, resolve_child, root, NameClass, Resolved};
+use crate::union::{is_overlay_xattr, overlay_mark, OverlayMark, WH_OPAQUE, WH_PREFIX};
 use crate::upper::{kind_of_mode, Meta, OVERRIDE_XATTR, STATE_DIR};
 
-/// Checks that `dir` is a read-write branch (it has the state directory).
-pub fn check_branch(dir: &Path) -> Result<PathBuf> {
+/// Checks that `dir` is a read-write branch (it has the state directory),
+/// or, with `plain`, any directory (an overlay upperdir, a Docker
+/// `overlay2/<id>/diff` or `aufs/diff/<id>`): read in both whiteout
+/// formats.
+pub fn check_branch(dir: &Path, plain: bool) -> Result<PathBuf> {
     let d = dir
         .canonicalize()
         .with_context(|| format!("rw branch {}", dir.display()))?;
-    if !d.join(STATE_DIR).is_dir() {
+    if !d.is_dir() {
+        bail!("{} is not a directory", d.display());
+    }
+    if !plain && !d.join(STATE_DIR).is_dir() {
         bail!(
             "{} is not a layerfs read-write branch (it has no {STATE_DIR}/; \
-             make one with `layerfs mount IMAGE DIR --rw RWDIR`)",
+             make one with `layerfs mount IMAGE DIR --rw RWDIR`, or give --plain \
+             to read any directory as a layer diff, AUFS or overlay format)",
             d.display()
         );
     }
@@ -48,74 +55,34 @@ fn names(dir: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(v)
 }
 
+/// Whether the branch at `rw` is read in overlay's format too: a branch
+/// layerfs made in the AUFS format has its state directory, and there a
+/// character device 0:0 is a device; any other directory (an overlay
+/// upperdir, a Docker `overlay2/<id>/diff`) may hold either format.
+fn reads_overlay(rw: &Path) -> bool {
+    !rw.join(STATE_DIR).is_dir()
+}
+
+/// The branch at `rw` as a layer index (whiteouts in the AUFS spelling).
+pub fn branch_index(rw: &Path) -> Result<Index> {
+    crate::dirlayer::index_directory_as(rw, reads_overlay(rw))
+}
+
 /// What the branch `rw` changes in the view of `layers` (stack order, 0 =
 /// top), sorted by path: `A` added, `C` changed (a directory that holds a
 /// change counts as changed), `D` deleted. Only the branch is walked (plus
 /// the lower listing of a directory made opaque), so the cost follows the
-/// number of changes, not the size of the image.
+/// number of changes, not the size of the image. Both whiteout formats are
+/// read (see [`reads_overlay`]).
 pub fn rw_diff(layers: &[impl AsRef<Index>], rw: &Path) -> Result<Vec<(Change, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let r = (!layers.is_empty()).then(|| root(layers));
-    diff_dir(layers, rw, b"", r.as_ref(), &mut out)?;
-    out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
-}
-
-fn diff_dir(
-    layers: &[impl AsRef<Index>],
-    dir: &Path,
-    rel: &[u8],
-    lower: Option<&Resolved>,
-    out: &mut Vec<(Change, Vec<u8>)>,
-) -> Result<()> {
-    let lower_srcs = match lower {
-        Some(Resolved::Dir(s)) => Some(s.as_slice()),
-        _ => None,
-    };
-    let here = names(dir)?;
-    let has = |n: &[u8]| here.binary_search_by(|x| x.as_slice().cmp(n)).is_ok();
-    if has(crate::union::WH_OPAQUE) {
-        if let Some(srcs) = lower_srcs {
-            for (name, _) in list_dir(layers, srcs) {
-                if !has(&name) {
-                    out.push((Change::Deleted, join(rel, &name)));
-                }
-            }
-        }
-    }
-    for name in &here {
-        if rel.is_empty() && name.as_slice() == STATE_DIR.as_bytes() {
-            continue;
-        }
-        match classify_name(name) {
-            NameClass::Opaque | NameClass::Meta => continue,
-            NameClass::Whiteout(hidden) => {
-                let exists = lower_srcs.is_some_and(|s| resolve_child(layers, s, hidden).is_some());
-                // Under an opaque directory the lower entry is already gone.
-                if exists && !has(crate::union::WH_OPAQUE) && !has(hidden) {
-                    out.push((Change::Deleted, join(rel, hidden)));
-                }
-            }
-            NameClass::Plain => {
-                let below = lower_srcs.and_then(|s| resolve_child(layers, s, name));
-                let path = join(rel, name);
-                out.push((
-                    if below.is_some() {
-                        Change::Changed
-                    } else {
-                        Change::Added
-                    },
-                    path.clone(),
-                ));
-                let p = dir.join(OsStr::from_bytes(name));
-                let md = std::fs::symlink_metadata(&p)?;
-                if md.is_dir() {
-                    diff_dir(layers, &p, &path, below.as_ref(), out)?;
-                }
-            }
-        }
-    }
-    Ok(())
+    let top = branch_index(rw)?;
+    let mut all: Vec<&Index> = vec![&top];
+    all.extend(layers.iter().map(|l| l.as_ref()));
+    Ok(layer_changes(&all, 0)
+        .into_iter()
+        .filter(|c| !c.path.is_empty())
+        .map(|c| (c.change, c.path))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -159,8 +126,9 @@ fn branch_meta(p: &Path, st: &libc::stat) -> (Meta, Xattrs) {
 pub fn write_layer(rw: &Path, out: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(BufWriter::with_capacity(1 << 20, out));
     let mut seen: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let overlay = reads_overlay(rw);
     // The branch's root too (`./`): a writable mount shows its metadata.
-    write_tree(&mut b, rw, b"", &mut seen)?;
+    write_tree(&mut b, rw, b"", overlay, &mut seen)?;
     b.into_inner()?.flush()?;
     Ok(())
 }
@@ -171,11 +139,46 @@ fn write_tree<W: Write>(
     b: &mut tar::Builder<W>,
     p: &Path,
     path: &[u8],
+    overlay: bool,
     seen: &mut HashMap<(u64, u64), Vec<u8>>,
 ) -> Result<()> {
     let st = sys::lstat(p)
         .map_err(|e| anyhow!("{}: {}", p.display(), io::Error::from_raw_os_error(e)))?;
-    let (meta, xattrs) = branch_meta(p, &st);
+    let (meta, mut xattrs) = branch_meta(p, &st);
+    let real = kind_of_mode(st.st_mode);
+    let err = |e: io::Error| anyhow!("writing {}: {e}", p.display());
+    // Overlay's markers become the layer format's (AUFS `.wh.` names).
+    let mut opaque = false;
+    if overlay {
+        let rdev = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+        let mark = overlay_mark(
+            real,
+            rdev,
+            xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
+        xattrs.retain(|(n, _)| !is_overlay_xattr(n));
+        match mark {
+            OverlayMark::Whiteout if !path.is_empty() => {
+                let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
+                    Some(i) => (&path[..i], &path[i + 1..]),
+                    None => (&path[..0], path),
+                };
+                let wh = join(dir, &[WH_PREFIX, name].concat());
+                let tm = TarMeta {
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mtime: st.st_mtime,
+                    mtime_nsec: st.st_mtime_nsec as u32,
+                    rdev: (0, 0),
+                    xattrs: Vec::new(),
+                };
+                return tarw::append(b, &wh, TarType::File, &tm, b"", 0, io::empty()).map_err(err);
+            }
+            OverlayMark::Opaque => opaque = true,
+            _ => {}
+        }
+    }
     let tm = TarMeta {
         mode: meta.perm,
         uid: meta.uid,
@@ -185,12 +188,26 @@ fn write_tree<W: Write>(
         rdev: (libc::major(meta.rdev), libc::minor(meta.rdev)),
         xattrs,
     };
-    let err = |e: io::Error| anyhow!("writing {}: {e}", p.display());
-    let real = kind_of_mode(st.st_mode);
     match meta.kind {
         Kind::Dir if real == Kind::Dir => {
             tarw::append(b, path, TarType::Dir, &tm, b"", 0, io::empty()).map_err(err)?;
-            for name in names(p)? {
+            let children = names(p)?;
+            if opaque
+                && children
+                    .binary_search_by(|n| n.as_slice().cmp(WH_OPAQUE))
+                    .is_err()
+            {
+                let marker = TarMeta {
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    xattrs: Vec::new(),
+                    ..tm
+                };
+                let m = join(path, WH_OPAQUE);
+                tarw::append(b, &m, TarType::File, &marker, b"", 0, io::empty()).map_err(err)?;
+            }
+            for name in children {
                 if path.is_empty() && name.as_slice() == STATE_DIR.as_bytes() {
                     continue;
                 }
@@ -198,6 +215,7 @@ fn write_tree<W: Write>(
                     b,
                     &p.join(OsStr::from_bytes(&name)),
                     &join(path, &name),
+                    overlay,
                     seen,
                 )?;
             }
@@ -254,6 +272,8 @@ pub struct CommitOptions {
     /// Dockerfile instructions applied to the config (`CMD ["sh"]`, ...).
     pub changes: Vec<String>,
     pub tags: Vec<String>,
+    /// Accept a directory layerfs did not make (see [`check_branch`]).
+    pub plain: bool,
 }
 
 /// Splits a Dockerfile value into a JSON array if it is one (exec form),
@@ -445,7 +465,7 @@ pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> R
     for t in &opts.tags {
         crate::image::validate_tag(t).map_err(|e| anyhow!(e))?;
     }
-    let rw = check_branch(rw)?;
+    let rw = check_branch(rw, opts.plain)?;
     let lock = store.lock()?;
     let staging = store.staging("commit")?;
     let tar_path = staging.path().join("layer.tar");
@@ -530,6 +550,7 @@ mod tests {
             author: Some("me".into()),
             changes: vec!["USER nobody".into()],
             tags: vec![],
+            plain: false,
         };
         let c = commit_config(parent, "bb", "2024-01-02T03:04:05Z", &opts).unwrap();
         let v: Value = serde_json::from_slice(&c).unwrap();

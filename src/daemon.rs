@@ -145,7 +145,15 @@ pub fn run_foreground(
         Some(dir) => Some(Upper::open(dir, Some(id))?),
         None => None,
     };
-    serve(store, id, layers, upper, mountpoint, opts, notify_ready)
+    serve(
+        store,
+        Source::Image(id),
+        layers,
+        upper,
+        mountpoint,
+        opts,
+        notify_ready,
+    )
 }
 
 /// Runs the daemon of `layerfs mount-branches`: plain directories as
@@ -173,14 +181,24 @@ pub fn run_branches_foreground(
         (Some(dir), None) => Some(Upper::open(dir, None)?),
         (None, _) => None,
     };
-    serve(store, "", layers, upper, mountpoint, opts, notify_ready)
+    let dirs = lowers
+        .iter()
+        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()));
+    let source = Source::Dirs(dirs.collect());
+    serve(store, source, layers, upper, mountpoint, opts, notify_ready)
+}
+
+/// What a mount shows: an image of the store, or directory branches.
+enum Source<'a> {
+    Image(&'a str),
+    /// The branch directories, top first.
+    Dirs(Vec<PathBuf>),
 }
 
 /// Mounts `layers` (+ `upper`) at `mountpoint` and serves until unmounted.
-/// `id` is the image (empty for directory branches).
 fn serve(
     store: &Store,
-    id: &str,
+    source: Source,
     layers: Vec<Layer>,
     upper: Option<Upper>,
     mountpoint: &Path,
@@ -192,6 +210,11 @@ fn serve(
     let opts = &fuse_opts;
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
     let vfs = Arc::new(Vfs::with_upper(layers, upper)?.with_owners(owners));
+    let (id, lowerdirs) = match source {
+        Source::Image(id) => (id, Vec::new()),
+        // A mount-branches mount records no image (empty).
+        Source::Dirs(dirs) => ("", dirs),
+    };
     let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
     let sigset = block_signals();
     let fs = LayerFs::new(vfs);
@@ -221,6 +244,7 @@ fn serve(
         image: id.to_string(),
         mountpoint: mountpoint.to_path_buf(),
         rw: rw_root,
+        lowerdirs,
     };
     let record_path = store.register_mount(&record)?;
     std::thread::Builder::new()

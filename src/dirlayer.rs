@@ -68,8 +68,17 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Walks `root` and builds its layer index (in memory).
+/// Walks `root` and builds its layer index (in memory), reading both
+/// whiteout formats.
 pub fn index_directory(root: &Path) -> Result<Index> {
+    index_directory_as(root, true)
+}
+
+/// Walks `root` and builds its layer index. With `overlay` false only the
+/// AUFS spelling means anything (a layerfs AUFS-format branch, where a
+/// character device 0:0 is a device a user made and overlay xattrs are
+/// plain xattrs).
+pub fn index_directory_as(root: &Path, overlay: bool) -> Result<Index> {
     let mut found: Vec<Found> = Vec::new();
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut warned_redirect = false;
@@ -96,6 +105,7 @@ pub fn index_directory(root: &Path) -> Result<Index> {
                 &md,
                 &mut links,
                 &mut warned_redirect,
+                overlay,
             )?);
         }
         let mut names: Vec<Vec<u8>> = Vec::new();
@@ -120,6 +130,7 @@ pub fn index_directory(root: &Path) -> Result<Index> {
                 &md,
                 &mut links,
                 &mut warned_redirect,
+                overlay,
             )?);
             if is_dir {
                 stack.push(path);
@@ -141,6 +152,42 @@ pub fn index_directory(root: &Path) -> Result<Index> {
     Ok(Index::from_bytes(bytes, &root.display().to_string())?)
 }
 
+/// The last component of a relative path.
+fn name_of(path: &[u8]) -> &[u8] {
+    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+}
+
+/// The first name of `md`'s hard-link group, when `path` is a later one.
+fn hard_link(
+    md: &std::fs::Metadata,
+    path: &[u8],
+    name: &[u8],
+    kind: Kind,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Option<Vec<u8>> {
+    if kind == Kind::Dir || md.nlink() <= 1 || classify_name(name) != NameClass::Plain {
+        return None;
+    }
+    match links.get(&(md.dev(), md.ino())) {
+        Some(first) => Some(first.clone()),
+        None => {
+            links.insert((md.dev(), md.ino()), path.to_vec());
+            None
+        }
+    }
+}
+
+fn link_target(p: &Path, kind: Kind) -> Result<Vec<u8>> {
+    if kind != Kind::Symlink {
+        return Ok(Vec::new());
+    }
+    Ok(std::fs::read_link(p)
+        .with_context(|| format!("readlink {}", p.display()))?
+        .as_os_str()
+        .as_bytes()
+        .to_vec())
+}
+
 /// The entries one object of the walk stands for: itself, a whiteout in
 /// the AUFS spelling, or a directory plus its opaque marker.
 fn describe(
@@ -149,6 +196,7 @@ fn describe(
     md: &std::fs::Metadata,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
     warned_redirect: &mut bool,
+    overlay: bool,
 ) -> Result<Vec<Found>> {
     let kind = kind_of_mode(md.mode());
     if kind == Kind::Socket {
@@ -157,6 +205,24 @@ fn describe(
     }
     let rdev = (libc::major(md.rdev()), libc::minor(md.rdev()));
     let mut xattrs = xattrs_of(p)?;
+    if !overlay {
+        return Ok(vec![Found {
+            link: hard_link(md, &path, name_of(&path), kind, links),
+            target: link_target(p, kind)?,
+            size: if kind == Kind::File { md.len() } else { 0 },
+            meta: EntryMeta {
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: md.mtime(),
+                mtime_nsec: md.mtime_nsec() as u32,
+                xattrs,
+            },
+            path,
+            kind,
+            rdev,
+        }]);
+    }
     let mark = overlay_mark(
         kind,
         rdev,
@@ -195,24 +261,8 @@ fn describe(
     if mark == OverlayMark::Whiteout && !path.is_empty() {
         return Ok(vec![marker(&[b".wh.", name].concat())]);
     }
-    let mut link = None;
-    if kind != Kind::Dir && md.nlink() > 1 && classify_name(name) == NameClass::Plain {
-        match links.get(&(md.dev(), md.ino())) {
-            Some(first) => link = Some(first.clone()),
-            None => {
-                links.insert((md.dev(), md.ino()), path.clone());
-            }
-        }
-    }
-    let target = if kind == Kind::Symlink {
-        std::fs::read_link(p)
-            .with_context(|| format!("readlink {}", p.display()))?
-            .as_os_str()
-            .as_bytes()
-            .to_vec()
-    } else {
-        Vec::new()
-    };
+    let link = hard_link(md, &path, name, kind, links);
+    let target = link_target(p, kind)?;
     let opaque = mark == OverlayMark::Opaque;
     let mut out = vec![Found {
         path: path.clone(),

@@ -181,8 +181,17 @@ enum Cmd {
         /// A read-write branch, or the mountpoint of a read-write mount.
         target: PathBuf,
         /// The image under the branch (found from the live mount if omitted).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lowerdir")]
         image: Option<String>,
+        /// Instead of an image: the directories under the branch, top
+        /// first, colon separated (as mount-branches' lowerdir=).
+        #[arg(long, value_name = "DIR[:DIR...]")]
+        lowerdir: Option<String>,
+        /// TARGET is any directory holding a layer diff (an overlay
+        /// upperdir, Docker's overlay2/<id>/diff or aufs/diff/<id>), not a
+        /// branch layerfs made: both whiteout formats are read.
+        #[arg(long)]
+        plain: bool,
         #[arg(long)]
         json: bool,
     },
@@ -206,6 +215,12 @@ enum Cmd {
         /// ENV, WORKDIR, USER, LABEL or EXPOSE (repeatable).
         #[arg(long = "change", short = 'c', value_name = "INSTRUCTION")]
         changes: Vec<String>,
+        /// RWDIR is any directory holding a layer diff (an overlay
+        /// upperdir, Docker's overlay2/<id>/diff), not a branch layerfs
+        /// made: overlay whiteouts and opaque directories are written as
+        /// the layer format's `.wh.` entries.
+        #[arg(long)]
+        plain: bool,
     },
     /// Write the flattened merged tree as one rootfs tar.
     Export {
@@ -752,11 +767,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Diff {
             target,
             image,
+            lowerdir,
+            plain,
             json,
         } => {
-            let (rw, id) = branch_and_image(&store, &target, image.as_deref())?;
-            let img = ImageLayers::open(&store, &id)?;
-            let changes = rw_diff(&img.layers, &rw)?;
+            let changes = match lowerdir {
+                Some(dirs) => {
+                    let rw = branch_of(&store, &target, plain)?.0;
+                    rw_diff(&index_dirs(split_dirs(&dirs))?, &rw)?
+                }
+                None => match branch_and_base(&store, &target, image.as_deref(), plain)? {
+                    (rw, Base::Image(id)) => rw_diff(&ImageLayers::open(&store, &id)?.layers, &rw)?,
+                    (rw, Base::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
+                },
+            };
             if json {
                 let rows: Vec<Value> = changes
                     .iter()
@@ -776,13 +800,21 @@ fn run(cli: Cli) -> Result<()> {
             message,
             author,
             changes,
+            plain,
         } => {
-            let (rw, id) = branch_and_image(&store, &rwdir, image.as_deref())?;
+            let (rw, id) = match branch_and_base(&store, &rwdir, image.as_deref(), plain)? {
+                (rw, Base::Image(id)) => (rw, id),
+                (rw, Base::Dirs(_)) => bail!(
+                    "{}: a branch of directory branches has no image to commit onto; give --image IMAGE",
+                    rw.display()
+                ),
+            };
             let opts = CommitOptions {
                 message,
                 author,
                 changes,
                 tags,
+                plain,
             };
             let new = commit(&store, &id, &rw, &opts)?;
             writeln!(out, "{new}")?;
@@ -917,43 +949,82 @@ fn bundle_umount(store: &Store, dir: &Path) -> Result<()> {
 /// The read-write branch and image of `target`: a live read-write mount's
 /// mountpoint (both from its record), or a branch directory (the image from
 /// `--image`, else from a live mount of that branch).
-fn branch_and_image(
+/// What a branch lies on.
+enum Base {
+    Image(String),
+    /// mount-branches' read-only directories, top first.
+    Dirs(Vec<PathBuf>),
+}
+
+/// The branch directory of `target` (a live read-write mount's, or
+/// `target` itself), with the live mount's record if there is one.
+fn branch_of(
     store: &Store,
     target: &Path,
-    image: Option<&str>,
-) -> Result<(PathBuf, String)> {
+    plain: bool,
+) -> Result<(PathBuf, Option<layerfs::store::MountRecord>)> {
     let canon = target
         .canonicalize()
         .with_context(|| format!("{}", target.display()))?;
     let mounts = store.mounts()?;
-    let (rw, from_mount) = if let Some(m) = mounts.iter().find(|m| m.mountpoint == canon) {
+    if let Some(m) = mounts.iter().find(|m| m.mountpoint == canon) {
         let rw = m.rw.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "{} is a read-only mount: it has no changes",
                 canon.display()
             )
         })?;
-        // A mount-branches mount records no image (empty).
-        (rw, Some(m.image.clone()).filter(|i| !i.is_empty()))
-    } else {
-        let rw = check_branch(&canon)?;
-        let img = mounts
-            .iter()
-            .find(|m| m.rw.as_deref() == Some(&rw))
-            .map(|m| m.image.clone())
-            .filter(|i| !i.is_empty())
-            .or_else(|| layerfs::upper::branch_image(&rw));
-        (rw, img)
-    };
-    let id = match (image, from_mount) {
-        (Some(i), _) => store.resolve(i)?,
-        (None, Some(id)) => id,
-        (None, None) => bail!(
+        return Ok((rw, Some(m.clone())));
+    }
+    let rw = check_branch(&canon, plain)?;
+    let m = mounts.into_iter().find(|m| m.rw.as_deref() == Some(&rw));
+    Ok((rw, m))
+}
+
+/// The branch of `target` and what it lies on: `--image`, else the live
+/// mount's image or directories, else the image the branch records.
+fn branch_and_base(
+    store: &Store,
+    target: &Path,
+    image: Option<&str>,
+    plain: bool,
+) -> Result<(PathBuf, Base)> {
+    let (rw, m) = branch_of(store, target, plain)?;
+    if let Some(i) = image {
+        return Ok((rw, Base::Image(store.resolve(i)?)));
+    }
+    if let Some(m) = m {
+        if !m.image.is_empty() {
+            return Ok((rw, Base::Image(m.image)));
+        }
+        if !m.lowerdirs.is_empty() {
+            return Ok((rw, Base::Dirs(m.lowerdirs)));
+        }
+    }
+    match layerfs::upper::branch_image(&rw) {
+        Some(id) => Ok((rw, Base::Image(id))),
+        None => bail!(
             "{}: which image is it a branch of? Give --image IMAGE (the branch does not record it)",
             rw.display()
         ),
-    };
-    Ok((rw, id))
+    }
+}
+
+fn split_dirs(s: &str) -> Vec<PathBuf> {
+    s.split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Directories as layer indexes (both whiteout formats), top first.
+fn index_dirs(dirs: Vec<PathBuf>) -> Result<Vec<layerfs::index::Index>> {
+    if dirs.is_empty() {
+        bail!("--lowerdir: no directory given");
+    }
+    dirs.iter()
+        .map(|d| layerfs::dirlayer::index_directory(d))
+        .collect()
 }
 
 fn slash_path(p: &[u8]) -> String {

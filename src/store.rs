@@ -69,6 +69,10 @@ pub struct MountRecord {
     pub image: String,
     pub mountpoint: PathBuf,
     pub rw: Option<PathBuf>,
+    /// `mount-branches`: the read-only branches, top first (the image is
+    /// empty then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lowerdirs: Vec<PathBuf>,
 }
 
 /// The default store root: `$LAYERFS_ROOT`, else `/var/lib/layerfs` for

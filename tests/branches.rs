@@ -500,3 +500,119 @@ fn mount_fuse3_runs_layerfs_as_its_helper() {
     let expected = oracle(&["--image", fixture(IMAGE).to_str().unwrap()]);
     assert_same_tree("mount.fuse3", &expected, &snapshot(&mp), &[]);
 }
+
+/// The same container-like changes, made through any union mount at `root`.
+fn container_changes(root: &Path) {
+    let p = |r: &str| root.join(r);
+    std::fs::write(p("etc/motd"), b"hi\n").unwrap(); // create
+    std::fs::write(p("etc/group"), b"g\n").unwrap(); // copy-up
+    std::fs::remove_file(p("etc/passwd")).unwrap(); // whiteout of a file
+    std::fs::remove_dir_all(p("usr/share/doc")).unwrap(); // whiteout of a dir
+    std::fs::remove_dir_all(p("opt/data")).unwrap();
+    std::fs::create_dir(p("opt/data")).unwrap(); // opaque over a lower dir
+    std::fs::write(p("opt/data/z"), b"z\n").unwrap();
+    std::fs::create_dir_all(p("new/sub")).unwrap();
+    std::os::unix::fs::symlink("../etc/motd", p("new/link")).unwrap();
+}
+
+/// A diff made by kernel overlayfs (an upperdir, like Docker's
+/// `overlay2/<id>/diff`) read with `--plain`: `diff` gives what the same
+/// changes give on a layerfs AUFS-format branch, against the image or
+/// against the layer directories, and `commit --plain` turns it into a
+/// layer whose image shows exactly what kernel overlayfs showed.
+#[test]
+fn overlay_upperdir_diff_and_commit() {
+    let Some(l) = layers() else { return };
+    let store = TestStore::new();
+    store.import(&fixture(IMAGE), &["--tag", "multi"]);
+    let t = tempfile::tempdir().unwrap();
+    let ov: Vec<&PathBuf> = l.overlay.iter().collect();
+    let lowers: Vec<String> = ov.iter().rev().map(|d| d.display().to_string()).collect();
+
+    // Kernel overlayfs makes the upperdir; its tree is the expectation.
+    let (up, work) = (t.path().join("kupper"), t.path().join("kwork"));
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let kernel_tree = {
+        let k = KernelOverlay::mount(
+            &t.path().join("kmnt"),
+            &format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lowers.join(":"),
+                up.display(),
+                work.display()
+            ),
+        );
+        container_changes(&k.0);
+        snapshot(&k.0)
+    };
+    assert!(is_overlay_whiteout(&up.join("etc/passwd")));
+    assert!(is_overlay_opaque(&up.join("opt/data")));
+    let ups = up.to_str().unwrap();
+
+    // The same changes on a layerfs rw mount of the image (AUFS branch).
+    let rw = t.path().join("rw");
+    {
+        let m = Mount::rw(&store, "multi", &rw);
+        container_changes(&m.dir);
+    }
+    let want = store.ok(&["diff", rw.to_str().unwrap()]);
+    for line in [
+        "D /etc/passwd",
+        "D /usr/share/doc",
+        "A /etc/motd",
+        "C /etc/group",
+    ] {
+        assert!(want.lines().any(|l| l == line), "{line} missing:\n{want}");
+    }
+    assert!(
+        want.lines().any(|l| l.starts_with("D /opt/data/")),
+        "{want}"
+    );
+
+    // Without --plain an upperdir is refused; with it both bases agree.
+    let err = store.fails(&["diff", ups, "--image", "multi"]);
+    assert!(err.contains("--plain"), "{err}");
+    assert_eq!(
+        store.ok(&["diff", ups, "--plain", "--image", "multi"]),
+        want
+    );
+    let ld = lowers.join(":");
+    assert_eq!(store.ok(&["diff", ups, "--plain", "--lowerdir", &ld]), want);
+    // A live mount-branches mount knows its lowerdirs.
+    {
+        let w2 = t.path().join("lwork");
+        let m = Mount::branches(
+            &store,
+            &format!("lowerdir={ld},upperdir={ups},workdir={}", w2.display()),
+        );
+        assert_eq!(store.ok(&["diff", m.dir.to_str().unwrap()]), want);
+        let err = store.fails(&["commit", m.dir.to_str().unwrap()]);
+        assert!(err.contains("--image"), "{err}");
+    }
+
+    // commit --plain: the layer holds AUFS markers, the image shows what
+    // kernel overlayfs showed.
+    let id = store.ok(&[
+        "commit",
+        ups,
+        "--plain",
+        "--image",
+        "multi",
+        "--tag",
+        "fromkernel",
+    ]);
+    let id = id.trim();
+    let changes = store.ok(&["layers", "fromkernel", "--diff", "3"]);
+    assert_eq!(changes.replace("C /\n", ""), want);
+    let exp = t.path().join("export.tar");
+    store.ok(&["export", id, "-o", exp.to_str().unwrap()]);
+    assert_same_tree(
+        "commit --plain of a kernel overlayfs upperdir",
+        &kernel_tree,
+        &oracle(&[exp.to_str().unwrap()]),
+        &[],
+    );
+    let m = Mount::new(&store, "fromkernel", &[]);
+    assert_same_tree("its mount", &kernel_tree, &snapshot(&m.dir), &[]);
+}

@@ -263,6 +263,13 @@ impl fmt::Debug for Index {
     }
 }
 
+/// Lets a plain `&Index` stand where a layer is expected.
+impl AsRef<Index> for Index {
+    fn as_ref(&self) -> &Index {
+        self
+    }
+}
+
 impl Index {
     /// Memory-maps and validates an index file.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
