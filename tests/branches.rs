@@ -616,3 +616,74 @@ fn overlay_upperdir_diff_and_commit() {
     let m = Mount::new(&store, "fromkernel", &[]);
     assert_same_tree("its mount", &kernel_tree, &snapshot(&m.dir), &[]);
 }
+
+/// An `/etc/fstab` line through mount(8) itself (`mount -T FSTAB MNT`,
+/// util-linux, so the real fstab is untouched): type `fuse` with source
+/// `/path/to/layerfs#none`, which mount.fuse3 runs as `layerfs none MNT -o
+/// OPTS` without a PATH lookup; umount(8) unmounts it.
+#[test]
+fn fstab_line_mounts_through_mount8() {
+    let Some(l) = layers() else { return };
+    if !Path::new("/sbin/mount.fuse3").exists() && !Path::new("/usr/sbin/mount.fuse3").exists() {
+        eprintln!("SKIP: mount.fuse3 (package fuse3) is not installed");
+        return;
+    }
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let mp = t.path().join("mnt");
+    let rw = t.path().join("rw");
+    std::fs::create_dir(&mp).unwrap();
+    let aufs: Vec<&PathBuf> = l.aufs.iter().collect();
+    let fstab = t.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# layerfs test\n{}#none {} fuse {},noauto 0 0\n",
+            bin(),
+            mp.display(),
+            br(Some(&rw), &aufs)
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(&rw).unwrap();
+    let out = Command::new("mount")
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&mp)
+        .env("LAYERFS_ROOT", store.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount -T {}: {}",
+        fstab.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Umount<'a>(&'a TestStore, &'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            if Command::new("umount")
+                .arg(self.1)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return;
+            }
+            let _ = self.0.run(&["umount", self.1.to_str().unwrap()]);
+        }
+    }
+    let g = Umount(&store, &mp);
+    let expected = oracle(&["--image", fixture(IMAGE).to_str().unwrap()]);
+    assert_same_tree("fstab mount", &expected, &snapshot(&mp), &[]);
+    std::fs::write(mp.join("etc/fstab-was-here"), b"1\n").unwrap();
+    std::fs::remove_file(mp.join("etc/passwd")).unwrap();
+    let st = Command::new("umount").arg(&mp).status().unwrap();
+    assert!(st.success(), "umount(8)");
+    std::mem::forget(g);
+    assert!(!mp.join("etc").exists(), "still mounted after umount(8)");
+    assert_eq!(
+        std::fs::read(rw.join("etc/fstab-was-here")).unwrap(),
+        b"1\n"
+    );
+    assert!(rw.join("etc/.wh.passwd").exists());
+}
