@@ -258,9 +258,24 @@ pub fn process_alive(pid: u32) -> bool {
 /// with `copy_file_range(2)`; returns how many were copied before the
 /// kernel said it cannot (the caller copies the rest itself).
 pub fn copy_range(src: &std::fs::File, off: u64, dst: &std::fs::File, len: u64) -> SysResult<u64> {
+    copy_range_at(src, off, dst, 0, len)
+}
+
+/// Copies `len` bytes of `src` at `off_in` to `dst` at `off_out` with
+/// `copy_file_range(2)` (in the kernel: no copy through user space, a
+/// reflink where the filesystem can); returns how many were copied before
+/// the kernel said it cannot (EXDEV, ENOSYS, EINVAL, EOPNOTSUPP: the caller
+/// copies the rest itself) or the source ended.
+pub fn copy_range_at(
+    src: &std::fs::File,
+    off_in: u64,
+    dst: &std::fs::File,
+    off_out: u64,
+    len: u64,
+) -> SysResult<u64> {
     use std::os::fd::AsRawFd;
-    let mut off_in = off as libc::loff_t;
-    let mut off_out: libc::loff_t = 0;
+    let mut off_in = off_in as libc::loff_t;
+    let mut off_out = off_out as libc::loff_t;
     let mut done = 0u64;
     while done < len {
         let chunk = (len - done).min(1 << 30) as usize;
@@ -296,4 +311,46 @@ pub fn copy_range(src: &std::fs::File, off: u64, dst: &std::fs::File, len: u64) 
         }
     }
     Ok(done)
+}
+
+/// Tells the kernel `f` will be read sequentially (a larger readahead).
+/// Advisory: errors are ignored.
+pub fn advise_sequential(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; advice only.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+/// Starts reading `len` bytes of `f` at `off` into the page cache without
+/// waiting (`POSIX_FADV_WILLNEED`). Advisory: errors are ignored.
+pub fn prefetch(f: &std::fs::File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return;
+    }
+    // SAFETY: a valid descriptor; advice only.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            off as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
+}
+
+/// Starts writeback of `len` bytes of `f` at `off` without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a later fsync finds
+/// most of the data already on its way. Advisory: errors are ignored.
+pub fn start_writeback(f: &std::fs::File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; the call only schedules I/O.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }

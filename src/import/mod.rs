@@ -91,30 +91,26 @@ struct StagedLayer {
     record: LayerRecord,
 }
 
-/// Reads one layer blob into a staging directory: decompress, hash (the
-/// blob's digest and the uncompressed diff id), write `layer.tar`, build and
-/// write its index. `expect_blob` is the descriptor digest, if the format
-/// has one.
-fn stage_layer(
-    store: &Store,
+/// The decompressing path of [`stage_layer`]: writes the uncompressed
+/// tar to `tar_path`; returns its diff id and size.
+fn stage_compressed(
     blob: Box<dyn Read + Send>,
+    tar_path: &Path,
     expect_blob: Option<&str>,
     label: &str,
     progress: Option<ProgressBar>,
-) -> Result<(Staging, String, crate::index::build::BuildStats, u64)> {
-    let dir = store.staging("layer")?;
+) -> Result<(String, u64)> {
     let mut hashing = Hashing {
         inner: blob,
         hash: Sha256::new(),
         count: 0,
         progress,
     };
-    let tar_path = dir.path().join("layer.tar");
     let (diff_id, size) = {
         let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, &mut hashing))
             .with_context(|| format!("{label}: reading"))?;
         let out =
-            File::create(&tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
+            File::create(tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
         // An uncompressed blob is its own layer tar: its digest is the diff
         // id, hashed once by `hashing`.
@@ -147,7 +143,120 @@ fn stage_layer(
             bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{blob_digest}");
         }
     }
-    let diff_id = diff_id.unwrap_or(blob_digest);
+    Ok((diff_id.unwrap_or(blob_digest), size))
+}
+
+/// Copies `size` bytes of `src` at `off` (an uncompressed layer tar) to
+/// `dst` in the kernel (`copy_file_range`) while this thread hashes what
+/// landed in `dst`, chunk by chunk behind the copy, so the digest is the
+/// stored bytes' own; writeback of each chunk starts as soon as it is
+/// copied, so the final fsync has little left to wait for. Returns the
+/// sha256 of the copy.
+fn copy_and_hash(
+    src: &File,
+    off: u64,
+    size: u64,
+    dst: &File,
+    progress: Option<&ProgressBar>,
+) -> Result<String> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 16 << 20;
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(move || -> io::Result<()> {
+            let mut buf = Vec::new();
+            let mut at = 0u64;
+            crate::sys::advise_sequential(src);
+            while at < size {
+                let len = CHUNK.min(size - at);
+                // Have the disk read the next chunk while this one copies.
+                crate::sys::prefetch(src, off + at + len, CHUNK.min(size - at - len));
+                let mut done = crate::sys::copy_range_at(src, off + at, dst, at, len)
+                    .map_err(io::Error::from_raw_os_error)?;
+                // Where the kernel cannot copy, copy through user space.
+                while done < len {
+                    buf.resize(CHUNK as usize, 0);
+                    let want = (len - done) as usize;
+                    let n = src.read_at(&mut buf[..want], off + at + done)?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the source ended early",
+                        ));
+                    }
+                    dst.write_all_at(&buf[..n], at + done)?;
+                    done += n as u64;
+                }
+                crate::sys::start_writeback(dst, at, len);
+                if tx.send((at, len)).is_err() {
+                    break;
+                }
+                at += len;
+            }
+            Ok(())
+        });
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; CHUNK as usize];
+        for (at, len) in rx {
+            let b = &mut buf[..len as usize];
+            dst.read_exact_at(b, at)?;
+            h.update(&*b);
+            if let Some(p) = progress {
+                p.inc(len);
+            }
+        }
+        copier.join().expect("copy thread panicked")?;
+        Ok(hex::encode(h.finalize()))
+    })
+}
+
+/// Reads one layer blob (`size` bytes of `src` at `off`) into a staging
+/// directory: decompress, hash (the blob's digest and the uncompressed
+/// diff id), write `layer.tar`, build and write its index. `expect_blob`
+/// is the descriptor digest, if the format has one. An uncompressed blob
+/// is its own layer tar: copied in the kernel and hashed once.
+fn stage_layer(
+    store: &Store,
+    src: File,
+    off: u64,
+    size: u64,
+    expect_blob: Option<&str>,
+    label: &str,
+    progress: Option<ProgressBar>,
+) -> Result<(Staging, String, crate::index::build::BuildStats, u64)> {
+    use std::os::unix::fs::FileExt;
+    let dir = store.staging("layer")?;
+    let tar_path = dir.path().join("layer.tar");
+    let mut head = [0u8; 8];
+    let n = src.read_at(&mut head, off)?.min(size as usize);
+    let (diff_id, size) = if detect_compression(&head[..n]) == Compression::None {
+        // Read back too: the digest is taken from the copy.
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tar_path)
+            .with_context(|| format!("creating {}", tar_path.display()))?;
+        let digest = copy_and_hash(&src, off, size, &out, progress.as_ref())
+            .with_context(|| format!("{label}: copying"))?;
+        out.sync_all()?;
+        if let Some(expect) = expect_blob {
+            if digest != expect {
+                bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{digest}");
+            }
+        }
+        (digest, size)
+    } else {
+        let blob = io::Read::take(
+            {
+                let mut f = src;
+                io::Seek::seek(&mut f, io::SeekFrom::Start(off))?;
+                f
+            },
+            size,
+        );
+        stage_compressed(Box::new(blob), &tar_path, expect_blob, label, progress)?
+    };
     // Index the tar where it lies (mapped), without reading it into memory.
     let tar_file = File::open(&tar_path)?;
     // SAFETY: the staged tar is ours alone until it is published, and is
@@ -216,10 +325,12 @@ impl Plan<'_> {
                 continue;
             }
             let label = format!("layer {i} ({path})");
-            let (blob, _) = src.open(path).with_context(|| label.clone())?;
+            let (file, off, len) = src.open_range(path).with_context(|| label.clone())?;
             let (dir, got, stats, size) = stage_layer(
                 self.store,
-                blob,
+                file,
+                off,
+                len,
                 digest.as_deref(),
                 &label,
                 self.progress.clone(),

@@ -159,6 +159,29 @@ impl Source {
         }
     }
 
+    /// Where `name`'s bytes lie: a file, the offset and the size (every
+    /// source is made of plain files), for copies in the kernel.
+    pub fn open_range(&self, name: &str) -> Result<(File, u64, u64)> {
+        let norm = resolve_inside("", name)?;
+        match self {
+            Source::Tar { path, members } => {
+                let m = self.tar_member(members, &norm)?;
+                let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                Ok((f, m.offset, m.size))
+            }
+            Source::File { .. } | Source::Dir { .. } => {
+                let (_, size) = self.open(name)?;
+                let path = match self {
+                    Source::File { path } => path.clone(),
+                    Source::Dir { root } => root.join(&norm).canonicalize()?,
+                    Source::Tar { .. } => unreachable!(),
+                };
+                let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                Ok((f, 0, size))
+            }
+        }
+    }
+
     /// Follows symlinks and hard links between members (docker save links
     /// repeated layers), at most 16 hops, staying inside the archive.
     fn tar_member(&self, members: &HashMap<String, Member>, norm: &str) -> Result<Member> {
