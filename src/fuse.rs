@@ -34,11 +34,15 @@ pub struct LayerFs {
     /// told ENOSYS: used on read-only mounts where it supports that.
     no_open: bool,
     no_opendir: bool,
+    /// Read-only and no xattr anywhere: GETXATTR answers ENOSYS, after
+    /// which the kernel answers every getxattr(2) with EOPNOTSUPP itself.
+    no_getxattr: bool,
 }
 
 impl LayerFs {
     pub fn new(vfs: Arc<Vfs>) -> LayerFs {
         LayerFs {
+            no_getxattr: vfs.has_no_xattrs(),
             vfs,
             no_open: false,
             no_opendir: false,
@@ -389,6 +393,14 @@ impl Filesystem for LayerFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // `ls -l` asks every file for security.selinux, ACL checks ask
+        // for system.posix_acl_*, exec for security.capability: with no
+        // xattr in the image, one ENOSYS ends those round trips for the
+        // life of the mount (listxattr still answers: an empty list).
+        if self.no_getxattr {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         match self.vfs.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(e)),

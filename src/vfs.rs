@@ -344,6 +344,13 @@ impl Vfs {
         self.upper.is_some()
     }
 
+    /// A read-only view in which no entry has an extended attribute: no
+    /// layer index holds one (an O(1) check per layer) and there is no
+    /// branch that could gain one.
+    pub fn has_no_xattrs(&self) -> bool {
+        self.upper.is_none() && self.layers.iter().all(|l| l.index.xattr_count() == 0)
+    }
+
     fn up(&self) -> VResult<&Upper> {
         self.upper.as_ref().ok_or(libc::EROFS)
     }

@@ -271,6 +271,12 @@ impl AsRef<Index> for Index {
 }
 
 impl Index {
+    /// How many xattr records the layer has (0: none of its entries has
+    /// an extended attribute).
+    pub fn xattr_count(&self) -> u32 {
+        self.xattr_count
+    }
+
     /// Memory-maps and validates an index file.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         let p = path.display().to_string();
