@@ -330,6 +330,29 @@ pub fn build_index_from_entries<'a>(
     serialize(&tree, total)
 }
 
+/// A numeric header field (mode, uid, gid): what the tar crate reads, or
+/// 0 for a field of only NULs and spaces, as Go's archive/tar (Docker) and
+/// Python's tarfile read it (some writers leave ids empty).
+fn header_num(
+    field: &[u8],
+    parsed: std::io::Result<u64>,
+    path: &[u8],
+    what: &str,
+) -> Result<u64, BuildError> {
+    if field.iter().all(|&c| c == 0 || c == b' ') {
+        return Ok(0);
+    }
+    parsed.map_err(|e| entry_err(path, format!("bad {what} field: {e}")))
+}
+
+/// A PAX `uid`/`gid` record: a decimal number that fits 32 bits.
+fn pax_id(v: &[u8], path: &[u8], what: &str) -> Result<u32, BuildError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .ok_or_else(|| entry_err(path, format!("bad PAX {what}")))
+}
+
 /// Parses a PAX time value (`1700000000.123456789`, possibly negative).
 fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
@@ -363,12 +386,15 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         let mut entry = entry?;
         let path = entry.path_bytes().into_owned();
         let etype = entry.header().entry_type();
+        let h = entry.header();
+        let old = h.as_old();
+        let mode = header_num(&old.mode, h.mode().map(u64::from), &path, "mode")? as u32;
+        let uid = header_num(&old.uid, h.uid(), &path, "uid")?;
+        let gid = header_num(&old.gid, h.gid(), &path, "gid")?;
         let mut meta = Meta {
-            mode: entry.header().mode()? & 0o7777,
-            uid: u32::try_from(entry.header().uid()?)
-                .map_err(|_| entry_err(&path, "uid too large"))?,
-            gid: u32::try_from(entry.header().gid()?)
-                .map_err(|_| entry_err(&path, "gid too large"))?,
+            mode: mode & 0o7777,
+            uid: u32::try_from(uid).map_err(|_| entry_err(&path, "uid too large"))?,
+            gid: u32::try_from(gid).map_err(|_| entry_err(&path, "gid too large"))?,
             mtime: entry.header().mtime().unwrap_or(0) as i64,
             mtime_nsec: 0,
             xattrs: Vec::new(),
@@ -382,6 +408,10 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
                         .ok_or_else(|| entry_err(&path, "bad PAX mtime"))?;
                     meta.mtime = s;
                     meta.mtime_nsec = ns;
+                } else if key == b"uid" {
+                    meta.uid = pax_id(ext.value_bytes(), &path, "uid")?;
+                } else if key == b"gid" {
+                    meta.gid = pax_id(ext.value_bytes(), &path, "gid")?;
                 } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     meta.xattrs
                         .push((name.to_vec(), ext.value_bytes().to_vec()));
@@ -635,5 +665,51 @@ mod tests {
         assert_eq!(gone.kind, Kind::Whiteout);
         assert!(idx.lookup_path(b".wh..wh.plnk").is_none());
         assert!(build_index_from_entries([raw(b"../x", Kind::File, None, 0)]).is_err());
+    }
+
+    /// One file entry `f`; `patch` edits its header bytes (the checksum is
+    /// recomputed after), `pax` records go before it.
+    fn tar_with(pax: &[(&str, &[u8])], patch: impl Fn(&mut [u8; 512])) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().copied()).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(7);
+        h.set_gid(8);
+        h.set_entry_type(tar::EntryType::Regular);
+        patch(h.as_mut_bytes());
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn meta_of_f(tar: &[u8]) -> (u32, u32, u32) {
+        let (bytes, _) = build_index(tar).unwrap();
+        let idx = Index::from_bytes(bytes, "t").unwrap();
+        let root = idx.entry(0);
+        let e = idx.entry(idx.lookup(&root, b"f").unwrap());
+        (e.mode & 0o7777, e.uid, e.gid)
+    }
+
+    #[test]
+    fn empty_id_fields_read_as_zero_and_pax_ids_win() {
+        assert_eq!(meta_of_f(&tar_with(&[], |_| {})), (0o644, 7, 8));
+        // uid and gid fields of NULs (offsets 108 and 116, 8 bytes each).
+        let t = tar_with(&[], |h| h[108..124].fill(0));
+        assert_eq!(meta_of_f(&t), (0o644, 0, 0));
+        let t = tar_with(&[], |h| h[108..116].fill(b' '));
+        assert_eq!(meta_of_f(&t), (0o644, 0, 8));
+        // Garbage is still refused.
+        let t = tar_with(&[], |h| h[108..116].copy_from_slice(b"12x4567\0"));
+        assert!(build_index(&t).is_err());
+        // PAX uid/gid (what GNU tar writes for ids past 2097151).
+        let t = tar_with(&[("uid", b"4000000000"), ("gid", b"3000000")], |_| {});
+        assert_eq!(meta_of_f(&t), (0o644, 4_000_000_000, 3_000_000));
+        let t = tar_with(&[("uid", b"5000000000")], |_| {});
+        assert!(build_index(&t).is_err(), "a uid past 32 bits");
     }
 }
