@@ -75,6 +75,14 @@ pub fn append<W: Write>(
     if link.len() > 100 {
         pax_record(&mut pax, b"linkpath", link);
     }
+    // Ids past the 7 octal digits of ustar: a PAX record for POSIX readers
+    // (the header keeps GNU's base-256 form for the others).
+    if meta.uid > 0o7777777 {
+        pax_record(&mut pax, b"uid", meta.uid.to_string().as_bytes());
+    }
+    if meta.gid > 0o7777777 {
+        pax_record(&mut pax, b"gid", meta.gid.to_string().as_bytes());
+    }
     let mtime = meta.mtime.max(0) as u64;
     if meta.mtime_nsec != 0 || meta.mtime < 0 {
         let v = format!("{}.{:09}", meta.mtime.max(0), meta.mtime_nsec);
@@ -191,5 +199,38 @@ mod tests {
         assert_eq!(x, vec![(&b"user.bin"[..], &[0u8, 0xff][..])]);
         let l = idx.entry(idx.lookup_path(b"l").unwrap());
         assert_eq!(idx.target(&l), long.as_bytes());
+    }
+
+    #[test]
+    fn large_ids_get_pax_records() {
+        let mut b = tar::Builder::new(Vec::new());
+        let meta = TarMeta {
+            mode: 0o600,
+            uid: 4_000_000_000,
+            gid: 3_000_000,
+            ..TarMeta::default()
+        };
+        append(&mut b, b"f", TarType::File, &meta, b"", 0, io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut ar = tar::Archive::new(&tar[..]);
+        let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+        let pax: Vec<(String, String)> = e
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|x| {
+                let x = x.unwrap();
+                (x.key().unwrap().to_string(), x.value().unwrap().to_string())
+            })
+            .collect();
+        assert!(
+            pax.contains(&("uid".into(), "4000000000".into())),
+            "{pax:?}"
+        );
+        assert!(pax.contains(&("gid".into(), "3000000".into())), "{pax:?}");
+        let (idx, _) = crate::index::build_index(&tar).unwrap();
+        let idx = crate::index::Index::from_bytes(idx, "t").unwrap();
+        let f = idx.entry(idx.lookup_path(b"f").unwrap());
+        assert_eq!((f.uid, f.gid), (4_000_000_000, 3_000_000));
     }
 }
