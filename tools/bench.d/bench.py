@@ -26,7 +26,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import images  # noqa: E402
 
-IMPLS = ["layerfs", "overlay", "fuse-overlayfs"]
+ROOT_IMPLS = ["layerfs", "layerfs-dirs", "overlay", "fuse-overlayfs"]
+USER_IMPLS = ["layerfs-user", "layerfs-dirs-user", "fuse-overlayfs-user"]
+IMPLS = ROOT_IMPLS + USER_IMPLS
+BENCH_USER = "layerfs-bench"
 
 
 def log(*a):
@@ -52,40 +55,208 @@ def mounted(path):
 
 
 # --------------------------------------------------------------------------
-# Implementations: each mounts an image read-only or with a write branch
+# The unprivileged user
 
 class Skip(Exception):
     """An implementation cannot run a workload; the message says why."""
 
 
+class User:
+    """The unprivileged user of the *-user columns (created like
+    tests/rootless_run.rs does: useradd, /etc/subuid and /etc/subgid lines,
+    /dev/fuse 0666 for fusermount3). `call` runs a function as that user in
+    a forked child (setgroups, setgid, setuid: what setpriv does), so the
+    root harness keeps mounting bookkeeping, cache drops and clean-up, and
+    only the workload itself (and the user's mounts) run unprivileged."""
+
+    def __init__(self, b, name=BENCH_USER):
+        self.name = name
+        self.skip = None
+        self.dir = os.path.join(b.work, "user")
+        try:
+            self._setup()
+        except Skip as e:
+            self.skip = str(e)
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        os.chown(self.dir, self.uid, self.gid)
+        os.chmod(self.dir, 0o755)
+        self.store = os.path.join(self.dir, "store")
+        try:     # also checks that the user can reach the work dir
+            self.call(lambda: os.makedirs(self.store, exist_ok=True))
+        except RuntimeError as e:
+            self.skip = "skipped: %s cannot use the work dir %s: %s" % (
+                name, b.work, e)
+
+    def _setup(self):
+        import pwd
+        if not shutil.which("fusermount3"):
+            raise Skip("skipped: fusermount3 not installed (fuse3)")
+        try:
+            pw = pwd.getpwnam(self.name)
+        except KeyError:
+            if not shutil.which("useradd"):
+                raise Skip("skipped: no user %s and no useradd" % self.name)
+            log("creating the unprivileged user", self.name)
+            run(["useradd", "--create-home", "--shell", "/bin/sh",
+                 self.name], stdout=subprocess.DEVNULL)
+            pw = pwd.getpwnam(self.name)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        if self.uid == 0:
+            raise Skip("skipped: user %s is root" % self.name)
+        for f in ("/etc/subuid", "/etc/subgid"):
+            try:
+                with open(f) as fh:
+                    lines = fh.read().splitlines()
+            except FileNotFoundError:
+                lines = []
+            if any(x.startswith(self.name + ":") for x in lines):
+                continue
+            top = 100000
+            for x in lines:
+                p = x.split(":")
+                if len(p) == 3 and p[1].isdigit() and p[2].isdigit():
+                    top = max(top, int(p[1]) + int(p[2]))
+            with open(f, "a") as fh:
+                fh.write("%s:%d:65536\n" % (self.name, top))
+        mode = os.stat("/dev/fuse").st_mode & 0o777
+        if mode != 0o666:
+            log("chmod 0666 /dev/fuse (was %o) for fusermount3, as "
+                "tests/rootless_run.rs does" % mode)
+            os.chmod("/dev/fuse", 0o666)
+
+    def chown(self, path):
+        os.chown(path, self.uid, self.gid)
+
+    def call(self, fn):
+        """fn() as the user, in a forked child; its JSON-able result, or
+        RuntimeError with the child's exception."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(r)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+                os.chdir("/")
+                for k in ("XDG_RUNTIME_DIR", "SUDO_USER", "SUDO_UID",
+                          "SUDO_GID", "SUDO_COMMAND", "LAYERFS_ROOT"):
+                    os.environ.pop(k, None)
+                os.environ.update(HOME=self.home, USER=self.name,
+                                  LOGNAME=self.name)
+                try:
+                    out = {"ok": fn()}
+                except BaseException as e:  # noqa: B036 (child reports all)
+                    if isinstance(e, subprocess.CalledProcessError) and \
+                            e.stderr:
+                        e = "%s: %s" % (e, e.stderr.decode(
+                            "utf-8", "replace").strip()[-300:])
+                    out = {"err": str(e)}
+                os.write(w, json.dumps(out).encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        data = b""
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            raise RuntimeError("child as %s died (status %d)" % (
+                self.name, status))
+        out = json.loads(data)
+        if "err" in out:
+            raise RuntimeError("as %s: %s" % (self.name, out["err"]))
+        return out["ok"]
+
+
+# --------------------------------------------------------------------------
+# Implementations: each mounts an image read-only or with a write branch
+
 class Mount:
     def __init__(self, impl, path, upper=None):
         self.impl, self.path, self.upper = impl, path, upper
+        self.seconds = None     # mount command (+ first readdir if timed)
 
 
 class Impl:
     name = "?"
     skip = None          # reason the implementation is not available
     rw_skip = None       # reason it cannot mount writable
+    quiet = False        # mount command's stderr to /dev/null
 
-    def __init__(self, b):
-        self.b = b
-        self.mnt = os.path.join(b.work, "mnt", self.name)
-        os.makedirs(self.mnt, exist_ok=True)
+    def __init__(self, b, user=None):
+        self.b, self.user = b, user
+        if user:
+            self.name += "-user"
+            if user.skip:
+                self.skip = user.skip
+                return
+        base = user.dir if user else b.work
+        self.base = base
+        self.mnt = os.path.join(base, "mnt", self.name)
+        self.mkdir(self.mnt)
+
+    def mkdir(self, path):
+        """mkdir -p, owned by the implementation's user."""
+        missing = []
+        p = path
+        while not os.path.exists(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        os.makedirs(path, exist_ok=True)
+        if self.user:
+            for p in missing:
+                self.user.chown(p)
+
+    def call(self, fn):
+        """fn() as this implementation's user (or here, as root)."""
+        return self.user.call(fn) if self.user else fn()
+
+    def squash(self):
+        """Owner options of an unprivileged FUSE mount: every file shows
+        as the user (as a rootless container's root sees the image), so
+        that it may write and chmod lower files."""
+        return ["squash_to_uid=%d" % self.user.uid,
+                "squash_to_gid=%d" % self.user.gid] if self.user else []
 
     def fresh_upper(self):
-        up = os.path.join(self.b.work, "upper", self.name)
+        up = os.path.join(self.base, "upper", self.name)
         if os.path.exists(up):
             shutil.rmtree(up)
-        os.makedirs(up)
+        self.mkdir(up)
         return up
 
-    def mount(self, img, rw=False):
+    def mount(self, img, rw=False, timed=False):
+        """Mounts `img`; with `timed`, m.seconds is the time of the mount
+        command plus a readdir of the root, taken as the mounting user."""
         if self.skip:
             raise Skip(self.skip)
         if rw and self.rw_skip:
             raise Skip(self.rw_skip)
-        m = self._mount(img, rw)
+        cmd, cwd, path, upper = self._mount_cmd(img, rw)
+        err = subprocess.DEVNULL if self.quiet else None
+
+        def go():
+            t = time.perf_counter()
+            subprocess.run(cmd, cwd=cwd, check=True, stderr=err)
+            if timed:
+                os.listdir(path)
+            return time.perf_counter() - t
+        m = Mount(self, path, upper)
+        try:
+            m.seconds = self.call(go)
+        except BaseException:
+            if mounted(path):
+                self.b.live.append(m)
+                self.umount(m)
+            raise
         self.b.live.append(m)
         return m
 
@@ -97,6 +268,7 @@ class Impl:
                 self.b.live.remove(m)
 
     def _umount(self, m):
+        # root unmounts the user's FUSE mounts too
         run(["umount", m.path])
 
     def daemon_pid(self, m):
@@ -104,40 +276,47 @@ class Impl:
 
 
 class Layerfs(Impl):
+    """layerfs mounting an image of its store (the root store; the user
+    column imports the images into the user's own store)."""
     name = "layerfs"
 
-    def __init__(self, b):
-        super().__init__(b)
+    def __init__(self, b, user=None):
+        super().__init__(b, user)
         self.bin = b.args.layerfs
         if not os.access(self.bin, os.X_OK):
             self.skip = "layerfs binary %s not found" % self.bin
             return
+        if self.skip:
+            return
+        self.store = user.store if user else b.store
         h = run([self.bin, "mount", "--help"], capture_output=True,
                 text=True).stdout
         if "--rw" not in h:
             self.rw_skip = "skipped: layerfs build has no --rw"
 
-    exiting = []         # pids of daemons unmounted but maybe not gone
-    serial = 0
+    def cmd(self, *a):
+        return [self.bin, "--root", self.store] + list(a)
 
-    def cmd(self, *a, root=None):
-        return [self.bin, "--root", root or self.b.store] + list(a)
-
-    def _mount(self, img, rw):
+    def new_mountpoint(self):
         # A daemon takes a while (~2 s here) to exit after its unmount:
         # each mount gets its own mountpoint, and the exits are waited for
         # before memory is measured and at the end (see wait_exits), not
         # after every run.
-        Layerfs.serial += 1
-        mnt = "%s-%d" % (self.mnt, Layerfs.serial)
-        os.makedirs(mnt)
+        self.b.serial += 1
+        mnt = "%s-%d" % (self.mnt, self.b.serial)
+        self.mkdir(mnt)
+        return mnt
+
+    def _mount_cmd(self, img, rw):
+        mnt = self.new_mountpoint()
         cmd = self.cmd("mount", img.tag, mnt)
         upper = None
         if rw:
             upper = self.fresh_upper()
             cmd += ["--rw", upper]
-        run(cmd)
-        return Mount(self, mnt, upper)
+        if self.user:
+            cmd += ["-o", ",".join(self.squash())]
+        return cmd, None, mnt, upper
 
     def _umount(self, m):
         pid = self.daemon_pid(m)
@@ -146,21 +325,11 @@ class Layerfs(Impl):
         if r.returncode != 0 and mounted(m.path):
             run(self.cmd("umount", m.path), check=False)
         if pid:
-            self.exiting.append(pid)
-        self.wait_exits(0)
-
-    def wait_exits(self, timeout=10):
-        """Forget daemons that have exited; wait up to `timeout` seconds
-        for the others."""
-        deadline = time.time() + timeout
-        while True:
-            self.exiting = [p for p in self.exiting if alive(p)]
-            if not self.exiting or time.time() >= deadline:
-                return self.exiting
-            time.sleep(0.02)
+            self.b.exiting.append(pid)
+        self.b.wait_exits(0)
 
     def daemon_pid(self, m):
-        for rec in glob.glob(os.path.join(self.b.store, "mounts", "*.json")):
+        for rec in glob.glob(os.path.join(self.store, "mounts", "*.json")):
             try:
                 with open(rec) as f:
                     j = json.load(f)
@@ -170,6 +339,54 @@ class Layerfs(Impl):
                     os.path.realpath(m.path):
                 return j["pid"]
         return None
+
+
+def esc_branch(p):
+    return p.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class LayerfsDirs(Layerfs):
+    """`layerfs mount-branches` of the very directories overlayfs and
+    fuse-overlayfs mount (overlay-format whiteouts). Writes: as root an
+    overlay-format upperdir/workdir, like the overlays; as the user (no
+    mknod for 0:0 whiteouts) an AUFS-format rw branch, `br=U=rw:L=ro+wh`."""
+    name = "layerfs-dirs"
+
+    def __init__(self, b, user=None):
+        super().__init__(b, user)
+        if self.skip:
+            return
+        h = run([self.bin, "--help"], capture_output=True, text=True).stdout
+        if "mount-branches" not in h:
+            self.skip = "skipped: layerfs build has no mount-branches"
+            return
+        h = run([self.bin, "mount-branches", "--help"], capture_output=True,
+                text=True).stdout
+        if not user and "upperdir" not in h:
+            self.rw_skip = "skipped: layerfs mount-branches has no upperdir"
+
+    def _mount_cmd(self, img, rw):
+        mnt = self.new_mountpoint()
+        lower = img.ovl_dirs()      # relative to img.ovl, top first
+        upper = None
+        if rw:
+            upper = self.fresh_upper()
+            if self.user:
+                opts = ["br=" + ":".join(
+                    ["%s=rw" % esc_branch(upper + "/u")] +
+                    ["%s=ro+wh" % d for d in lower])]
+                self.mkdir(upper + "/u")
+            else:
+                self.mkdir(upper + "/u")
+                self.mkdir(upper + "/w")
+                opts = ["lowerdir=" + ":".join(lower),
+                        "upperdir=" + esc_branch(upper + "/u"),
+                        "workdir=" + esc_branch(upper + "/w")]
+        else:
+            opts = ["lowerdir=" + ":".join(lower)]
+        opts += self.squash()
+        cmd = self.cmd("mount-branches", mnt, "-o", ",".join(opts))
+        return cmd, img.ovl, mnt, upper
 
 
 def alive(pid):
@@ -183,8 +400,8 @@ def alive(pid):
 class Overlay(Impl):
     name = "overlay"
 
-    def __init__(self, b):
-        super().__init__(b)
+    def __init__(self, b, user=None):
+        super().__init__(b, user)
         with open("/proc/filesystems") as f:
             if "overlay" not in f.read():
                 r = run(["modprobe", "overlay"], check=False,
@@ -192,7 +409,7 @@ class Overlay(Impl):
                 if r.returncode != 0:
                     self.skip = "kernel has no overlayfs"
 
-    def _mount(self, img, rw):
+    def _mount_cmd(self, img, rw):
         lower = img.ovl_dirs()
         if not rw and len(lower) == 1:
             # overlayfs needs two lower dirs when it has no upper dir
@@ -206,31 +423,31 @@ class Overlay(Impl):
             os.makedirs(upper + "/u")
             os.makedirs(upper + "/w")
             opts += ",upperdir=%s/u,workdir=%s/w" % (upper, upper)
-        run(["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt],
-            cwd=img.ovl)
-        return Mount(self, self.mnt, upper)
+        return (["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt],
+                img.ovl, self.mnt, upper)
 
 
 class FuseOverlayfs(Impl):
     name = "fuse-overlayfs"
+    quiet = True        # "unknown argument ignored: lazytime"
 
-    def __init__(self, b):
-        super().__init__(b)
+    def __init__(self, b, user=None):
+        super().__init__(b, user)
         self.bin = shutil.which("fuse-overlayfs")
         if not self.bin:
             self.skip = "skipped: fuse-overlayfs not installed"
 
-    def _mount(self, img, rw):
-        opts = "lowerdir=" + ":".join(img.ovl_dirs())
+    def _mount_cmd(self, img, rw):
+        opts = ["lowerdir=" + ":".join(img.ovl_dirs())]
         upper = None
         if rw:
             upper = self.fresh_upper()
-            os.makedirs(upper + "/u")
-            os.makedirs(upper + "/w")
-            opts += ",upperdir=%s/u,workdir=%s/w" % (upper, upper)
-        run([self.bin, "-o", opts, self.mnt], cwd=img.ovl,
-            stderr=subprocess.DEVNULL)
-        return Mount(self, self.mnt, upper)
+            self.mkdir(upper + "/u")
+            self.mkdir(upper + "/w")
+            opts += ["upperdir=%s/u" % upper, "workdir=%s/w" % upper]
+        opts += self.squash()
+        return ([self.bin, "-o", ",".join(opts), self.mnt], img.ovl,
+                self.mnt, upper)
 
     def _umount(self, m):
         run(["umount", m.path])
@@ -253,6 +470,24 @@ class FuseOverlayfs(Impl):
             if argv and argv[0].endswith(b"fuse-overlayfs") and want in argv:
                 return int(p)
         return None
+
+
+def make_impls(b, names):
+    """The implementations selected by --impl, in table order."""
+    user = None
+    if any(n in USER_IMPLS for n in names):
+        user = User(b)
+        b.user = user
+        if user.skip:
+            log("unprivileged columns: %s" % user.skip)
+    out = []
+    for cls in (Layerfs, LayerfsDirs, Overlay, FuseOverlayfs):
+        if cls.name in names:
+            out.append(cls(b))
+    for cls in (Layerfs, LayerfsDirs, FuseOverlayfs):
+        if cls.name + "-user" in names:
+            out.append(cls(b, user))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -419,7 +654,10 @@ class Bench:
         self.results = {}
         self.extra = {}
         self.consistency = {}
-        self.t_start = time.time()
+        self.user = None        # User of the *-user columns
+        self.serial = 0         # layerfs mountpoints: one per mount
+        self.exiting = []       # pids of layerfs daemons unmounted, maybe
+        self.t_start = time.time()  # not gone yet
         self.load_start = os.getloadavg()
 
     # ---- images ----------------------------------------------------------
@@ -467,19 +705,31 @@ class Bench:
         t = time.time()
         img = images.build(name, self.work, self.sz, self.args.seed, rootfs)
         t_build = time.time() - t
+        names = [i.name for i in self.impls if not i.skip]
         t = time.time()
-        run([self.args.layerfs, "--root", self.store, "import", img.archive],
-            stdout=subprocess.DEVNULL)
+        if "layerfs" in names:
+            run([self.args.layerfs, "--root", self.store, "import",
+                 img.archive], stdout=subprocess.DEVNULL)
         t_imp = time.time() - t
+        t = time.time()
+        if "layerfs-user" in names:
+            # the user's own store, imported by the user
+            u = self.user
+            u.call(lambda: run([self.args.layerfs, "--root", u.store,
+                                "import", img.archive],
+                               stdout=subprocess.DEVNULL) and None)
+        t_uimp = time.time() - t
         t = time.time()
         images.extract_overlay(img)
         t_ext = time.time() - t
         if rootfs:
             shutil.rmtree(rootfs)
         img.notes.update(build_s=round(t_build, 2), import_s=round(t_imp, 2),
+                         user_import_s=round(t_uimp, 2),
                          extract_s=round(t_ext, 2))
-        log("image %s: %d layers, built %.1fs, imported %.1fs, extracted "
-            "%.1fs" % (name, len(img.layers), t_build, t_imp, t_ext))
+        log("image %s: %d layers, built %.1fs, imported %.1fs (user %.1fs),"
+            " extracted %.1fs" % (name, len(img.layers), t_build, t_imp,
+                                  t_uimp, t_ext))
         self.images[name] = img
         self.check_same(img)
         return img
@@ -487,30 +737,58 @@ class Bench:
     def check_same(self, img):
         """The implementations must show the same tree: compare a listing
         (type, mode, owner, size of non-directories, path, link target)."""
-        listing = {}
+        listing, res = {}, {}
         for impl in self.impls:
             try:
                 m = impl.mount(img)
             except Skip:
                 continue
+            except (OSError, RuntimeError,
+                    subprocess.CalledProcessError) as e:
+                log("WARNING: %s cannot mount %s: %s" % (impl.name, img.name,
+                                                         e))
+                res[impl.name] = {"error": "mount: %s" % e}
+                continue
+
+            def find(path=m.path):
+                r = subprocess.run(
+                    ["find", ".", "-printf", "%y %m %U %G %s %p %l\\n"],
+                    cwd=path, capture_output=True)
+                if r.returncode != 0:
+                    raise RuntimeError("find failed (%d): %s" % (
+                        r.returncode, r.stderr.decode("utf-8", "replace")
+                        .strip().splitlines()[:3]))
+                return r.stdout.decode("utf-8", "replace")
             try:
-                out = run(["find", ".", "-printf", "%y %m %U %G %s %p %l\\n"],
-                          cwd=m.path, capture_output=True).stdout
+                out = impl.call(find)
+            except RuntimeError as e:
+                log("WARNING: listing %s on %s failed: %s" % (
+                    img.name, impl.name, e))
+                res[impl.name] = {"error": "listing: %s" % e}
+                continue
             finally:
                 impl.umount(m)
             lines = []
-            for line in out.decode("utf-8", "replace").splitlines():
+            for line in out.splitlines():
                 f = line.split(" ")
                 if f[0] == "d":
                     f[4] = "-"
                 lines.append(" ".join(f))
             listing[impl.name] = sorted(lines)
         ref = listing.get("overlay")
-        res = {}
         for name, lines in listing.items():
             res[name] = {"entries": len(lines)}
-            if ref is not None and name != "overlay" and lines != ref:
-                a, b = set(lines), set(ref)
+            if ref is not None and name.endswith("-user"):
+                # the user's mounts show every file as the user
+                # (squash_to_uid/gid): compare without owners
+                def strip(ls):
+                    return sorted(" ".join(x.split(" ")[:2] +
+                                           x.split(" ")[4:]) for x in ls)
+                lines, ref_cmp = strip(lines), strip(ref)
+            else:
+                ref_cmp = ref
+            if ref is not None and name != "overlay" and lines != ref_cmp:
+                a, b = set(lines), set(ref_cmp)
                 diff = sorted(a ^ b)
                 res[name]["differs_from_overlay"] = len(diff)
                 log("WARNING: %s shows %s differently from overlay (%d "
@@ -525,22 +803,35 @@ class Bench:
         m = impl.mount(img, rw=w.rw)
         try:
             if w.temp == "cold":
-                drop_caches()
-            elif w.prime:
-                w.prime(m.path)
-                os.sync()
-            t = time.perf_counter()
-            w.op(m.path)
-            dt = time.perf_counter() - t
-            if w.check:
-                w.check(m.path)
-            return dt
+                drop_caches()       # root's job, before the user's part
+
+            def body():             # as the implementation's user
+                if w.temp != "cold" and w.prime:
+                    w.prime(m.path)
+                    os.sync()
+                t = time.perf_counter()
+                w.op(m.path)
+                dt = time.perf_counter() - t
+                if w.check:
+                    w.check(m.path)
+                return dt
+            return impl.call(body)
         finally:
             impl.umount(m)
             if m.upper:
                 if isinstance(impl, Layerfs):
-                    impl.wait_exits()   # it holds a lock in the rw dir
+                    self.wait_exits()   # it holds a lock in the rw dir
                 shutil.rmtree(m.upper)
+
+    def wait_exits(self, timeout=10):
+        """Forget layerfs daemons that have exited; wait up to `timeout`
+        seconds for the others; the pids still running."""
+        deadline = time.time() + timeout
+        while True:
+            self.exiting = [p for p in self.exiting if alive(p)]
+            if not self.exiting or time.time() >= deadline:
+                return self.exiting
+            time.sleep(0.02)
 
     def run_workload(self, w):
         try:
@@ -592,10 +883,14 @@ class Bench:
                     res["impls"][impl.name] = {"skipped": impl.skip}
                     continue
                 drop_caches()
-                t = time.perf_counter()
-                m = impl.mount(img)
-                os.listdir(m.path)
-                samples[impl.name].append(time.perf_counter() - t)
+                try:
+                    m = impl.mount(img, timed=True)
+                except (OSError, RuntimeError,
+                        subprocess.CalledProcessError) as e:
+                    log("mount-128 on %s FAILED: %s" % (impl.name, e))
+                    res["impls"][impl.name] = {"skipped": "error: %s" % e}
+                    continue
+                samples[impl.name].append(m.seconds)
                 impl.umount(m)
         for n, s in samples.items():
             if s:
@@ -654,7 +949,7 @@ class Bench:
             return
         res = {"desc": "daemon VmRSS / VmHWM after `find -printf` of the "
                "%d-file image" % img.notes["files"], "impls": {}}
-        self.impls[0].wait_exits()
+        self.wait_exits()
         for impl in self.impls:
             if impl.name == "overlay":
                 continue
@@ -663,9 +958,19 @@ class Bench:
             except Skip as e:
                 res["impls"][impl.name] = {"skipped": str(e)}
                 continue
+            except (OSError, RuntimeError,
+                    subprocess.CalledProcessError) as e:
+                log("rss-100k on %s FAILED: %s" % (impl.name, e))
+                res["impls"][impl.name] = {"skipped": "error: %s" % e}
+                continue
             try:
                 drop_caches()
-                WALK(m.path)
+                try:
+                    impl.call(lambda: WALK(m.path))
+                except (OSError, RuntimeError) as e:
+                    log("rss-100k on %s FAILED: %s" % (impl.name, e))
+                    res["impls"][impl.name] = {"skipped": "error: %s" % e}
+                    continue
                 pid = impl.daemon_pid(m)
                 st = {}
                 if pid:
@@ -674,6 +979,8 @@ class Bench:
                             k, _, v = line.partition(":")
                             if k in ("VmRSS", "VmHWM"):
                                 st[k] = int(v.split()[0]) * 1024
+                            elif k == "Uid":
+                                st["uid"] = int(v.split()[0])
                 res["impls"][impl.name] = {"pid": pid, **st}
             finally:
                 impl.umount(m)
@@ -682,15 +989,18 @@ class Bench:
     # ---- main ------------------------------------------------------------
 
     def run(self):
-        self.impls = [Layerfs(self), Overlay(self), FuseOverlayfs(self)]
+        os.umask(0o022)     # the unprivileged user reads the work dir
+        self.impls = make_impls(self, self.args.impl)
         for i in self.impls:
             if i.skip:
                 log("%s: %s" % (i.name, i.skip))
                 self.skipped[i.name] = i.skip
             elif i.rw_skip:
                 log("%s: %s (write workloads)" % (i.name, i.rw_skip))
-        if self.impls[0].skip:
-            raise SystemExit("bench: " + self.impls[0].skip)
+        lf = [i for i in self.impls if isinstance(i, Layerfs)]
+        if lf and all(i.skip for i in lf) and lf[0].skip.startswith(
+                "layerfs binary"):
+            raise SystemExit("bench: " + lf[0].skip)
         os.makedirs(self.store, exist_ok=True)
         sel = self.args.only
         for w in workloads(self.sz):
@@ -714,9 +1024,8 @@ class Bench:
                 m.impl.umount(m)
             except Exception as e:  # keep going: unmount all we can
                 log("cleanup: umount %s: %s" % (m.path, e))
-        lf = getattr(self, "impls", [None])[0]
-        if lf and lf.wait_exits():
-            log("cleanup: layerfs daemons still running:", lf.exiting)
+        if self.wait_exits():
+            log("cleanup: layerfs daemons still running:", self.exiting)
 
     def report(self):
         meta = machine(self.args)
@@ -776,6 +1085,7 @@ def machine(args):
                             "--dirty"]),
         "fuse_overlayfs": fo[0] if fo else None,
         "command": args.command, "rounds": args.rounds, "quick": args.quick,
+        "impls": args.impl, "user": BENCH_USER,
         "seed": args.seed,
     }
 
@@ -795,6 +1105,33 @@ def ratio(a, b):
     return "%.2f" % (a["median"] / b["median"])
 
 
+def short(name):
+    """Column title: the -user suffix is said by the section."""
+    return name[:-5] if name.endswith("-user") else name
+
+
+def table(results, cols, ratios):
+    """Markdown rows: a workload per line, `cols` then the ratios (a, b)
+    of their medians; b may be a column of another section."""
+    head = ["workload"] + [short(c) for c in cols] + [
+        "%s/%s" % (short(a), b if b == "overlay" else short(b))
+        for a, b in ratios]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for name, r in results.items():
+        if "skipped" in r:
+            lines.append("| %s | %s |%s" % (r["desc"], r["skipped"],
+                                             " |" * (len(head) - 2)))
+            continue
+        im = r["impls"]
+        if not any(c in im for c in cols):
+            continue
+        row = [r["desc"]] + [cell(im.get(c)) for c in cols] + [
+            ratio(im.get(a), im.get(b)) for a, b in ratios]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def render(out):
     m = out["meta"]
     lines = [
@@ -811,23 +1148,31 @@ def render(out):
         "command: %s" % m["command"],
         "",
         "Seconds, median ±half the range (max-min)/2 as % of the median.",
-        "",
-        "| workload | layerfs | overlay | fuse-overlayfs | layerfs/overlay |"
-        " layerfs/fuse-overlayfs |",
-        "|---|---|---|---|---|---|",
     ]
     notes = []
+    sel = m.get("impls", ["layerfs", "overlay", "fuse-overlayfs"])
+    root = [i for i in ROOT_IMPLS if i in sel]
+    user = [i for i in USER_IMPLS if i in sel]
+    if root:
+        ratios = [(a, b) for a in ("layerfs", "layerfs-dirs")
+                  for b in ("overlay", "fuse-overlayfs")
+                  if a in root and b in root]
+        lines += ["", "As root:", ""]
+        lines += table(out["results"], root, ratios)
+    if user:
+        # ratios to the root overlay column of the same run, and layerfs
+        # vs fuse-overlayfs, both unprivileged
+        ratios = [(a, "overlay") for a in user if "overlay" in root]
+        ratios += [(a, "fuse-overlayfs-user")
+                   for a in ("layerfs-user", "layerfs-dirs-user")
+                   if a in user and "fuse-overlayfs-user" in user]
+        lines += ["", "Unprivileged (user %s: its own layerfs store, "
+                  "fusermount3, no passthrough; every file shown as the "
+                  "user with squash_to_uid/gid; overlay is the root column "
+                  "above):" % m.get("user", BENCH_USER), ""]
+        lines += table(out["results"], user, ratios)
     for name, r in out["results"].items():
-        if "skipped" in r:
-            lines.append("| %s | %s | | | | |" % (r["desc"], r["skipped"]))
-            continue
-        im = r["impls"]
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (
-            r["desc"], cell(im.get("layerfs")), cell(im.get("overlay")),
-            cell(im.get("fuse-overlayfs")),
-            ratio(im.get("layerfs"), im.get("overlay")),
-            ratio(im.get("layerfs"), im.get("fuse-overlayfs"))))
-        for impl, v in im.items():
+        for impl, v in r.get("impls", {}).items():
             if "skipped" in v:
                 notes.append("%s / %s: %s" % (name, impl, v["skipped"]))
     imp = out["extra"].get("import")
@@ -857,12 +1202,19 @@ def render(out):
                 if "skipped" in v:
                     lines.append("- %s: %s" % (impl, v["skipped"]))
                 elif "VmRSS" in v:
-                    lines.append("- %s: VmRSS %.1f MiB, VmHWM %.1f MiB" % (
-                        impl, v["VmRSS"] / 2**20, v["VmHWM"] / 2**20))
+                    lines.append("- %s: VmRSS %.1f MiB, VmHWM %.1f MiB%s" % (
+                        impl, v["VmRSS"] / 2**20, v["VmHWM"] / 2**20,
+                        " (daemon uid %d)" % v["uid"] if v.get("uid")
+                        else ""))
                 else:
                     lines.append("- %s: daemon pid not found" % impl)
     for k, v in out["skipped"].items():
         notes.append("%s: %s" % (k, v))
+    for k, v in out["consistency"].items():
+        for impl, x in v.items():
+            if "error" in x:
+                notes.append("WARNING: %s could not list image %s: %s" % (
+                    impl, k, x["error"]))
     bad = {k: v for k, v in out["consistency"].items()
            if any("differs_from_overlay" in x for x in v.values())}
     if bad:
@@ -891,6 +1243,10 @@ def main():
                    metavar="WORKLOAD",
                    help="run only these (repeatable or comma-separated): "
                    + ", ".join(names))
+    p.add_argument("--impl", action="append", default=[],
+                   metavar="IMPL",
+                   help="measure only these columns (repeatable or comma-"
+                   "separated; default all): " + ", ".join(IMPLS))
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="rounds per workload (default 3, --quick 1)")
     p.add_argument("--workdir", default="/var/tmp/layerfs-bench",
@@ -917,6 +1273,12 @@ def main():
     for o in args.only:
         if o not in names:
             p.error("unknown workload %r; known: %s" % (o, ", ".join(names)))
+    args.impl = [x for o in args.impl for x in o.split(",") if x]
+    for o in args.impl:
+        if o not in IMPLS:
+            p.error("unknown implementation %r; known: %s" % (
+                o, ", ".join(IMPLS)))
+    args.impl = [i for i in IMPLS if not args.impl or i in args.impl]
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:

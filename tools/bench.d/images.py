@@ -13,7 +13,9 @@ For each image this module writes:
                                     config with rootfs.diff_ids, v1 dirs)
   WORK/ovl/NAME/K/                  layer K extracted with GNU tar and its
                                     whiteouts converted to the overlay format
-                                    (char device 0:0, trusted.overlay.opaque)
+                                    (char device 0:0, trusted.overlay.opaque
+                                    and user.overlay.opaque for unprivileged
+                                    readers)
 
 Images (full sizes; --quick shrinks the counts):
 
@@ -452,6 +454,10 @@ def to_overlay(tar_path, dest):
         os.unlink(os.path.join(ddir, base))
         if base == ".wh..wh..opq":
             os.setxattr(ddir, "trusted.overlay.opaque", b"y")
+            # what an unprivileged reader (fuse-overlayfs, layerfs
+            # mount-branches as the bench user) can see: trusted.* is
+            # root's only
+            os.setxattr(ddir, "user.overlay.opaque", b"y")
         elif base.startswith(".wh..wh."):
             pass  # AUFS metadata: dropped
         else:
