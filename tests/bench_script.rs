@@ -65,3 +65,63 @@ fn bench_images_are_deterministic_and_import() {
         assert_eq!(h.as_array().unwrap().len(), layers, "{archive}");
     }
 }
+
+/// The tables of a run, from made-up samples (no root, no mounts): every
+/// column `--impl` names, the root and unprivileged sections and their
+/// ratios.
+#[test]
+fn bench_tables_have_every_column() {
+    let dir = repo().join("tools/bench.d");
+    let help = Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(dir.join("bench.py"))
+        .args(["--layerfs", "none", "--help"])
+        .output()
+        .expect("python3");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for c in ["--impl", "layerfs-dirs", "fuse-overlayfs-user", "--quick"] {
+        assert!(help.contains(c), "{c} not in --help: {help}");
+    }
+    let out = Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("-c")
+        .arg(
+            r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import bench
+s = lambda x: bench.stats([x, x * 1.1])
+impls = {n: s(1.0 + k) for k, n in enumerate(bench.IMPLS)}
+impls["layerfs-dirs-user"] = {"skipped": "error: as layerfs-bench: boom"}
+out = {"meta": {"date": "d", "cpus": 2, "cpu": "c", "mem_bytes": 1 << 30,
+                "kernel": "k", "rounds": 2, "layerfs_bin": "b",
+                "layerfs_git": "g", "fuse_overlayfs": "f",
+                "loadavg_end": [0, 0, 0], "command": "tools/bench",
+                "impls": bench.IMPLS, "user": "layerfs-bench"},
+       "results": {"walk-cold": {"desc": "walk", "impls": impls}},
+       "extra": {}, "skipped": {}, "consistency": {}, "images": {}}
+print(bench.render(out))
+"#,
+        )
+        .arg(&dir)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8_lossy(&out.stdout);
+    for h in [
+        "| workload | layerfs | layerfs-dirs | overlay | fuse-overlayfs | layerfs/overlay | layerfs/fuse-overlayfs | layerfs-dirs/overlay | layerfs-dirs/fuse-overlayfs |",
+        "| workload | layerfs | layerfs-dirs | fuse-overlayfs | layerfs/overlay | layerfs-dirs/overlay | fuse-overlayfs/overlay | layerfs/fuse-overlayfs | layerfs-dirs/fuse-overlayfs |",
+        // root: 1.0 1.1 ... medians 1.05, 2.1, 3.15, 4.2; unprivileged
+        // layerfs-user 5.25 over root overlay 3.15
+        "| walk | 1.050 ±5% | 2.100 ±5% | 3.150 ±5% | 4.200 ±5% | 0.33 | 0.25 | 0.67 | 0.50 |",
+        "| walk | 5.250 ±5% | error | 7.350 ±5% | 1.67 | - | 2.33 | 0.71 | - |",
+        "walk-cold / layerfs-dirs-user: error: as layerfs-bench: boom",
+    ] {
+        assert!(t.contains(h), "missing {h:?} in:\n{t}");
+    }
+}
