@@ -164,9 +164,15 @@ class User:
                 os._exit(code)
         os.close(w)
         data = b""
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(pid, 0)
+        try:
+            with os.fdopen(r, "rb") as f:
+                data = f.read()
+            _, status = os.waitpid(pid, 0)
+        except BaseException:
+            # interrupted: stop the child before its mount goes away
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
         if not data:
             raise RuntimeError("child as %s died (status %d)" % (
                 self.name, status))
