@@ -247,14 +247,23 @@ class Impl:
         if rw and self.rw_skip:
             raise Skip(self.rw_skip)
         cmd, cwd, path, upper = self._mount_cmd(img, rw)
-        err = subprocess.DEVNULL if self.quiet else None
 
         def go():
+            # the daemons do not keep this stderr: layerfs pipes its
+            # daemon's, fuse-overlayfs daemonizes onto /dev/null
             t = time.perf_counter()
-            subprocess.run(cmd, cwd=cwd, check=True, stderr=err)
+            r = subprocess.run(cmd, cwd=cwd, stderr=subprocess.PIPE,
+                               timeout=300)
             if timed:
                 os.listdir(path)
-            return time.perf_counter() - t
+            dt = time.perf_counter() - t
+            err = r.stderr.decode("utf-8", "replace").strip()
+            if r.returncode != 0:
+                raise RuntimeError("%s mount failed (exit %d): %s" % (
+                    os.path.basename(cmd[0]), r.returncode, err[-400:]))
+            if err and not self.quiet:
+                print(err, file=sys.stderr)
+            return dt
         m = Mount(self, path, upper)
         try:
             m.seconds = self.call(go)
@@ -373,7 +382,7 @@ class LayerfsDirs(Layerfs):
 
     def _mount_cmd(self, img, rw):
         mnt = self.new_mountpoint()
-        lower = img.ovl_dirs()      # relative to img.ovl, top first
+        lower = img.ovl_dirs()      # relative to ovl, top first
         upper = None
         if rw:
             upper = self.fresh_upper()
@@ -392,7 +401,7 @@ class LayerfsDirs(Layerfs):
             opts = ["lowerdir=" + ":".join(lower)]
         opts += self.squash()
         cmd = self.cmd("mount-branches", mnt, "-o", ",".join(opts))
-        return cmd, img.ovl, mnt, upper
+        return cmd, img.ovl_for(self.user), mnt, upper
 
 
 def alive(pid):
@@ -452,7 +461,8 @@ class FuseOverlayfs(Impl):
             self.mkdir(upper + "/w")
             opts += ["upperdir=%s/u" % upper, "workdir=%s/w" % upper]
         opts += self.squash()
-        return ([self.bin, "-o", ",".join(opts), self.mnt], img.ovl,
+        return ([self.bin, "-o", ",".join(opts), self.mnt],
+                img.ovl_for(self.user),
                 self.mnt, upper)
 
     def _umount(self, m):
@@ -728,6 +738,17 @@ class Bench:
         t = time.time()
         images.extract_overlay(img)
         t_ext = time.time() - t
+        if self.user and not self.user.skip and any(
+                n in names for n in ("layerfs-dirs-user",
+                                     "fuse-overlayfs-user")):
+            n = images.root_only(img.ovl)
+            if n:
+                # what rootless storage holds: the user's own copy
+                log("image %s: %d entries only root may read: the "
+                    "unprivileged columns mount a copy owned by %s" % (
+                        name, n, self.user.name))
+                images.user_copy(img, self.user.uid, self.user.gid)
+                img.notes["user_copy_root_only_entries"] = n
         if rootfs:
             shutil.rmtree(rootfs)
         img.notes.update(build_s=round(t_build, 2), import_s=round(t_imp, 2),

@@ -198,6 +198,7 @@ class Image:
         self.name = name
         self.dir = os.path.join(work, "images", name)
         self.ovl = os.path.join(work, "ovl", name)
+        self.ovl_user = None    # see user_copy
         self.tag = "bench-" + name + ":latest"
         self.layers = []      # (tar path, diff id)
         self.archive = os.path.join(self.dir, name + ".docker.tar")
@@ -206,6 +207,11 @@ class Image:
     def layer(self, k):
         os.makedirs(self.dir, exist_ok=True)
         return LayerWriter(os.path.join(self.dir, "layer-%d.tar" % k))
+
+    def ovl_for(self, user):
+        """The overlay dirs an implementation mounts: the root-owned ones,
+        or for an unprivileged user the user's copy if one was made."""
+        return self.ovl_user if user and self.ovl_user else self.ovl
 
     def ovl_dirs(self):
         """Overlay lower dir names relative to self.ovl, top first."""
@@ -473,6 +479,41 @@ def extract_overlay(img):
         subprocess.run(extract_cmd(path, dest), check=True)
         to_overlay(path, dest)
     os.makedirs(os.path.join(img.ovl, "empty"))
+
+
+def root_only(top):
+    """How many entries under `top` others may not read (files without
+    o+r, directories without o+rx; whiteout devices do not count)."""
+    n = 0
+    for d, dirs, files in os.walk(top):
+        for x in dirs:
+            if os.lstat(os.path.join(d, x)).st_mode & 0o005 != 0o005:
+                n += 1
+        for x in files:
+            st = os.lstat(os.path.join(d, x))
+            if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o004:
+                n += 1
+    return n
+
+
+def user_copy(img, uid, gid):
+    """WORK/ovl-user/NAME: a copy of the overlay dirs owned by uid:gid (as
+    rootless storage holds layers: the user may read all of it), same
+    modes (set-id bits restored after the chown), whiteouts and xattrs."""
+    dest = os.path.join(os.path.dirname(os.path.dirname(img.ovl)),
+                        "ovl-user", img.name)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    subprocess.run(["cp", "-a", img.ovl, dest], check=True)
+    for d, dirs, files in os.walk(dest):
+        # every entry once: directories when walked, files and symlinks
+        # (to directories too) from their parent
+        links = [x for x in dirs if os.path.islink(os.path.join(d, x))]
+        for p in [d] + [os.path.join(d, x) for x in files + links]:
+            st = os.lstat(p)
+            os.lchown(p, uid, gid)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
+                os.chmod(p, stat.S_IMODE(st.st_mode))
+    img.ovl_user = dest
 
 
 def build(name, work, sz, seed, rootfs=None):
