@@ -509,10 +509,12 @@ def make_impls(b, names):
 # --------------------------------------------------------------------------
 # Workloads
 
-def sh(cmd):
+def sh(cmd, pipefail=False):
     def op(mnt):
-        r = subprocess.run(cmd, shell=True, cwd=mnt,
-                           stdout=subprocess.DEVNULL,
+        # pipefail: bash, so that a failure left of a pipe is one
+        argv = ["bash", "-o", "pipefail", "-c", cmd] if pipefail else \
+            ["sh", "-c", cmd]
+        r = subprocess.run(argv, cwd=mnt, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
         if r.returncode not in (0,):
             raise RuntimeError("%s failed (%d): %s" % (
@@ -522,7 +524,8 @@ def sh(cmd):
 
 
 WALK = sh("find . -printf '%y %m %U %G %s %p\\n' >/dev/null")
-READ_ALL = sh("tar -cf - . | cat >/dev/null")
+# a file tar cannot read makes it fail (exit 2), not just warn
+READ_ALL = sh("tar -cf - . | cat >/dev/null", pipefail=True)
 
 
 def ls_wide(times):
