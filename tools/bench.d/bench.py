@@ -2,13 +2,15 @@
 """layerfs side-by-side benchmark (run through tools/bench; stdlib only).
 
 Builds the benchmark images (images.py), imports them into a private
-layerfs store, extracts the same layers into directories for kernel
-overlayfs and fuse-overlayfs, then runs every workload in alternated rounds
-(layerfs, overlay, fuse-overlayfs, layerfs, ...). Every timed run gets a
-fresh mount: "cold" drops the kernel caches (sync; echo 3 >
-/proc/sys/vm/drop_caches) after mounting, "warm" runs the workload once
-untimed first. Prints a table of medians, spread and ratios, and writes
-every sample as JSON.
+layerfs store (and the unprivileged user's own store), extracts the same
+layers into directories for kernel overlayfs, fuse-overlayfs and `layerfs
+mount-branches` (layerfs-dirs), then runs every workload in alternated
+rounds over the columns (layerfs, layerfs-dirs, overlay, fuse-overlayfs,
+then layerfs, layerfs-dirs and fuse-overlayfs as the user layerfs-bench,
+layerfs, ...). Every timed run gets a fresh mount: "cold" drops the kernel
+caches (sync; echo 3 > /proc/sys/vm/drop_caches) after mounting, "warm"
+runs the workload once untimed first. Prints tables of medians, spread and
+ratios (root, unprivileged), and writes every sample as JSON.
 """
 
 import argparse
