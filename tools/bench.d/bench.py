@@ -1183,8 +1183,9 @@ def render(out):
     ]
     notes = []
     sel = m.get("impls", ["layerfs", "overlay", "fuse-overlayfs"])
-    root = [i for i in ROOT_IMPLS if i in sel]
-    user = [i for i in USER_IMPLS if i in sel]
+    # no timed workloads (--only rss-100k, ...): no empty tables
+    root = [i for i in ROOT_IMPLS if i in sel and out["results"]]
+    user = [i for i in USER_IMPLS if i in sel and out["results"]]
     if root:
         ratios = [(a, b) for a in ("layerfs", "layerfs-dirs")
                   for b in ("overlay", "fuse-overlayfs")
