@@ -241,6 +241,9 @@ enum Handle {
         /// The upper file, once there is one (opened lazily for readers
         /// of a lower file that was copied up meanwhile).
         file: Mutex<Option<Arc<File>>>,
+        /// The file of a directory layer's entry, opened once at open
+        /// (reads of a handle do not reopen it by path).
+        lower: Option<Arc<File>>,
     },
     /// A directory listing, taken when it is read from offset 0 (not at
     /// opendir: the kernel caches what the first readdir returns as the
@@ -534,7 +537,7 @@ impl Vfs {
     fn switch_readers(&self, ino: u64, p: &Path) {
         let handles: Vec<Arc<Handle>> = self.handles.lock().values().cloned().collect();
         for h in handles {
-            if let Handle::File { ino: i, file } = &*h {
+            if let Handle::File { ino: i, file, .. } = &*h {
                 let mut f = file.lock();
                 if *i == ino && f.is_none() {
                     *f = File::open(p).ok().map(Arc::new);
@@ -675,7 +678,7 @@ impl Vfs {
             .lock()
             .values()
             .find_map(|h| match &**h {
-                Handle::File { ino: i, file } if *i == ino => file.lock().clone(),
+                Handle::File { ino: i, file, .. } if *i == ino => file.lock().clone(),
                 _ => None,
             })
             .ok_or(libc::ENOENT)?;
@@ -935,21 +938,51 @@ impl Vfs {
         }
         let acc = flags & libc::O_ACCMODE;
         let trunc = flags & libc::O_TRUNC != 0;
+        let mut lower = None;
         let file = if acc != libc::O_RDONLY || trunc {
             self.up()?;
             let _w = self.ns.write();
             self.copy_up(ino, !trunc)?;
             Some(Arc::new(self.open_upper(ino, flags)?))
-        } else if self.state(ino)?.1 {
-            let _r = self.ns.read();
-            Some(Arc::new(self.open_upper(ino, flags)?))
         } else {
-            None
+            let _r = self.ns.read();
+            match self.state(ino)? {
+                (_, true, _) => Some(Arc::new(self.open_upper(ino, flags)?)),
+                (_, false, Some(Resolved::Leaf(src))) => {
+                    let layer = &self.layers[src.0 as usize];
+                    lower = layer.open_entry(src.1)?.map(Arc::new);
+                    None
+                }
+                _ => None,
+            }
         };
         Ok(self.alloc_handle(Handle::File {
             ino,
             file: Mutex::new(file),
+            lower,
         }))
+    }
+
+    /// The whole real file behind open handle `fh`, for the kernel to read
+    /// and write directly (FUSE passthrough): its upper file, or on a
+    /// read-only mount the file of a directory layer. `None` for a file
+    /// inside a layer tar, and for a lower file of a read-write mount (a
+    /// copy-up while it is open would need a second backing file for the
+    /// same inode, which the kernel refuses).
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { file, lower, .. }) => match file.lock().clone() {
+                Some(f) => Some(f),
+                None if self.upper.is_none() => lower.clone(),
+                None => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Does any layer read its files from a directory (`mount-branches`)?
+    pub fn has_directory_layers(&self) -> bool {
+        self.layers.iter().any(|l| l.dir.is_some())
     }
 
     fn open_upper(&self, ino: u64, flags: i32) -> VResult<File> {
@@ -1020,7 +1053,16 @@ impl Vfs {
         let start = offset.min(e.size);
         let end = offset.saturating_add(size as u64).min(e.size);
         let layer = &self.layers[src.0 as usize];
-        if let Some(f) = layer.open_entry(src.1)? {
+        if layer.dir.is_some() {
+            let f = match self.handle(fh).as_deref() {
+                Some(Handle::File {
+                    lower: Some(f),
+                    ino: i,
+                    ..
+                }) if *i == ino => f.clone(),
+                // No handle (the kernel opened the file itself): by path.
+                _ => Arc::new(layer.open_entry(src.1)?.ok_or(libc::EIO)?),
+            };
             return read_file_at(&f, start, (end - start) as usize).map(Cow::Owned);
         }
         let data = layer.data();
@@ -1565,6 +1607,7 @@ impl Vfs {
         let fh = self.alloc_handle(Handle::File {
             ino,
             file: Mutex::new(file),
+            lower: None,
         });
         Ok((attr, fh))
     }
