@@ -112,6 +112,33 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
     Ok((cfg, strs.join(",")))
 }
 
+/// Takes `-o passthrough=on|off` out of the options (never for the
+/// kernel): whether files backed by whole real files may use FUSE
+/// passthrough (default on; it needs CAP_SYS_ADMIN, else it is off anyway).
+fn passthrough_option(opts: &mut Vec<String>) -> Result<bool> {
+    let mut on = true;
+    let mut bad = None;
+    opts.retain(|o| match o.strip_prefix("passthrough=") {
+        Some("on") => {
+            on = true;
+            false
+        }
+        Some("off") => {
+            on = false;
+            false
+        }
+        Some(v) => {
+            bad = Some(v.to_string());
+            false
+        }
+        None => true,
+    });
+    if let Some(v) = bad {
+        bail!("-o passthrough={v}: give on or off");
+    }
+    Ok(on)
+}
+
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain sigset manipulation on a local set; pthread_sigmask
     // only changes this thread's mask (threads created later inherit it).
@@ -207,6 +234,7 @@ fn serve(
 ) -> Result<()> {
     let mut fuse_opts = opts.clone();
     let owners = Owners::from_options(&mut fuse_opts.options).map_err(|e| anyhow!(e))?;
+    let passthrough = passthrough_option(&mut fuse_opts.options)?;
     let opts = &fuse_opts;
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
     let vfs = Arc::new(Vfs::with_upper(layers, upper)?.with_owners(owners));
@@ -217,7 +245,7 @@ fn serve(
     };
     let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
     let sigset = block_signals();
-    let fs = LayerFs::new(vfs);
+    let fs = LayerFs::new(vfs).with_passthrough(passthrough);
     let mountpoint_owned = mountpoint.to_path_buf();
     // Root mounts with mount(2) through fuser; anyone else goes through the
     // setuid fusermount3, which also works where /dev/fuse is root-only.

@@ -7,18 +7,34 @@
 //! opens (`FOPEN_KEEP_CACHE`) and directory listings too
 //! (`FOPEN_CACHE_DIR`): the kernel itself updates or drops what a change
 //! made through the mount touches (see ARCHITECTURE.md, "Kernel caches").
+//!
+//! Passthrough: a file backed by a whole real file (in the rw branch, or of
+//! a directory layer on a read-only mount) is opened with
+//! `FOPEN_PASSTHROUGH` when the daemon may register backing files (it needs
+//! CAP_SYS_ADMIN): the kernel then reads, writes and maps it directly, no
+//! READ/WRITE request comes here. The kernel holds one backing file per
+//! inode and refuses to mix: while an inode is open for passthrough every
+//! open of it must be passthrough to the same backing id, and while it is
+//! open through its page cache none may be (both answered with EIO). So
+//! [`IoModes`] counts the open handles of each inode by mode and decides
+//! each open from them; its counts cover the kernel's (a handle counts from
+//! before its reply until its RELEASE, which the kernel sends after it
+//! dropped its own count), so it never picks a mode the kernel refuses.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::index::Kind;
@@ -37,6 +53,40 @@ pub struct LayerFs {
     /// Read-only and no xattr anywhere: GETXATTR answers ENOSYS, after
     /// which the kernel answers every getxattr(2) with EOPNOTSUPP itself.
     no_getxattr: bool,
+    /// Passthrough allowed (`-o passthrough=off` clears it).
+    passthrough_wanted: bool,
+    /// Passthrough negotiated at INIT and backing files can be registered
+    /// (cleared when the kernel refuses that for good).
+    passthrough: AtomicBool,
+    io: parking_lot::Mutex<IoModes>,
+}
+
+/// How the open handles of one inode do their I/O.
+#[derive(Default)]
+struct InodeIo {
+    /// Handles opened through the page cache (READ/WRITE requests).
+    cached: u32,
+    /// Handles opened for passthrough, all to `backing`.
+    passthrough: u32,
+    /// The inode's backing id, while `passthrough` > 0.
+    backing: Option<Arc<BackingId>>,
+    /// Was ever open for passthrough: the inode's page cache may be older
+    /// than the file, so a later cached open must not keep it.
+    was_passthrough: bool,
+}
+
+/// The I/O mode of every open file handle (see the module doc).
+#[derive(Default)]
+struct IoModes {
+    inodes: HashMap<u64, InodeIo>,
+    /// Handle -> (inode, opened for passthrough).
+    handles: HashMap<u64, (u64, bool)>,
+}
+
+/// How to answer an OPEN or CREATE.
+enum OpenMode {
+    Passthrough(Arc<BackingId>),
+    Cached(FopenFlags),
 }
 
 impl LayerFs {
@@ -46,6 +96,106 @@ impl LayerFs {
             vfs,
             no_open: false,
             no_opendir: false,
+            passthrough_wanted: true,
+            passthrough: AtomicBool::new(false),
+            io: parking_lot::Mutex::new(IoModes::default()),
+        }
+    }
+
+    /// Allows or forbids FUSE passthrough (allowed by default; used only
+    /// where the daemon has CAP_SYS_ADMIN and the kernel offers it).
+    pub fn with_passthrough(mut self, on: bool) -> LayerFs {
+        self.passthrough_wanted = on;
+        self
+    }
+
+    /// Decides how handle `fh` of inode `ino` is opened and records it.
+    /// `open_backing` registers a backing file with the kernel (the
+    /// reply's own, for OPEN or CREATE).
+    fn open_mode(
+        &self,
+        ino: u64,
+        fh: u64,
+        open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
+    ) -> OpenMode {
+        let mut io = self.io.lock();
+        let IoModes { inodes, handles } = &mut *io;
+        let st = inodes.entry(ino).or_default();
+        let mut backing = None;
+        if st.passthrough > 0 {
+            // The kernel accepts only passthrough to the same backing now.
+            backing = st.backing.clone();
+        } else if st.cached == 0 && self.passthrough.load(Ordering::Relaxed) {
+            if let Some(f) = self.vfs.backing_file(fh) {
+                match open_backing(&f) {
+                    Ok(b) => backing = Some(Arc::new(b)),
+                    Err(e) => self.backing_failed(ino, e),
+                }
+            }
+        }
+        let mode = match backing {
+            Some(b) => {
+                st.passthrough += 1;
+                st.was_passthrough = true;
+                st.backing = Some(b.clone());
+                OpenMode::Passthrough(b)
+            }
+            None => {
+                st.cached += 1;
+                OpenMode::Cached(if st.was_passthrough {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                })
+            }
+        };
+        handles.insert(fh, (ino, matches!(mode, OpenMode::Passthrough(_))));
+        tracing::debug!(
+            ino,
+            fh,
+            passthrough = matches!(mode, OpenMode::Passthrough(_)),
+            "open"
+        );
+        mode
+    }
+
+    /// A backing file could not be registered: this open goes through the
+    /// page cache; if the kernel refuses registrations for good (no
+    /// CAP_SYS_ADMIN in its user namespace, no support), stop trying.
+    fn backing_failed(&self, ino: u64, e: std::io::Error) {
+        let fatal = matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM | libc::ENOTTY | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+        );
+        if fatal {
+            self.passthrough.store(false, Ordering::Relaxed);
+            tracing::info!("passthrough unavailable ({e}): reads and writes go through the daemon");
+        } else {
+            tracing::debug!(ino, "no passthrough for this file: {e}");
+        }
+    }
+
+    /// Handle `fh` was released.
+    fn closed(&self, fh: u64) {
+        let mut io = self.io.lock();
+        let IoModes { inodes, handles } = &mut *io;
+        let Some((ino, pt)) = handles.remove(&fh) else {
+            return;
+        };
+        let Some(st) = inodes.get_mut(&ino) else {
+            return;
+        };
+        if pt {
+            st.passthrough = st.passthrough.saturating_sub(1);
+            if st.passthrough == 0 {
+                // Unregisters it (the kernel let go of it first).
+                st.backing = None;
+            }
+        } else {
+            st.cached = st.cached.saturating_sub(1);
+        }
+        if st.cached == 0 && st.passthrough == 0 && !st.was_passthrough {
+            inodes.remove(&ino);
         }
     }
 }
@@ -160,12 +310,32 @@ impl Filesystem for LayerFs {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let caps = config.capabilities();
+        // Passthrough only where some file is a whole real file, and only
+        // for a daemon whose backing files the kernel accepts. Depth 1:
+        // backing files on a non-stacked filesystem, and the mount itself
+        // can still be a lower layer of overlayfs.
+        if self.passthrough_wanted
+            && (self.vfs.is_rw() || self.vfs.has_directory_layers())
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && crate::sys::may_open_backing_files()
+            && config.set_max_stack_depth(1).is_ok()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(
+            passthrough = self.passthrough.load(Ordering::Relaxed),
+            "FUSE session initialized"
+        );
         if self.vfs.is_rw() {
             // O_TRUNC reaches open (else the kernel truncates with a
             // separate SETATTR after a full copy-up).
             let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         } else {
-            self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+            // Files of directory layers are opened by handle (an fd each,
+            // or passthrough): they need OPEN.
+            self.no_open =
+                caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT) && !self.vfs.has_directory_layers();
             self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
             if self.vfs.owners_identity() {
                 // The kernel then reads system.posix_acl_* once per inode
@@ -202,9 +372,15 @@ impl Filesystem for LayerFs {
         if self.no_open {
             return reply_read_only_open(reply, flags);
         }
-        match self.vfs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
+        let fh = match self.vfs.open(ino.0, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.open_mode(ino.0, fh, |f| reply.open_backing(f)) {
+            OpenMode::Passthrough(b) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            OpenMode::Cached(flags) => reply.opened(FileHandle(fh), flags),
         }
     }
 
@@ -219,6 +395,7 @@ impl Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::debug!(ino = ino.0, fh = fh.0, offset, size, "read");
         match self.vfs.read(ino.0, fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
@@ -228,7 +405,7 @@ impl Filesystem for LayerFs {
     fn write(
         &self,
         _r: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -237,6 +414,7 @@ impl Filesystem for LayerFs {
         _l: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        tracing::debug!(ino = ino.0, fh = fh.0, offset, size = data.len(), "write");
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -259,6 +437,7 @@ impl Filesystem for LayerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.closed(fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -557,13 +736,19 @@ impl Filesystem for LayerFs {
             .vfs
             .create(parent.0, name.as_bytes(), mode, flags, caller(req))
         {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &fuse_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((a, fh)) => match self.open_mode(a.ino, fh, |f| reply.open_backing(f)) {
+                OpenMode::Passthrough(b) => reply.created_passthrough(
+                    &TTL,
+                    &fuse_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    &b,
+                ),
+                OpenMode::Cached(flags) => {
+                    reply.created(&TTL, &fuse_attr(&a), Generation(0), FileHandle(fh), flags)
+                }
+            },
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -354,3 +354,26 @@ pub fn start_writeback(f: &std::fs::File, off: u64, len: u64) {
         );
     }
 }
+
+/// Can this process register FUSE backing files (passthrough)? The kernel
+/// asks for CAP_SYS_ADMIN in the initial user namespace: the capability
+/// must be effective here and this must be the initial namespace (its
+/// uid_map maps all of 0..2^32-1 to itself).
+pub fn may_open_backing_files() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
+        return false;
+    }
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+}
