@@ -599,3 +599,106 @@ fn chunked_listing_does_not_revive_removed_names() {
         .collect();
     assert_eq!(names.len(), 2998 - 600);
 }
+
+/// Data requests (`read`/`write` debug lines of `layerfs::fuse`) the daemon
+/// logged for inode `ino`.
+fn data_requests(log: &str, ino: u64) -> (usize, usize) {
+    let ino = format!(" ino={ino} ");
+    let count = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains("layerfs::fuse") && l.contains(what) && l.contains(&ino))
+            .count()
+    };
+    (count(": read "), count(": write "))
+}
+
+/// The daemon's log of the one mount a store had.
+fn daemon_log(store: &TestStore) -> String {
+    let dir = store.root().join("mounts");
+    let logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "one daemon log in {}", dir.display());
+    std::fs::read_to_string(&logs[0]).unwrap()
+}
+
+/// As root, files of the rw branch are opened with FUSE passthrough: 8 MiB
+/// written through the mount, read back, and a file put in the branch
+/// before mounting read through it, with no READ or WRITE request reaching
+/// the daemon for them (a copied-up file too); with `-o passthrough=off`
+/// the same goes through the daemon. Content is checked both ways.
+#[test]
+fn passthrough_keeps_file_data_out_of_the_daemon() {
+    if !fuse_available() {
+        return;
+    }
+    let pattern: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    for off in [false, true] {
+        let t = Rw::new();
+        std::fs::create_dir_all(t.rw()).unwrap();
+        let pre: Vec<u8> = pattern.iter().rev().copied().collect();
+        std::fs::write(t.rw().join("pre"), &pre).unwrap();
+        let rw = t.rw();
+        let mut opts = vec!["--rw", rw.to_str().unwrap()];
+        if off {
+            opts.extend(["-o", "passthrough=off"]);
+        }
+        let env = [("RUST_LOG", "layerfs::fuse=debug")];
+        let (big, pre_ino, copied) = {
+            let m = Mount::with_env(&t.store, &t.id, &opts, &env);
+            let p = m.path("big");
+            let mut f = File::create(&p).unwrap();
+            for chunk in pattern.chunks(1 << 20) {
+                f.write_all(chunk).unwrap();
+            }
+            drop(f);
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), pattern.len() as u64);
+            assert!(std::fs::read(&p).unwrap() == pattern, "big reads back");
+            assert!(std::fs::read(m.path("pre")).unwrap() == pre, "pre reads");
+            // A lower file (never read while lower: that read would go
+            // through the daemon), copied up by an append, then read whole.
+            let os = m.path("etc/os-release");
+            let len = std::fs::metadata(&os).unwrap().len();
+            OpenOptions::new()
+                .append(true)
+                .open(&os)
+                .unwrap()
+                .write_all(&pattern[..1 << 20])
+                .unwrap();
+            let want = std::fs::read(rw.join("etc/os-release")).unwrap();
+            assert_eq!(want.len() as u64, len + (1 << 20));
+            assert!(want.ends_with(&pattern[..1 << 20]));
+            assert_eq!(std::fs::metadata(&os).unwrap().len(), want.len() as u64);
+            assert!(std::fs::read(&os).unwrap() == want, "copied-up file");
+            let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+            (ino(&p), ino(&m.path("pre")), ino(&os))
+        };
+        assert_eq!(std::fs::read(t.rw().join("big")).unwrap(), pattern);
+        let log = daemon_log(&t.store);
+        let (r_big, w_big) = data_requests(&log, big);
+        let (r_pre, _) = data_requests(&log, pre_ino);
+        let (r_cp, w_cp) = data_requests(&log, copied);
+        let seen = format!(
+            "big: {r_big} reads {w_big} writes; pre: {r_pre} reads; \
+             copied-up: {r_cp} reads {w_cp} writes"
+        );
+        if off || !is_root() {
+            assert!(
+                w_big > 0 && r_pre > 0 && w_cp > 0,
+                "through the daemon: {seen}"
+            );
+        } else {
+            assert!(
+                log.contains("passthrough=true"),
+                "no passthrough open as root:\n{log}"
+            );
+            assert_eq!(
+                (r_big, w_big, r_pre, r_cp, w_cp),
+                (0, 0, 0, 0, 0),
+                "passthrough: {seen}"
+            );
+        }
+    }
+}

@@ -146,6 +146,17 @@ pub struct Mount<'a> {
 
 impl<'a> Mount<'a> {
     pub fn new(store: &'a TestStore, image: &str, opts: &[&str]) -> Mount<'a> {
+        Mount::with_env(store, image, opts, &[])
+    }
+
+    /// `layerfs mount IMAGE MNT OPTS...` with `env` set for the daemon
+    /// (e.g. `RUST_LOG`; its log is `ROOT/mounts/<key>.log`).
+    pub fn with_env(
+        store: &'a TestStore,
+        image: &str,
+        opts: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mount<'a> {
         let mp = tempfile::Builder::new()
             .prefix("layerfs-mnt")
             .tempdir()
@@ -158,7 +169,14 @@ impl<'a> Mount<'a> {
         };
         let mut args = vec!["mount", image, m.dir.to_str().unwrap()];
         args.extend_from_slice(opts);
-        m.store.ok(&args);
+        let out = m.store.cmd().args(&args).envs(env.iter().copied()).output();
+        let out = out.expect("running layerfs");
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         m
     }
 
