@@ -686,4 +686,89 @@ fn fstab_line_mounts_through_mount8() {
         b"1\n"
     );
     assert!(rw.join("etc/.wh.passwd").exists());
+
+/// `read` debug lines of `layerfs::fuse` for inode `ino` in the one
+/// daemon log of `store`.
+fn logged_reads(store: &TestStore, ino: u64) -> usize {
+    let dir = store.root().join("mounts");
+    let mut n = 0;
+    let ino = format!(" ino={ino} ");
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            n += std::fs::read_to_string(&p)
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    l.contains("layerfs::fuse") && l.contains(": read ") && l.contains(&ino)
+                })
+                .count();
+        }
+    }
+    n
+}
+
+/// Files of directory branches are whole real files: on a read-only mount
+/// (as root) they are read by passthrough, no READ reaches the daemon;
+/// with `-o passthrough=off`, or below an rw branch (a copy-up while open
+/// would need a second backing file for the inode, which the kernel
+/// refuses), reads go through the daemon, on one fd per open handle; a
+/// reader opened before a copy-up reads the copy.
+#[test]
+fn directory_branch_files_pass_through_when_read_only() {
+    use std::io::Write;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    if !fuse_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (lo, up) = (t.path().join("lo"), t.path().join("up"));
+    std::fs::create_dir_all(&lo).unwrap();
+    std::fs::create_dir_all(&up).unwrap();
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(lo.join("a"), &data).unwrap();
+    let env = [("RUST_LOG", "layerfs::fuse=debug")];
+    let lower = format!("lowerdir={}", lo.display());
+    let rw = format!("br={}=rw:{}=ro", up.display(), lo.display());
+    for (opts, passthrough) in [
+        (lower.clone(), is_root()),
+        (format!("{lower},passthrough=off"), false),
+        (rw, false),
+    ] {
+        let store = TestStore::new();
+        let ino = {
+            let m = Mount::branches_with_env(&store, &opts, &env);
+            let p = m.path("a");
+            let reader = std::fs::File::open(&p).unwrap();
+            assert!(std::fs::read(&p).unwrap() == data, "{opts}: content");
+            let mut buf = vec![0u8; 4096];
+            reader.read_exact_at(&mut buf, 4096).unwrap();
+            assert_eq!(buf, data[4096..8192], "{opts}: second handle");
+            if opts.starts_with("br=") {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .write_all_at(b"copied", 4096)
+                    .unwrap();
+                reader.read_exact_at(&mut buf[..6], 4096).unwrap();
+                assert_eq!(&buf[..6], b"copied", "reader switched to the copy");
+                assert_eq!(
+                    std::fs::read(lo.join("a")).unwrap(),
+                    data,
+                    "lower untouched"
+                );
+                let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                f.write_all(b"end").unwrap();
+                assert_eq!(std::fs::metadata(&p).unwrap().len(), data.len() as u64 + 3);
+            }
+            std::fs::metadata(&p).unwrap().ino()
+        };
+        let reads = logged_reads(&store, ino);
+        if passthrough {
+            assert_eq!(reads, 0, "{opts}: reads reached the daemon");
+        } else {
+            assert!(reads > 0, "{opts}: no read logged");
+        }
+    }
 }

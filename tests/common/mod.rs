@@ -182,6 +182,11 @@ impl<'a> Mount<'a> {
 
     /// `layerfs mount-branches MNT -o OPTS` (plain directories as branches).
     pub fn branches(store: &'a TestStore, opts: &str) -> Mount<'a> {
+        Mount::branches_with_env(store, opts, &[])
+    }
+
+    /// `layerfs mount-branches MNT -o OPTS` with `env` set for the daemon.
+    pub fn branches_with_env(store: &'a TestStore, opts: &str, env: &[(&str, &str)]) -> Mount<'a> {
         let mp = tempfile::Builder::new()
             .prefix("layerfs-mnt")
             .tempdir()
@@ -192,8 +197,15 @@ impl<'a> Mount<'a> {
             dir,
             _mp: mp,
         };
-        m.store
-            .ok(&["mount-branches", m.dir.to_str().unwrap(), "-o", opts]);
+        let args = ["mount-branches", m.dir.to_str().unwrap(), "-o", opts];
+        let out = m.store.cmd().args(args).envs(env.iter().copied()).output();
+        let out = out.expect("running layerfs");
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         m
     }
 
