@@ -686,6 +686,7 @@ fn fstab_line_mounts_through_mount8() {
         b"1\n"
     );
     assert!(rw.join("etc/.wh.passwd").exists());
+}
 
 /// `read` debug lines of `layerfs::fuse` for inode `ino` in the one
 /// daemon log of `store`.
