@@ -127,6 +127,28 @@ pub fn utimens(p: &Path, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
     })
 }
 
+/// `fchown(2)`; `u32::MAX` leaves that id unchanged.
+pub fn fchown(f: &std::fs::File, uid: u32, gid: u32) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })
+}
+
+/// `fchmod(2)`.
+pub fn fchmod(f: &std::fs::File, mode: u32) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) })
+}
+
+/// `futimens(3)`.
+pub fn futimens(f: &std::fs::File, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    let ts = [atime.raw(), mtime.raw()];
+    // SAFETY: a valid descriptor and a two-element timespec array.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
+}
+
 /// `lsetxattr(2)`.
 pub fn lsetxattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
     let c = cpath(p)?;

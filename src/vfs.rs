@@ -671,17 +671,21 @@ impl Vfs {
     }
 
     /// Attributes of a file that has no name left, from an open handle.
-    fn open_file_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
-        use std::os::unix::fs::MetadataExt;
-        let file = self
-            .handles
+    /// An open handle's upper file of `ino` (ENOENT if none is open).
+    fn open_file_of(&self, ino: u64) -> VResult<Arc<File>> {
+        self.handles
             .lock()
             .values()
             .find_map(|h| match &**h {
                 Handle::File { ino: i, file, .. } if *i == ino => file.lock().clone(),
                 _ => None,
             })
-            .ok_or(libc::ENOENT)?;
+            .ok_or(libc::ENOENT)
+    }
+
+    fn open_file_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
+        use std::os::unix::fs::MetadataExt;
+        let file = self.open_file_of(ino)?;
         let m = file.metadata().map_err(|e| errno_of(&e))?;
         Ok(Attr {
             ino,
@@ -1836,6 +1840,26 @@ impl Vfs {
             self.copy_up(ino, true)?;
         }
         let p = self.upath(ino);
+        if p == Err(libc::ENOENT) && !up.rootless() {
+            // Unlinked but still open (fchmod, fchown, futimens): through
+            // the descriptor of a handle. (Rootless metadata lives in an
+            // xattr set by path; there it stays ENOENT.)
+            let f = self.open_file_of(ino)?;
+            if s.uid.is_some() || s.gid.is_some() {
+                sys::fchown(&f, s.uid.unwrap_or(u32::MAX), s.gid.unwrap_or(u32::MAX))?;
+            }
+            if let Some(m) = s.mode {
+                sys::fchmod(&f, m & 0o7777)?;
+            }
+            if s.atime.is_some() || s.mtime.is_some() {
+                sys::futimens(
+                    &f,
+                    s.atime.unwrap_or(TimeSpec::Omit),
+                    s.mtime.unwrap_or(TimeSpec::Omit),
+                )?;
+            }
+            return self.attr(ino);
+        }
         if meta_change {
             let p = p.clone()?;
             if up.rootless() {

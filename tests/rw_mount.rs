@@ -250,6 +250,18 @@ fn statfs_fallocate_unlinked_files_and_sockets() {
     assert_eq!(s, "still here");
     f.set_len(5).unwrap();
     assert_eq!(f.metadata().unwrap().len(), 5);
+    // fchmod, fchown, futimens of the nameless file.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o600);
+    std::os::unix::fs::fchown(&f, Some(4321), Some(4322)).unwrap();
+    let md = f.metadata().unwrap();
+    assert_eq!((md.uid(), md.gid()), (4321, 4322));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    f.set_times(std::fs::FileTimes::new().set_modified(t))
+        .unwrap();
+    assert_eq!(f.metadata().unwrap().mtime(), 1_000_000);
     assert_eq!(
         errno_of(std::fs::metadata(m.path("tmp/scratch"))),
         libc::ENOENT
