@@ -132,6 +132,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `data` in one rename, without `write_atomic`'s
+/// fsync: for state that does not have to survive a crash.
+fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&data).with_context(|| format!("corrupt store file {}", path.display()))
@@ -418,7 +427,11 @@ impl Store {
             .root
             .join("mounts")
             .join(format!("{}.json", Store::mount_key(&rec.mountpoint)));
-        write_atomic(&p, &serde_json::to_vec_pretty(rec)?)?;
+        // Atomic (readers never see half a record) but not fsynced: a
+        // record describes a live process, and nothing outlives a crash
+        // that could lose it (a record whose daemon is gone is dropped by
+        // `mounts`, an unreadable one skipped).
+        write_replace(&p, &serde_json::to_vec_pretty(rec)?)?;
         Ok(p)
     }
 
