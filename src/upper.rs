@@ -525,8 +525,17 @@ impl Upper {
     }
 
     /// Publishes the finished object `t` as `dir/name`, replacing the
-    /// whiteout of `name` if there is one.
-    pub fn publish(&self, t: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+    /// whiteout of `name` if there is one. `maybe_whiteout` false says the
+    /// caller knows there is none to remove (no lower layer has `name`
+    /// under a directory that still merges them): the AUFS format then
+    /// saves the `unlink` of `.wh.name` (a stray one would hide nothing).
+    pub fn publish(
+        &self,
+        t: &Path,
+        dir: &Path,
+        name: &[u8],
+        maybe_whiteout: bool,
+    ) -> SysResult<()> {
         let p = child(dir, name);
         if self.format == Format::Overlay && self.has_whiteout(dir, name) {
             sys::rename2(t, &p, libc::RENAME_EXCHANGE)?;
@@ -537,6 +546,9 @@ impl Upper {
             return Ok(());
         }
         sys::rename2(t, &p, libc::RENAME_NOREPLACE)?;
+        if !maybe_whiteout && self.format == Format::Aufs {
+            return Ok(());
+        }
         self.remove_whiteout(dir, name)
     }
 

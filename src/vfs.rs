@@ -431,56 +431,55 @@ impl Vfs {
         let found = if upper {
             self.find_upper(parent, &lower, name)?
         } else {
-            None
-        };
-        let found = match found {
-            Some(f) => f,
-            None => {
-                let r = self.lower_child(&lower, name).ok_or(libc::ENOENT)?;
-                Found {
-                    kind: self.entry_of(r.meta_source(&self.layers)).kind,
-                    upper: false,
-                    lower: Some(r),
-                    upper_ino: None,
-                }
-            }
+            self.found_lower(self.lower_child(&lower, name).ok_or(libc::ENOENT)?)
         };
         Ok(self.intern(parent, name, found))
     }
 
-    /// Looks `name` up in the upper part of directory `parent`: `Some` if
-    /// the upper branch has it, `Err(ENOENT)` if a whiteout hides it,
-    /// `None` to go on to the lower layers.
-    fn find_upper(
-        &self,
-        parent: u64,
-        plower: &Option<Resolved>,
-        name: &[u8],
-    ) -> VResult<Option<Found>> {
+    /// Looks `name` up in directory `parent`, which is in the upper branch
+    /// (`plower` its lower part): the branch's object if it has one, else
+    /// the lower one unless a whiteout hides it (`Err(ENOENT)`).
+    fn find_upper(&self, parent: u64, plower: &Option<Resolved>, name: &[u8]) -> VResult<Found> {
         let up = self.up()?;
         let pp = self.upath(parent)?;
         let p = child(&pp, name);
+        // A whiteout or an opaque marker only matters where a lower layer
+        // has the name: the markers are read only then.
         match sys::lstat(&p) {
             // An overlay-format whiteout is the hidden name itself.
             Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT),
             Ok(st) => {
                 let kind = up.meta_of(&p, &st).kind;
-                let lower = if kind == Kind::Dir && !up.is_opaque(&p) && !up.has_whiteout(&pp, name)
-                {
-                    self.lower_child(plower, name).filter(is_dir)
+                let lower = if kind == Kind::Dir {
+                    self.lower_child(plower, name)
+                        .filter(is_dir)
+                        .filter(|_| !up.is_opaque(&p) && !up.has_whiteout(&pp, name))
                 } else {
                     None
                 };
-                Ok(Some(Found {
+                Ok(Found {
                     kind,
                     upper: true,
                     lower,
                     upper_ino: (kind != Kind::Dir).then_some(st.st_ino),
-                }))
+                })
             }
-            Err(libc::ENOENT) if up.has_whiteout(&pp, name) => Err(libc::ENOENT),
-            Err(libc::ENOENT) => Ok(None),
+            Err(libc::ENOENT) => match self.lower_child(plower, name) {
+                None => Err(libc::ENOENT),
+                Some(_) if up.has_whiteout(&pp, name) => Err(libc::ENOENT),
+                Some(r) => Ok(self.found_lower(r)),
+            },
             Err(e) => Err(e),
+        }
+    }
+
+    /// A name only the lower layers have, resolved to `r`.
+    fn found_lower(&self, r: Resolved) -> Found {
+        Found {
+            kind: self.entry_of(r.meta_source(&self.layers)).kind,
+            upper: false,
+            lower: Some(r),
+            upper_ino: None,
         }
     }
 
@@ -1477,10 +1476,17 @@ impl Vfs {
     /// directory over something lower is made opaque first.
     fn publish(&self, t: &Path, parent: u64, pp: &Path, name: &[u8], dir: bool) -> VResult<()> {
         let up = self.up()?;
-        if dir && self.lower_has(parent, name)? {
+        let (_, _, plower) = self.state(parent)?;
+        let lower_has = self.lower_child(&plower, name).is_some();
+        if dir && lower_has {
             up.make_opaque(t)?;
         }
-        up.publish(t, pp, name)
+        // The branch holds `.wh.NAME` only where a lower layer has NAME
+        // (deletions write one only then, and the layers do not change),
+        // or in a directory that stopped merging its lower one (an opaque
+        // copy keeps the whiteouts it had).
+        let maybe_whiteout = lower_has || !matches!(plower, Some(Resolved::Dir(_)));
+        up.publish(t, pp, name, maybe_whiteout)
     }
 
     /// Creates a new object `name` in `parent`; `make` builds it at a
@@ -1493,10 +1499,22 @@ impl Vfs {
         make: impl FnOnce(&Path) -> VResult<()>,
     ) -> VResult<u64> {
         Self::check_new_name(name)?;
-        let up = self.up()?;
         if self.exists(parent, name)?.is_some() {
             return Err(libc::EEXIST);
         }
+        self.create_new_node(parent, name, meta, make)
+    }
+
+    /// `create_node` for a name known to be new (checked under the same
+    /// hold of `ns`).
+    fn create_new_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        meta: Meta,
+        make: impl FnOnce(&Path) -> VResult<()>,
+    ) -> VResult<u64> {
+        let up = self.up()?;
         let pp = self.copy_up_dir(parent)?;
         let t = up.temp();
         let r = make(&t)
@@ -1593,9 +1611,10 @@ impl Vfs {
             let fh = self.open(ino, flags & !libc::O_CREAT)?;
             return Ok((self.getattr(ino)?, fh));
         }
+        Self::check_new_name(name)?;
         let meta = self.new_meta(parent, who, Kind::File, mode, 0)?;
         let mut file = None;
-        let ino = self.create_node(parent, name, meta, |t| {
+        let ino = self.create_new_node(parent, name, meta, |t| {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
