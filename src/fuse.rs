@@ -232,6 +232,27 @@ fn fuse_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: node id 0, nothing else read.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
 }
@@ -351,7 +372,15 @@ impl Filesystem for LayerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.vfs.lookup(parent.0, name.as_bytes()));
+        match self.vfs.lookup(parent.0, name.as_bytes()) {
+            // A negative entry the kernel may keep for the TTL (node id 0),
+            // instead of asking again on every access to the name: a name
+            // appears only through this mount (see ARCHITECTURE.md,
+            // "Kernel caches"), and the kernel drops a cached negative
+            // entry itself when it creates the name.
+            Err(libc::ENOENT) => reply.entry(&TTL, &negative_attr(), Generation(0)),
+            r => reply_entry(reply, r),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

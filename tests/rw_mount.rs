@@ -714,3 +714,90 @@ fn passthrough_keeps_file_data_out_of_the_daemon() {
         }
     }
 }
+
+/// The LOOKUP requests for `name` in the daemon logs of `store`.
+fn lookups_logged(store: &TestStore, name: &str) -> usize {
+    let needle = format!("LOOKUP name {name:?}");
+    let mut n = 0;
+    for e in std::fs::read_dir(store.root().join("mounts")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let log = std::fs::read_to_string(&p).unwrap();
+            n += log.lines().filter(|l| l.contains(&needle)).count();
+        }
+    }
+    n
+}
+
+/// A name that does not exist is answered with a negative entry the
+/// kernel keeps (one LOOKUP however often it is asked for), and a cached
+/// negative entry never hides what is made through the mount afterwards:
+/// files, directories, symlinks, hard links, rename targets, and names
+/// removed and made again.
+#[test]
+fn missing_names_are_cached_and_what_is_made_shows() {
+    if !fuse_available() || !is_root() {
+        return;
+    }
+    let r = Rw::new();
+    let rw = r.rw();
+    let m = Mount::with_env(
+        &r.store,
+        &r.id,
+        &["--rw", rw.to_str().unwrap()],
+        &[("RUST_LOG", "fuser=debug")],
+    );
+    for _ in 0..5 {
+        assert_eq!(errno_of(std::fs::metadata(m.path("absent"))), libc::ENOENT);
+        assert_eq!(
+            errno_of(std::fs::metadata(m.path("tmp/nofile"))),
+            libc::ENOENT
+        );
+    }
+    assert_eq!(lookups_logged(&r.store, "absent"), 1);
+    assert_eq!(lookups_logged(&r.store, "nofile"), 1);
+    let names = ["f", "d", "s", "h", "r"];
+    for n in names {
+        assert_eq!(errno_of(std::fs::metadata(m.path(n))), libc::ENOENT);
+    }
+    std::fs::write(m.path("f"), b"new\n").unwrap();
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::os::unix::fs::symlink("f", m.path("s")).unwrap();
+    std::fs::hard_link(m.path("f"), m.path("h")).unwrap();
+    std::fs::write(m.path("tmp/src"), b"moved\n").unwrap();
+    std::fs::rename(m.path("tmp/src"), m.path("r")).unwrap();
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"new\n");
+    assert!(std::fs::metadata(m.path("d")).unwrap().is_dir());
+    assert_eq!(std::fs::read_link(m.path("s")).unwrap(), Path::new("f"));
+    assert_eq!(
+        std::fs::metadata(m.path("h")).unwrap().ino(),
+        std::fs::metadata(m.path("f")).unwrap().ino()
+    );
+    assert_eq!(std::fs::read(m.path("r")).unwrap(), b"moved\n");
+    assert_eq!(errno_of(std::fs::metadata(m.path("tmp/src"))), libc::ENOENT);
+    // Removed (a lower file too), asked for again, made again.
+    std::fs::remove_file(m.path("f")).unwrap();
+    std::fs::remove_file(m.path("bin/busybox")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(errno_of(std::fs::metadata(m.path("f"))), libc::ENOENT);
+        assert_eq!(
+            errno_of(std::fs::metadata(m.path("bin/busybox"))),
+            libc::ENOENT
+        );
+    }
+    std::fs::write(m.path("f"), b"again\n").unwrap();
+    std::fs::write(m.path("bin/busybox"), b"replaced\n").unwrap();
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"again\n");
+    assert_eq!(std::fs::read(m.path("bin/busybox")).unwrap(), b"replaced\n");
+    let listed: Vec<String> = std::fs::read_dir(m.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for n in names {
+        assert!(listed.iter().any(|l| l == n), "{n} not listed: {listed:?}");
+    }
+    assert!(
+        !rw.join("bin/.wh.busybox").exists(),
+        "whiteout left under a new file"
+    );
+}
