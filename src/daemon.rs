@@ -44,42 +44,24 @@ pub struct MountOptions {
 
 /// Opens the layers of image `id`, top layer first.
 ///
-/// Opening a layer is mostly waiting for the disk (the index file's inode
-/// and its pages, read in full by the validation), so a deep image opens
-/// its layers on a few threads at once: the reads are in flight together
-/// instead of one after the other. The result is in order either way.
+/// Opening a layer is mostly waiting for the disk (the index file, read in
+/// full by its validation), so every index file is opened and its reading
+/// started (`Layer::prefetch`) before the first is validated: the reads of
+/// a deep image are then in flight together.
 pub fn open_layers(store: &Store, id: &str) -> Result<Vec<Layer>> {
     let rec = store.image(id)?;
-    let chain: Vec<&String> = rec.layers.iter().rev().collect();
-    let open =
-        |c: &String| Layer::open(&store.layer_dir(c), c).with_context(|| format!("layer {c}"));
-    let workers = OPEN_THREADS.min(chain.len().div_ceil(LAYERS_PER_THREAD));
-    if workers <= 1 {
-        return chain.into_iter().map(open).collect();
-    }
-    let per = chain.len().div_ceil(workers);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chain
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|c| open(c)).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(chain.len());
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| anyhow!("a thread opening layers panicked"))?;
-            for l in part {
-                out.push(l?);
-            }
-        }
-        Ok(out)
-    })
+    let dirs: Vec<(PathBuf, &String)> = rec
+        .layers
+        .iter()
+        .rev()
+        .map(|c| (store.layer_dir(c), c))
+        .collect();
+    let files: Vec<_> = dirs.iter().map(|(d, _)| Layer::prefetch(d)).collect();
+    dirs.iter()
+        .zip(files)
+        .map(|((d, c), f)| Layer::open_with(d, c, f).with_context(|| format!("layer {c}")))
+        .collect()
 }
-
-/// At most this many threads open an image's layers ([`open_layers`]).
-const OPEN_THREADS: usize = 8;
-/// Fewer layers than this per thread are not worth a thread.
-const LAYERS_PER_THREAD: usize = 8;
 
 /// The fuser session config, and the same mount options as the string
 /// `fusermount3 -o` takes (for unprivileged mounts).

@@ -343,13 +343,11 @@ pub fn advise_sequential(f: &std::fs::File) {
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
-/// Starts reading `len` bytes of `f` at `off` into the page cache without
-/// waiting (`POSIX_FADV_WILLNEED`). Advisory: errors are ignored.
+/// Starts reading `len` bytes of `f` at `off` (`len` 0: to the end) into
+/// the page cache without waiting (`POSIX_FADV_WILLNEED`). Advisory:
+/// errors are ignored.
 pub fn prefetch(f: &std::fs::File, off: u64, len: u64) {
     use std::os::fd::AsRawFd;
-    if len == 0 {
-        return;
-    }
     // SAFETY: a valid descriptor; advice only.
     unsafe {
         libc::posix_fadvise(

@@ -73,7 +73,26 @@ impl AsRef<Index> for Layer {
 impl Layer {
     /// Opens a stored layer directory (`index` + `layer.tar`).
     pub fn open(dir: &Path, chain_id: &str) -> Result<Layer> {
-        let index = Index::open(&dir.join("index"))?;
+        Layer::open_with(dir, chain_id, None)
+    }
+
+    /// Opens the index file of the layer in `dir` and asks the kernel to
+    /// start reading it ([`Layer::open_with`] then finds it in memory or
+    /// on its way): issued for every layer of a deep image first, the
+    /// reads are in flight together instead of one after the other.
+    pub fn prefetch(dir: &Path) -> Option<File> {
+        let f = File::open(dir.join("index")).ok()?;
+        sys::prefetch(&f, 0, 0);
+        Some(f)
+    }
+
+    /// `open`, with the index file already open (`prefetch`) if given.
+    pub fn open_with(dir: &Path, chain_id: &str, index_file: Option<File>) -> Result<Layer> {
+        let ipath = dir.join("index");
+        let index = match index_file {
+            Some(f) => Index::open_file(&f, &ipath)?,
+            None => Index::open(&ipath)?,
+        };
         let tar = dir.join("layer.tar");
         let f = File::open(&tar).with_context(|| format!("opening {}", tar.display()))?;
         let len = f.metadata()?.len();

@@ -170,7 +170,10 @@ fn copy_and_hash(
             while at < size {
                 let len = CHUNK.min(size - at);
                 // Have the disk read the next chunk while this one copies.
-                crate::sys::prefetch(src, off + at + len, CHUNK.min(size - at - len));
+                let next = CHUNK.min(size - at - len);
+                if next > 0 {
+                    crate::sys::prefetch(src, off + at + len, next);
+                }
                 let mut done = crate::sys::copy_range_at(src, off + at, dst, at, len)
                     .map_err(io::Error::from_raw_os_error)?;
                 // Where the kernel cannot copy, copy through user space.

@@ -285,11 +285,21 @@ impl Index {
             source,
         };
         let file = File::open(path).map_err(io)?;
+        Index::open_file(&file, path)
+    }
+
+    /// Memory-maps and validates the open index file `file` (at `path`).
+    pub fn open_file(file: &File, path: &Path) -> Result<Index, IndexError> {
+        let p = path.display().to_string();
+        let io = |source| IndexError::Io {
+            path: p.clone(),
+            source,
+        };
         // SAFETY: index files are written once by import (temp file + rename)
         // and never modified afterwards; the store removes them only when no
         // mount uses the layer. A concurrent truncation by another program
         // would be a store corruption we cannot guard against with mmap.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = unsafe { Mmap::map(file) }.map_err(io)?;
         Index::validate(IndexBuf::Map(map), &p)
     }
 
