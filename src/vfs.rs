@@ -292,9 +292,16 @@ pub struct Vfs {
     link_groups: Mutex<HashMap<u16, Arc<LinkGroups>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Recently read files of directory layers, by (layer, entry), for
+    /// reads without a handle (a read-only mount where the kernel opens
+    /// files itself): a read does not reopen its file by path.
+    dir_files: Mutex<lru::LruCache<(u16, u32), Arc<File>>>,
     /// Owner mapping between what is stored and what the mount shows.
     owners: Owners,
 }
+
+/// How many files of directory layers stay open for handle-less reads.
+const DIR_FILES_CACHED: usize = 64;
 
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
     if secs >= 0 {
@@ -336,6 +343,9 @@ impl Vfs {
             ns: RwLock::new(()),
             nlinks: Mutex::new(HashMap::new()),
             link_groups: Mutex::new(HashMap::new()),
+            dir_files: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_FILES_CACHED).unwrap(),
+            )),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             owners: Owners::default(),
@@ -1082,8 +1092,9 @@ impl Vfs {
                     ino: i,
                     ..
                 }) if *i == ino => f.clone(),
-                // No handle (the kernel opened the file itself): by path.
-                _ => Arc::new(layer.open_entry(src.1)?.ok_or(libc::EIO)?),
+                // No handle (the kernel opened the file itself): by path,
+                // kept open for the next reads.
+                _ => self.dir_file(layer, src)?,
             };
             return read_file_at(&f, start, (end - start) as usize).map(Cow::Owned);
         }
@@ -1091,6 +1102,17 @@ impl Vfs {
         Ok(Cow::Borrowed(
             &data[(e.data_off + start) as usize..(e.data_off + end) as usize],
         ))
+    }
+
+    /// The file of entry `src` of directory layer `layer`, from the cache
+    /// of recently read ones or opened by path.
+    fn dir_file(&self, layer: &Layer, src: (u16, u32)) -> VResult<Arc<File>> {
+        if let Some(f) = self.dir_files.lock().get(&src) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(layer.open_entry(src.1)?.ok_or(libc::EIO)?);
+        self.dir_files.lock().put(src, f.clone());
+        Ok(f)
     }
 
     fn writable_file(&self, fh: u64) -> VResult<Arc<File>> {

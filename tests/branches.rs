@@ -709,14 +709,15 @@ fn logged_reads(store: &TestStore, ino: u64) -> usize {
     n
 }
 
-/// Files of directory branches are whole real files: on a read-only mount
-/// (as root) they are read by passthrough, no READ reaches the daemon;
-/// with `-o passthrough=off`, or below an rw branch (a copy-up while open
-/// would need a second backing file for the inode, which the kernel
-/// refuses), reads go through the daemon, on one fd per open handle; a
-/// reader opened before a copy-up reads the copy.
+/// Files of directory branches read right through every path: a
+/// read-only mount (the kernel opens files itself, zero-message opens: the
+/// daemon reads them by path through its cache of open files, no
+/// passthrough, which would cost an OPEN and a RELEASE round trip per
+/// file), `-o passthrough=off`, and below an rw branch (a copy-up while
+/// open would need a second backing file for the inode, which the kernel
+/// refuses), where a reader opened before a copy-up reads the copy.
 #[test]
-fn directory_branch_files_pass_through_when_read_only() {
+fn directory_branch_files_read_on_every_path() {
     use std::io::Write;
     use std::os::unix::fs::{FileExt, MetadataExt};
     if !fuse_available() {
@@ -731,11 +732,7 @@ fn directory_branch_files_pass_through_when_read_only() {
     let env = [("RUST_LOG", "layerfs::fuse=debug")];
     let lower = format!("lowerdir={}", lo.display());
     let rw = format!("br={}=rw:{}=ro", up.display(), lo.display());
-    for (opts, passthrough) in [
-        (lower.clone(), is_root()),
-        (format!("{lower},passthrough=off"), false),
-        (rw, false),
-    ] {
+    for opts in [lower.clone(), format!("{lower},passthrough=off"), rw] {
         let store = TestStore::new();
         let ino = {
             let m = Mount::branches_with_env(&store, &opts, &env);
@@ -765,11 +762,6 @@ fn directory_branch_files_pass_through_when_read_only() {
             }
             std::fs::metadata(&p).unwrap().ino()
         };
-        let reads = logged_reads(&store, ino);
-        if passthrough {
-            assert_eq!(reads, 0, "{opts}: reads reached the daemon");
-        } else {
-            assert!(reads > 0, "{opts}: no read logged");
-        }
+        assert!(logged_reads(&store, ino) > 0, "{opts}: no read logged");
     }
 }
