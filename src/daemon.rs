@@ -204,12 +204,40 @@ pub fn run_branches_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    let mut layers = Vec::new();
-    for (i, dir) in lowers.iter().enumerate() {
+    // Each branch is walked whole: walk them on one thread per CPU, each
+    // thread taking every n-th branch (the walks are syscall-bound).
+    let index = |i: usize| -> Result<Layer> {
+        let dir = &lowers[i];
         let t = Instant::now();
         let l = Layer::directory(&format!("branch{i}:{}", dir.display()), dir)?;
         tracing::info!(branch = %dir.display(), entries = l.index.len(), took = ?t.elapsed(), "indexed branch");
-        layers.push(l);
+        Ok(l)
+    };
+    let n = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(lowers.len().max(1));
+    let mut slots: Vec<Option<Result<Layer>>> = (0..lowers.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let index = &index;
+        let workers: Vec<_> = (0..n)
+            .map(|k| {
+                s.spawn(move || {
+                    (k..lowers.len())
+                        .step_by(n)
+                        .map(|i| (i, index(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for w in workers {
+            for (i, r) in w.join().expect("branch walk panicked") {
+                slots[i] = Some(r);
+            }
+        }
+    });
+    let mut layers = Vec::new();
+    for r in slots {
+        layers.push(r.expect("every branch walked")?);
     }
     if opts.init_layer {
         layers.insert(0, crate::initlayer::layer()?);
