@@ -152,42 +152,6 @@ pub fn index_directory_as(root: &Path, overlay: bool) -> Result<Index> {
     Ok(Index::from_bytes(bytes, &root.display().to_string())?)
 }
 
-/// The last component of a relative path.
-fn name_of(path: &[u8]) -> &[u8] {
-    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
-}
-
-/// The first name of `md`'s hard-link group, when `path` is a later one.
-fn hard_link(
-    md: &std::fs::Metadata,
-    path: &[u8],
-    name: &[u8],
-    kind: Kind,
-    links: &mut HashMap<(u64, u64), Vec<u8>>,
-) -> Option<Vec<u8>> {
-    if kind == Kind::Dir || md.nlink() <= 1 || classify_name(name) != NameClass::Plain {
-        return None;
-    }
-    match links.get(&(md.dev(), md.ino())) {
-        Some(first) => Some(first.clone()),
-        None => {
-            links.insert((md.dev(), md.ino()), path.to_vec());
-            None
-        }
-    }
-}
-
-fn link_target(p: &Path, kind: Kind) -> Result<Vec<u8>> {
-    if kind != Kind::Symlink {
-        return Ok(Vec::new());
-    }
-    Ok(std::fs::read_link(p)
-        .with_context(|| format!("readlink {}", p.display()))?
-        .as_os_str()
-        .as_bytes()
-        .to_vec())
-}
-
 /// The entries one object of the walk stands for: itself, a whiteout in
 /// the AUFS spelling, or a directory plus its opaque marker.
 fn describe(
@@ -205,38 +169,26 @@ fn describe(
     }
     let rdev = (libc::major(md.rdev()), libc::minor(md.rdev()));
     let mut xattrs = xattrs_of(p)?;
-    if !overlay {
-        return Ok(vec![Found {
-            link: hard_link(md, &path, name_of(&path), kind, links),
-            target: link_target(p, kind)?,
-            size: if kind == Kind::File { md.len() } else { 0 },
-            meta: EntryMeta {
-                mode: md.mode() & 0o7777,
-                uid: md.uid(),
-                gid: md.gid(),
-                mtime: md.mtime(),
-                mtime_nsec: md.mtime_nsec() as u32,
-                xattrs,
-            },
-            path,
+    // In a layerfs AUFS-format branch overlay's markers mean nothing.
+    let mark = if overlay {
+        let mark = overlay_mark(
             kind,
             rdev,
-        }]);
-    }
-    let mark = overlay_mark(
-        kind,
-        rdev,
-        xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
-    );
-    if !*warned_redirect
-        && xattrs.iter().any(|(n, _)| {
-            is_overlay_xattr(n) && (n.ends_with(b".redirect") || n.ends_with(b".metacopy"))
-        })
-    {
-        *warned_redirect = true;
-        tracing::warn!(path = %p.display(), "overlay redirect/metacopy xattrs are not supported: the entry shows as it is stored");
-    }
-    xattrs.retain(|(n, _)| !is_overlay_xattr(n));
+            xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
+        if !*warned_redirect
+            && xattrs.iter().any(|(n, _)| {
+                is_overlay_xattr(n) && (n.ends_with(b".redirect") || n.ends_with(b".metacopy"))
+            })
+        {
+            *warned_redirect = true;
+            tracing::warn!(path = %p.display(), "overlay redirect/metacopy xattrs are not supported: the entry shows as it is stored");
+        }
+        xattrs.retain(|(n, _)| !is_overlay_xattr(n));
+        mark
+    } else {
+        OverlayMark::None
+    };
     let meta = EntryMeta {
         mode: md.mode() & 0o7777,
         uid: md.uid(),
@@ -261,8 +213,24 @@ fn describe(
     if mark == OverlayMark::Whiteout && !path.is_empty() {
         return Ok(vec![marker(&[b".wh.", name].concat())]);
     }
-    let link = hard_link(md, &path, name, kind, links);
-    let target = link_target(p, kind)?;
+    let mut link = None;
+    if kind != Kind::Dir && md.nlink() > 1 && classify_name(name) == NameClass::Plain {
+        match links.get(&(md.dev(), md.ino())) {
+            Some(first) => link = Some(first.clone()),
+            None => {
+                links.insert((md.dev(), md.ino()), path.clone());
+            }
+        }
+    }
+    let target = if kind == Kind::Symlink {
+        std::fs::read_link(p)
+            .with_context(|| format!("readlink {}", p.display()))?
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    } else {
+        Vec::new()
+    };
     let opaque = mark == OverlayMark::Opaque;
     let mut out = vec![Found {
         path: path.clone(),

@@ -449,14 +449,7 @@ fn run(cli: Cli) -> Result<()> {
             rw,
         } => {
             let id = store.resolve(&image)?;
-            let mp = daemon::canonical_mountpoint(&mountpoint)?;
-            if let Some(m) = store.mount_at(&mp)? {
-                bail!(
-                    "{} is already a layerfs mount (daemon pid {})",
-                    mp.display(),
-                    m.pid
-                );
-            }
+            let mp = free_mountpoint(&store, &mountpoint)?;
             let opts = MountOptions {
                 options: options
                     .iter()
@@ -492,14 +485,7 @@ fn run(cli: Cli) -> Result<()> {
             init_layer,
             notify_ready,
         } => {
-            let mp = daemon::canonical_mountpoint(&mountpoint)?;
-            if let Some(m) = store.mount_at(&mp)? {
-                bail!(
-                    "{} is already a layerfs mount (daemon pid {})",
-                    mp.display(),
-                    m.pid
-                );
-            }
+            let mp = free_mountpoint(&store, &mountpoint)?;
             let split: Vec<String> = options
                 .iter()
                 .flat_map(|o| o.split(','))
@@ -951,6 +937,19 @@ fn bundle_umount(store: &Store, dir: &Path) -> Result<()> {
 /// The read-write branch and image of `target`: a live read-write mount's
 /// mountpoint (both from its record), or a branch directory (the image from
 /// `--image`, else from a live mount of that branch).
+/// `mountpoint` made canonical, refused if a layerfs mount is there.
+fn free_mountpoint(store: &Store, mountpoint: &Path) -> Result<PathBuf> {
+    let mp = daemon::canonical_mountpoint(mountpoint)?;
+    if let Some(m) = store.mount_at(&mp)? {
+        bail!(
+            "{} is already a layerfs mount (daemon pid {})",
+            mp.display(),
+            m.pid
+        );
+    }
+    Ok(mp)
+}
+
 /// What a branch lies on.
 enum Base {
     Image(String),

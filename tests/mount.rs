@@ -463,31 +463,6 @@ fn unprivileged_user_imports_and_mounts() {
     drop(guard);
 }
 
-fn lgetxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
-}
-
-fn llistxattr(p: &Path) -> Result<Vec<u8>, i32> {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: a valid C string and a buffer of the given length.
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
-}
-
 /// Extended attributes on read-only mounts. An image with xattrs answers
 /// them (ENODATA for a missing name). An image with none at all (the
 /// `multi` fixture: no SCHILY.xattr record in any layer) lists none, and

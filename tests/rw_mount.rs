@@ -19,29 +19,6 @@ fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
 }
 
-fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
-}
-
-fn listxattr(p: &Path) -> Vec<u8> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C string and a buffer of the given length.
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "listxattr {}", p.display());
-    buf.truncate(r as usize);
-    buf
-}
-
 fn setxattr(p: &Path, name: &str, v: &[u8]) -> i32 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
@@ -313,7 +290,7 @@ fn provenance_xattr() {
     };
     let m = t.mount();
     let prov = |rel: &str| {
-        String::from_utf8(getxattr(&m.path(rel), "user.layerfs.layer").unwrap()).unwrap()
+        String::from_utf8(lgetxattr(&m.path(rel), "user.layerfs.layer").unwrap()).unwrap()
     };
     assert_eq!(prov("etc/os-release"), format!("0:{}", short(0)));
     assert_eq!(prov("opt/data/new"), format!("2:{}", short(2)));
@@ -322,7 +299,7 @@ fn provenance_xattr() {
     std::fs::write(m.path("etc/motd"), "hi\n").unwrap();
     assert_eq!(prov("etc/motd"), "rw");
     assert_eq!(prov("etc"), "rw", "etc was copied up for motd");
-    let names = listxattr(&m.path("etc/os-release"));
+    let names = llistxattr(&m.path("etc/os-release")).unwrap();
     assert!(
         !names.windows(18).any(|w| w == b"user.layerfs.layer"),
         "listed: {:?}",
@@ -334,7 +311,7 @@ fn provenance_xattr() {
     );
     // Not copied up into the branch either.
     assert_eq!(
-        getxattr(&t.rw().join("etc/motd"), "user.layerfs.layer"),
+        lgetxattr(&t.rw().join("etc/motd"), "user.layerfs.layer"),
         Err(libc::ENODATA)
     );
 }
@@ -485,7 +462,7 @@ fn rootless_branch_records_owners_it_cannot_apply() {
     let md = std::fs::metadata(rw.join("tmp")).unwrap();
     assert_eq!(md.uid(), uid);
     assert_eq!(
-        getxattr(&rw.join("tmp"), "user.containers.override_stat").unwrap(),
+        lgetxattr(&rw.join("tmp"), "user.containers.override_stat").unwrap(),
         b"0:0:1777:dir"
     );
     // Never shown through the mount.

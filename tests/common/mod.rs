@@ -157,27 +157,11 @@ impl<'a> Mount<'a> {
         opts: &[&str],
         env: &[(&str, &str)],
     ) -> Mount<'a> {
-        let mp = tempfile::Builder::new()
-            .prefix("layerfs-mnt")
-            .tempdir()
-            .expect("tempdir");
-        let dir = mp.path().to_path_buf();
-        let m = Mount {
-            store,
-            dir,
-            _mp: mp,
-        };
-        let mut args = vec!["mount", image, m.dir.to_str().unwrap()];
-        args.extend_from_slice(opts);
-        let out = m.store.cmd().args(&args).envs(env.iter().copied()).output();
-        let out = out.expect("running layerfs");
-        assert!(
-            out.status.success(),
-            "layerfs {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        m
+        Mount::run(store, env, |mnt| {
+            let mut args = vec!["mount", image, mnt];
+            args.extend_from_slice(opts);
+            args.iter().map(|a| a.to_string()).collect()
+        })
     }
 
     /// `layerfs mount-branches MNT -o OPTS` (plain directories as branches).
@@ -187,6 +171,21 @@ impl<'a> Mount<'a> {
 
     /// `layerfs mount-branches MNT -o OPTS` with `env` set for the daemon.
     pub fn branches_with_env(store: &'a TestStore, opts: &str, env: &[(&str, &str)]) -> Mount<'a> {
+        Mount::run(store, env, |mnt| {
+            ["mount-branches", mnt, "-o", opts]
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
+        })
+    }
+
+    /// Runs `layerfs ARGS` (`args` given the new mountpoint) with `env`,
+    /// which must mount there.
+    fn run(
+        store: &'a TestStore,
+        env: &[(&str, &str)],
+        args: impl FnOnce(&str) -> Vec<String>,
+    ) -> Mount<'a> {
         let mp = tempfile::Builder::new()
             .prefix("layerfs-mnt")
             .tempdir()
@@ -197,8 +196,8 @@ impl<'a> Mount<'a> {
             dir,
             _mp: mp,
         };
-        let args = ["mount-branches", m.dir.to_str().unwrap(), "-o", opts];
-        let out = m.store.cmd().args(args).envs(env.iter().copied()).output();
+        let args = args(m.dir.to_str().unwrap());
+        let out = m.store.cmd().args(&args).envs(env.iter().copied()).output();
         let out = out.expect("running layerfs");
         assert!(
             out.status.success(),
@@ -317,4 +316,31 @@ pub fn unprivileged_user() -> Option<(&'static str, u32)> {
         .parse()
         .unwrap();
     Some((user, uid))
+}
+
+/// `lgetxattr(2)` of `p`: the value, or the errno.
+pub fn lgetxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// `llistxattr(2)` of `p`: the NUL-terminated names, or the errno.
+pub fn llistxattr(p: &Path) -> Result<Vec<u8>, i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a valid C string and a buffer of the given length.
+    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
 }
