@@ -123,6 +123,34 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
     Ok((cfg, strs.join(",")))
 }
 
+/// Takes `-o volatile` (overlayfs's spelling) and `-o fsync=0|1`
+/// (fuse-overlayfs's, which podman's storage.conf passes to a mount
+/// program) out of the options: whether copy-ups and fsync requests skip
+/// syncing the rw branch. The last one given wins.
+fn volatile_option(opts: &mut Vec<String>) -> Result<bool> {
+    let mut volatile = false;
+    let mut bad = None;
+    opts.retain(|o| match o.as_str() {
+        "volatile" | "fsync=0" => {
+            volatile = true;
+            false
+        }
+        "fsync=1" => {
+            volatile = false;
+            false
+        }
+        _ if o.starts_with("fsync=") => {
+            bad = Some(o.clone());
+            false
+        }
+        _ => true,
+    });
+    if let Some(o) = bad {
+        bail!("-o {o}: give fsync=0 or fsync=1");
+    }
+    Ok(volatile)
+}
+
 /// Takes `-o passthrough=on|off` out of the options (never for the
 /// kernel): whether files backed by whole real files may use FUSE
 /// passthrough (default on; it needs CAP_SYS_ADMIN, else it is off anyway).
@@ -274,9 +302,14 @@ fn serve(
     let mut fuse_opts = opts.clone();
     let owners = Owners::from_options(&mut fuse_opts.options).map_err(|e| anyhow!(e))?;
     let passthrough = passthrough_option(&mut fuse_opts.options)?;
+    let volatile = volatile_option(&mut fuse_opts.options)?;
     let opts = &fuse_opts;
     let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
-    let vfs = Arc::new(Vfs::with_upper(layers, upper)?.with_owners(owners));
+    let vfs = Arc::new(
+        Vfs::with_upper(layers, upper)?
+            .with_owners(owners)
+            .with_volatile(volatile),
+    );
     let (id, lowerdirs) = match source {
         Source::Image(id) => (id, Vec::new()),
         // A mount-branches mount records no image (empty).
@@ -499,4 +532,28 @@ pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf> {
         bail!("mountpoint {} is not a directory", c.display());
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn volatile_spellings_are_taken_out() {
+        let mut o = opts(&["nodev", "fsync=0", "allow_other"]);
+        assert!(volatile_option(&mut o).unwrap());
+        assert_eq!(o, opts(&["nodev", "allow_other"]));
+        let mut o = opts(&["volatile", "fsync=1"]);
+        assert!(!volatile_option(&mut o).unwrap(), "the last one wins");
+        assert!(o.is_empty());
+        let mut o = opts(&["ro"]);
+        assert!(!volatile_option(&mut o).unwrap());
+        assert_eq!(o, opts(&["ro"]));
+        let err = volatile_option(&mut opts(&["fsync=yes"])).unwrap_err();
+        assert!(err.to_string().contains("fsync=yes"), "{err}");
+    }
 }

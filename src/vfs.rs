@@ -298,6 +298,11 @@ pub struct Vfs {
     dir_files: Mutex<lru::LruCache<(u16, u32), Arc<File>>>,
     /// Owner mapping between what is stored and what the mount shows.
     owners: Owners,
+    /// `-o volatile` (overlayfs's option): no fsync of copied-up data
+    /// before it is renamed into place, and fsync/fsyncdir requests answered
+    /// without syncing. Off: after a crash a copied-up file shows either
+    /// its lower content or its complete copy, never a torn one.
+    volatile: bool,
 }
 
 /// How many files of directory layers stay open for handle-less reads.
@@ -349,6 +354,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             owners: Owners::default(),
+            volatile: false,
         };
         if let Some(up) = &vfs.upper {
             if up.is_fresh() {
@@ -365,6 +371,12 @@ impl Vfs {
     /// mount back).
     pub fn with_owners(mut self, owners: Owners) -> Vfs {
         self.owners = owners;
+        self
+    }
+
+    /// `-o volatile`: see the field.
+    pub fn with_volatile(mut self, volatile: bool) -> Vfs {
+        self.volatile = volatile;
         self
     }
 
@@ -973,8 +985,9 @@ impl Vfs {
         let mut lower = None;
         let file = if acc != libc::O_RDONLY || trunc {
             self.up()?;
+            let staged = self.stage_copy_up(ino, !trunc)?;
             let _w = self.ns.write();
-            self.copy_up(ino, !trunc)?;
+            self.copy_up_with(ino, !trunc, staged)?;
             Some(Arc::new(self.open_upper(ino, flags)?))
         } else {
             let _r = self.ns.read();
@@ -1129,6 +1142,9 @@ impl Vfs {
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> VResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
         let Ok(f) = self.writable_file(fh) else {
             return Ok(()); // nothing of ours to flush for a lower file
         };
@@ -1138,6 +1154,23 @@ impl Vfs {
             f.sync_all()
         };
         r.map_err(|e| errno_of(&e))
+    }
+
+    /// fsync of directory `ino`: its directory in the branch, if it has
+    /// one (what a `rename` then `fsync(dirfd)` needs to be durable).
+    /// Nothing of a lower directory can change.
+    pub fn fsyncdir(&self, ino: u64) -> VResult<()> {
+        if self.volatile || self.upper.is_none() || !self.state(ino)?.1 {
+            return Ok(());
+        }
+        let p = {
+            let _r = self.ns.read();
+            self.upath(ino)?
+        };
+        let d = File::open(&p).map_err(|e| errno_of(&e))?;
+        d.sync_all().map_err(|e| errno_of(&e))?;
+        tracing::debug!(dir = %p.display(), "fsyncdir synced");
+        Ok(())
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
@@ -1334,8 +1367,47 @@ impl Vfs {
     /// Copies non-directory `ino` up, with its data unless `with_data` is
     /// false (a truncation to zero follows). The copy is made in the work
     /// directory and renamed into place; every other visible name of a
-    /// hard-linked file is then linked to it.
+    /// hard-linked file is then linked to it. Called with `ns` held for
+    /// writing.
     fn copy_up(&self, ino: u64, with_data: bool) -> VResult<()> {
+        self.copy_up_with(ino, with_data, None)
+    }
+
+    /// Copies the data and metadata of lower file `ino` into a new file of
+    /// the work directory, holding `ns` only to find the source: a
+    /// copy-up's data copy (seconds for a big file) then stalls no other
+    /// operation of the mount. The caller hands the result to
+    /// `copy_up_with` under the write lock, which renames it into place if
+    /// `ino` is still that lower file (a concurrent copy-up may have won:
+    /// the staged copy is then dropped, and its file removed). `None` when
+    /// there is nothing to copy outside the lock.
+    fn stage_copy_up(&self, ino: u64, with_data: bool) -> VResult<Option<StagedCopy>> {
+        if !with_data || self.upper.is_none() {
+            return Ok(None);
+        }
+        let (src, e) = {
+            let _r = self.ns.read();
+            let (kind, upper, _) = self.state(ino)?;
+            if upper || kind != Kind::File {
+                return Ok(None);
+            }
+            self.leaf(ino)?
+        };
+        if e.size == 0 {
+            return Ok(None);
+        }
+        let staged = StagedCopy {
+            src,
+            path: self.up()?.temp(),
+        };
+        self.make_copy(&staged.path, src, &e, true)?;
+        self.copy_meta(&staged.path, src)?;
+        Ok(Some(staged))
+    }
+
+    /// `copy_up`, renaming `staged` into place if it is a copy of the
+    /// node's current lower file.
+    fn copy_up_with(&self, ino: u64, with_data: bool, staged: Option<StagedCopy>) -> VResult<()> {
         let (kind, upper, _) = self.state(ino)?;
         if upper {
             return Ok(());
@@ -1353,16 +1425,20 @@ impl Vfs {
             paths.push(child(&self.copy_up_dir(*p)?, n));
         }
         let first = paths.first().ok_or(libc::ENOENT)?;
-        let up = self.up()?;
-        let t = up.temp();
-        let r = self.make_copy(&t, src, &e, with_data).and_then(|()| {
-            self.copy_meta(&t, src)?;
-            place_copy(first, |d| sys::rename2(&t, d, libc::RENAME_NOREPLACE))
-        });
-        if let Err(err) = r {
-            let _ = std::fs::remove_file(&t);
-            return Err(err);
-        }
+        let t = match staged {
+            Some(s) if s.src == src && with_data => s,
+            _ => {
+                let s = StagedCopy {
+                    src,
+                    path: self.up()?.temp(),
+                };
+                self.make_copy(&s.path, src, &e, with_data)?;
+                self.copy_meta(&s.path, src)?;
+                s
+            }
+        };
+        place_copy(first, |d| sys::rename2(&t.path, d, libc::RENAME_NOREPLACE))?;
+        t.placed();
         // The first name is in place: the node lives in the branch now.
         self.with_node(ino, |n| {
             n.upper = true;
@@ -1423,7 +1499,7 @@ impl Vfs {
                     std::io::copy(&mut std::io::Read::take(r, e.size - done), &mut w)
                         .map_err(|err| errno_of(&err))?;
                 }
-                return Ok(());
+                return self.sync_copy(&f, t);
             }
             let done = match &layer.file {
                 Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size).unwrap_or(0),
@@ -1435,7 +1511,21 @@ impl Vfs {
                 f.write_all_at(&data[from as usize..to as usize], done)
                     .map_err(|err| errno_of(&err))?;
             }
+            return self.sync_copy(&f, t);
         }
+        Ok(())
+    }
+
+    /// Makes a copy-up's data durable before the rename that shows it, as
+    /// overlayfs does (unless `-o volatile`): the rename must not outlive
+    /// the data after a crash, or the file would show torn or empty where
+    /// its lower content was.
+    fn sync_copy(&self, f: &File, t: &Path) -> VResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        f.sync_data().map_err(|err| errno_of(&err))?;
+        tracing::debug!(copy = %t.display(), "copy-up data synced");
         Ok(())
     }
 
@@ -1844,6 +1934,7 @@ impl Vfs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
         self.up()?;
         Self::check_new_name(newname)?;
+        let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if kind == Kind::Dir {
@@ -1852,7 +1943,7 @@ impl Vfs {
         if self.exists(newparent, newname)?.is_some() {
             return Err(libc::EEXIST);
         }
-        self.copy_up(ino, true)?;
+        self.copy_up_with(ino, true, staged)?;
         let from = self.upath(ino)?;
         let dp = self.copy_up_dir(newparent)?;
         self.up()?.link(&from, &dp, newname)?;
@@ -1878,13 +1969,20 @@ impl Vfs {
         if let Some(g) = s.gid {
             s.gid = Some(self.owners.stored_gid(g).ok_or(libc::EINVAL)?);
         }
+        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
+        let copies = s.size.is_some() || meta_change || s.atime.is_some() || s.mtime.is_some();
+        let with_data = s.size.is_none_or(|n| n > 0);
+        let mut staged = match copies {
+            true => self.stage_copy_up(ino, with_data)?,
+            false => None,
+        };
         let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if let Some(size) = s.size {
             if kind == Kind::Dir {
                 return Err(libc::EISDIR);
             }
-            self.copy_up(ino, size > 0)?;
+            self.copy_up_with(ino, size > 0, staged.take())?;
             // Through the caller's handle if it can write (the name may be
             // gone), else through a new one.
             let done = fh
@@ -1895,9 +1993,8 @@ impl Vfs {
                 f.set_len(size).map_err(|e| errno_of(&e))?;
             }
         }
-        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
         if meta_change || s.atime.is_some() || s.mtime.is_some() {
-            self.copy_up(ino, true)?;
+            self.copy_up_with(ino, true, staged)?;
         }
         let p = self.upath(ino);
         if p == Err(libc::ENOENT) && !up.rootless() {
@@ -1959,8 +2056,9 @@ impl Vfs {
         if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
             return Err(libc::EPERM);
         }
+        let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
-        self.copy_up(ino, true)?;
+        self.copy_up_with(ino, true, staged)?;
         sys::lsetxattr(&self.upath(ino)?, name, value, flags)
     }
 
@@ -2021,4 +2119,28 @@ fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()>
         tracing::warn!("keeping the times of {}: errno {e}", dir.display());
     }
     Ok(())
+}
+
+/// A lower file copied into the work directory by `stage_copy_up`, not yet
+/// renamed into place; its file is removed when it is dropped unplaced
+/// (an error, or a concurrent copy-up that won).
+struct StagedCopy {
+    src: Source,
+    path: PathBuf,
+}
+
+impl StagedCopy {
+    /// The copy was renamed into the branch: nothing left to remove.
+    fn placed(mut self) {
+        self.path = PathBuf::new();
+    }
+}
+
+impl Drop for StagedCopy {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            tracing::debug!(path = %self.path.display(), "staged copy-up dropped");
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

@@ -778,3 +778,135 @@ fn missing_names_are_cached_and_what_is_made_shows() {
         "whiteout left under a new file"
     );
 }
+
+/// Copy-ups copy their data outside the namespace lock, so several can
+/// race for one lower file: threads released together each open the same
+/// lower files for appending (or chmod / setxattr / link them). Every
+/// append must land exactly once on one copy, the other operations must
+/// all apply, and no staged copy may be left in the work directory.
+#[test]
+fn racing_copy_ups_of_one_file_keep_every_change() {
+    use std::os::unix::fs::PermissionsExt;
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let m = t.mount();
+    let files = ["bin/busybox", "etc/passwd", "etc/os-release"];
+    let orig: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(m.path(f)).unwrap())
+        .collect();
+    let n = 8;
+    let barrier = std::sync::Barrier::new(n + 3);
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let (m, barrier) = (&m, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for f in files {
+                    let mut w = OpenOptions::new().append(true).open(m.path(f)).unwrap();
+                    w.write_all(format!("writer {i}\n").as_bytes()).unwrap();
+                }
+            });
+        }
+        let (m, barrier) = (&m, &barrier);
+        s.spawn(move || {
+            barrier.wait();
+            for f in files {
+                std::fs::set_permissions(m.path(f), std::fs::Permissions::from_mode(0o640))
+                    .unwrap();
+            }
+        });
+        s.spawn(move || {
+            barrier.wait();
+            for f in files {
+                assert_eq!(setxattr(&m.path(f), "user.raced", b"yes"), 0, "{f}");
+            }
+        });
+        s.spawn(move || {
+            barrier.wait();
+            for (k, f) in files.iter().enumerate() {
+                std::fs::hard_link(m.path(f), m.path(&format!("etc/link{k}"))).unwrap();
+            }
+        });
+    });
+    for (k, f) in files.iter().enumerate() {
+        let got = std::fs::read(m.path(f)).unwrap();
+        assert_eq!(
+            &got[..orig[k].len()],
+            &orig[k][..],
+            "{f}: original data kept"
+        );
+        let mut tail: Vec<&str> = std::str::from_utf8(&got[orig[k].len()..])
+            .unwrap()
+            .lines()
+            .collect();
+        tail.sort();
+        let want: Vec<String> = (0..n).map(|i| format!("writer {i}")).collect();
+        assert_eq!(tail, want, "{f}: every append exactly once");
+        let md = std::fs::metadata(m.path(f)).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o640, "{f}: chmod applied");
+        assert_eq!(lgetxattr(&m.path(f), "user.raced").unwrap(), b"yes", "{f}");
+        let link = std::fs::metadata(m.path(&format!("etc/link{k}"))).unwrap();
+        assert_eq!((link.ino(), link.nlink()), (md.ino(), 2), "{f}: one inode");
+        assert_eq!(
+            std::fs::read(t.rw().join(f)).unwrap(),
+            got,
+            "{f}: in the branch"
+        );
+    }
+    let work = t.rw().join(".wh..wh.layerfs/work");
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "staged copies left in {}: {left:?}",
+        work.display()
+    );
+}
+
+/// A copy-up's data is synced before the rename that shows it (as
+/// overlayfs does), and fsync of a directory syncs its directory in the
+/// branch; `-o fsync=0` (fuse-overlayfs's spelling, which podman passes)
+/// and `-o volatile` (overlayfs's) skip both. Seen in the daemon's debug
+/// log, which names each sync; the data is checked either way.
+#[test]
+fn copy_ups_are_synced_unless_volatile() {
+    if !fuse_available() {
+        return;
+    }
+    for opt in [None, Some("fsync=0"), Some("volatile")] {
+        let t = Rw::new();
+        let rw = t.rw();
+        let mut opts = vec!["--rw", rw.to_str().unwrap()];
+        if let Some(o) = opt {
+            opts.extend(["-o", o]);
+        }
+        let env = [("RUST_LOG", "layerfs::vfs=debug")];
+        let want = {
+            let m = Mount::with_env(&t.store, &t.id, &opts, &env);
+            let p = m.path("bin/busybox");
+            let mut want = std::fs::read(&p).unwrap();
+            OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .write_all(b"tail")
+                .unwrap();
+            want.extend_from_slice(b"tail");
+            std::fs::write(m.path("etc/new"), b"new").unwrap();
+            let d = File::open(m.path("etc")).unwrap();
+            d.sync_all().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), want);
+            want
+        };
+        assert_eq!(std::fs::read(rw.join("bin/busybox")).unwrap(), want);
+        let log = daemon_log(&t.store);
+        let synced = log.matches("copy-up data synced").count();
+        let dirs = log.matches("fsyncdir synced").count();
+        match opt {
+            None => assert_eq!((synced, dirs), (1, 1), "{log}"),
+            Some(o) => assert_eq!((synced, dirs), (0, 0), "-o {o}: {log}"),
+        }
+    }
+}
