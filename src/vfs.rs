@@ -1487,7 +1487,7 @@ impl Vfs {
             // reflink or server-side copy where the filesystem has one),
             // else from the mapped blob.
             if let Some(lf) = layer.open_entry(src.1)? {
-                let done = sys::copy_range(&lf, 0, &f, e.size).unwrap_or(0);
+                let done = self.copy_in_kernel(&lf, 0, &f, e.size);
                 if done < e.size {
                     // copy_file_range refused (another filesystem, ...):
                     // copy the rest through a buffer.
@@ -1502,7 +1502,7 @@ impl Vfs {
                 return self.sync_copy(&f, t);
             }
             let done = match &layer.file {
-                Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size).unwrap_or(0),
+                Some(lf) => self.copy_in_kernel(lf, e.data_off, &f, e.size),
                 None => 0,
             };
             if done < e.size {
@@ -1514,6 +1514,29 @@ impl Vfs {
             return self.sync_copy(&f, t);
         }
         Ok(())
+    }
+
+    /// Copies `len` bytes of `src` from `off` to the start of `dst` with
+    /// copy_file_range; how many it copied before the kernel refused. In
+    /// chunks of 16 MiB, each one's writeback started as soon as it is
+    /// copied (unless `-o volatile`): the disk writes overlap the copying,
+    /// and the sync before the rename finds little left (1 GiB append
+    /// copy-up here: copy then fdatasync took 0.9-1.4 s).
+    fn copy_in_kernel(&self, src: &File, off: u64, dst: &File, len: u64) -> u64 {
+        const CHUNK: u64 = 16 << 20;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK);
+            let got = sys::copy_range_at(src, off + done, dst, done, n).unwrap_or(0);
+            if !self.volatile && got > 0 {
+                sys::start_writeback(dst, done, got);
+            }
+            done += got;
+            if got < n {
+                break;
+            }
+        }
+        done
     }
 
     /// Makes a copy-up's data durable before the rename that shows it, as
