@@ -149,36 +149,102 @@ pub fn futimens(f: &std::fs::File, atime: TimeSpec, mtime: TimeSpec) -> SysResul
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
-/// `lsetxattr(2)`.
-pub fn lsetxattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
-    let c = cpath(p)?;
+/// What a metadata call acts on: a path, never following a final
+/// symlink (the `l*` calls), or an open file (the `f*` calls: what is
+/// left of a file that was unlinked while open).
+#[derive(Clone, Copy)]
+pub enum Obj<'a> {
+    Path(&'a Path),
+    File(&'a std::fs::File),
+}
+
+/// A C path for `Obj::Path`, the descriptor for `Obj::File`.
+enum RawObj {
+    Path(CString),
+    Fd(libc::c_int),
+}
+
+impl Obj<'_> {
+    fn raw(self) -> SysResult<RawObj> {
+        use std::os::fd::AsRawFd;
+        Ok(match self {
+            Obj::Path(p) => RawObj::Path(cpath(p)?),
+            Obj::File(f) => RawObj::Fd(f.as_raw_fd()),
+        })
+    }
+}
+
+/// `lstat(2)` or `fstat(2)`.
+pub fn stat_obj(o: Obj) -> SysResult<libc::stat> {
+    match o {
+        Obj::Path(p) => lstat(p),
+        Obj::File(f) => {
+            use std::os::fd::AsRawFd;
+            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+            // SAFETY: a valid descriptor and a stat buffer to fill.
+            check(unsafe { libc::fstat(f.as_raw_fd(), st.as_mut_ptr()) })?;
+            // SAFETY: fstat succeeded, so it filled the buffer.
+            Ok(unsafe { st.assume_init() })
+        }
+    }
+}
+
+/// `lchown(2)` or `fchown(2)`.
+pub fn chown_obj(o: Obj, uid: u32, gid: u32) -> SysResult<()> {
+    match o {
+        Obj::Path(p) => lchown(p, uid, gid),
+        Obj::File(f) => fchown(f, uid, gid),
+    }
+}
+
+/// `chmod(2)` or `fchmod(2)`.
+pub fn chmod_obj(o: Obj, mode: u32) -> SysResult<()> {
+    match o {
+        Obj::Path(p) => chmod(p, mode),
+        Obj::File(f) => fchmod(f, mode),
+    }
+}
+
+/// `lsetxattr(2)` or `fsetxattr(2)`.
+pub fn setxattr_obj(o: Obj, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
     let n = CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: valid C strings; value pointer and length from a slice.
+    let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: a valid C string or descriptor, a C name, a value pointer
+    // and length from a slice.
     check(unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
+        match o.raw()? {
+            RawObj::Path(c) => libc::lsetxattr(c.as_ptr(), n.as_ptr(), v, len, flags),
+            RawObj::Fd(fd) => libc::fsetxattr(fd, n.as_ptr(), v, len, flags),
+        }
     })
 }
 
-/// `lgetxattr(2)`: the whole value.
-pub fn lgetxattr(p: &Path, name: &[u8]) -> SysResult<Vec<u8>> {
-    let c = cpath(p)?;
+/// `lsetxattr(2)`.
+pub fn lsetxattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<()> {
+    setxattr_obj(Obj::Path(p), name, value, flags)
+}
+
+/// `lgetxattr(2)` or `fgetxattr(2)`: the whole value.
+pub fn getxattr_obj(o: Obj, name: &[u8]) -> SysResult<Vec<u8>> {
+    let raw = o.raw()?;
     let n = CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a valid C string or descriptor and name; `buf` points to
+    // `len` writable bytes (or is null with `len` 0: a size probe).
+    let get = |buf: *mut libc::c_void, len: usize| unsafe {
+        match &raw {
+            RawObj::Path(c) => libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf, len),
+            RawObj::Fd(fd) => libc::fgetxattr(*fd, n.as_ptr(), buf, len),
+        }
+    };
     loop {
-        // SAFETY: a size probe with a null buffer, then a read into a
-        // buffer of the probed size; a racing grow gives ERANGE: retry.
-        let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        // A size probe, then a read into a buffer of the probed size; a
+        // racing grow gives ERANGE: retry.
+        let len = get(std::ptr::null_mut(), 0);
         if len < 0 {
             return Err(last_errno());
         }
         let mut buf = vec![0u8; len as usize];
-        let got =
-            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let got = get(buf.as_mut_ptr().cast(), buf.len());
         if got >= 0 {
             buf.truncate(got as usize);
             return Ok(buf);
@@ -188,6 +254,11 @@ pub fn lgetxattr(p: &Path, name: &[u8]) -> SysResult<Vec<u8>> {
             return Err(e);
         }
     }
+}
+
+/// `lgetxattr(2)`: the whole value.
+pub fn lgetxattr(p: &Path, name: &[u8]) -> SysResult<Vec<u8>> {
+    getxattr_obj(Obj::Path(p), name)
 }
 
 /// `llistxattr(2)`: the names, each followed by a NUL.
@@ -212,12 +283,21 @@ pub fn llistxattr(p: &Path) -> SysResult<Vec<u8>> {
     }
 }
 
+/// `lremovexattr(2)` or `fremovexattr(2)`.
+pub fn removexattr_obj(o: Obj, name: &[u8]) -> SysResult<()> {
+    let n = CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a valid C string or descriptor, and a C name.
+    check(unsafe {
+        match o.raw()? {
+            RawObj::Path(c) => libc::lremovexattr(c.as_ptr(), n.as_ptr()),
+            RawObj::Fd(fd) => libc::fremovexattr(fd, n.as_ptr()),
+        }
+    })
+}
+
 /// `lremovexattr(2)`.
 pub fn lremovexattr(p: &Path, name: &[u8]) -> SysResult<()> {
-    let c = cpath(p)?;
-    let n = CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: valid C strings.
-    check(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) })
+    removexattr_obj(Obj::Path(p), name)
 }
 
 /// `fallocate(2)` on an open file.

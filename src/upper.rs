@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 
 use crate::index::Kind;
-use crate::sys::{self, SysResult};
+use crate::sys::{self, Obj, SysResult};
 use crate::union::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 
 /// The hidden working directory at the top of the branch.
@@ -608,42 +608,52 @@ impl Upper {
     /// this process can and recording the rest (rootless) in the override
     /// xattr. Call before the object is published.
     pub fn apply_meta(&self, p: &Path, want: &Meta) -> SysResult<()> {
+        self.apply_meta_to(Obj::Path(p), want)
+    }
+
+    /// `apply_meta` on a path or on an open file (an unlinked one's
+    /// fchmod and fchown).
+    pub fn apply_meta_to(&self, o: Obj, want: &Meta) -> SysResult<()> {
         if want.kind == Kind::Symlink {
             // Linux ignores a symlink's mode; user xattrs are not allowed
             // on symlinks, so a rootless owner cannot be recorded.
-            return match sys::lchown(p, want.uid, want.gid) {
+            return match sys::chown_obj(o, want.uid, want.gid) {
                 Err(libc::EPERM) if self.rootless => Ok(()),
                 r => r,
             };
         }
         if !self.rootless {
-            sys::lchown(p, want.uid, want.gid)?;
-            return sys::chmod(p, want.perm);
+            sys::chown_obj(o, want.uid, want.gid)?;
+            return sys::chmod_obj(o, want.perm);
         }
         // Rootless: keep the daemon's own access, record the truth.
-        let owner_ok = sys::lchown(p, want.uid, want.gid).is_ok();
+        let owner_ok = sys::chown_obj(o, want.uid, want.gid).is_ok();
         let lock_out = if want.kind == Kind::Dir { 0o700 } else { 0o600 };
         let real_perm = (want.perm | lock_out) & !(libc::S_ISUID | libc::S_ISGID);
-        sys::chmod(p, real_perm)?;
-        let st = sys::lstat(p)?;
-        let real = Meta::from_stat(&st);
+        sys::chmod_obj(o, real_perm)?;
+        let real = Meta::from_stat(&sys::stat_obj(o)?);
         if owner_ok && real == *want {
-            return match sys::lremovexattr(p, OVERRIDE_XATTR) {
+            return match sys::removexattr_obj(o, OVERRIDE_XATTR) {
                 Err(libc::ENODATA) => Ok(()),
                 r => r,
             };
         }
-        sys::lsetxattr(p, OVERRIDE_XATTR, &want.format_override(), 0)
+        sys::setxattr_obj(o, OVERRIDE_XATTR, &want.format_override(), 0)
     }
 
     /// The metadata the merged view shows for the upper object at `p`
     /// whose `lstat` is `st`: the override, where one was recorded.
     pub fn meta_of(&self, p: &Path, st: &libc::stat) -> Meta {
+        self.meta_of_obj(Obj::Path(p), st)
+    }
+
+    /// `meta_of` for a path or an open file.
+    pub fn meta_of_obj(&self, o: Obj, st: &libc::stat) -> Meta {
         let real = Meta::from_stat(st);
         if !self.rootless || real.kind == Kind::Symlink {
             return real;
         }
-        match sys::lgetxattr(p, OVERRIDE_XATTR) {
+        match sys::getxattr_obj(o, OVERRIDE_XATTR) {
             Ok(v) => Meta::parse_override(&v).unwrap_or(real),
             Err(_) => real,
         }

@@ -36,7 +36,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::idmap::{Owners, OVERFLOW_ID};
 use crate::index::{Index, Kind};
-use crate::sys::{self, errno_of, TimeSpec};
+use crate::sys::{self, errno_of, Obj, TimeSpec};
 use crate::union::{classify_name, list_dir, resolve_child, root, NameClass, Resolved, Source};
 use crate::upper::{child, Meta, Upper};
 
@@ -727,12 +727,21 @@ impl Vfs {
         use std::os::unix::fs::MetadataExt;
         let file = self.open_file_of(ino)?;
         let m = file.metadata().map_err(|e| errno_of(&e))?;
+        // Rootless: what the override xattr records.
+        let (perm, uid, gid) = match &self.upper {
+            Some(up) if up.rootless() => {
+                let o = Obj::File(&file);
+                let meta = up.meta_of_obj(o, &sys::stat_obj(o)?);
+                (meta.perm, meta.uid, meta.gid)
+            }
+            _ => (m.mode() & 0o7777, m.uid(), m.gid()),
+        };
         Ok(Attr {
             ino,
             kind,
-            perm: (m.mode() & 0o7777) as u16,
-            uid: m.uid(),
-            gid: m.gid(),
+            perm: perm as u16,
+            uid,
+            gid,
             size: m.size(),
             blocks: m.blocks(),
             nlink: m.nlink() as u32,
@@ -2020,16 +2029,24 @@ impl Vfs {
             self.copy_up_with(ino, true, staged)?;
         }
         let p = self.upath(ino);
-        if p == Err(libc::ENOENT) && !up.rootless() {
+        if p == Err(libc::ENOENT) {
             // Unlinked but still open (fchmod, fchown, futimens): through
-            // the descriptor of a handle. (Rootless metadata lives in an
-            // xattr set by path; there it stays ENOENT.)
+            // the descriptor of a handle (rootless: the override xattr too).
             let f = self.open_file_of(ino)?;
-            if s.uid.is_some() || s.gid.is_some() {
-                sys::fchown(&f, s.uid.unwrap_or(u32::MAX), s.gid.unwrap_or(u32::MAX))?;
-            }
-            if let Some(m) = s.mode {
-                sys::fchmod(&f, m & 0o7777)?;
+            if up.rootless() && meta_change {
+                let o = Obj::File(&f);
+                let mut want = up.meta_of_obj(o, &sys::stat_obj(o)?);
+                want.uid = s.uid.unwrap_or(want.uid);
+                want.gid = s.gid.unwrap_or(want.gid);
+                want.perm = s.mode.map_or(want.perm, |m| m & 0o7777);
+                up.apply_meta_to(o, &want)?;
+            } else {
+                if s.uid.is_some() || s.gid.is_some() {
+                    sys::fchown(&f, s.uid.unwrap_or(u32::MAX), s.gid.unwrap_or(u32::MAX))?;
+                }
+                if let Some(m) = s.mode {
+                    sys::fchmod(&f, m & 0o7777)?;
+                }
             }
             if s.atime.is_some() || s.mtime.is_some() {
                 sys::futimens(

@@ -465,6 +465,24 @@ fn rootless_branch_records_owners_it_cannot_apply() {
         lgetxattr(&rw.join("tmp"), "user.containers.override_stat").unwrap(),
         b"0:0:1777:dir"
     );
+    // A file unlinked while open keeps taking fchmod and futimens through
+    // its descriptor: the setuid bit the daemon may not set on disk is
+    // recorded in the override xattr of the open file, and fstat shows it.
+    let gone = mnt.join("tmp/gone");
+    let script = format!(
+        "import os\n\
+         fd = os.open({gone:?}, os.O_CREAT | os.O_RDWR, 0o644)\n\
+         os.unlink({gone:?})\n\
+         os.fchmod(fd, 0o4750)\n\
+         os.utime(fd, (5, 7))\n\
+         st = os.fstat(fd)\n\
+         print('%o %d %d' % (st.st_mode & 0o7777, st.st_mtime, st.st_uid))",
+        gone = gone.to_str().unwrap()
+    );
+    assert_eq!(
+        as_user(&["python3", "-c", &script]).trim(),
+        format!("4750 7 {uid}")
+    );
     // Never shown through the mount.
     let names = as_user(&[
         "getfattr",
