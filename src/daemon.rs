@@ -267,6 +267,10 @@ pub fn run_branches_foreground(
     for r in slots {
         layers.push(r.expect("every branch walked")?);
     }
+    // The walks' scratch (paths, unsorted entries) was freed into the
+    // walker threads' malloc arenas, where it would stay for the daemon's
+    // life: hand it back.
+    crate::sys::release_free_heap();
     if opts.init_layer {
         layers.insert(0, crate::initlayer::layer()?);
     }
