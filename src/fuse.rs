@@ -53,6 +53,12 @@ pub struct LayerFs {
     /// Read-only and no xattr anywhere: GETXATTR answers ENOSYS, after
     /// which the kernel answers every getxattr(2) with EOPNOTSUPP itself.
     no_getxattr: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2 negotiated (read-write mounts): the kernel
+    /// no longer asks for security.capability before every write (one
+    /// GETXATTR per inode, where it was one per write(2)), and leaves
+    /// clearing setuid/setgid to us: on a WRITE that says so, on a
+    /// truncation or O_TRUNC open by anyone but root, and on chown.
+    killpriv: bool,
     /// Passthrough allowed (`-o passthrough=off` clears it).
     passthrough_wanted: bool,
     /// Passthrough negotiated at INIT and backing files can be registered
@@ -98,6 +104,7 @@ impl LayerFs {
             no_opendir: false,
             passthrough_wanted: true,
             passthrough: AtomicBool::new(false),
+            killpriv: false,
             io: parking_lot::Mutex::new(IoModes::default()),
         }
     }
@@ -125,7 +132,12 @@ impl LayerFs {
         if st.passthrough > 0 {
             // The kernel accepts only passthrough to the same backing now.
             backing = st.backing.clone();
-        } else if st.cached == 0 && self.passthrough.load(Ordering::Relaxed) {
+        } else if st.cached == 0
+            && self.passthrough.load(Ordering::Relaxed)
+            // A setuid/setgid file's writes must reach us, to clear the
+            // bits (killpriv): the kernel does not for passthrough writes.
+            && !(self.killpriv && self.vfs.is_setid(ino))
+        {
             if let Some(f) = self.vfs.backing_file(fh) {
                 match open_backing(&f) {
                     Ok(b) => backing = Some(Arc::new(b)),
@@ -172,6 +184,24 @@ impl LayerFs {
             tracing::info!("passthrough unavailable ({e}): reads and writes go through the daemon");
         } else {
             tracing::debug!(ino, "no passthrough for this file: {e}");
+        }
+    }
+
+    /// Clears the setuid/setgid bits of `ino` as a write or truncation by
+    /// a caller without CAP_FSETID does (killpriv: the kernel leaves it to
+    /// us). Best effort: the write itself goes on, as the kernel's would.
+    fn kill_suid(&self, req: &Request, ino: u64, fh: Option<u64>) {
+        if !self.killpriv {
+            return;
+        }
+        if let Ok(Some(perm)) = self.vfs.perm_after_kill_suid(ino, |gid| in_group(req, gid)) {
+            let s = SetAttr {
+                mode: Some(perm),
+                ..SetAttr::default()
+            };
+            if let Err(e) = self.vfs.setattr(ino, fh, s) {
+                tracing::warn!(ino, "clearing setuid/setgid: errno {e}");
+            }
         }
     }
 
@@ -285,6 +315,21 @@ fn time_spec(t: Option<TimeOrNow>) -> Option<TimeSpec> {
     })
 }
 
+/// Is the caller of `req` in group `gid`, or root (CAP_FSETID, as far as
+/// a FUSE request tells)? Its primary group, else its supplementary groups
+/// from /proc (read only for a setgid file without group-execute).
+fn in_group(req: &Request, gid: u32) -> bool {
+    if req.uid() == 0 || req.gid() == gid {
+        return true;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid()));
+    status.is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+    })
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -352,6 +397,10 @@ impl Filesystem for LayerFs {
             // O_TRUNC reaches open (else the kernel truncates with a
             // separate SETATTR after a full copy-up).
             let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+            self.killpriv = caps.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                && config
+                    .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                    .is_ok();
         } else {
             // Zero-message opens even with directory layers: an OPEN and a
             // RELEASE round trip per file cost far more (7x overlay reading
@@ -398,7 +447,7 @@ impl Filesystem for LayerFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if self.no_open {
             return reply_read_only_open(reply, flags);
         }
@@ -406,6 +455,9 @@ impl Filesystem for LayerFs {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
+        if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+            self.kill_suid(req, ino.0, Some(fh));
+        }
         match self.open_mode(ino.0, fh, |f| reply.open_backing(f)) {
             OpenMode::Passthrough(b) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
@@ -434,17 +486,20 @@ impl Filesystem for LayerFs {
 
     fn write(
         &self,
-        _r: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _f: OpenFlags,
         _l: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         tracing::debug!(ino = ino.0, fh = fh.0, offset, size = data.len(), "write");
+        if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            self.kill_suid(req, ino.0, Some(fh.0));
+        }
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -635,7 +690,7 @@ impl Filesystem for LayerFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -651,6 +706,18 @@ impl Filesystem for LayerFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // killpriv: a chown clears setuid/setgid (Linux does, whoever
+        // asks), a truncation by anyone but root too; the kernel leaves
+        // that to us, in the same change.
+        let kills = uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0);
+        let mode = match mode {
+            None if self.killpriv && kills => self
+                .vfs
+                .perm_after_kill_suid(ino.0, |gid| in_group(req, gid))
+                .ok()
+                .flatten(),
+            m => m,
+        };
         let s = SetAttr {
             mode,
             uid,

@@ -627,6 +627,34 @@ impl Vfs {
         Ok(cur)
     }
 
+    /// The permission bits of `ino` after Linux's rule for a write, a
+    /// truncation or a chown by a caller without CAP_FSETID, if that clears
+    /// any (`None`: nothing to clear, or not a regular file).
+    /// `in_group(gid)`: is the caller in group `gid` (the file's, as
+    /// shown)? With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves applying the
+    /// rule to us.
+    pub fn perm_after_kill_suid(
+        &self,
+        ino: u64,
+        in_group: impl FnOnce(u32) -> bool,
+    ) -> VResult<Option<u32>> {
+        let a = self.getattr(ino)?;
+        let perm = u32::from(a.perm);
+        Ok(match a.kind {
+            Kind::File if perm & (libc::S_ISUID | libc::S_ISGID) != 0 => {
+                let keeps_sgid = perm & libc::S_IXGRP == 0 && in_group(a.gid);
+                kill_suid(perm, keeps_sgid)
+            }
+            _ => None,
+        })
+    }
+
+    /// Does file `ino` carry a setuid or setgid bit?
+    pub fn is_setid(&self, ino: u64) -> bool {
+        self.getattr(ino)
+            .is_ok_and(|a| u32::from(a.perm) & (libc::S_ISUID | libc::S_ISGID) != 0)
+    }
+
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
         let _r = self.ns.read();
         self.attr(ino)
@@ -2161,6 +2189,19 @@ fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()>
     Ok(())
 }
 
+/// Permission bits `perm` without setuid, and without setgid unless
+/// `keeps_sgid`: what a write, truncation or chown by a caller without
+/// CAP_FSETID leaves (Linux 6.x, `setattr_should_drop_sgid`: setgid goes
+/// if group-execute is set or the caller is not in the file's group).
+/// `None` if nothing changes.
+fn kill_suid(perm: u32, keeps_sgid: bool) -> Option<u32> {
+    let mut p = perm & !libc::S_ISUID;
+    if !keeps_sgid {
+        p &= !libc::S_ISGID;
+    }
+    (p != perm).then_some(p)
+}
+
 /// A lower file copied into the work directory by `stage_copy_up`, not yet
 /// renamed into place; its file is removed when it is dropped unplaced
 /// (an error, or a concurrent copy-up that won).
@@ -2182,5 +2223,20 @@ impl Drop for StagedCopy {
             tracing::debug!(path = %self.path.display(), "staged copy-up dropped");
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kill_suid;
+
+    #[test]
+    fn kill_suid_clears_what_it_is_told() {
+        assert_eq!(kill_suid(0o4755, false), Some(0o755));
+        assert_eq!(kill_suid(0o6755, false), Some(0o755));
+        assert_eq!(kill_suid(0o2745, true), None, "setgid kept");
+        assert_eq!(kill_suid(0o6745, true), Some(0o2745));
+        assert_eq!(kill_suid(0o1777, false), None, "sticky stays");
+        assert_eq!(kill_suid(0o644, false), None);
     }
 }

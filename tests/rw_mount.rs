@@ -928,3 +928,120 @@ fn copy_ups_are_synced_unless_volatile() {
         }
     }
 }
+
+/// setuid/setgid bits after writes, truncations, O_TRUNC opens and chowns,
+/// the kernel's own rules on a plain directory as the oracle: an
+/// unprivileged writer clears setuid, and setgid where group-execute is
+/// set; root (CAP_FSETID) keeps them; chown clears them for anyone. With
+/// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves this to the daemon.
+#[test]
+fn setuid_bits_cleared_as_the_kernel_does() {
+    use std::os::unix::fs::PermissionsExt;
+    if !fuse_available() {
+        return;
+    }
+    let Some((user, uid)) = unprivileged_user() else {
+        return;
+    };
+    let t = Rw::new();
+    let rw = t.rw();
+    let m = Mount::new(
+        &t.store,
+        &t.id,
+        &["--rw", rw.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(plain.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dirs = [plain.path().to_path_buf(), m.path("tmp")];
+    let modes = [0o4777, 0o6777, 0o2767, 0o777];
+    let ops = ["write", "truncate", "otrunc", "chown", "root-write"];
+    let name = |op: &str, mode: u32| format!("{op}-{mode:o}");
+    for d in &dirs {
+        for op in ops {
+            for mode in modes {
+                let p = d.join(name(op, mode));
+                std::fs::write(&p, b"data").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+    let script = "import os, sys\n\
+        for d in sys.argv[1:]:\n\
+        \x20   for f in sorted(os.listdir(d)):\n\
+        \x20       p = os.path.join(d, f)\n\
+        \x20       if f.startswith('write-'):\n\
+        \x20           fd = os.open(p, os.O_WRONLY | os.O_APPEND); os.write(fd, b'x'); os.close(fd)\n\
+        \x20       elif f.startswith('truncate-'):\n\
+        \x20           os.truncate(p, 1)\n\
+        \x20       elif f.startswith('otrunc-'):\n\
+        \x20           os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))\n";
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "python3", "-c", script])
+        .args(dirs.iter().map(|d| d.to_str().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for d in &dirs {
+        for mode in modes {
+            std::os::unix::fs::chown(d.join(name("chown", mode)), Some(uid), None).unwrap();
+            let p = d.join(name("root-write", mode));
+            OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .write_all(b"x")
+                .unwrap();
+        }
+    }
+    let mode_of = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    let mut cleared = 0;
+    for op in ops {
+        for mode in modes {
+            let want = mode_of(dirs[0].join(name(op, mode)));
+            let got = mode_of(dirs[1].join(name(op, mode)));
+            assert_eq!(
+                got,
+                want,
+                "{}: {got:o} on the mount, {want:o} on a plain dir",
+                name(op, mode)
+            );
+            cleared += usize::from(want != mode);
+        }
+    }
+    // The oracle did clear bits: the 3 setid modes x the 3 unprivileged
+    // ops (2767 too: the user is not in the file's group), and chown by
+    // root of 4777 and 6777 (root keeps setgid without group-execute).
+    assert_eq!(cleared, 11, "cases where the kernel cleared a bit");
+}
+
+/// With killpriv the kernel asks for security.capability once per inode,
+/// not before every write(2): 100 writes to a new file cost at most one
+/// GETXATTR (they cost 100 before).
+#[test]
+fn writes_do_not_ask_for_capabilities_each_time() {
+    if !fuse_available() {
+        return;
+    }
+    let t = Rw::new();
+    let rw = t.rw();
+    let env = [("RUST_LOG", "fuser=debug")];
+    {
+        let m = Mount::with_env(&t.store, &t.id, &["--rw", rw.to_str().unwrap()], &env);
+        let mut f = File::create(m.path("etc/many-writes")).unwrap();
+        for _ in 0..100 {
+            f.write_all(&[7u8; 4096]).unwrap();
+        }
+        drop(f);
+        assert_eq!(
+            std::fs::read(m.path("etc/many-writes")).unwrap(),
+            vec![7u8; 409600]
+        );
+    }
+    let log = daemon_log(&t.store);
+    let asked = log.lines().filter(|l| l.contains("GETXATTR")).count();
+    assert!(asked <= 1, "{asked} GETXATTR requests for 100 writes");
+}
