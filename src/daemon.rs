@@ -222,6 +222,13 @@ pub fn run_foreground(
     )
 }
 
+/// Threads walking the branches of `mount-branches` at mount. A cold walk
+/// waits on the disk, not on a CPU: more walkers keep more reads in
+/// flight. Mount of 128 branches (20000 files), cold, on 2 CPUs: 2
+/// walkers 0.49-0.52 s, 8: 0.27-0.28 s, 16: 0.23-0.25 s, 32: 0.22-0.23 s,
+/// 64: 0.25 s.
+const BRANCH_WALKERS: usize = 16;
+
 /// Runs the daemon of `layerfs mount-branches`: plain directories as
 /// layers (top first), the rw branch `opts.rw` on top (AUFS format, or
 /// overlay format with `opts.work`).
@@ -232,8 +239,8 @@ pub fn run_branches_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    // Each branch is walked whole: walk them on one thread per CPU, each
-    // thread taking every n-th branch (the walks are syscall-bound).
+    // Each branch is walked whole: walk them on BRANCH_WALKERS threads,
+    // each taking every n-th branch.
     let index = |i: usize| -> Result<Layer> {
         let dir = &lowers[i];
         let t = Instant::now();
@@ -241,9 +248,7 @@ pub fn run_branches_foreground(
         tracing::info!(branch = %dir.display(), entries = l.index.len(), took = ?t.elapsed(), "indexed branch");
         Ok(l)
     };
-    let n = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(lowers.len().max(1));
+    let n = BRANCH_WALKERS.min(lowers.len().max(1));
     let mut slots: Vec<Option<Result<Layer>>> = (0..lowers.len()).map(|_| None).collect();
     std::thread::scope(|s| {
         let index = &index;
