@@ -239,16 +239,19 @@ pub fn run_branches_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    // Each branch is walked whole: walk them on BRANCH_WALKERS threads,
-    // each taking every n-th branch.
+    // Each branch is walked whole: BRANCH_WALKERS threads list
+    // directories at once, split over the branches (each thread walking
+    // every n-th branch; a branch gets the rest of the budget, so one big
+    // branch is listed by all of them).
+    let n = BRANCH_WALKERS.min(lowers.len().max(1));
+    let per_branch = (BRANCH_WALKERS / n).max(1);
     let index = |i: usize| -> Result<Layer> {
         let dir = &lowers[i];
         let t = Instant::now();
-        let l = Layer::directory(&format!("branch{i}:{}", dir.display()), dir)?;
+        let l = Layer::directory(&format!("branch{i}:{}", dir.display()), dir, per_branch)?;
         tracing::info!(branch = %dir.display(), entries = l.index.len(), took = ?t.elapsed(), "indexed branch");
         Ok(l)
     };
-    let n = BRANCH_WALKERS.min(lowers.len().max(1));
     let mut slots: Vec<Option<Result<Layer>>> = (0..lowers.len()).map(|_| None).collect();
     std::thread::scope(|s| {
         let index = &index;

@@ -17,6 +17,9 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 
@@ -30,6 +33,9 @@ struct Found {
     path: Vec<u8>,
     kind: Kind,
     meta: EntryMeta,
+    /// (device, inode) of a non-directory with more than one name: its
+    /// names become links to the first one once the walk is sorted.
+    dev_ino: Option<(u64, u64)>,
     link: Option<Vec<u8>>,
     size: u64,
     target: Vec<u8>,
@@ -74,66 +80,71 @@ pub fn index_directory(root: &Path) -> Result<Index> {
     index_directory_as(root, true)
 }
 
+/// Directories listed at once by one walk, by default. A cold walk waits
+/// on the disk, not on a CPU, so more listings in flight pay even on 2
+/// CPUs (see `index_directory_in`).
+pub const WALKERS: usize = 8;
+
 /// Walks `root` and builds its layer index. With `overlay` false only the
 /// AUFS spelling means anything (a layerfs AUFS-format branch, where a
 /// character device 0:0 is a device a user made and overlay xattrs are
 /// plain xattrs).
 pub fn index_directory_as(root: &Path, overlay: bool) -> Result<Index> {
-    let mut found: Vec<Found> = Vec::new();
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut warned_redirect = false;
-    // Directories still to list, relative to root.
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    let mut first = true;
-    while let Some(rel) = stack.pop() {
-        let full = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(std::ffi::OsStr::from_bytes(&rel))
-        };
-        // The root is visited as a directory; its children are listed here.
-        if first {
-            first = false;
-            let md = std::fs::symlink_metadata(&full)
-                .with_context(|| format!("branch {}", root.display()))?;
-            if !md.is_dir() {
-                bail!("branch {} is not a directory", root.display());
-            }
-            found.extend(describe(
-                &full,
-                Vec::new(),
-                &md,
-                &mut links,
-                &mut warned_redirect,
-                overlay,
-            )?);
-        }
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for e in std::fs::read_dir(&full).with_context(|| format!("reading {}", full.display()))? {
-            names.push(e?.file_name().as_bytes().to_vec());
-        }
-        names.sort();
-        for name in names {
-            let path = join(&rel, &name);
-            let p = full.join(std::ffi::OsStr::from_bytes(&name));
-            let md =
-                std::fs::symlink_metadata(&p).with_context(|| format!("lstat {}", p.display()))?;
-            if md.is_dir() && name.starts_with(b".wh..wh.") {
-                // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.orph) or layerfs'
-                // own state (.wh..wh.layerfs): never part of the union.
-                continue;
-            }
-            let is_dir = md.is_dir();
-            found.extend(describe(
-                &p,
-                path.clone(),
-                &md,
-                &mut links,
-                &mut warned_redirect,
-                overlay,
-            )?);
-            if is_dir {
-                stack.push(path);
+    index_directory_in(root, overlay, WALKERS)
+}
+
+/// Work shared by the walkers of one directory tree.
+struct Queue {
+    /// Directories still to list, relative to the root.
+    dirs: Vec<Vec<u8>>,
+    /// Directories being listed now (their subdirectories are not queued yet).
+    busy: usize,
+    /// A walker failed: the others stop.
+    failed: bool,
+}
+
+/// `index_directory_as` with `walkers` threads listing directories at once
+/// (at least one). The entries are sorted by path afterwards, so the
+/// index does not depend on which thread found what: parents come before
+/// their children (a path sorts after its prefixes), and a hard link's
+/// first name is its first in that order. Mount of Debian minbase (6800
+/// entries) as one branch, cold: 0.17-0.19 s with one walker, 0.08-0.11 s
+/// with 16.
+pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<Index> {
+    let md =
+        std::fs::symlink_metadata(root).with_context(|| format!("branch {}", root.display()))?;
+    if !md.is_dir() {
+        bail!("branch {} is not a directory", root.display());
+    }
+    let warned_redirect = AtomicBool::new(false);
+    let mut found = describe(root, Vec::new(), &md, &warned_redirect, overlay)?;
+    let queue = Mutex::new(Queue {
+        dirs: vec![Vec::new()],
+        busy: 0,
+        failed: false,
+    });
+    let ready = Condvar::new();
+    let results: Vec<Result<Vec<Found>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..walkers.max(1))
+            .map(|_| s.spawn(|| walker(root, overlay, &queue, &ready, &warned_redirect)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("directory walker panicked"))
+            .collect()
+    });
+    for r in results {
+        found.extend(r?);
+    }
+    found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for f in &mut found {
+        if let Some(key) = f.dev_ino {
+            match first.get(&key) {
+                Some(p) => f.link = Some(p.clone()),
+                None => {
+                    first.insert(key, f.path.clone());
+                }
             }
         }
     }
@@ -152,14 +163,92 @@ pub fn index_directory_as(root: &Path, overlay: bool) -> Result<Index> {
     Ok(Index::from_bytes(bytes, &root.display().to_string())?)
 }
 
+/// One walker: takes directories off `queue` until none is left and none
+/// is being listed, describing every entry it lists.
+fn walker(
+    root: &Path,
+    overlay: bool,
+    queue: &Mutex<Queue>,
+    ready: &Condvar,
+    warned_redirect: &AtomicBool,
+) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    loop {
+        let rel = {
+            let mut q = queue.lock();
+            loop {
+                if q.failed {
+                    return Ok(out);
+                }
+                if let Some(d) = q.dirs.pop() {
+                    q.busy += 1;
+                    break d;
+                }
+                if q.busy == 0 {
+                    return Ok(out);
+                }
+                ready.wait(&mut q);
+            }
+        };
+        let listed = list_dir(root, &rel, overlay, warned_redirect, &mut out);
+        let mut q = queue.lock();
+        q.busy -= 1;
+        let result = match listed {
+            Ok(subdirs) => {
+                q.dirs.extend(subdirs);
+                Ok(())
+            }
+            Err(e) => {
+                q.failed = true;
+                Err(e)
+            }
+        };
+        drop(q);
+        ready.notify_all();
+        result?;
+    }
+}
+
+/// Lists directory `rel` (relative to `root`) into `out`; returns its
+/// subdirectories, to be listed next.
+fn list_dir(
+    root: &Path,
+    rel: &[u8],
+    overlay: bool,
+    warned_redirect: &AtomicBool,
+    out: &mut Vec<Found>,
+) -> Result<Vec<Vec<u8>>> {
+    let full = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes(rel))
+    };
+    let mut subdirs = Vec::new();
+    for e in std::fs::read_dir(&full).with_context(|| format!("reading {}", full.display()))? {
+        let name = e?.file_name().as_bytes().to_vec();
+        let path = join(rel, &name);
+        let p = full.join(std::ffi::OsStr::from_bytes(&name));
+        let md = std::fs::symlink_metadata(&p).with_context(|| format!("lstat {}", p.display()))?;
+        if md.is_dir() && name.starts_with(b".wh..wh.") {
+            // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.orph) or layerfs'
+            // own state (.wh..wh.layerfs): never part of the union.
+            continue;
+        }
+        out.extend(describe(&p, path.clone(), &md, warned_redirect, overlay)?);
+        if md.is_dir() {
+            subdirs.push(path);
+        }
+    }
+    Ok(subdirs)
+}
+
 /// The entries one object of the walk stands for: itself, a whiteout in
 /// the AUFS spelling, or a directory plus its opaque marker.
 fn describe(
     p: &Path,
     path: Vec<u8>,
     md: &std::fs::Metadata,
-    links: &mut HashMap<(u64, u64), Vec<u8>>,
-    warned_redirect: &mut bool,
+    warned_redirect: &AtomicBool,
     overlay: bool,
 ) -> Result<Vec<Found>> {
     let kind = kind_of_mode(md.mode());
@@ -176,12 +265,10 @@ fn describe(
             rdev,
             xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
         );
-        if !*warned_redirect
-            && xattrs.iter().any(|(n, _)| {
-                is_overlay_xattr(n) && (n.ends_with(b".redirect") || n.ends_with(b".metacopy"))
-            })
+        if xattrs.iter().any(|(n, _)| {
+            is_overlay_xattr(n) && (n.ends_with(b".redirect") || n.ends_with(b".metacopy"))
+        }) && !warned_redirect.swap(true, Ordering::Relaxed)
         {
-            *warned_redirect = true;
             tracing::warn!(path = %p.display(), "overlay redirect/metacopy xattrs are not supported: the entry shows as it is stored");
         }
         xattrs.retain(|(n, _)| !is_overlay_xattr(n));
@@ -205,6 +292,7 @@ fn describe(
         path: join(dir, n),
         kind: Kind::File,
         meta: EntryMeta::default(),
+        dev_ino: None,
         link: None,
         size: 0,
         target: Vec::new(),
@@ -213,15 +301,7 @@ fn describe(
     if mark == OverlayMark::Whiteout && !path.is_empty() {
         return Ok(vec![marker(&[b".wh.", name].concat())]);
     }
-    let mut link = None;
-    if kind != Kind::Dir && md.nlink() > 1 && classify_name(name) == NameClass::Plain {
-        match links.get(&(md.dev(), md.ino())) {
-            Some(first) => link = Some(first.clone()),
-            None => {
-                links.insert((md.dev(), md.ino()), path.clone());
-            }
-        }
-    }
+    let linked = kind != Kind::Dir && md.nlink() > 1 && classify_name(name) == NameClass::Plain;
     let target = if kind == Kind::Symlink {
         std::fs::read_link(p)
             .with_context(|| format!("readlink {}", p.display()))?
@@ -236,7 +316,8 @@ fn describe(
         path: path.clone(),
         kind,
         meta,
-        link,
+        dev_ino: linked.then(|| (md.dev(), md.ino())),
+        link: None,
         size: if kind == Kind::File { md.len() } else { 0 },
         target,
         rdev,
@@ -247,4 +328,87 @@ fn describe(
         out.push(m);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Entry;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A tree with nesting, hard links across directories, a symlink, an
+    /// AUFS whiteout and an opaque marker.
+    fn make_tree(root: &Path) {
+        for d in ["a/b/c", "a/d", "e", "f/g/h/i"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for (i, f) in [
+            "a/x",
+            "a/b/y",
+            "a/b/c/z",
+            "a/d/w",
+            "e/v",
+            "f/g/h/i/u",
+            "top",
+        ]
+        .iter()
+        .enumerate()
+        {
+            std::fs::write(root.join(f), vec![b'x'; i * 10]).unwrap();
+        }
+        std::fs::hard_link(root.join("a/b/c/z"), root.join("e/z2")).unwrap();
+        std::fs::hard_link(root.join("a/b/c/z"), root.join("a/z3")).unwrap();
+        std::os::unix::fs::symlink("a/x", root.join("sym")).unwrap();
+        std::fs::write(root.join("a/d/.wh.gone"), b"").unwrap();
+        std::fs::write(root.join("f/.wh..wh..opq"), b"").unwrap();
+    }
+
+    /// Every entry, by path: the index must not depend on how many
+    /// walkers listed the tree, nor on which found what first.
+    fn dump(ix: &Index) -> Vec<(Vec<u8>, Entry)> {
+        (0..ix.len()).map(|i| (ix.path(i), ix.entry(i))).collect()
+    }
+
+    #[test]
+    fn walkers_do_not_change_the_index() {
+        let t = tempfile::tempdir().unwrap();
+        make_tree(t.path());
+        let one = index_directory_in(t.path(), true, 1).unwrap();
+        let want = dump(&one);
+        assert!(want.len() > 15, "{} entries", want.len());
+        for walkers in [2, 8, 32] {
+            for _ in 0..5 {
+                let got = dump(&index_directory_in(t.path(), true, walkers).unwrap());
+                assert_eq!(got, want, "{walkers} walkers");
+            }
+        }
+        // The three names of one inode share its group, and count 3.
+        let z = one.lookup_path(b"a/b/c/z").unwrap();
+        for p in [&b"e/z2"[..], b"a/z3"] {
+            let e = one.entry(one.lookup_path(p).unwrap());
+            assert_eq!((e.group, e.nlink), (one.entry(z).group, 3));
+        }
+    }
+
+    #[test]
+    fn a_failing_walker_fails_the_walk() {
+        let t = tempfile::tempdir().unwrap();
+        let perm = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        perm(t.path(), 0o755).unwrap();
+        make_tree(t.path());
+        perm(&t.path().join("a/d"), 0).unwrap();
+        // Root reads any directory: list as nobody. The fsuid is this
+        // thread's own (the walkers inherit it), and changing it away from
+        // 0 drops the capabilities that bypass permissions.
+        // SAFETY: setfsuid only changes this thread's filesystem uid.
+        let old = unsafe { libc::setfsuid(65534) };
+        let r = index_directory_in(t.path(), true, 4);
+        // SAFETY: as above, back to what it was.
+        unsafe { libc::setfsuid(old as libc::uid_t) };
+        perm(&t.path().join("a/d"), 0o755).unwrap();
+        let Err(err) = r else {
+            panic!("listing a/d must fail");
+        };
+        assert!(format!("{err:#}").contains("a/d"), "{err:#}");
+    }
 }

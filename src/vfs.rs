@@ -122,11 +122,13 @@ impl Layer {
 
     /// A plain directory as a layer (see [`crate::dirlayer`]): walked and
     /// indexed now, file data read by path.
-    pub fn directory(name: &str, root: &Path) -> Result<Layer> {
+    /// A layer read from directory `root`, walked by `walkers` threads
+    /// (`dirlayer::index_directory_in`).
+    pub fn directory(name: &str, root: &Path, walkers: usize) -> Result<Layer> {
         let root = root
             .canonicalize()
             .with_context(|| format!("branch {}", root.display()))?;
-        let index = crate::dirlayer::index_directory(&root)?;
+        let index = crate::dirlayer::index_directory_in(&root, true, walkers)?;
         Ok(Layer {
             chain_id: name.to_string(),
             index,
