@@ -123,59 +123,55 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
     Ok((cfg, strs.join(",")))
 }
 
+/// Takes out of `opts` (ours, never for the kernel) every option `decide`
+/// knows: `Some(Ok(on))`, the last one given wins; `Some(Err(message))`
+/// for a value it refuses. `default` if none is given.
+fn take_switch(
+    opts: &mut Vec<String>,
+    default: bool,
+    decide: impl Fn(&str) -> Option<Result<bool, String>>,
+) -> Result<bool> {
+    let mut on = default;
+    let mut bad = None;
+    opts.retain(|o| match decide(o) {
+        None => true,
+        Some(Ok(v)) => {
+            on = v;
+            false
+        }
+        Some(Err(m)) => {
+            bad.get_or_insert(m);
+            false
+        }
+    });
+    match bad {
+        Some(m) => bail!(m),
+        None => Ok(on),
+    }
+}
+
 /// Takes `-o volatile` (overlayfs's spelling) and `-o fsync=0|1`
 /// (fuse-overlayfs's, which podman's storage.conf passes to a mount
 /// program) out of the options: whether copy-ups and fsync requests skip
-/// syncing the rw branch. The last one given wins.
+/// syncing the rw branch.
 fn volatile_option(opts: &mut Vec<String>) -> Result<bool> {
-    let mut volatile = false;
-    let mut bad = None;
-    opts.retain(|o| match o.as_str() {
-        "volatile" | "fsync=0" => {
-            volatile = true;
-            false
-        }
-        "fsync=1" => {
-            volatile = false;
-            false
-        }
-        _ if o.starts_with("fsync=") => {
-            bad = Some(o.clone());
-            false
-        }
-        _ => true,
-    });
-    if let Some(o) = bad {
-        bail!("-o {o}: give fsync=0 or fsync=1");
-    }
-    Ok(volatile)
+    take_switch(opts, false, |o| match o {
+        "volatile" | "fsync=0" => Some(Ok(true)),
+        "fsync=1" => Some(Ok(false)),
+        _ if o.starts_with("fsync=") => Some(Err(format!("-o {o}: give fsync=0 or fsync=1"))),
+        _ => None,
+    })
 }
 
-/// Takes `-o passthrough=on|off` out of the options (never for the
-/// kernel): whether files backed by whole real files may use FUSE
-/// passthrough (default on; it needs CAP_SYS_ADMIN, else it is off anyway).
+/// Takes `-o passthrough=on|off` out of the options: whether files backed
+/// by whole real files may use FUSE passthrough (default on; it needs
+/// CAP_SYS_ADMIN, else it is off anyway).
 fn passthrough_option(opts: &mut Vec<String>) -> Result<bool> {
-    let mut on = true;
-    let mut bad = None;
-    opts.retain(|o| match o.strip_prefix("passthrough=") {
-        Some("on") => {
-            on = true;
-            false
-        }
-        Some("off") => {
-            on = false;
-            false
-        }
-        Some(v) => {
-            bad = Some(v.to_string());
-            false
-        }
-        None => true,
-    });
-    if let Some(v) = bad {
-        bail!("-o passthrough={v}: give on or off");
-    }
-    Ok(on)
+    take_switch(opts, true, |o| match o.strip_prefix("passthrough=")? {
+        "on" => Some(Ok(true)),
+        "off" => Some(Ok(false)),
+        v => Some(Err(format!("-o passthrough={v}: give on or off"))),
+    })
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -567,5 +563,15 @@ mod tests {
         assert_eq!(o, opts(&["ro"]));
         let err = volatile_option(&mut opts(&["fsync=yes"])).unwrap_err();
         assert!(err.to_string().contains("fsync=yes"), "{err}");
+    }
+
+    #[test]
+    fn passthrough_switch() {
+        let mut o = opts(&["passthrough=off", "ro"]);
+        assert!(!passthrough_option(&mut o).unwrap());
+        assert_eq!(o, opts(&["ro"]));
+        assert!(passthrough_option(&mut opts(&[])).unwrap(), "on by default");
+        let err = passthrough_option(&mut opts(&["passthrough=maybe"])).unwrap_err();
+        assert!(err.to_string().contains("passthrough=maybe"), "{err}");
     }
 }
