@@ -708,8 +708,14 @@ impl Filesystem for LayerFs {
     ) {
         // killpriv: a chown clears setuid/setgid (Linux does, whoever
         // asks), a truncation by anyone but root too; the kernel leaves
-        // that to us, in the same change.
-        let kills = uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0);
+        // that to us, in the same change. A SETATTR that changes nothing
+        // is what is left of the kernel's own request to drop privileges
+        // (chown(f, -1, -1); file_remove_privs), once it has taken the
+        // mode change out of it.
+        let nothing = (mode, uid, gid, size) == (None, None, None, None)
+            && atime.is_none()
+            && mtime.is_none();
+        let kills = uid.is_some() || gid.is_some() || nothing || (size.is_some() && req.uid() != 0);
         let mode = match mode {
             None if self.killpriv && kills => self
                 .vfs

@@ -932,7 +932,8 @@ fn copy_ups_are_synced_unless_volatile() {
 /// setuid/setgid bits after writes, truncations, O_TRUNC opens and chowns,
 /// the kernel's own rules on a plain directory as the oracle: an
 /// unprivileged writer clears setuid, and setgid where group-execute is
-/// set; root (CAP_FSETID) keeps them; chown clears them for anyone. With
+/// set; root (CAP_FSETID) keeps them; chown clears them for anyone, even
+/// chown(f, -1, -1) (which random_operation_sequences_agree found). With
 /// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves this to the daemon.
 #[test]
 fn setuid_bits_cleared_as_the_kernel_does() {
@@ -954,7 +955,14 @@ fn setuid_bits_cleared_as_the_kernel_does() {
     std::fs::set_permissions(plain.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let dirs = [plain.path().to_path_buf(), m.path("tmp")];
     let modes = [0o4777, 0o6777, 0o2767, 0o777];
-    let ops = ["write", "truncate", "otrunc", "chown", "root-write"];
+    let ops = [
+        "write",
+        "truncate",
+        "otrunc",
+        "chown",
+        "chown-none",
+        "root-write",
+    ];
     let name = |op: &str, mode: u32| format!("{op}-{mode:o}");
     for d in &dirs {
         for op in ops {
@@ -988,6 +996,8 @@ fn setuid_bits_cleared_as_the_kernel_does() {
     for d in &dirs {
         for mode in modes {
             std::os::unix::fs::chown(d.join(name("chown", mode)), Some(uid), None).unwrap();
+            // chown(f, -1, -1): no owner change, the bits go all the same.
+            std::os::unix::fs::chown(d.join(name("chown-none", mode)), None, None).unwrap();
             let p = d.join(name("root-write", mode));
             OpenOptions::new()
                 .append(true)
@@ -1013,9 +1023,10 @@ fn setuid_bits_cleared_as_the_kernel_does() {
         }
     }
     // The oracle did clear bits: the 3 setid modes x the 3 unprivileged
-    // ops (2767 too: the user is not in the file's group), and chown by
-    // root of 4777 and 6777 (root keeps setgid without group-execute).
-    assert_eq!(cleared, 11, "cases where the kernel cleared a bit");
+    // ops (2767 too: the user is not in the file's group), and both
+    // chowns by root of 4777 and 6777 (root keeps setgid without
+    // group-execute).
+    assert_eq!(cleared, 13, "cases where the kernel cleared a bit");
 }
 
 /// With killpriv the kernel asks for security.capability once per inode,
