@@ -16,7 +16,8 @@
 //! only), W holds layerfs' lock and temporaries, so kernel overlayfs can
 //! mount the same U afterwards.
 //! Overlay-only tuning options (`index=`, `redirect_dir=`, `metacopy=`,
-//! `xino=`, `userxattr`, `volatile`) are accepted and ignored.
+//! `xino=`, `userxattr`) are accepted and ignored; `volatile` is passed on
+//! (the daemon's own switch, as for `mount`).
 
 use std::path::PathBuf;
 
@@ -57,7 +58,6 @@ fn ignored(opt: &str) -> bool {
             | "redirect_dir"
             | "metacopy"
             | "userxattr"
-            | "volatile"
             | "nfs_export"
     )
 }

@@ -136,7 +136,25 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
     for r in results {
         found.extend(r?);
     }
-    found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    // Two objects can stand for one path (an overlay whiteout device next
+    // to a real `.wh.` file of the same name): order them by what they
+    // are too, so the index is the same whoever found them.
+    found.sort_unstable_by(|a, b| {
+        let key = |f: &Found| {
+            (
+                f.kind as u8,
+                f.meta.mode,
+                f.size,
+                f.meta.mtime,
+                f.meta.mtime_nsec,
+            )
+        };
+        a.path
+            .cmp(&b.path)
+            .then_with(|| key(a).cmp(&key(b)))
+            .then_with(|| a.target.cmp(&b.target))
+            .then_with(|| a.meta.xattrs.cmp(&b.meta.xattrs))
+    });
     let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for f in &mut found {
         if let Some(key) = f.dev_ino {
@@ -190,7 +208,13 @@ fn walker(
                 ready.wait(&mut q);
             }
         };
+        let mut guard = Listing {
+            queue,
+            ready,
+            done: false,
+        };
         let listed = list_dir(root, &rel, overlay, warned_redirect, &mut out);
+        guard.done = true;
         let mut q = queue.lock();
         q.busy -= 1;
         let result = match listed {
@@ -206,6 +230,26 @@ fn walker(
         drop(q);
         ready.notify_all();
         result?;
+    }
+}
+
+/// A directory being listed: if its walker panics, the walk fails
+/// instead of the others waiting for it forever.
+struct Listing<'a> {
+    queue: &'a Mutex<Queue>,
+    ready: &'a Condvar,
+    done: bool,
+}
+
+impl Drop for Listing<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.queue.lock();
+            q.busy -= 1;
+            q.failed = true;
+            drop(q);
+            self.ready.notify_all();
+        }
     }
 }
 

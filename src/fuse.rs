@@ -187,6 +187,23 @@ impl LayerFs {
         }
     }
 
+    /// May the caller of `req` change file `ino` (root, its owner, or
+    /// someone with write permission on it)?
+    fn may_change(&self, req: &Request, ino: u64) -> bool {
+        let Ok(a) = self.vfs.getattr(ino) else {
+            return false;
+        };
+        let perm = u32::from(a.perm);
+        let bit = if req.uid() == a.uid {
+            0o200
+        } else if in_group(req, a.gid) {
+            0o020
+        } else {
+            0o002
+        };
+        req.uid() == 0 || req.uid() == a.uid || perm & bit != 0
+    }
+
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
     /// a caller without CAP_FSETID does (killpriv: the kernel leaves it to
     /// us). Best effort: the write itself goes on, as the kernel's would.
@@ -194,14 +211,8 @@ impl LayerFs {
         if !self.killpriv {
             return;
         }
-        if let Ok(Some(perm)) = self.vfs.perm_after_kill_suid(ino, |gid| in_group(req, gid)) {
-            let s = SetAttr {
-                mode: Some(perm),
-                ..SetAttr::default()
-            };
-            if let Err(e) = self.vfs.setattr(ino, fh, s) {
-                tracing::warn!(ino, "clearing setuid/setgid: errno {e}");
-            }
+        if let Err(e) = self.vfs.kill_suid(ino, fh, |gid| in_group(req, gid)) {
+            tracing::warn!(ino, "clearing setuid/setgid: errno {e}");
         }
     }
 
@@ -712,10 +723,16 @@ impl Filesystem for LayerFs {
         // is what is left of the kernel's own request to drop privileges
         // (chown(f, -1, -1); file_remove_privs), once it has taken the
         // mode change out of it.
+        // With `default_permissions` nothing checked who sent an empty
+        // one: only the owner, root or someone who may write the file
+        // (file_remove_privs after fallocate) clears the bits by it.
         let nothing = (mode, uid, gid, size) == (None, None, None, None)
             && atime.is_none()
             && mtime.is_none();
-        let kills = uid.is_some() || gid.is_some() || nothing || (size.is_some() && req.uid() != 0);
+        let kills = uid.is_some()
+            || gid.is_some()
+            || (size.is_some() && req.uid() != 0)
+            || (nothing && self.may_change(req, ino.0));
         let mode = match mode {
             None if self.killpriv && kills => self
                 .vfs
@@ -724,6 +741,13 @@ impl Filesystem for LayerFs {
                 .flatten(),
             m => m,
         };
+        if nothing && mode.is_none() {
+            // Nothing to change (and nothing to copy up).
+            return match self.vfs.getattr(ino.0) {
+                Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
         let s = SetAttr {
             mode,
             uid,

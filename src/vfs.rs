@@ -640,15 +640,7 @@ impl Vfs {
         ino: u64,
         in_group: impl FnOnce(u32) -> bool,
     ) -> VResult<Option<u32>> {
-        let a = self.getattr(ino)?;
-        let perm = u32::from(a.perm);
-        Ok(match a.kind {
-            Kind::File if perm & (libc::S_ISUID | libc::S_ISGID) != 0 => {
-                let keeps_sgid = perm & libc::S_IXGRP == 0 && in_group(a.gid);
-                kill_suid(perm, keeps_sgid)
-            }
-            _ => None,
-        })
+        Ok(perm_after_kill(&self.getattr(ino)?, in_group))
     }
 
     /// Does file `ino` carry a setuid or setgid bit?
@@ -1439,9 +1431,21 @@ impl Vfs {
             src,
             path: self.up()?.temp(),
         };
-        self.make_copy(&staged.path, src, &e, true)?;
-        self.copy_meta(&staged.path, src)?;
-        Ok(Some(staged))
+        let made = self
+            .make_copy(&staged.path, src, &e, true)
+            .and_then(|()| self.copy_meta(&staged.path, src));
+        match made {
+            Ok(()) => Ok(Some(staged)),
+            // A racing copy-up may have finished meanwhile; else the
+            // copy under the lock meets the error again and reports it.
+            Err(err) => {
+                tracing::debug!(
+                    ino,
+                    "staging a copy-up failed (errno {err}); copying under the lock"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// `copy_up`, renaming `staged` into place if it is a copy of the
@@ -1996,6 +2000,16 @@ impl Vfs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
         self.up()?;
         Self::check_new_name(newname)?;
+        {
+            // The refusals first, before a copy-up's data copy.
+            let _r = self.ns.read();
+            if self.state(ino)?.0 == Kind::Dir {
+                return Err(libc::EPERM);
+            }
+            if self.exists(newparent, newname)?.is_some() {
+                return Err(libc::EEXIST);
+            }
+        }
         let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
@@ -2023,7 +2037,7 @@ impl Vfs {
     /// chmod, chown, truncate and utimens. Any of them copies the node up
     /// first (a truncation to zero without its data).
     pub fn setattr(&self, ino: u64, fh: Option<u64>, s: SetAttr) -> VResult<Attr> {
-        let up = self.up()?;
+        self.up()?;
         let mut s = s;
         if let Some(u) = s.uid {
             s.uid = Some(self.owners.stored_uid(u).ok_or(libc::EINVAL)?);
@@ -2034,11 +2048,46 @@ impl Vfs {
         let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
         let copies = s.size.is_some() || meta_change || s.atime.is_some() || s.mtime.is_some();
         let with_data = s.size.is_none_or(|n| n > 0);
-        let mut staged = match copies {
+        let staged = match copies {
             true => self.stage_copy_up(ino, with_data)?,
             false => None,
         };
         let _w = self.ns.write();
+        self.setattr_locked(ino, fh, s, staged)
+    }
+
+    /// Clears the setuid/setgid bits of `ino` as a write or truncation by a
+    /// caller without CAP_FSETID does (`perm_after_kill_suid`), reading and
+    /// changing the mode under one hold of `ns`, so a chmod in between is
+    /// not undone.
+    pub fn kill_suid(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        in_group: impl FnOnce(u32) -> bool,
+    ) -> VResult<()> {
+        self.up()?;
+        let _w = self.ns.write();
+        if let Some(p) = perm_after_kill(&self.attr(ino)?, in_group) {
+            let s = SetAttr {
+                mode: Some(p),
+                ..SetAttr::default()
+            };
+            self.setattr_locked(ino, fh, s, None)?;
+        }
+        Ok(())
+    }
+
+    /// `setattr` with `ns` held for writing and owners already stored ids.
+    fn setattr_locked(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        s: SetAttr,
+        mut staged: Option<StagedCopy>,
+    ) -> VResult<Attr> {
+        let up = self.up()?;
+        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
         let (kind, ..) = self.state(ino)?;
         if let Some(size) = s.size {
             if kind == Kind::Dir {
@@ -2140,10 +2189,15 @@ impl Vfs {
         if up.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
+        {
+            // Removing what is not there copies nothing up.
+            let _r = self.ns.read();
+            self.xattr(ino, name)?;
+        }
+        let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
-        // Removing what is not there copies nothing up.
         self.xattr(ino, name)?;
-        self.copy_up(ino, true)?;
+        self.copy_up_with(ino, true, staged)?;
         sys::lremovexattr(&self.upath(ino)?, name)
     }
 
@@ -2189,6 +2243,16 @@ fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()>
         tracing::warn!("keeping the times of {}: errno {e}", dir.display());
     }
     Ok(())
+}
+
+/// What `kill_suid` leaves of the permission bits of a node with
+/// attributes `a`, if it changes them (regular files only).
+fn perm_after_kill(a: &Attr, in_group: impl FnOnce(u32) -> bool) -> Option<u32> {
+    let perm = u32::from(a.perm);
+    if a.kind != Kind::File || perm & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        return None;
+    }
+    kill_suid(perm, perm & libc::S_IXGRP == 0 && in_group(a.gid))
 }
 
 /// Permission bits `perm` without setuid, and without setgid unless

@@ -964,6 +964,9 @@ fn setuid_bits_cleared_as_the_kernel_does() {
         "root-write",
     ];
     let name = |op: &str, mode: u32| format!("{op}-{mode:o}");
+    // chown(f, -1, -1) by a user who neither owns nor may write the file:
+    // Linux refuses it (EPERM); the mount must not clear anything either.
+    let others = ["other-chown-none-4755", "other-chown-none-6755"];
     for d in &dirs {
         for op in ops {
             for mode in modes {
@@ -971,6 +974,10 @@ fn setuid_bits_cleared_as_the_kernel_does() {
                 std::fs::write(&p, b"data").unwrap();
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             }
+        }
+        for (f, mode) in others.iter().zip([0o4755, 0o6755]) {
+            std::fs::write(d.join(f), b"data").unwrap();
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
         }
     }
     let script = "import os, sys\n\
@@ -982,7 +989,12 @@ fn setuid_bits_cleared_as_the_kernel_does() {
         \x20       elif f.startswith('truncate-'):\n\
         \x20           os.truncate(p, 1)\n\
         \x20       elif f.startswith('otrunc-'):\n\
-        \x20           os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))\n";
+        \x20           os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))\n\
+        \x20       elif f.startswith('other-chown-none-'):\n\
+        \x20           try:\n\
+        \x20               os.chown(p, -1, -1)\n\
+        \x20           except PermissionError:\n\
+        \x20               pass\n";
     let out = Command::new("runuser")
         .args(["-u", user, "--", "python3", "-c", script])
         .args(dirs.iter().map(|d| d.to_str().unwrap()))
@@ -1021,6 +1033,11 @@ fn setuid_bits_cleared_as_the_kernel_does() {
             );
             cleared += usize::from(want != mode);
         }
+    }
+    for (f, mode) in others.iter().zip([0o4755, 0o6755]) {
+        let got = mode_of(dirs[1].join(f));
+        assert_eq!(got, mode_of(dirs[0].join(f)), "{f}");
+        assert_eq!(got, mode, "{f}: kept");
     }
     // The oracle did clear bits: the 3 setid modes x the 3 unprivileged
     // ops (2767 too: the user is not in the file's group), and both
