@@ -132,13 +132,11 @@ impl LayerFs {
         if st.passthrough > 0 {
             // The kernel accepts only passthrough to the same backing now.
             backing = st.backing.clone();
-        } else if st.cached == 0
-            && self.passthrough.load(Ordering::Relaxed)
+        } else if st.cached == 0 && self.passthrough.load(Ordering::Relaxed) {
             // A setuid/setgid file's writes must reach us, to clear the
             // bits (killpriv): the kernel does not for passthrough writes.
-            && !(self.killpriv && self.vfs.is_setid(ino))
-        {
-            if let Some(f) = self.vfs.backing_file(fh) {
+            let file = self.vfs.backing_file(fh);
+            if let Some(f) = file.filter(|f| !(self.killpriv && self.vfs.file_is_setid(f))) {
                 match open_backing(&f) {
                     Ok(b) => backing = Some(Arc::new(b)),
                     Err(e) => self.backing_failed(ino, e),
@@ -193,15 +191,8 @@ impl LayerFs {
         let Ok(a) = self.vfs.getattr(ino) else {
             return false;
         };
-        let perm = u32::from(a.perm);
-        let bit = if req.uid() == a.uid {
-            0o200
-        } else if in_group(req, a.gid) {
-            0o020
-        } else {
-            0o002
-        };
-        req.uid() == 0 || req.uid() == a.uid || perm & bit != 0
+        let write_bit = if in_group(req, a.gid) { 0o020 } else { 0o002 };
+        req.uid() == 0 || req.uid() == a.uid || u32::from(a.perm) & write_bit != 0
     }
 
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
@@ -729,12 +720,13 @@ impl Filesystem for LayerFs {
         let nothing = (mode, uid, gid, size) == (None, None, None, None)
             && atime.is_none()
             && mtime.is_none();
-        let kills = uid.is_some()
-            || gid.is_some()
-            || (size.is_some() && req.uid() != 0)
-            || (nothing && self.may_change(req, ino.0));
+        let kills = self.killpriv
+            && (uid.is_some()
+                || gid.is_some()
+                || (size.is_some() && req.uid() != 0)
+                || (nothing && self.may_change(req, ino.0)));
         let mode = match mode {
-            None if self.killpriv && kills => self
+            None if kills => self
                 .vfs
                 .perm_after_kill_suid(ino.0, |gid| in_group(req, gid))
                 .ok()

@@ -643,12 +643,6 @@ impl Vfs {
         Ok(perm_after_kill(&self.getattr(ino)?, in_group))
     }
 
-    /// Does file `ino` carry a setuid or setgid bit?
-    pub fn is_setid(&self, ino: u64) -> bool {
-        self.getattr(ino)
-            .is_ok_and(|a| u32::from(a.perm) & (libc::S_ISUID | libc::S_ISGID) != 0)
-    }
-
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
         let _r = self.ns.read();
         self.attr(ino)
@@ -746,32 +740,39 @@ impl Vfs {
     }
 
     fn open_file_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
-        use std::os::unix::fs::MetadataExt;
-        let file = self.open_file_of(ino)?;
-        let m = file.metadata().map_err(|e| errno_of(&e))?;
-        // Rootless: what the override xattr records.
-        let (perm, uid, gid) = match &self.upper {
-            Some(up) if up.rootless() => {
-                let o = Obj::File(&file);
-                let meta = up.meta_of_obj(o, &sys::stat_obj(o)?);
-                (meta.perm, meta.uid, meta.gid)
-            }
-            _ => (m.mode() & 0o7777, m.uid(), m.gid()),
-        };
+        let (st, meta) = self.open_meta(&*self.open_file_of(ino)?)?;
         Ok(Attr {
             ino,
             kind,
-            perm: perm as u16,
-            uid,
-            gid,
-            size: m.size(),
-            blocks: m.blocks(),
-            nlink: m.nlink() as u32,
-            atime: to_system_time(m.atime(), m.atime_nsec() as u32),
-            mtime: to_system_time(m.mtime(), m.mtime_nsec() as u32),
-            ctime: to_system_time(m.ctime(), m.ctime_nsec() as u32),
-            rdev: m.rdev() as u32,
+            perm: meta.perm as u16,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            nlink: st.st_nlink as u32,
+            atime: to_system_time(st.st_atime, st.st_atime_nsec as u32),
+            mtime: to_system_time(st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: to_system_time(st.st_ctime, st.st_ctime_nsec as u32),
+            rdev: st.st_rdev as u32,
         })
+    }
+
+    /// The `fstat` of open upper file `f` and the owner and mode the mount
+    /// shows for it (rootless: what its override xattr records).
+    fn open_meta(&self, f: &File) -> VResult<(libc::stat, Meta)> {
+        let o = Obj::File(f);
+        let st = sys::stat_obj(o)?;
+        let meta = match &self.upper {
+            Some(up) => up.meta_of_obj(o, &st),
+            None => Meta::from_stat(&st),
+        };
+        Ok((st, meta))
+    }
+
+    /// Does open upper file `f` carry a setuid or setgid bit (as shown)?
+    pub fn file_is_setid(&self, f: &File) -> bool {
+        self.open_meta(f)
+            .is_ok_and(|(_, m)| m.perm & (libc::S_ISUID | libc::S_ISGID) != 0)
     }
 
     fn lower_attr(&self, ino: u64, r: &Resolved) -> VResult<Attr> {
@@ -1530,7 +1531,7 @@ impl Vfs {
             // reflink or server-side copy where the filesystem has one),
             // else from the mapped blob.
             if let Some(lf) = layer.open_entry(src.1)? {
-                let done = self.copy_in_kernel(&lf, 0, &f, e.size);
+                let done = sys::copy_range(&lf, 0, &f, e.size, !self.volatile);
                 if done < e.size {
                     // copy_file_range refused (another filesystem, ...):
                     // copy the rest through a buffer.
@@ -1545,7 +1546,7 @@ impl Vfs {
                 return self.sync_copy(&f, t);
             }
             let done = match &layer.file {
-                Some(lf) => self.copy_in_kernel(lf, e.data_off, &f, e.size),
+                Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size, !self.volatile),
                 None => 0,
             };
             if done < e.size {
@@ -1557,29 +1558,6 @@ impl Vfs {
             return self.sync_copy(&f, t);
         }
         Ok(())
-    }
-
-    /// Copies `len` bytes of `src` from `off` to the start of `dst` with
-    /// copy_file_range; how many it copied before the kernel refused. In
-    /// chunks of 16 MiB, each one's writeback started as soon as it is
-    /// copied (unless `-o volatile`): the disk writes overlap the copying,
-    /// and the sync before the rename finds little left (1 GiB append
-    /// copy-up here: copy then fdatasync took 0.9-1.4 s).
-    fn copy_in_kernel(&self, src: &File, off: u64, dst: &File, len: u64) -> u64 {
-        const CHUNK: u64 = 16 << 20;
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK);
-            let got = sys::copy_range_at(src, off + done, dst, done, n).unwrap_or(0);
-            if !self.volatile && got > 0 {
-                sys::start_writeback(dst, done, got);
-            }
-            done += got;
-            if got < n {
-                break;
-            }
-        }
-        done
     }
 
     /// Makes a copy-up's data durable before the rename that shows it, as
@@ -2067,6 +2045,13 @@ impl Vfs {
         in_group: impl FnOnce(u32) -> bool,
     ) -> VResult<()> {
         self.up()?;
+        // Most writes meet no such bit: tell that from the handle, without
+        // taking `ns`.
+        if let Some(f) = fh.and_then(|fh| self.writable_file(fh).ok()) {
+            if !self.file_is_setid(&f) {
+                return Ok(());
+            }
+        }
         let _w = self.ns.write();
         if let Some(p) = perm_after_kill(&self.attr(ino)?, in_group) {
             let s = SetAttr {
