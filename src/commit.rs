@@ -470,8 +470,7 @@ pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> R
     let staging = store.staging("commit")?;
     let tar_path = staging.path().join("layer.tar");
     let diff_id = {
-        let f =
-            File::create(&tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
+        let f = crate::store::create_private(&tar_path)?;
         let mut h = HashingWriter {
             inner: f,
             hash: Sha256::new(),

@@ -382,7 +382,7 @@ fn serve(
 
 fn detach_stdio(log: &Path) -> Result<()> {
     let null = std::fs::File::open("/dev/null")?;
-    let log = std::fs::File::create(log)?;
+    let log = crate::store::create_private(log)?;
     // SAFETY: dup2 onto the standard descriptors; both sources are open.
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);

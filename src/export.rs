@@ -177,6 +177,7 @@ fn write_node<W: Write>(
         rdev: (e.rdev_major, e.rdev_minor),
         xattrs: idx
             .xattrs(&e)
+            .filter(|(k, _)| !crate::union::is_overlay_xattr(k))
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect(),
     };

@@ -16,6 +16,15 @@
 //!   mounts/<key>.json        live mounts (MountRecord), written by daemons
 //! ```
 //!
+//! The store is its owner's alone: the root and its directories are 0700
+//! whatever the umask (checked at every open: a looser one is closed, or
+//! the open refused when it is not ours to close), and files are created
+//! 0600. Image content includes files an image keeps 0600.
+//!
+//! Every path read back from the store (the publish journal, records,
+//! tags) is validated before use, so no store file can make layerfs touch
+//! anything outside the store.
+//!
 //! Writers (import, rm, tag) hold `lock`; on taking it they delete what a
 //! killed writer left behind: everything in `tmp/` and any layer no image
 //! references. Readers take no lock: every change they can see is a single
@@ -25,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +43,14 @@ use serde::{Deserialize, Serialize};
 use crate::image::{is_hex64, normalize_ref, parse_digest};
 
 pub const STORE_VERSION: &str = "1";
+
+/// Mode of the store root and of every directory the store makes.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file the store writes.
+const FILE_MODE: u32 = 0o600;
+
+/// The top-level directories of a store.
+const SUBDIRS: [&str; 4] = ["layers", "images", "tmp", "mounts"];
 
 /// What the store knows of one layer (`layer.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -60,6 +78,37 @@ pub struct ImageRecord {
     pub imported: u64,
     /// The format it came from (docker-archive, docker-legacy, oci, rootfs).
     pub source: String,
+}
+
+impl LayerRecord {
+    /// Ids are path components of the store: each must be a bare digest,
+    /// and the record must be the one of its directory.
+    fn validate(&self, dir_name: &str) -> Result<()> {
+        check_id(&self.chain_id)?;
+        check_id(&self.diff_id)?;
+        if let Some(p) = &self.parent {
+            check_id(p)?;
+        }
+        if self.chain_id != dir_name {
+            bail!("record of layer {} found in {dir_name}", self.chain_id);
+        }
+        Ok(())
+    }
+}
+
+impl ImageRecord {
+    /// As [`LayerRecord::validate`]: `rm` deletes the layer directories an
+    /// image record names, so every one must be a bare chain id.
+    fn validate(&self, dir_name: &str) -> Result<()> {
+        check_id(&self.id)?;
+        for l in &self.layers {
+            check_id(l).context("layer")?;
+        }
+        if self.id != dir_name {
+            bail!("record of image {} found in {dir_name}", self.id);
+        }
+        Ok(())
+    }
 }
 
 /// A live mount (`mounts/<key>.json`), written by the daemon.
@@ -125,7 +174,7 @@ impl Drop for Staging {
 /// rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = create_private(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
@@ -136,8 +185,65 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// fsync: for state that does not have to survive a crash.
 fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    create_private(&tmp)?
+        .write_all(data)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Creates (or truncates) a file readable and writable by its owner only.
+pub fn create_private(path: &Path) -> Result<File> {
+    File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Creates `dir` (its parents as usual) with mode 0700, or closes an
+/// existing one to others: what the store keeps is image content, which
+/// may include files an image keeps 0600. An open directory that is not
+/// ours to close is refused.
+fn private_dir(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("creating store directory {}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("creating store directory {}", dir.display()))
+        }
+    }
+    let md = fs::metadata(dir).with_context(|| format!("store directory {}", dir.display()))?;
+    if !md.is_dir() {
+        bail!("store path {} is not a directory", dir.display());
+    }
+    let mode = md.mode() & 0o7777;
+    if mode == DIR_MODE {
+        return Ok(());
+    }
+    // Made just now under an unusual umask (0o077 bits stripped more), or
+    // an open store from before: set exactly 0700.
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(|e| {
+        anyhow!(
+            "store directory {} is open to other users (mode {mode:04o}, owner uid {}) \
+             and cannot be closed ({e}); refusing to use it: chmod 0700 it, or pick \
+             another store with --root",
+            dir.display(),
+            md.uid()
+        )
+    })?;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "store directory {} was open to other users (mode {mode:04o}); closed it (0700)",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -149,9 +255,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        for d in ["layers", "images", "tmp", "mounts"] {
-            fs::create_dir_all(root.join(d))
-                .with_context(|| format!("creating store directory {}", root.join(d).display()))?;
+        private_dir(root)?;
+        for d in SUBDIRS {
+            private_dir(&root.join(d))?;
         }
         let vpath = root.join("VERSION");
         match fs::read_to_string(&vpath) {
@@ -180,6 +286,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on an fd we own; it blocks until the lock is ours.
@@ -195,6 +302,13 @@ impl Store {
         let journal = self.root.join("publish.json");
         if journal.exists() {
             let p: Publish = read_json(&journal)?;
+            p.validate().with_context(|| {
+                format!(
+                    "publish journal {} is not one layerfs writes; refusing to roll it \
+                     forward (inspect it, then remove it to go on)",
+                    journal.display()
+                )
+            })?;
             tracing::info!(
                 "finishing an interrupted import ({} renames)",
                 p.renames.len()
@@ -224,6 +338,7 @@ impl Store {
     /// half-way is rolled forward by the next one (see `recover`). Staged
     /// paths must be under `tmp/`. Caller holds the lock.
     pub fn publish(&self, p: &Publish) -> Result<()> {
+        p.validate().context("publishing")?;
         let journal = self.root.join("publish.json");
         write_atomic(&journal, &serde_json::to_vec_pretty(p)?)?;
         self.apply(p)?;
@@ -277,7 +392,10 @@ impl Store {
             .root
             .join("tmp")
             .join(format!("{what}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        fs::DirBuilder::new()
+            .mode(DIR_MODE)
+            .create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
         Ok(Staging { path })
     }
 
@@ -290,7 +408,12 @@ impl Store {
     }
 
     pub fn layer(&self, chain_id: &str) -> Result<LayerRecord> {
-        read_json(&self.layer_dir(chain_id).join("layer.json"))
+        check_id(chain_id)?;
+        let path = self.layer_dir(chain_id).join("layer.json");
+        let rec: LayerRecord = read_json(&path)?;
+        rec.validate(chain_id)
+            .with_context(|| format!("corrupt store file {}", path.display()))?;
+        Ok(rec)
     }
 
     pub fn image_dir(&self, id: &str) -> PathBuf {
@@ -302,7 +425,12 @@ impl Store {
     }
 
     pub fn image(&self, id: &str) -> Result<ImageRecord> {
-        read_json(&self.image_dir(id).join("image.json"))
+        check_id(id)?;
+        let path = self.image_dir(id).join("image.json");
+        let rec: ImageRecord = read_json(&path)?;
+        rec.validate(id)
+            .with_context(|| format!("corrupt store file {}", path.display()))?;
+        Ok(rec)
     }
 
     pub fn config(&self, id: &str) -> Result<Vec<u8>> {
@@ -315,6 +443,13 @@ impl Store {
         for e in fs::read_dir(self.root.join("images"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
+            if !is_hex64(&name) {
+                tracing::warn!(
+                    "ignoring {}: not an image directory layerfs made",
+                    e.path().display()
+                );
+                continue;
+            }
             if self.has_image(&name) {
                 out.push(self.image(&name)?);
             }
@@ -328,7 +463,12 @@ impl Store {
         if !p.exists() {
             return Ok(BTreeMap::new());
         }
-        read_json(&p)
+        let tags: BTreeMap<String, String> = read_json(&p)?;
+        for (tag, id) in &tags {
+            check_id(id)
+                .with_context(|| format!("corrupt store file {}: tag {tag:?}", p.display()))?;
+        }
+        Ok(tags)
     }
 
     pub fn set_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
@@ -471,6 +611,52 @@ pub struct Publish {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Publish {
+    /// A journal may only move a staging directory (`tmp/NAME`) to a layer
+    /// or image directory (`layers/ID`, `images/ID`) and tag image ids:
+    /// anything else (an absolute path, `..`, another directory of the
+    /// store) is refused, since `recover` acts on what the file says.
+    pub fn validate(&self) -> Result<()> {
+        for (from, to) in &self.renames {
+            let ok_from = matches!(
+                rel_components(from).as_deref(),
+                Some([top, name]) if top == "tmp" && !name.is_empty()
+            );
+            if !ok_from {
+                bail!(
+                    "rename source {} is not a staging directory",
+                    from.display()
+                );
+            }
+            let ok_to = matches!(
+                rel_components(to).as_deref(),
+                Some([top, id]) if (top == "layers" || top == "images") && is_hex64(id)
+            );
+            if !ok_to {
+                bail!(
+                    "rename target {} is not a layer or image directory",
+                    to.display()
+                );
+            }
+        }
+        for (tag, id) in &self.tags {
+            check_id(id).with_context(|| format!("tag {tag:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The components of a relative path made only of plain names, as
+/// strings; None for anything else (absolute, `.`, `..`, not UTF-8).
+fn rel_components(p: &Path) -> Option<Vec<String>> {
+    p.components()
+        .map(|c| match c {
+            Component::Normal(n) => n.to_str().map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Checks that a store-internal id is a bare hex digest before it is used
 /// as a path component.
 pub fn check_id(id: &str) -> Result<()> {
@@ -478,5 +664,55 @@ pub fn check_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(anyhow!("invalid id {id:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(renames: &[(&str, &str)], tags: &[(&str, &str)]) -> Publish {
+        Publish {
+            renames: renames
+                .iter()
+                .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+                .collect(),
+            tags: tags
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn journal_moves_staging_to_layers_and_images_only() {
+        let id = "ab".repeat(32);
+        let layer = format!("layers/{id}");
+        let image = format!("images/{id}");
+        assert!(publish(
+            &[("tmp/layer-1-2", &layer), ("tmp/image-1-3", &image)],
+            &[("a:b", &id)]
+        )
+        .validate()
+        .is_ok());
+        for (from, to) in [
+            ("/etc", layer.as_str()),
+            ("tmp/../../x", layer.as_str()),
+            ("tmp/a/b", layer.as_str()),
+            ("tmp", layer.as_str()),
+            ("layers/x", layer.as_str()),
+            ("./tmp/x", layer.as_str()),
+            ("tmp/x", "layers"),
+            ("tmp/x", "/layers/x"),
+            ("tmp/x", "tmp/y"),
+            ("tmp/x", "layers/../../etc"),
+            ("tmp/x", "images/ABC"),
+        ] {
+            assert!(
+                publish(&[(from, to)], &[]).validate().is_err(),
+                "{from} -> {to} accepted"
+            );
+        }
+        assert!(publish(&[], &[("a:b", "../x")]).validate().is_err());
     }
 }

@@ -660,11 +660,11 @@ impl Upper {
     }
 
     /// Is `name` an xattr of the branch's own bookkeeping, never shown?
+    /// Overlay's xattrs never are, whatever the format: in an AUFS branch
+    /// they could only have come from a layer, and a mount used as a lower
+    /// of kernel overlayfs must not carry them into it.
     pub fn is_private_xattr(&self, name: &[u8]) -> bool {
-        match self.format {
-            Format::Aufs => self.rootless && name == OVERRIDE_XATTR,
-            Format::Overlay => is_overlay_xattr(name),
-        }
+        is_overlay_xattr(name) || (self.rootless && name == OVERRIDE_XATTR)
     }
 }
 

@@ -37,7 +37,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::idmap::{Owners, OVERFLOW_ID};
 use crate::index::{Index, Kind};
 use crate::sys::{self, errno_of, Obj, TimeSpec};
-use crate::union::{classify_name, list_dir, resolve_child, root, NameClass, Resolved, Source};
+use crate::union::{
+    classify_name, is_overlay_xattr, list_dir, resolve_child, root, NameClass, Resolved, Source,
+};
 use crate::upper::{child, Meta, Upper};
 
 pub const ROOT_INO: u64 = 1;
@@ -1265,7 +1267,7 @@ impl Vfs {
         }
         let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
         let idx = &self.layers[src.0 as usize].index;
-        idx.xattrs(&e)
+        shown_xattrs(idx, &e)
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_vec())
             .ok_or(libc::ENODATA)
@@ -1289,7 +1291,7 @@ impl Vfs {
         }
         let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
         let idx = &self.layers[src.0 as usize].index;
-        for (k, _) in idx.xattrs(&e) {
+        for (k, _) in shown_xattrs(idx, &e) {
             out.extend_from_slice(k);
             out.push(0);
         }
@@ -1337,7 +1339,7 @@ impl Vfs {
                 rdev: e.rdev(),
             },
         )?;
-        for (k, v) in idx.xattrs(&e) {
+        for (k, v) in shown_xattrs(idx, &e) {
             if up.is_private_xattr(k) {
                 continue; // the override just written is the truth
             }
@@ -2193,6 +2195,17 @@ impl Vfs {
             _ => None,
         }
     }
+}
+
+/// The xattrs of a layer entry that the merged view shows: all but
+/// overlayfs' own (`trusted.overlay.*`, `user.overlay.*`), which an image
+/// may carry but which would turn into redirects or opaque markers where a
+/// mount is a lower of kernel overlayfs.
+fn shown_xattrs<'a>(
+    idx: &'a crate::index::Index,
+    e: &crate::index::Entry,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    idx.xattrs(e).filter(|(k, _)| !is_overlay_xattr(k))
 }
 
 /// Up to `len` bytes of `f` from `offset` (fewer only at end of file).

@@ -13,6 +13,7 @@ pub mod source;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -109,8 +110,7 @@ fn stage_compressed(
     let (diff_id, size) = {
         let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, &mut hashing))
             .with_context(|| format!("{label}: reading"))?;
-        let out =
-            File::create(tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
+        let out = crate::store::create_private(tar_path)?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
         // An uncompressed blob is its own layer tar: its digest is the diff
         // id, hashed once by `hashing`.
@@ -238,6 +238,7 @@ fn stage_layer(
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tar_path)
             .with_context(|| format!("creating {}", tar_path.display()))?;
         let digest = copy_and_hash(&src, off, size, &out, progress.as_ref())
@@ -273,7 +274,7 @@ fn stage_layer(
     let (index, stats) = build_index(data).with_context(|| format!("{label}: bad layer tar"))?;
     drop(map);
     let ipath = dir.path().join("index");
-    let mut f = File::create(&ipath)?;
+    let mut f = crate::store::create_private(&ipath)?;
     f.write_all(&index)?;
     f.sync_all()?;
     Ok((dir, diff_id, stats, size))
@@ -597,7 +598,7 @@ fn read_head(f: &mut File, head: &mut [u8]) -> Result<usize> {
 /// Copies a (possibly compressed) stream to `dst`, decompressed.
 fn spool(r: Box<dyn Read + Send>, dst: &Path) -> Result<()> {
     let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, r))?;
-    let mut out = io::BufWriter::new(File::create(dst)?);
+    let mut out = io::BufWriter::new(crate::store::create_private(dst)?);
     io::copy(&mut dec, &mut out).map_err(|e| anyhow!("corrupt {comp:?} data: {e}"))?;
     out.flush()?;
     Ok(())
