@@ -1,32 +1,27 @@
 //! layerfs: a userspace union filesystem for container image layers.
 //!
-//! See ARCHITECTURE.md for the codemap. Modules, from pure to I/O:
-//! [`union`] and [`index`] hold the merge rules and the layer index format;
-//! [`inspect`] names the layer each entry comes from and accounts layers;
-//! [`image`] parses image formats; [`store`] keeps layers and images on disk;
-//! [`import`] brings archives in, [`export`] takes them out; [`commit`]
-//! turns a read-write branch into a layer; [`vfs`] is the filesystem without FUSE;
-//! [`fuse`] adapts it to fuser; [`daemon`] runs mounts; [`bundle`] and
-//! [`idmap`] are the pure parts of OCI bundles and owner mapping;
-//! [`initlayer`] is the virtual Docker init layer.
+//! See ARCHITECTURE.md for the codemap. Modules, from the top (the command
+//! line) down to the system calls; each depends only on the ones below it
+//! (`tests/tidy.rs` checks it):
+//! [`mount`] runs mounts (daemon lifecycle, mount options, fusermount);
+//! [`image`] brings images in and takes them out of the store;
+//! [`fuse`] adapts [`fs`], the filesystem without FUSE, to fuser;
+//! [`upper`] is the read-write branch on disk; [`union`] holds the merge
+//! rules and inspection of layers; [`layer`] is one layer (its index, the
+//! whiteout grammar, directory and init layers); [`store`] keeps layers
+//! and images on disk; [`oci`], [`bundle`] and [`idmap`] are pure (image
+//! format details, OCI runtime bundles, owner mapping); [`sys`] holds the
+//! system calls std lacks.
 
-pub mod branches;
 pub mod bundle;
-pub mod commit;
-pub mod daemon;
-pub mod dirlayer;
-pub mod export;
+pub mod fs;
 pub mod fuse;
-pub mod fusermount;
 pub mod idmap;
 pub mod image;
-pub mod import;
-pub mod index;
-pub mod initlayer;
-pub mod inspect;
+pub mod layer;
+pub mod mount;
+pub mod oci;
 pub mod store;
 pub mod sys;
-pub mod tarw;
 pub mod union;
 pub mod upper;
-pub mod vfs;

@@ -9,14 +9,14 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use layerfs::bundle::{resolve_user, SpecOptions};
-use layerfs::commit::{check_branch, commit, rw_diff, CommitOptions};
-use layerfs::daemon::{self, MountOptions};
-use layerfs::export::{export, save, ExportOptions, ImageLayers, SaveFormat};
-use layerfs::image::{layer_created_by, normalize_ref, rfc3339, validate_tag};
-use layerfs::import::{import, ImportOptions};
-use layerfs::index::Kind;
-use layerfs::inspect::{self, Item, LsError, Status};
+use layerfs::image::commit::{check_branch, commit, rw_diff, CommitOptions};
+use layerfs::image::export::{export, save, ExportOptions, ImageLayers, SaveFormat};
+use layerfs::image::import::{import, ImportOptions};
+use layerfs::layer::index::Kind;
+use layerfs::mount::{self, MountOptions};
+use layerfs::oci::{layer_created_by, normalize_ref, rfc3339, validate_tag};
 use layerfs::store::{default_root, Store};
+use layerfs::union::inspect::{self, Item, LsError, Status};
 
 #[derive(Parser)]
 #[command(
@@ -300,7 +300,7 @@ fn main() {
     let cli = match argv
         .get(1..)
         .filter(|_| helper)
-        .and_then(layerfs::branches::helper_args)
+        .and_then(layerfs::mount::options::helper_args)
     {
         Some(args) => Cli::parse_from(std::iter::once(argv[0].clone()).chain(args)),
         None => Cli::parse(),
@@ -473,9 +473,9 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if foreground {
-                daemon::run_foreground(&store, &id, &mp, &opts, notify_ready)?;
+                mount::run_foreground(&store, &id, &mp, &opts, notify_ready)?;
             } else {
-                daemon::spawn_background(store.root(), &id, &mp, &opts)?;
+                mount::spawn_background(store.root(), &id, &mp, &opts)?;
             }
         }
         Cmd::MountBranches {
@@ -491,7 +491,7 @@ fn run(cli: Cli) -> Result<()> {
                 .flat_map(|o| o.split(','))
                 .map(str::to_string)
                 .collect();
-            let br = layerfs::branches::parse(&split).map_err(anyhow::Error::msg)?;
+            let br = layerfs::mount::options::parse(&split).map_err(anyhow::Error::msg)?;
             let lowers: Vec<PathBuf> = br.lowers.iter().map(|p| absolute(p)).collect();
             let rw = br.upper.as_deref().map(absolute);
             let work = br.work.as_deref().map(absolute);
@@ -518,7 +518,7 @@ fn run(cli: Cli) -> Result<()> {
                 init_layer,
             };
             if foreground {
-                daemon::run_branches_foreground(&store, &lowers, &mp, &opts, notify_ready)?;
+                mount::run_branches_foreground(&store, &lowers, &mp, &opts, notify_ready)?;
             } else {
                 let mut args: Vec<std::ffi::OsString> = vec![
                     "--root".into(),
@@ -560,7 +560,7 @@ fn run(cli: Cli) -> Result<()> {
                 if init_layer {
                     args.push("--init-layer".into());
                 }
-                daemon::spawn_daemon(args, &mp)?;
+                mount::spawn_daemon(args, &mp)?;
             }
         }
         Cmd::Bundle {
@@ -623,8 +623,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Umount { mountpoint } => {
             // A mount whose daemon died cannot be canonicalized (ENOTCONN).
             let mp =
-                daemon::canonical_mountpoint(&mountpoint).unwrap_or_else(|_| absolute(&mountpoint));
-            daemon::umount(&store, &mp)?;
+                mount::canonical_mountpoint(&mountpoint).unwrap_or_else(|_| absolute(&mountpoint));
+            mount::umount(&store, &mp)?;
         }
         Cmd::Ls {
             image,
@@ -879,7 +879,7 @@ fn make_bundle(
 ) -> Result<()> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
-    let mp = daemon::canonical_mountpoint(&rootfs)?;
+    let mp = mount::canonical_mountpoint(&rootfs)?;
     if let Some(m) = store.mount_at(&mp)? {
         bail!(
             "{} is already a layerfs mount (daemon pid {}): `layerfs bundle --umount {}` first",
@@ -894,7 +894,7 @@ fn make_bundle(
             bail!("the rw branch {} is inside the rootfs", rw.display());
         }
     }
-    daemon::spawn_background(store.root(), id, &mp, opts)?;
+    mount::spawn_background(store.root(), id, &mp, opts)?;
     let written = (|| -> Result<()> {
         let user = layerfs::bundle::image_user(config);
         let read = |p: &str| std::fs::read_to_string(mp.join(p)).unwrap_or_default();
@@ -907,7 +907,7 @@ fn make_bundle(
         Ok(())
     })();
     if let Err(e) = written {
-        let _ = daemon::umount(store, &mp);
+        let _ = mount::umount(store, &mp);
         return Err(e);
     }
     Ok(())
@@ -916,10 +916,10 @@ fn make_bundle(
 /// Unmounts `dir/rootfs` and removes `dir/config.json`.
 fn bundle_umount(store: &Store, dir: &Path) -> Result<()> {
     let rootfs = dir.join("rootfs");
-    let mp = daemon::canonical_mountpoint(&rootfs).unwrap_or_else(|_| absolute(&rootfs));
-    let mounted = store.mount_at(&mp)?.is_some() || daemon::is_fuse_mount(&mp);
+    let mp = mount::canonical_mountpoint(&rootfs).unwrap_or_else(|_| absolute(&rootfs));
+    let mounted = store.mount_at(&mp)?.is_some() || mount::is_fuse_mount(&mp);
     if mounted {
-        daemon::umount(store, &mp)?;
+        mount::umount(store, &mp)?;
     }
     match std::fs::remove_file(dir.join("config.json")) {
         Ok(()) => Ok(()),
@@ -939,7 +939,7 @@ fn bundle_umount(store: &Store, dir: &Path) -> Result<()> {
 /// `--image`, else from a live mount of that branch).
 /// `mountpoint` made canonical, refused if a layerfs mount is there.
 fn free_mountpoint(store: &Store, mountpoint: &Path) -> Result<PathBuf> {
-    let mp = daemon::canonical_mountpoint(mountpoint)?;
+    let mp = mount::canonical_mountpoint(mountpoint)?;
     if let Some(m) = store.mount_at(&mp)? {
         bail!(
             "{} is already a layerfs mount (daemon pid {})",
@@ -1019,12 +1019,12 @@ fn split_dirs(s: &str) -> Vec<PathBuf> {
 }
 
 /// Directories as layer indexes (both whiteout formats), top first.
-fn index_dirs(dirs: Vec<PathBuf>) -> Result<Vec<layerfs::index::Index>> {
+fn index_dirs(dirs: Vec<PathBuf>) -> Result<Vec<layerfs::layer::index::Index>> {
     if dirs.is_empty() {
         bail!("--lowerdir: no directory given");
     }
     dirs.iter()
-        .map(|d| layerfs::dirlayer::index_directory(d))
+        .map(|d| layerfs::layer::dir::index_directory(d))
         .collect()
 }
 

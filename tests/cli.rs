@@ -60,7 +60,7 @@ fn images_history_inspect_and_json() {
     assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
     // The image id is the digest of the config as stored.
     let raw = std::fs::read(store.root().join("images").join(&id).join("config.json")).unwrap();
-    assert_eq!(layerfs::image::sha256_hex(&raw), id);
+    assert_eq!(layerfs::oci::sha256_hex(&raw), id);
 }
 
 #[test]
@@ -266,7 +266,7 @@ fn unknown_index_version_and_corrupt_store_files_are_reported() {
     .unwrap();
     let err = store.fails(&["images"]);
     assert!(err.contains("corrupt store file"), "{err}");
-    assert!(!layerfs::daemon::is_fuse_mount(mp.path()));
+    assert!(!layerfs::mount::is_fuse_mount(mp.path()));
 }
 
 /// kill -9 of an import at any moment leaves the store as it was before

@@ -625,7 +625,7 @@ fn save_round_trips_byte_exact_through_skopeo_and_import() {
     for l in layers {
         let name = l.as_str().unwrap();
         let data = std::fs::read(x.path().join(name)).unwrap();
-        assert_eq!(format!("{}.tar", layerfs::image::sha256_hex(&data)), name);
+        assert_eq!(format!("{}.tar", layerfs::oci::sha256_hex(&data)), name);
     }
     if !skopeo_available() {
         return;

@@ -2,7 +2,7 @@
 //! builds a layer tar in memory, indexes it, and checks what the index says
 //! against what was written.
 
-use layerfs::index::{build_index, BuildError, Entry, Index, IndexError, Kind, HEADER_SIZE};
+use layerfs::layer::index::{build_index, BuildError, Entry, Index, IndexError, Kind, HEADER_SIZE};
 use tar::{EntryType, Header};
 
 /// A tar under construction, with raw control over names.
@@ -871,8 +871,8 @@ fn pax_xattr_last_record_wins_and_old_style_dirs() {
     h.set_cksum();
     b.append(&h, &[][..]).unwrap();
     let tar = b.into_inner().unwrap();
-    let (bytes, _) = layerfs::index::build_index(&tar).unwrap();
-    let idx = layerfs::index::Index::from_bytes(bytes, "t").unwrap();
+    let (bytes, _) = layerfs::layer::index::build_index(&tar).unwrap();
+    let idx = layerfs::layer::index::Index::from_bytes(bytes, "t").unwrap();
     let f = idx.entry(idx.lookup_path(b"f").unwrap());
     let xs: Vec<(Vec<u8>, Vec<u8>)> = idx
         .xattrs(&f)
@@ -880,6 +880,6 @@ fn pax_xattr_last_record_wins_and_old_style_dirs() {
         .collect();
     assert_eq!(xs, vec![(b"user.k".to_vec(), b"second".to_vec())]);
     let d = idx.entry(idx.lookup_path(b"olddir").unwrap());
-    assert_eq!(d.kind, layerfs::index::Kind::Dir);
+    assert_eq!(d.kind, layerfs::layer::index::Kind::Dir);
     assert_eq!(d.mode, 0o750);
 }

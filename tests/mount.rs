@@ -315,7 +315,7 @@ fn signals_unmount_the_daemon_cleanly() {
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !layerfs::daemon::is_fuse_mount(mp.path()) {
+        while !layerfs::mount::is_fuse_mount(mp.path()) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "mount did not come up"
@@ -326,7 +326,7 @@ fn signals_unmount_the_daemon_cleanly() {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let status = child.wait().unwrap();
-        let mounted = layerfs::daemon::is_fuse_mount(mp.path());
+        let mounted = layerfs::mount::is_fuse_mount(mp.path());
         if mounted {
             let _ = Command::new("umount").arg("-l").arg(mp.path()).status();
         }

@@ -900,7 +900,7 @@ fn copy_ups_are_synced_unless_volatile() {
         if let Some(o) = opt {
             opts.extend(["-o", o]);
         }
-        let env = [("RUST_LOG", "layerfs::vfs=debug")];
+        let env = [("RUST_LOG", "layerfs::fs=debug")];
         let want = {
             let m = Mount::with_env(&t.store, &t.id, &opts, &env);
             let p = m.path("bin/busybox");

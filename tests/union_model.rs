@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use layerfs::index::{build_index, Entry, Index, Kind};
+use layerfs::layer::index::{build_index, Entry, Index, Kind};
 use layerfs::union::{list_dir, resolve_path, root, Resolved, Source};
 use proptest::prelude::*;
 use tar::{EntryType, Header};

@@ -190,8 +190,8 @@ mod tests {
         )
         .unwrap();
         let tar = b.into_inner().unwrap();
-        let (idx, _) = crate::index::build_index(&tar).unwrap();
-        let idx = crate::index::Index::from_bytes(idx, "t").unwrap();
+        let (idx, _) = crate::layer::index::build_index(&tar).unwrap();
+        let idx = crate::layer::index::Index::from_bytes(idx, "t").unwrap();
         let f = idx.entry(idx.lookup_path(long.as_bytes()).unwrap());
         assert_eq!((f.size, f.mode, f.uid, f.gid), (3, 0o640, 7, 8));
         assert_eq!((f.mtime, f.mtime_nsec), (1_700_000_000, 5));
@@ -228,8 +228,8 @@ mod tests {
             "{pax:?}"
         );
         assert!(pax.contains(&("gid".into(), "3000000".into())), "{pax:?}");
-        let (idx, _) = crate::index::build_index(&tar).unwrap();
-        let idx = crate::index::Index::from_bytes(idx, "t").unwrap();
+        let (idx, _) = crate::layer::index::build_index(&tar).unwrap();
+        let idx = crate::layer::index::Index::from_bytes(idx, "t").unwrap();
         let f = idx.entry(idx.lookup_path(b"f").unwrap());
         assert_eq!((f.uid, f.gid), (4_000_000_000, 3_000_000));
     }

@@ -12,13 +12,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use serde_json::{json, Value};
 
-use crate::image::{config_diff_ids, sha256_hex};
-use crate::index::Kind;
-use crate::inspect::{components, join};
+use crate::image::tarw::{self, TarMeta, TarType};
+use crate::layer::index::Kind;
+use crate::layer::Layer;
+use crate::oci::{config_diff_ids, sha256_hex};
 use crate::store::Store;
-use crate::tarw::{self, TarMeta, TarType};
+use crate::union::inspect::{components, join};
 use crate::union::{list_dir, resolve_path, root, Resolved};
-use crate::vfs::Layer;
 
 /// The layers of one image, opened: indexes and tars, top first (union
 /// stack positions).
@@ -177,7 +177,7 @@ fn write_node<W: Write>(
         rdev: (e.rdev_major, e.rdev_minor),
         xattrs: idx
             .xattrs(&e)
-            .filter(|(k, _)| !crate::union::is_overlay_xattr(k))
+            .filter(|(k, _)| !crate::layer::whiteout::is_overlay_xattr(k))
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect(),
     };

@@ -7,6 +7,9 @@
 //! and then checks the mount answers `statfs` before returning. Anything
 //! else is a failure, reported with the child's stderr.
 
+pub mod fusermount;
+pub mod options;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -19,11 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{Config, MountOption, SessionACL};
 
+use crate::fs::Vfs;
 use crate::fuse::LayerFs;
 use crate::idmap::Owners;
+use crate::layer::Layer;
 use crate::store::{MountRecord, Store};
 use crate::upper::Upper;
-use crate::vfs::{Layer, Vfs};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -200,7 +204,7 @@ pub fn run_foreground(
 ) -> Result<()> {
     let mut layers = open_layers(store, id)?;
     if opts.init_layer {
-        layers.insert(0, crate::initlayer::layer()?);
+        layers.insert(0, crate::layer::init::layer()?);
     }
     tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
     let upper = match &opts.rw {
@@ -276,7 +280,7 @@ pub fn run_branches_foreground(
     // life: hand it back.
     crate::sys::release_free_heap();
     if opts.init_layer {
-        layers.insert(0, crate::initlayer::layer()?);
+        layers.insert(0, crate::layer::init::layer()?);
     }
     let upper = match (&opts.rw, &opts.work) {
         (Some(dir), Some(work)) => Some(Upper::open_overlay(dir, work)?),
@@ -339,12 +343,12 @@ fn serve(
         let mut u = s.unmount_callable();
         (s, Box::new(move || u.unmount().map_err(Into::into)))
     } else {
-        let fd = crate::fusermount::mount(mountpoint, &fusermount_opts)?;
+        let fd = crate::mount::fusermount::mount(mountpoint, &fusermount_opts)?;
         let s = fuser::Session::from_fd(fs, fd, cfg.acl, cfg.clone())
             .with_context(|| format!("starting the FUSE session at {}", mountpoint.display()))?;
         (
             s,
-            Box::new(move || crate::fusermount::unmount(&mountpoint_owned)),
+            Box::new(move || crate::mount::fusermount::unmount(&mountpoint_owned)),
         )
     };
     let record = MountRecord {

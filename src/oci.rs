@@ -16,6 +16,16 @@ pub fn is_hex64(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
+/// Checks that a store-internal id is a bare hex digest before it is used
+/// as a path component.
+pub fn check_id(id: &str) -> anyhow::Result<()> {
+    if is_hex64(id) {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("invalid id {id:?}"))
+    }
+}
+
 /// Strips an optional `sha256:` prefix and checks the rest is a hex digest.
 pub fn parse_digest(s: &str) -> Option<&str> {
     let h = s.strip_prefix("sha256:").unwrap_or(s);

@@ -3,15 +3,15 @@
 //! an OCI runtime bind-mounts over, so that it never has to create them in
 //! the image (which a read-only or rootless mount would refuse).
 //!
-//! It is an ordinary layer tar, indexed by [`crate::index::build_index`],
+//! It is an ordinary layer tar, indexed by [`crate::layer::index::build_index`],
 //! so the union rules of store layers apply unchanged. `/`, `/etc` and
 //! `/dev` have no entries of their own (they are implicit directories):
 //! the image's metadata for them shows, not the init layer's.
 
 use anyhow::{Context, Result};
 
-use crate::index::Index;
-use crate::vfs::Layer;
+use crate::layer::index::Index;
+use crate::layer::Layer;
 
 /// The name the mount gives the init layer (its provenance "chain id").
 pub const CHAIN_ID: &str = "init-layer";
@@ -71,7 +71,7 @@ pub fn tar() -> Vec<u8> {
 /// The init layer, ready to stack on top of an image's layers.
 pub fn layer() -> Result<Layer> {
     let tar = tar();
-    let (idx, _) = crate::index::build_index(&tar).context("indexing the init layer")?;
+    let (idx, _) = crate::layer::index::build_index(&tar).context("indexing the init layer")?;
     let index = Index::from_bytes(idx, CHAIN_ID).context("the init layer's index")?;
     Ok(Layer::in_memory(CHAIN_ID, index, tar))
 }
@@ -79,7 +79,7 @@ pub fn layer() -> Result<Layer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Kind;
+    use crate::layer::index::Kind;
     use crate::union::{resolve_child, root, Resolved};
 
     #[test]

@@ -16,7 +16,7 @@ use tar::EntryType;
 use super::{
     Entry, Kind, ENTRY_SIZE, FLAG_IMPLICIT, FLAG_OPAQUE, HEADER_SIZE, MAGIC, VERSION, XATTR_SIZE,
 };
-use crate::union::{classify_name, NameClass};
+use crate::layer::whiteout::{classify_name, NameClass};
 
 /// Why a layer tar could not be indexed. Each names the offending entry.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +313,7 @@ impl Tree {
 /// children, overlay whiteouts and opaque xattrs already spelled the AUFS
 /// way (see [`crate::union::overlay_marker`]), hard links as links to the
 /// first name the walk saw. Data offsets are 0: a directory layer reads a
-/// file by its path ([`crate::index::Index::path`]); the index's "tar size"
+/// file by its path ([`crate::layer::index::Index::path`]); the index's "tar size"
 /// is the sum of its file sizes (hard links once), so every size is in
 /// bounds and `statfs` adds up the layers' data.
 pub fn build_index_from_entries<'a>(
@@ -621,7 +621,7 @@ fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Index;
+    use crate::layer::index::Index;
 
     fn raw(path: &'static [u8], kind: Kind, link: Option<&[u8]>, size: u64) -> RawEntry<'static> {
         RawEntry {

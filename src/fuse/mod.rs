@@ -37,9 +37,9 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::index::Kind;
+use crate::fs::{Attr, Caller, SetAttr, Vfs};
+use crate::layer::index::Kind;
 use crate::sys::TimeSpec;
-use crate::vfs::{Attr, Caller, SetAttr, Vfs};
 
 /// How long the kernel may cache entries and attributes of immutable layers.
 const TTL: Duration = Duration::from_secs(3600);

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 
-use crate::index::Kind;
+use crate::layer::index::Kind;
+use crate::layer::whiteout::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 use crate::sys::{self, Obj, SysResult};
-use crate::union::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 
 /// The hidden working directory at the top of the branch.
 pub const STATE_DIR: &str = ".wh..wh.layerfs";
@@ -68,7 +68,7 @@ impl Meta {
     /// Metadata as `lstat` reports it.
     pub fn from_stat(st: &libc::stat) -> Meta {
         Meta {
-            kind: kind_of_mode(st.st_mode),
+            kind: Kind::of_mode(st.st_mode),
             perm: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -132,19 +132,6 @@ impl Meta {
     }
 }
 
-/// The kind of an `st_mode`.
-pub fn kind_of_mode(mode: u32) -> Kind {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
-        libc::S_IFCHR => Kind::Char,
-        libc::S_IFBLK => Kind::Block,
-        libc::S_IFIFO => Kind::Fifo,
-        libc::S_IFSOCK => Kind::Socket,
-        _ => Kind::File,
-    }
-}
-
 /// Takes the flock at `lock_path` that keeps a branch to one mount; `what`
 /// names the branch (`rw branch`, `upperdir`) in the error.
 fn take_lock(lock_path: &Path, what: &str, root: &Path) -> Result<File> {
@@ -168,7 +155,7 @@ fn take_lock(lock_path: &Path, what: &str, root: &Path) -> Result<File> {
 pub fn branch_image(dir: &Path) -> Option<String> {
     let s = std::fs::read_to_string(dir.join(STATE_DIR).join("image")).ok()?;
     let s = s.trim();
-    crate::store::check_id(s).ok()?;
+    crate::oci::check_id(s).ok()?;
     Some(s.to_string())
 }
 
@@ -229,7 +216,11 @@ impl Upper {
                 &image[..12.min(image.len())]
             ),
             Some(_) => {}
-            None => crate::store::write_atomic(&state.join("image"), image.as_bytes())?,
+            None => {
+                let p = state.join("image");
+                sys::write_file_atomic(&p, image.as_bytes(), 0o644)
+                    .with_context(|| format!("writing {}", p.display()))?
+            }
         }
         Upper::finish_open(root, work, lock, fresh, Format::Aufs)
     }

@@ -23,10 +23,11 @@ use parking_lot::{Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 
-use crate::index::{build_index_from_entries, EntryMeta, Index, Kind, RawEntry};
+use crate::layer::index::{build_index_from_entries, EntryMeta, Index, Kind, RawEntry};
+use crate::layer::whiteout::{
+    classify_name, is_overlay_xattr, overlay_mark, NameClass, OverlayMark,
+};
 use crate::sys;
-use crate::union::{classify_name, is_overlay_xattr, overlay_mark, NameClass, OverlayMark};
-use crate::upper::kind_of_mode;
 
 /// One object found by the walk, already in the layer grammar.
 struct Found {
@@ -295,7 +296,7 @@ fn describe(
     warned_redirect: &AtomicBool,
     overlay: bool,
 ) -> Result<Vec<Found>> {
-    let kind = kind_of_mode(md.mode());
+    let kind = Kind::of_mode(md.mode());
     if kind == Kind::Socket {
         tracing::warn!(path = %p.display(), "skipping a socket in a branch");
         return Ok(Vec::new());
@@ -368,7 +369,7 @@ fn describe(
     }];
     if opaque {
         let mut m = marker(b"");
-        m.path = join(&path, crate::union::WH_OPAQUE);
+        m.path = join(&path, crate::layer::whiteout::WH_OPAQUE);
         out.push(m);
     }
     Ok(out)
@@ -377,7 +378,7 @@ fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Entry;
+    use crate::layer::index::Entry;
     use std::os::unix::fs::PermissionsExt;
 
     /// A tree with nesting, hard links across directories, a symlink, an

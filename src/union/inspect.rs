@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::index::{Entry, Index, Kind};
+use crate::layer::index::{Entry, Index, Kind};
 use crate::union::{list_dir, resolve_child, resolve_path, root, Resolved, Source};
 
 /// How an entry of `ls -a` relates to the merged view.
@@ -189,10 +189,10 @@ pub fn list(layers: &[impl AsRef<Index>], path: &[u8], all: bool) -> Result<Vec<
             };
             if dir.is_opaque() {
                 by_name
-                    .entry(crate::union::WH_OPAQUE.to_vec())
+                    .entry(crate::layer::whiteout::WH_OPAQUE.to_vec())
                     .or_default()
                     .push(Item {
-                        path: join(&norm, crate::union::WH_OPAQUE),
+                        path: join(&norm, crate::layer::whiteout::WH_OPAQUE),
                         status: Status::Opaque,
                         source: (l, d),
                         layers: vec![l],
@@ -203,7 +203,7 @@ pub fn list(layers: &[impl AsRef<Index>], path: &[u8], all: bool) -> Result<Vec<
                 let ce = idx.entry(c);
                 let name = idx.name(&ce);
                 if ce.kind == Kind::Whiteout {
-                    let mut wh = crate::union::WH_PREFIX.to_vec();
+                    let mut wh = crate::layer::whiteout::WH_PREFIX.to_vec();
                     wh.extend_from_slice(name);
                     by_name.entry(wh.clone()).or_default().push(Item {
                         path: join(&norm, &wh),
@@ -672,7 +672,7 @@ fn tree_bytes(layers: &[impl AsRef<Index>], names: &[DataNames], srcs: &[Source]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::build_index;
+    use crate::layer::index::build_index;
     use tar::{EntryType, Header};
 
     struct L(Index);

@@ -21,11 +21,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::image::{
+use crate::layer::index::{build_index, VERSION as INDEX_VERSION};
+use crate::oci::{
     chain_ids, config_diff_ids, is_hex64, normalize_ref, parse_digest, sha256_hex,
     synthesize_config, validate_tag,
 };
-use crate::index::{build_index, VERSION as INDEX_VERSION};
 use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store, StoreLock};
 pub use source::Source;
 
@@ -226,7 +226,7 @@ fn stage_layer(
     expect_blob: Option<&str>,
     label: &str,
     progress: Option<ProgressBar>,
-) -> Result<(Staging, String, crate::index::build::BuildStats, u64)> {
+) -> Result<(Staging, String, crate::layer::index::build::BuildStats, u64)> {
     use std::os::unix::fs::FileExt;
     let dir = store.staging("layer")?;
     let tar_path = dir.path().join("layer.tar");

@@ -40,7 +40,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::image::{is_hex64, normalize_ref, parse_digest};
+use crate::oci::{is_hex64, normalize_ref, parse_digest};
 
 pub const STORE_VERSION: &str = "1";
 
@@ -170,15 +170,11 @@ impl Drop for Staging {
     }
 }
 
-/// Writes `data` to `path` atomically: a temporary file beside it, fsync,
-/// rename.
+/// Writes `data` to `path` atomically (a temporary file beside it, 0600,
+/// fsync, rename).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = create_private(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::sys::write_file_atomic(path, data, FILE_MODE)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Replaces `path` with `data` in one rename, without `write_atomic`'s
@@ -559,7 +555,7 @@ impl Store {
     }
 
     fn mount_key(mountpoint: &Path) -> String {
-        crate::image::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
+        crate::oci::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
     }
 
     pub fn register_mount(&self, rec: &MountRecord) -> Result<PathBuf> {
@@ -657,15 +653,7 @@ fn rel_components(p: &Path) -> Option<Vec<String>> {
         .collect()
 }
 
-/// Checks that a store-internal id is a bare hex digest before it is used
-/// as a path component.
-pub fn check_id(id: &str) -> Result<()> {
-    if is_hex64(id) {
-        Ok(())
-    } else {
-        Err(anyhow!("invalid id {id:?}"))
-    }
-}
+pub use crate::oci::check_id;
 
 #[cfg(test)]
 mod tests {

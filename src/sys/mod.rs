@@ -509,3 +509,20 @@ pub fn release_free_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Writes `data` to `path` atomically: a temporary file beside it, created
+/// with `mode`, synced, then renamed over `path`.
+pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

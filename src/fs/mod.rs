@@ -31,15 +31,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::idmap::{Owners, OVERFLOW_ID};
-use crate::index::{Index, Kind};
+use crate::layer::index::Kind;
+use crate::layer::whiteout::{classify_name, is_overlay_xattr, NameClass};
+use crate::layer::Layer;
 use crate::sys::{self, errno_of, Obj, TimeSpec};
-use crate::union::{
-    classify_name, is_overlay_xattr, list_dir, resolve_child, root, NameClass, Resolved, Source,
-};
+use crate::union::{list_dir, resolve_child, root, Resolved, Source};
 use crate::upper::{child, Meta, Upper};
 
 pub const ROOT_INO: u64 = 1;
@@ -48,129 +47,6 @@ pub const ROOT_INO: u64 = 1;
 /// when asked for by name (never listed, never copied up): which layer the
 /// entry comes from. See [`Vfs::provenance`].
 pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
-
-/// One layer as the mount sees it: its index and its tar blob, both mapped
-/// (or, for a virtual layer such as the init layer, both in memory; or,
-/// for a branch of `mount-branches`, an index of a directory walk).
-pub struct Layer {
-    pub chain_id: String,
-    pub index: Index,
-    blob: Option<Mmap>,
-    /// The tar of an in-memory layer.
-    mem: Vec<u8>,
-    /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up;
-    /// `None` for an in-memory layer.
-    file: Option<File>,
-    /// A directory layer (`mount-branches`): file data is read from
-    /// `dir/<entry path>`, not from a tar.
-    dir: Option<PathBuf>,
-}
-
-impl AsRef<Index> for Layer {
-    fn as_ref(&self) -> &Index {
-        &self.index
-    }
-}
-
-impl Layer {
-    /// Opens a stored layer directory (`index` + `layer.tar`).
-    pub fn open(dir: &Path, chain_id: &str) -> Result<Layer> {
-        Layer::open_with(dir, chain_id, None)
-    }
-
-    /// Opens the index file of the layer in `dir` and asks the kernel to
-    /// start reading it ([`Layer::open_with`] then finds it in memory or
-    /// on its way): issued for every layer of a deep image first, the
-    /// reads are in flight together instead of one after the other.
-    pub fn prefetch(dir: &Path) -> Option<File> {
-        let f = File::open(dir.join("index")).ok()?;
-        sys::prefetch(&f, 0, 0);
-        Some(f)
-    }
-
-    /// `open`, with the index file already open (`prefetch`) if given.
-    pub fn open_with(dir: &Path, chain_id: &str, index_file: Option<File>) -> Result<Layer> {
-        let ipath = dir.join("index");
-        let index = match index_file {
-            Some(f) => Index::open_file(&f, &ipath)?,
-            None => Index::open(&ipath)?,
-        };
-        let tar = dir.join("layer.tar");
-        let f = File::open(&tar).with_context(|| format!("opening {}", tar.display()))?;
-        let len = f.metadata()?.len();
-        if len != index.tar_size() {
-            anyhow::bail!(
-                "{}: is {len} bytes but its index was built for {} bytes (corrupt store)",
-                tar.display(),
-                index.tar_size()
-            );
-        }
-        // SAFETY: layer blobs are immutable once published (see `store`);
-        // the map is read-only.
-        let blob = if len == 0 {
-            None
-        } else {
-            Some(unsafe { Mmap::map(&f) }?)
-        };
-        Ok(Layer {
-            chain_id: chain_id.to_string(),
-            index,
-            blob,
-            mem: Vec::new(),
-            file: Some(f),
-            dir: None,
-        })
-    }
-
-    /// A plain directory as a layer (see [`crate::dirlayer`]): walked and
-    /// indexed now, file data read by path.
-    /// A layer read from directory `root`, walked by `walkers` threads
-    /// (`dirlayer::index_directory_in`).
-    pub fn directory(name: &str, root: &Path, walkers: usize) -> Result<Layer> {
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("branch {}", root.display()))?;
-        let index = crate::dirlayer::index_directory_in(&root, true, walkers)?;
-        Ok(Layer {
-            chain_id: name.to_string(),
-            index,
-            blob: None,
-            mem: Vec::new(),
-            file: None,
-            dir: Some(root),
-        })
-    }
-
-    /// The file of entry `i` of a directory layer.
-    fn open_entry(&self, i: u32) -> VResult<Option<File>> {
-        let Some(root) = &self.dir else {
-            return Ok(None);
-        };
-        let p = root.join(std::ffi::OsStr::from_bytes(&self.index.path(i)));
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p)
-            .map(Some)
-            .map_err(|e| errno_of(&e))
-    }
-
-    /// A layer held in memory: `index` built from `tar`.
-    pub fn in_memory(chain_id: &str, index: Index, tar: Vec<u8>) -> Layer {
-        Layer {
-            chain_id: chain_id.to_string(),
-            index,
-            blob: None,
-            mem: tar,
-            file: None,
-            dir: None,
-        }
-    }
-
-    fn data(&self) -> &[u8] {
-        self.blob.as_deref().unwrap_or(&self.mem)
-    }
-}
 
 /// Attributes of a merged entry, in the terms of `stat(2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,7 +279,7 @@ impl Vfs {
         self.upper.as_ref().ok_or(libc::EROFS)
     }
 
-    fn entry_of(&self, src: Source) -> crate::index::Entry {
+    fn entry_of(&self, src: Source) -> crate::layer::index::Entry {
         self.layers[src.0 as usize].index.entry(src.1)
     }
 
@@ -427,7 +303,7 @@ impl Vfs {
         let nodes = self.nodes.read();
         let mut comps: Vec<&[u8]> = Vec::new();
         let mut cur = ino;
-        while cur != crate::vfs::ROOT_INO {
+        while cur != crate::fs::ROOT_INO {
             let n = nodes
                 .table
                 .get((cur as usize).wrapping_sub(1))
@@ -819,7 +695,7 @@ impl Vfs {
     /// The names of lower file `ino` (entry `e` of `src`) that the merged
     /// view shows, resolved through the view. Only groups with more than
     /// one name in their layer need work.
-    fn group_names(&self, ino: u64, src: Source, e: &crate::index::Entry) -> Vec<Vec<u8>> {
+    fn group_names(&self, ino: u64, src: Source, e: &crate::layer::index::Entry) -> Vec<Vec<u8>> {
         if e.nlink <= 1 {
             return Vec::new();
         }
@@ -838,7 +714,7 @@ impl Vfs {
     /// The number of names of a hard-linked lower inode that the merged
     /// view shows (an upper layer or the rw branch may hide or replace
     /// some), cached until the namespace changes.
-    fn visible_nlink(&self, ino: u64, src: Source, e: &crate::index::Entry) -> u32 {
+    fn visible_nlink(&self, ino: u64, src: Source, e: &crate::layer::index::Entry) -> u32 {
         if e.nlink <= 1 {
             return e.nlink;
         }
@@ -999,7 +875,7 @@ impl Vfs {
         self.handles.lock().remove(&fh);
     }
 
-    fn leaf(&self, ino: u64) -> VResult<(Source, crate::index::Entry)> {
+    fn leaf(&self, ino: u64) -> VResult<(Source, crate::layer::index::Entry)> {
         match self.state(ino)?.2 {
             Some(Resolved::Leaf(src)) => Ok((src, self.entry_of(src))),
             Some(Resolved::Dir(_)) => Err(libc::EISDIR),
@@ -1228,7 +1104,7 @@ impl Vfs {
         Ok(self.layers[src.0 as usize].index.target(&e).to_vec())
     }
 
-    fn meta_entry(&self, r: &Resolved) -> (Source, crate::index::Entry) {
+    fn meta_entry(&self, r: &Resolved) -> (Source, crate::layer::index::Entry) {
         let src = r.meta_source(&self.layers);
         (src, self.entry_of(src))
     }
@@ -1506,7 +1382,7 @@ impl Vfs {
         &self,
         t: &Path,
         src: Source,
-        e: &crate::index::Entry,
+        e: &crate::layer::index::Entry,
         with_data: bool,
     ) -> VResult<()> {
         let up = self.up()?;
@@ -2202,8 +2078,8 @@ impl Vfs {
 /// may carry but which would turn into redirects or opaque markers where a
 /// mount is a lower of kernel overlayfs.
 fn shown_xattrs<'a>(
-    idx: &'a crate::index::Index,
-    e: &crate::index::Entry,
+    idx: &'a crate::layer::index::Index,
+    e: &crate::layer::index::Entry,
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
     idx.xattrs(e).filter(|(k, _)| !is_overlay_xattr(k))
 }

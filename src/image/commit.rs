@@ -15,13 +15,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::index::{Index, Kind};
-use crate::inspect::{join, layer_changes, Change};
+use crate::image::tarw::{self, TarMeta, TarType};
+use crate::layer::index::{Index, Kind};
+use crate::layer::whiteout::{is_overlay_xattr, overlay_mark, OverlayMark, WH_OPAQUE, WH_PREFIX};
 use crate::store::Store;
 use crate::sys;
-use crate::tarw::{self, TarMeta, TarType};
-use crate::union::{is_overlay_xattr, overlay_mark, OverlayMark, WH_OPAQUE, WH_PREFIX};
-use crate::upper::{kind_of_mode, Meta, OVERRIDE_XATTR, STATE_DIR};
+use crate::union::inspect::{join, layer_changes, Change};
+use crate::upper::{Meta, OVERRIDE_XATTR, STATE_DIR};
 
 /// Checks that `dir` is a read-write branch (it has the state directory),
 /// or, with `plain`, any directory (an overlay upperdir, a Docker
@@ -65,7 +65,7 @@ fn reads_overlay(rw: &Path) -> bool {
 
 /// The branch at `rw` as a layer index (whiteouts in the AUFS spelling).
 pub fn branch_index(rw: &Path) -> Result<Index> {
-    crate::dirlayer::index_directory_as(rw, reads_overlay(rw))
+    crate::layer::dir::index_directory_as(rw, reads_overlay(rw))
 }
 
 /// What the branch `rw` changes in the view of `layers` (stack order, 0 =
@@ -145,7 +145,7 @@ fn write_tree<W: Write>(
     let st = sys::lstat(p)
         .map_err(|e| anyhow!("{}: {}", p.display(), io::Error::from_raw_os_error(e)))?;
     let (meta, mut xattrs) = branch_meta(p, &st);
-    let real = kind_of_mode(st.st_mode);
+    let real = Kind::of_mode(st.st_mode);
     let err = |e: io::Error| anyhow!("writing {}: {e}", p.display());
     // Overlay's markers become the layer format's (AUFS `.wh.` names).
     let mut opaque = false;
@@ -454,7 +454,7 @@ pub fn now_rfc3339() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    crate::image::rfc3339(secs)
+    crate::oci::rfc3339(secs)
 }
 
 /// Commits branch `rw` on top of image `parent`: writes the layer tar into
@@ -463,7 +463,7 @@ pub fn now_rfc3339() -> String {
 /// the new image id.
 pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> Result<String> {
     for t in &opts.tags {
-        crate::image::validate_tag(t).map_err(|e| anyhow!(e))?;
+        crate::oci::validate_tag(t).map_err(|e| anyhow!(e))?;
     }
     let rw = check_branch(rw, opts.plain)?;
     let lock = store.lock()?;
@@ -483,7 +483,7 @@ pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> R
     let rec = store.image(parent)?;
     let mut layers: Vec<String> = rec.layers.iter().map(|c| format!("stored/{c}")).collect();
     layers.push("layer.tar".into());
-    crate::import::import_staged(store, &lock, staging.path(), config, layers, &opts.tags)
+    crate::image::import::import_staged(store, &lock, staging.path(), config, layers, &opts.tags)
 }
 
 struct HashingWriter<W> {

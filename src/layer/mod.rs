@@ -1,0 +1,144 @@
+//! Layers: one image layer as a mount reads it ([`Layer`]: its index and
+//! its tar, mapped), and everything below it: the whiteout grammar
+//! ([`whiteout`]), the index format ([`index`]), a plain directory as a
+//! layer ([`dir`]) and the Docker init layer ([`init`]).
+
+pub mod dir;
+pub mod index;
+pub mod init;
+pub mod whiteout;
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use memmap2::Mmap;
+
+use crate::sys::{self, errno_of};
+use index::Index;
+
+/// One layer as the mount sees it: its index and its tar blob, both mapped
+/// (or, for a virtual layer such as the init layer, both in memory; or,
+/// for a branch of `mount-branches`, an index of a directory walk).
+pub struct Layer {
+    pub chain_id: String,
+    pub index: Index,
+    blob: Option<Mmap>,
+    /// The tar of an in-memory layer.
+    mem: Vec<u8>,
+    /// The tar itself, for in-kernel copies (`copy_file_range`) at copy-up;
+    /// `None` for an in-memory layer.
+    pub(crate) file: Option<File>,
+    /// A directory layer (`mount-branches`): file data is read from
+    /// `dir/<entry path>`, not from a tar.
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl AsRef<Index> for Layer {
+    fn as_ref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl Layer {
+    /// Opens a stored layer directory (`index` + `layer.tar`).
+    pub fn open(dir: &Path, chain_id: &str) -> Result<Layer> {
+        Layer::open_with(dir, chain_id, None)
+    }
+
+    /// Opens the index file of the layer in `dir` and asks the kernel to
+    /// start reading it ([`Layer::open_with`] then finds it in memory or
+    /// on its way): issued for every layer of a deep image first, the
+    /// reads are in flight together instead of one after the other.
+    pub fn prefetch(dir: &Path) -> Option<File> {
+        let f = File::open(dir.join("index")).ok()?;
+        sys::prefetch(&f, 0, 0);
+        Some(f)
+    }
+
+    /// `open`, with the index file already open (`prefetch`) if given.
+    pub fn open_with(dir: &Path, chain_id: &str, index_file: Option<File>) -> Result<Layer> {
+        let ipath = dir.join("index");
+        let index = match index_file {
+            Some(f) => Index::open_file(&f, &ipath)?,
+            None => Index::open(&ipath)?,
+        };
+        let tar = dir.join("layer.tar");
+        let f = File::open(&tar).with_context(|| format!("opening {}", tar.display()))?;
+        let len = f.metadata()?.len();
+        if len != index.tar_size() {
+            anyhow::bail!(
+                "{}: is {len} bytes but its index was built for {} bytes (corrupt store)",
+                tar.display(),
+                index.tar_size()
+            );
+        }
+        // SAFETY: layer blobs are immutable once published (see `store`);
+        // the map is read-only.
+        let blob = if len == 0 {
+            None
+        } else {
+            Some(unsafe { Mmap::map(&f) }?)
+        };
+        Ok(Layer {
+            chain_id: chain_id.to_string(),
+            index,
+            blob,
+            mem: Vec::new(),
+            file: Some(f),
+            dir: None,
+        })
+    }
+
+    /// A plain directory as a layer (see [`crate::layer::dir`]): walked and
+    /// indexed now, file data read by path.
+    /// A layer read from directory `root`, walked by `walkers` threads
+    /// (`dirlayer::index_directory_in`).
+    pub fn directory(name: &str, root: &Path, walkers: usize) -> Result<Layer> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("branch {}", root.display()))?;
+        let index = dir::index_directory_in(&root, true, walkers)?;
+        Ok(Layer {
+            chain_id: name.to_string(),
+            index,
+            blob: None,
+            mem: Vec::new(),
+            file: None,
+            dir: Some(root),
+        })
+    }
+
+    /// The file of entry `i` of a directory layer.
+    pub(crate) fn open_entry(&self, i: u32) -> Result<Option<File>, i32> {
+        let Some(root) = &self.dir else {
+            return Ok(None);
+        };
+        let p = root.join(std::ffi::OsStr::from_bytes(&self.index.path(i)));
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)
+            .map(Some)
+            .map_err(|e| errno_of(&e))
+    }
+
+    /// A layer held in memory: `index` built from `tar`.
+    pub fn in_memory(chain_id: &str, index: Index, tar: Vec<u8>) -> Layer {
+        Layer {
+            chain_id: chain_id.to_string(),
+            index,
+            blob: None,
+            mem: tar,
+            file: None,
+            dir: None,
+        }
+    }
+
+    /// The layer tar's bytes (mapped, or in memory).
+    pub(crate) fn data(&self) -> &[u8] {
+        self.blob.as_deref().unwrap_or(&self.mem)
+    }
+}
