@@ -1,3 +1,4 @@
+#![deny(clippy::undocumented_unsafe_blocks)]
 //! layerfs: a userspace union filesystem for container image layers.
 //!
 //! See ARCHITECTURE.md for the codemap. Modules, from the top (the command

@@ -42,7 +42,7 @@ impl ImageLayers {
             tars.push(if f.metadata()?.len() == 0 {
                 None
             } else {
-                Some(unsafe { Mmap::map(&f) }?)
+                Some(crate::sys::map_readonly(&f)?)
             });
         }
         Ok(ImageLayers { layers, tars })

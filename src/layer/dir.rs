@@ -445,11 +445,9 @@ mod tests {
         // Root reads any directory: list as nobody. The fsuid is this
         // thread's own (the walkers inherit it), and changing it away from
         // 0 drops the capabilities that bypass permissions.
-        // SAFETY: setfsuid only changes this thread's filesystem uid.
-        let old = unsafe { libc::setfsuid(65534) };
+        let old = crate::sys::setfsuid(65534);
         let r = index_directory_in(t.path(), true, 4);
-        // SAFETY: as above, back to what it was.
-        unsafe { libc::setfsuid(old as libc::uid_t) };
+        crate::sys::setfsuid(old);
         perm(&t.path().join("a/d"), 0o755).unwrap();
         let Err(err) = r else {
             panic!("listing a/d must fail");

@@ -80,7 +80,7 @@ impl Layer {
         let blob = if len == 0 {
             None
         } else {
-            Some(unsafe { Mmap::map(&f) }?)
+            Some(sys::map_readonly(&f)?)
         };
         Ok(Layer {
             chain_id: chain_id.to_string(),

@@ -4,15 +4,12 @@
 //! socket named by `_FUSE_COMMFD`. Used whenever the daemon is not root, so
 //! a mount works even where `/dev/fuse` itself is not accessible to users.
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use anyhow::{bail, Context, Result};
 
 fn binary() -> &'static str {
     if Path::new("/usr/bin/fusermount3").exists() || Path::new("/bin/fusermount3").exists() {
@@ -36,22 +33,12 @@ pub fn mount(mountpoint: &Path, options: &str) -> Result<OwnedFd> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: only fcntl in the child between fork and exec; it keeps the
-    // socket open across exec (std opens everything close-on-exec).
-    unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(child_fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::keep_fd_on_exec(&mut cmd, child_fd);
     let child = cmd
         .spawn()
         .with_context(|| format!("running {} (install the fuse3 package)", binary()))?;
     drop(theirs);
-    let received = receive_fd(&ours);
+    let received = crate::sys::receive_fd(&ours);
     drop(ours);
     let out = child.wait_with_output()?;
     match received {
@@ -63,28 +50,6 @@ pub fn mount(mountpoint: &Path, options: &str) -> Result<OwnedFd> {
             String::from_utf8_lossy(&out.stderr).trim()
         ),
     }
-}
-
-fn receive_fd(sock: &UnixStream) -> Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing
-                // else owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err(anyhow!("no descriptor received from fusermount"))
 }
 
 /// Lazily unmounts a mount made by [`mount`].

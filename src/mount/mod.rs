@@ -12,8 +12,6 @@ pub mod options;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -178,20 +176,6 @@ fn passthrough_option(opts: &mut Vec<String>) -> Result<bool> {
     })
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain sigset manipulation on a local set; pthread_sigmask
-    // only changes this thread's mask (threads created later inherit it).
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// Runs the FUSE daemon in this process until the mount goes away.
 /// With `notify_ready`, writes "READY\n" to stdout once mounted and then
 /// detaches stdout and stderr (to the log file `mounts/<key>.log`).
@@ -328,16 +312,15 @@ fn serve(
         Source::Dirs(dirs) => ("", dirs),
     };
     let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
-    let sigset = block_signals();
+    let sigset = crate::sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     let fs = LayerFs::new(vfs).with_passthrough(passthrough);
     let mountpoint_owned = mountpoint.to_path_buf();
     // Root mounts with mount(2) through fuser; anyone else goes through the
     // setuid fusermount3, which also works where /dev/fuse is root-only.
-    // SAFETY: geteuid cannot fail.
     let (session, mut unmount): (
         fuser::Session<LayerFs>,
         Box<dyn FnMut() -> Result<()> + Send>,
-    ) = if unsafe { libc::geteuid() } == 0 {
+    ) = if crate::sys::euid() == 0 {
         let mut s = fuser::Session::new(fs, mountpoint, &cfg)
             .with_context(|| format!("mounting at {}", mountpoint.display()))?;
         let mut u = s.unmount_callable();
@@ -362,9 +345,7 @@ fn serve(
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on a set that every thread has blocked.
-            unsafe { libc::sigwait(&sigset, &mut sig) };
+            let sig = sigset.wait();
             tracing::info!("signal {sig}: unmounting");
             if let Err(e) = unmount() {
                 tracing::error!("unmount failed: {e}");
@@ -387,25 +368,13 @@ fn serve(
 fn detach_stdio(log: &Path) -> Result<()> {
     let null = std::fs::File::open("/dev/null")?;
     let log = crate::store::create_private(log)?;
-    // SAFETY: dup2 onto the standard descriptors; both sources are open.
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(null.as_raw_fd(), 1);
-        libc::dup2(log.as_raw_fd(), 2);
-    }
+    crate::sys::redirect_stdio(&null, &log);
     Ok(())
 }
 
 /// Does `statfs` on `path` say it is a FUSE mount?
 pub fn is_fuse_mount(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into a zeroed struct we own.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == FUSE_SUPER_MAGIC
-    }
+    crate::sys::fs_type(path).is_ok_and(|t| t == FUSE_SUPER_MAGIC)
 }
 
 /// Starts the daemon in the background and waits until the mount answers.
@@ -447,14 +416,8 @@ pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
-    // caller's terminal and process group so a Ctrl-C there does not kill it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // A new session: a Ctrl-C at the caller's terminal does not reach it.
+    crate::sys::new_session_on_exec(&mut cmd);
     let mut child = cmd.spawn().context("starting the mount daemon")?;
     let mut stderr = child.stderr.take().expect("piped");
     let err_reader = std::thread::spawn(move || {
@@ -492,12 +455,8 @@ pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
     if rec.is_none() && !is_fuse_mount(mountpoint) {
         bail!("{} is not a layerfs mount", mountpoint.display());
     }
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())?;
-        // SAFETY: umount2 with a valid C string.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            let e = std::io::Error::last_os_error();
+    if crate::sys::euid() == 0 {
+        if let Err(e) = crate::sys::umount(mountpoint) {
             bail!("unmounting {}: {e}", mountpoint.display());
         }
     } else {

@@ -1,6 +1,15 @@
-//! The few system calls the read-write branch needs that `std` does not
-//! offer (or offers only following symlinks), as small safe wrappers that
-//! return the raw errno. Everything `unsafe` about libc lives here.
+//! The system calls `std` does not offer (or offers only following
+//! symlinks), as small safe wrappers. Everything `unsafe` in layerfs
+//! lives in this module (`tests/tidy.rs` checks it): the file calls of the
+//! read-write branch (here, returning the raw errno), processes, signals
+//! and mounts ([`process`]), and the one read-only memory map
+//! ([`map_readonly`]).
+
+pub mod mmap;
+pub mod process;
+
+pub use mmap::map_readonly;
+pub use process::*;
 
 use std::ffi::CString;
 use std::io;
@@ -271,6 +280,7 @@ pub fn llistxattr(p: &Path) -> SysResult<Vec<u8>> {
             return Err(last_errno());
         }
         let mut buf = vec![0u8; len as usize];
+        // SAFETY: a valid C string and a buffer of the length given.
         let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got >= 0 {
             buf.truncate(got as usize);
@@ -330,30 +340,6 @@ pub fn try_lock_exclusive(f: &std::fs::File) -> SysResult<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor.
     check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
-}
-
-/// The effective uid of this process.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Is process `pid` running? A zombie (exited, not yet reaped: in a
-/// container whose init reaps late, for seconds) counts as gone.
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => {
-            // No procfs: signal 0 only probes that the process exists.
-            // SAFETY: kill with signal 0 sends nothing.
-            let r = unsafe { libc::kill(pid as i32, 0) };
-            r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        }
-    }
 }
 
 /// Copies `len` bytes of `src` from offset `off` to the start of `dst`
@@ -474,39 +460,6 @@ pub fn start_writeback(f: &std::fs::File, off: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
-    }
-}
-
-/// Can this process register FUSE backing files (passthrough)? The kernel
-/// asks for CAP_SYS_ADMIN in the initial user namespace: the capability
-/// must be effective here and this must be the initial namespace (its
-/// uid_map maps all of 0..2^32-1 to itself).
-pub fn may_open_backing_files() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
-        return false;
-    }
-    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
-        return false;
-    };
-    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-}
-
-/// Returns the free memory of every malloc arena to the kernel
-/// (`malloc_trim(0)`, glibc); elsewhere nothing.
-pub fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -268,7 +268,7 @@ fn stage_layer(
     let map = if size == 0 {
         None
     } else {
-        Some(unsafe { memmap2::Mmap::map(&tar_file) }?)
+        Some(crate::sys::map_readonly(&tar_file)?)
     };
     let data: &[u8] = map.as_deref().unwrap_or(&[]);
     let (index, stats) = build_index(data).with_context(|| format!("{label}: bad layer tar"))?;

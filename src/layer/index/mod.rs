@@ -312,7 +312,7 @@ impl Index {
         // and never modified afterwards; the store removes them only when no
         // mount uses the layer. A concurrent truncation by another program
         // would be a store corruption we cannot guard against with mmap.
-        let map = unsafe { Mmap::map(file) }.map_err(io)?;
+        let map = crate::sys::map_readonly(file).map_err(io)?;
         Index::validate(IndexBuf::Map(map), &p)
     }
 

@@ -1,0 +1,227 @@
+//! Processes, signals and mounts: who we are, whether a process lives,
+//! signal masks and waits, the standard descriptors of a daemon, the
+//! session of a child, descriptors passed over a socket, unmount, statfs.
+
+use std::ffi::CString;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Is process `pid` running? A zombie (exited, not yet reaped: in a
+/// container whose init reaps late, for seconds) counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => {
+            // No procfs: signal 0 only probes that the process exists.
+            // SAFETY: kill with signal 0 sends nothing.
+            let r = unsafe { libc::kill(pid as i32, 0) };
+            r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+    }
+}
+
+/// Can this process register FUSE backing files (passthrough)? The kernel
+/// asks for CAP_SYS_ADMIN in the initial user namespace: the capability
+/// must be effective here and this must be the initial namespace (its
+/// uid_map maps all of 0..2^32-1 to itself).
+pub fn may_open_backing_files() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
+        return false;
+    }
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+}
+
+/// Returns the free memory of every malloc arena to the kernel
+/// (`malloc_trim(0)`, glibc); elsewhere nothing.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The real uid of this process.
+pub fn uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The real gid of this process.
+pub fn gid() -> u32 {
+    // SAFETY: getgid cannot fail.
+    unsafe { libc::getgid() }
+}
+
+/// Sets this thread's filesystem uid; returns the previous one.
+pub fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid only changes this thread's filesystem uid.
+    unsafe { libc::setfsuid(uid as libc::uid_t) as u32 }
+}
+
+/// `flock(2)` exclusive, waiting until the lock is ours.
+pub fn lock_exclusive(f: &std::fs::File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor `f` keeps open.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A set of signals blocked in this thread (and the threads it starts).
+pub struct BlockedSignals(libc::sigset_t);
+
+/// Blocks `signals` in this thread; threads created afterwards inherit
+/// the mask, so one thread can take them with [`BlockedSignals::wait`].
+pub fn block_signals(signals: &[libc::c_int]) -> BlockedSignals {
+    // SAFETY: plain sigset manipulation on a local set; pthread_sigmask
+    // only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        BlockedSignals(set)
+    }
+}
+
+impl BlockedSignals {
+    /// Waits for one of the signals (every thread has them blocked) and
+    /// returns its number.
+    pub fn wait(&self) -> libc::c_int {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait on a valid set, writing into a local.
+        unsafe { libc::sigwait(&self.0, &mut sig) };
+        sig
+    }
+}
+
+/// Points standard input and output at `null` and standard error at `log`.
+pub fn redirect_stdio(null: &std::fs::File, log: &std::fs::File) {
+    // SAFETY: dup2 onto the standard descriptors; both sources are open.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+}
+
+/// Makes the child of `cmd` start a new session (setsid), detached from
+/// the caller's terminal and process group.
+pub fn new_session_on_exec(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe, the only call between fork and
+    // exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
+/// Keeps descriptor `fd` open across the exec of `cmd`'s child (std opens
+/// everything close-on-exec).
+pub fn keep_fd_on_exec(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: only fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Receives one descriptor passed with SCM_RIGHTS over `sock` (as
+/// `fusermount3` hands back `/dev/fuse`).
+pub fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing
+                // else owns.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::other("no descriptor received"))
+}
+
+/// `umount2(path, 0)`.
+pub fn umount(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `umount2(path, MNT_DETACH)`: a lazy unmount, which also takes away a
+/// mount whose daemon is gone.
+pub fn umount_detach(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The filesystem type (`f_type`) of the filesystem `path` is on.
+pub fn fs_type(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statfs writes into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.f_type as i64)
+    }
+}
