@@ -9,54 +9,18 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use memmap2::Mmap;
 use serde_json::{json, Value};
 
 use crate::image::tarw::{self, TarMeta, TarType};
 use crate::layer::index::Kind;
-use crate::layer::Layer;
 use crate::oci::{config_diff_ids, sha256_hex};
 use crate::store::Store;
 use crate::union::inspect::{components, join};
 use crate::union::{list_dir, resolve_path, root, Resolved};
 
-/// The layers of one image, opened: indexes and tars, top first (union
-/// stack positions).
-pub struct ImageLayers {
-    pub layers: Vec<Layer>,
-    /// The mapped layer tars, same order (`None` for an empty tar).
-    pub tars: Vec<Option<Mmap>>,
-}
-
-impl ImageLayers {
-    /// Opens every layer of image `id`.
-    pub fn open(store: &Store, id: &str) -> Result<ImageLayers> {
-        let rec = store.image(id)?;
-        let mut layers = Vec::new();
-        let mut tars = Vec::new();
-        for chain in rec.layers.iter().rev() {
-            let dir = store.layer_dir(chain);
-            layers.push(Layer::open(&dir, chain).with_context(|| format!("layer {chain}"))?);
-            let f = File::open(dir.join("layer.tar"))?;
-            // SAFETY: published layer tars are never modified (see `store`).
-            tars.push(if f.metadata()?.len() == 0 {
-                None
-            } else {
-                Some(crate::sys::map_readonly(&f)?)
-            });
-        }
-        Ok(ImageLayers { layers, tars })
-    }
-
-    pub fn tar_slices(&self) -> Vec<Option<&[u8]>> {
-        self.tars.iter().map(|t| t.as_deref()).collect()
-    }
-
-    fn data(&self, l: u16, off: u64, size: u64) -> &[u8] {
-        let t = self.tars[l as usize].as_deref().unwrap_or(&[]);
-        &t[off as usize..(off + size) as usize]
-    }
-}
+/// The layers of one image, as export and the debugging commands read
+/// them (one type with mounts: [`LayerStack`]).
+pub use crate::layer::LayerStack as ImageLayers;
 
 /// What `export` leaves out or puts in.
 #[derive(Debug, Default, Clone)]

@@ -142,3 +142,50 @@ impl Layer {
         self.blob.as_deref().unwrap_or(&self.mem)
     }
 }
+
+/// The layers of one image, opened, top first (union stack positions):
+/// what a mount serves, export flattens and the debugging commands read.
+/// Each tar is mapped once, by its [`Layer`].
+pub struct LayerStack {
+    /// Top layer first.
+    pub layers: Vec<Layer>,
+}
+
+impl LayerStack {
+    /// Opens every layer of image `id`.
+    ///
+    /// Opening a layer is mostly waiting for the disk (the index file,
+    /// read in full by its validation), so every index file is opened and
+    /// its reading started ([`Layer::prefetch`]) before the first is
+    /// validated: the reads of a deep image are then in flight together.
+    pub fn open(store: &crate::store::Store, id: &str) -> Result<LayerStack> {
+        let rec = store.image(id)?;
+        let dirs: Vec<(PathBuf, &String)> = rec
+            .layers
+            .iter()
+            .rev()
+            .map(|c| (store.layer_dir(c), c))
+            .collect();
+        let files: Vec<_> = dirs.iter().map(|(d, _)| Layer::prefetch(d)).collect();
+        let layers = dirs
+            .iter()
+            .zip(files)
+            .map(|((d, c), f)| Layer::open_with(d, c, f).with_context(|| format!("layer {c}")))
+            .collect::<Result<_>>()?;
+        Ok(LayerStack { layers })
+    }
+
+    /// Each layer's tar (`None` for an empty one), top first.
+    pub fn tar_slices(&self) -> Vec<Option<&[u8]>> {
+        self.layers
+            .iter()
+            .map(|l| Some(l.data()).filter(|d| !d.is_empty()))
+            .collect()
+    }
+
+    /// `size` bytes at `off` of layer `l`'s tar (the index checked that
+    /// every file's data lies inside its tar).
+    pub fn data(&self, l: u16, off: u64, size: u64) -> &[u8] {
+        &self.layers[l as usize].data()[off as usize..(off + size) as usize]
+    }
+}

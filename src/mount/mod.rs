@@ -44,27 +44,6 @@ pub struct MountOptions {
     pub init_layer: bool,
 }
 
-/// Opens the layers of image `id`, top layer first.
-///
-/// Opening a layer is mostly waiting for the disk (the index file, read in
-/// full by its validation), so every index file is opened and its reading
-/// started (`Layer::prefetch`) before the first is validated: the reads of
-/// a deep image are then in flight together.
-pub fn open_layers(store: &Store, id: &str) -> Result<Vec<Layer>> {
-    let rec = store.image(id)?;
-    let dirs: Vec<(PathBuf, &String)> = rec
-        .layers
-        .iter()
-        .rev()
-        .map(|c| (store.layer_dir(c), c))
-        .collect();
-    let files: Vec<_> = dirs.iter().map(|(d, _)| Layer::prefetch(d)).collect();
-    dirs.iter()
-        .zip(files)
-        .map(|((d, c), f)| Layer::open_with(d, c, f).with_context(|| format!("layer {c}")))
-        .collect()
-}
-
 /// The fuser session config, and the same mount options as the string
 /// `fusermount3 -o` takes (for unprivileged mounts).
 fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
@@ -186,7 +165,7 @@ pub fn run_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    let mut layers = open_layers(store, id)?;
+    let mut layers = crate::layer::LayerStack::open(store, id)?.layers;
     if opts.init_layer {
         layers.insert(0, crate::layer::init::layer()?);
     }
