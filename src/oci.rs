@@ -115,19 +115,108 @@ pub fn normalize_ref(r: &str) -> String {
     }
 }
 
-/// Checks a tag given by a user: non-empty, no whitespace or control
-/// characters, not a bare hex id (which would be ambiguous with ids).
+/// Checks a tag, given by a user or read from an archive (`RepoTags`,
+/// `org.opencontainers.image.ref.name`), against the reference grammar of
+/// docker and podman (distribution/reference): `[DOMAIN[:PORT]/]PATH[:TAG]`,
+/// where DOMAIN is dot-separated `[A-Za-z0-9-]` components, each PATH
+/// component is lower-case alphanumerics joined by `.`, `_`, `__` or runs of
+/// `-`, TAG is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, and the name is at most
+/// 255 bytes. A digest (`@sha256:...`) names content, not a tag, and a name
+/// that is a bare image id would be ambiguous with ids: both refused.
 pub fn validate_tag(t: &str) -> Result<(), String> {
-    if t.is_empty() || t.len() > 255 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("invalid tag {t:?}"));
+    let bad = |why: &str| Err(format!("invalid tag {t:?}: {why}"));
+    if t.contains('@') || t.starts_with("sha256:") {
+        return bad("a digest names content, not a tag");
     }
-    let name = t.split(':').next().unwrap_or("");
-    if name.is_empty() || is_hex64(name) || t.starts_with("sha256:") {
-        return Err(format!(
-            "invalid tag {t:?}: a tag needs a name that is not an image id"
-        ));
+    // The tag is after the last ':' that follows the last '/' (a ':' before
+    // it is the registry's port).
+    let (name, tag) = match t.rfind(':') {
+        Some(i) if !t[i..].contains('/') => (&t[..i], Some(&t[i + 1..])),
+        _ => (t, None),
+    };
+    if let Some(tag) = tag {
+        let mut c = tag.chars();
+        let first_ok = c
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !first_ok
+            || tag.len() > 128
+            || !c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+        {
+            return bad("a tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("a name is 1 to 255 bytes");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let has_domain = parts.len() > 1
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase()));
+    if has_domain {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && !c.starts_with('-')
+                && !c.ends_with('-')
+                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        };
+        if !host.split('.').all(component_ok) {
+            return bad("the registry host is dot-separated [A-Za-z0-9-] components");
+        }
+        if port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+            return bad("the registry port is a number");
+        }
+        parts.remove(0);
+    }
+    for comp in &parts {
+        if !path_component_ok(comp) {
+            return bad(
+                "each path component is lower-case letters and digits, joined by '.', '_', '__' or '-'",
+            );
+        }
+    }
+    if !has_domain && parts.len() == 1 && is_hex64(parts[0]) {
+        return bad("a tag needs a name that is not an image id");
     }
     Ok(())
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+fn path_component_ok(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let mut i = 0;
+    let mut need_alnum = true;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            need_alnum = false;
+            continue;
+        }
+        if need_alnum {
+            return false;
+        }
+        // A separator: '.', '_', '__' or a run of '-', then alphanumerics.
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'-' => {
+                while b.get(i) == Some(&b'-') {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        need_alnum = true;
+    }
+    !need_alnum
 }
 
 /// A minimal OCI image config for a plain rootfs tar, which has none.
@@ -180,6 +269,54 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn tags_follow_the_reference_grammar() {
+        for ok in [
+            "busybox",
+            "busybox:1.36",
+            "library/busybox:latest",
+            "docker.io/library/busybox:latest",
+            "localhost/x",
+            "localhost:5000/a/b:v1",
+            "127.0.0.1:5000/test/deb:1",
+            "quay.io/a_b/c__d/e--f.g:T_9.x-y",
+            "Registry.Example.com/x",
+            "a:_",
+        ] {
+            assert!(validate_tag(ok).is_ok(), "{ok}: {:?}", validate_tag(ok));
+        }
+        for bad in [
+            "",
+            "../../etc:passwd",
+            "a/../b",
+            "/abs",
+            "a//b",
+            "a/",
+            "UPPER",
+            "a:b\nc",
+            "a\nb",
+            "a b",
+            "a:",
+            "a:-x",
+            "a:.x",
+            &format!("a:{}", "t".repeat(129)),
+            &"n".repeat(256),
+            "a@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "-a",
+            "a-",
+            "a..b",
+            "a___b",
+            "host:port/x",
+            "-host.com/x",
+            &"ab".repeat(32),
+            &format!("{}:v1", "cd".repeat(32)),
+        ] {
+            assert!(validate_tag(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = validate_tag("library/../etc:passwd").unwrap_err();
+        assert!(e.contains("path component"), "{e}");
+    }
 
     #[test]
     fn chain_id_follows_the_oci_definition() {

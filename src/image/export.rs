@@ -63,22 +63,29 @@ pub fn export(img: &ImageLayers, opts: &ExportOptions, out: impl Write) -> Resul
     let mut links: HashMap<(u16, u32), Vec<u8>> = HashMap::new();
     let r = root(layers);
     write_node(img, &mut b, b"", &r, &mut links, &mut replace)?;
-    let mut stack = vec![(Vec::new(), r)];
-    while let Some((dir, r)) = stack.pop() {
-        let Resolved::Dir(srcs) = r else { continue };
-        let mut subdirs = Vec::new();
-        for (name, child) in list_dir(layers, &srcs) {
-            let p = join(&dir, &name);
-            if excluded(&p) {
-                continue;
-            }
-            write_node(img, &mut b, &p, &child, &mut links, &mut replace)?;
-            if child.is_dir() {
-                subdirs.push((p, child));
-            }
+    // Pre-order, depth first, in name order: each directory's entries come
+    // right after it, and a subdirectory's whole subtree before its next
+    // sibling, as `tar -c` and `docker export` write it. (GNU `tar -x` sets
+    // a directory's mtime once the archive has left it; a later entry
+    // inside it would change the mtime again.)
+    let Resolved::Dir(root_srcs) = &r else {
+        bail!("the image root is not a directory");
+    };
+    let mut stack = vec![(Vec::new(), list_dir(layers, root_srcs).into_iter())];
+    while let Some((dir, children)) = stack.last_mut() {
+        let Some((name, child)) = children.next() else {
+            stack.pop();
+            continue;
+        };
+        let p = join(dir, &name);
+        if excluded(&p) {
+            continue;
         }
-        // Depth first, in name order: push in reverse.
-        stack.extend(subdirs.into_iter().rev());
+        write_node(img, &mut b, &p, &child, &mut links, &mut replace)?;
+        if let Resolved::Dir(srcs) = &child {
+            let kids = list_dir(layers, srcs).into_iter();
+            stack.push((p, kids));
+        }
     }
     for (p, (f, done)) in &replace {
         if *done {

@@ -82,6 +82,12 @@ fn fuse_config(image: &str, opts: &MountOptions) -> Result<(Config, String)> {
             "rw" if rw => continue,
             "rw" => bail!("-o rw needs a read-write branch: give it with --rw DIR"),
             "auto_unmount" => MountOption::AutoUnmount,
+            "suid" | "dev" if crate::sys::euid() != 0 => {
+                // fusermount3 mounts every user's FUSE mount nosuid,nodev
+                // whatever it is asked.
+                tracing::warn!("-o {o}: ignored: an unprivileged mount is always nosuid,nodev");
+                MountOption::CUSTOM(o.clone())
+            }
             "dev" => MountOption::Dev,
             "nodev" => MountOption::NoDev,
             "suid" => MountOption::Suid,
@@ -399,9 +405,11 @@ pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
     crate::sys::new_session_on_exec(&mut cmd);
     let mut child = cmd.spawn().context("starting the mount daemon")?;
     let mut stderr = child.stderr.take().expect("piped");
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
+        let _ = err_tx.send(s.clone());
         s
     });
     let mut line = String::new();
@@ -424,6 +432,14 @@ pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
             );
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // What the daemon said before it was ready (warnings about options,
+    // say) is the caller's to see: the daemon closes the pipe right after
+    // READY, when its stderr moves to the log.
+    if let Ok(said) = err_rx.recv_timeout(Duration::from_secs(2)) {
+        if !said.trim().is_empty() {
+            eprint!("{said}");
+        }
     }
     Ok(child.id())
 }

@@ -384,6 +384,8 @@ impl Plan<'_> {
             self.staged_images.push((st, rec.id.clone()));
         }
         for t in &cand.tags {
+            validate_tag(t)
+                .map_err(|e| anyhow!("the archive tags image {}: {e}", short(&rec.id)))?;
             self.tags.insert(normalize_ref(t), rec.id.clone());
         }
         Ok(cand.id)
@@ -495,6 +497,12 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
             Some(st) => st.path().join("input.tar"),
             None => path.clone(),
         };
+        if std::fs::metadata(&file)?.len() == 0 {
+            bail!(
+                "{} is empty: not an image or tar (an empty rootfs is a tar of zero entries, as `tar -cf x.tar -T /dev/null` makes)",
+                path.display()
+            );
+        }
         let c = rootfs_candidate(&file)?;
         src = Source::File { path: file };
         vec![c]

@@ -65,6 +65,7 @@ impl Source {
     /// Scans the members of a tar file (headers only, data is skipped).
     pub fn scan_tar(path: &Path) -> Result<Source> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let archive_len = file.metadata()?.len();
         let mut ar = tar::Archive::new(file);
         let mut members = HashMap::new();
         for e in ar
@@ -80,6 +81,17 @@ impl Source {
             let link = e
                 .link_name_bytes()
                 .map(|l| String::from_utf8_lossy(&l).into_owned());
+            // A header may claim any size; the data must lie in the file.
+            if e.raw_file_position()
+                .checked_add(e.size())
+                .is_none_or(|end| end > archive_len)
+            {
+                bail!(
+                    "{}: member {raw:?} claims {} bytes past the end of the archive",
+                    path.display(),
+                    e.size()
+                );
+            }
             members.insert(
                 name,
                 Member {

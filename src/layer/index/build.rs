@@ -385,6 +385,11 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
     for entry in archive.entries_with_seek()? {
         let mut entry = entry?;
         let path = entry.path_bytes().into_owned();
+        if path.contains(&0) {
+            // A PAX path or GNU long name may hold one; no file system
+            // name can, and the mount would cut it there.
+            return Err(entry_err(&path, "name holds a NUL byte"));
+        }
         let etype = entry.header().entry_type();
         let h = entry.header();
         let old = h.as_old();
@@ -459,6 +464,9 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         } else {
             None
         };
+        if link.as_ref().is_some_and(|l| l.contains(&0)) {
+            return Err(entry_err(&path, "hard link target holds a NUL byte"));
+        }
         let size = if kind == Kind::File { entry.size() } else { 0 };
         let data_off = entry.raw_file_position();
         if link.is_none()
@@ -480,6 +488,9 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         } else {
             Vec::new()
         };
+        if target.contains(&0) {
+            return Err(entry_err(&path, "symlink target holds a NUL byte"));
+        }
         let rdev = if matches!(kind, Kind::Char | Kind::Block) {
             (
                 entry.header().device_major()?.unwrap_or(0),
@@ -621,6 +632,47 @@ fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-entry tar whose PAX record `key` is `value`.
+    fn pax_tar(key: &str, value: &[u8], kind: tar::EntryType) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([(key, value)]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o644);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("t").unwrap();
+        }
+        b.append_data(&mut h, "a", &b""[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn names_with_a_nul_byte_are_refused() {
+        for (key, kind, what) in [
+            ("path", tar::EntryType::Regular, "name holds a NUL byte"),
+            (
+                "linkpath",
+                tar::EntryType::Symlink,
+                "symlink target holds a NUL byte",
+            ),
+        ] {
+            let err = build_index(&pax_tar(key, b"evil\0name", kind)).unwrap_err();
+            assert!(err.to_string().contains(what), "{key}: {err}");
+        }
+        // A GNU long name with a NUL inside (the crate strips only the
+        // terminating one).
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        let long = format!("{}\0tail", "d/".repeat(60));
+        b.append_data(&mut h, long, &b""[..]).unwrap();
+        let err = build_index(&b.into_inner().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("name holds a NUL byte"), "{err}");
+        assert!(build_index(&pax_tar("path", b"fine", tar::EntryType::Regular)).is_ok());
+    }
     use crate::layer::index::Index;
 
     fn raw(path: &'static [u8], kind: Kind, link: Option<&[u8]>, size: u64) -> RawEntry<'static> {

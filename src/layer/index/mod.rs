@@ -352,11 +352,14 @@ impl Index {
         let xattr_count = u32_at(20);
         let strings_len = u64_at(24);
         let tar_size = u64_at(32);
-        let expect = HEADER_SIZE as u64
-            + entry_count as u64 * ENTRY_SIZE as u64
-            + xattr_count as u64 * XATTR_SIZE as u64
-            + strings_len;
-        if expect != b.len() as u64 {
+        // Checked: every field is untrusted, and strings_len may be anything
+        // up to 2^64 - 1.
+        let expect = (HEADER_SIZE as u64)
+            .checked_add(entry_count as u64 * ENTRY_SIZE as u64)
+            .and_then(|n| n.checked_add(xattr_count as u64 * XATTR_SIZE as u64))
+            .and_then(|n| n.checked_add(strings_len));
+        if expect != Some(b.len() as u64) {
+            let expect = expect.map_or("more than 2^64".to_string(), |n| n.to_string());
             return Err(corrupt(format!(
                 "length {} does not match its header ({expect})",
                 b.len()
@@ -545,5 +548,41 @@ impl Index {
             cur = self.lookup(&e, comp)?;
         }
         Some(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid index of a one-file tar, to damage.
+    fn good() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        crate::layer::index::build_index(&tar).unwrap().0
+    }
+
+    #[test]
+    fn header_lengths_near_2_pow_64_are_refused_not_overflowed() {
+        for strings_len in [u64::MAX, u64::MAX - HEADER_SIZE as u64, 1 << 63] {
+            let mut b = good();
+            b[24..32].copy_from_slice(&strings_len.to_le_bytes());
+            let Err(err) = Index::from_bytes(b, "t") else {
+                panic!("strings length {strings_len} accepted");
+            };
+            assert!(
+                err.to_string().contains("does not match its header"),
+                "{err}"
+            );
+        }
+        let mut b = good();
+        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Index::from_bytes(b, "t").is_err());
+        assert!(Index::from_bytes(good(), "t").is_ok());
     }
 }

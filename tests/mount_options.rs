@@ -1,0 +1,86 @@
+//! Mount options that cannot take effect are said so, not dropped
+//! silently.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// fusermount3 mounts every user's FUSE mount nosuid,nodev: `-o suid,dev`
+/// from an unprivileged user gets a warning, and the mount is still
+/// nosuid,nodev.
+#[test]
+fn unprivileged_suid_and_dev_are_warned_about() {
+    if !fuse_available() {
+        return;
+    }
+    let Some((user, _)) = unprivileged_user() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let exe = t.path().join("layerfs");
+    std::fs::copy(bin(), &exe).unwrap();
+    let fx = t.path().join("multi.docker.tar");
+    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("chown")
+        .args(["-R", user])
+        .arg(t.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = t.path().join("store");
+    let lfs = |args: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", user, "--"])
+            .arg(&exe)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = lfs(&["import", fx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lfs(&["mount", "multi", mnt.to_str().unwrap(), "-o", "suid,dev"]);
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for o in ["suid", "dev"] {
+        assert!(
+            err.contains(&format!(
+                "-o {o}: ignored: an unprivileged mount is always nosuid,nodev"
+            )),
+            "{err}"
+        );
+    }
+    let opts = Command::new("findmnt")
+        .args(["-no", "OPTIONS"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let opts = String::from_utf8_lossy(&opts.stdout);
+    assert!(opts.contains("nosuid") && opts.contains("nodev"), "{opts}");
+    let out = lfs(&["umount", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
