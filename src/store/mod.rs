@@ -110,6 +110,10 @@ impl ImageRecord {
     }
 }
 
+/// An image whose record cannot be read or does not validate: its id and
+/// what is wrong.
+pub type BrokenImage = (String, anyhow::Error);
+
 /// A live mount (`mounts/<key>.json`), written by the daemon.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MountRecord {
@@ -312,7 +316,13 @@ impl Store {
             tracing::info!("removing leftover staging {}", p.display());
             let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
         }
-        let used: BTreeSet<String> = self.images()?.into_iter().flat_map(|i| i.layers).collect();
+        let (used, complete) = self.used_layers()?;
+        if !complete {
+            tracing::warn!(
+                "not removing unused layers while an image record is damaged (`layerfs images` names it)"
+            );
+            return Ok(());
+        }
         for e in fs::read_dir(self.root.join("layers"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -429,8 +439,27 @@ impl Store {
         fs::read(&p).with_context(|| format!("reading {}", p.display()))
     }
 
+    /// The images whose records read back, newest first. A damaged one
+    /// (see [`Store::broken_images`]) is left out with a warning, so the
+    /// damage stays with the image it hit.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let mut out = Vec::new();
+        let (mut out, broken) = self.scan_images()?;
+        for (id, err) in &broken {
+            tracing::warn!("image {}: {err:#}", &id[..12.min(id.len())]);
+        }
+        out.sort_by(|a, b| b.imported.cmp(&a.imported).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The images whose record (`image.json`) cannot be read or does not
+    /// validate: (id, what is wrong).
+    pub fn broken_images(&self) -> Result<Vec<BrokenImage>> {
+        Ok(self.scan_images()?.1)
+    }
+
+    fn scan_images(&self) -> Result<(Vec<ImageRecord>, Vec<BrokenImage>)> {
+        let mut good = Vec::new();
+        let mut broken = Vec::new();
         for e in fs::read_dir(self.root.join("images"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -441,12 +470,25 @@ impl Store {
                 );
                 continue;
             }
-            if self.has_image(&name) {
-                out.push(self.image(&name)?);
+            if !self.has_image(&name) {
+                continue;
+            }
+            match self.image(&name) {
+                Ok(rec) => good.push(rec),
+                Err(err) => broken.push((name, err)),
             }
         }
-        out.sort_by(|a, b| b.imported.cmp(&a.imported).then(a.id.cmp(&b.id)));
-        Ok(out)
+        broken.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((good, broken))
+    }
+
+    /// The layers some image uses, and whether that is all of them: with a
+    /// broken image record its layers are unknown, and nothing may be
+    /// freed as unused.
+    fn used_layers(&self) -> Result<(BTreeSet<String>, bool)> {
+        let (good, broken) = self.scan_images()?;
+        let used = good.into_iter().flat_map(|i| i.layers).collect();
+        Ok((used, broken.is_empty()))
     }
 
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
@@ -538,10 +580,16 @@ impl Store {
         tags.retain(|_, v| v != id);
         self.set_tags(&tags)?;
         self.remove_dir_atomically(&self.image_dir(id))?;
-        let used: BTreeSet<String> = self.images()?.into_iter().flat_map(|i| i.layers).collect();
+        let (used, complete) = self.used_layers()?;
+        if !complete {
+            tracing::warn!(
+                "keeping the layers of image {}: a damaged image record may use them",
+                &id[..12.min(id.len())]
+            );
+        }
         let mut removed = Vec::new();
         for l in rec.layers.iter().rev() {
-            if !used.contains(l) && self.layer_dir(l).exists() {
+            if complete && !used.contains(l) && self.layer_dir(l).exists() {
                 self.remove_dir_atomically(&self.layer_dir(l))?;
                 removed.push(l.clone());
             }
