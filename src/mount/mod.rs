@@ -171,17 +171,27 @@ pub fn run_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
+    let upper = match &opts.rw {
+        Some(dir) => Some(Upper::open(dir, Some(id))?),
+        None => None,
+    };
+    // Registered before the layers are opened, under the store's mount
+    // lock: a racing `rm` of the image either finished first (then this
+    // fails here) or sees this mount and refuses.
+    let registration = store.register_mount_guarded(&MountRecord {
+        pid: std::process::id(),
+        image: id.to_string(),
+        mountpoint: mountpoint.to_path_buf(),
+        rw: upper.as_ref().map(|u| u.root().to_path_buf()),
+        lowerdirs: Vec::new(),
+    })?;
     let mut layers = crate::layer::LayerStack::open(store, id)?.layers;
     if opts.init_layer {
         layers.insert(0, crate::layer::init::layer()?);
     }
     tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
-    let upper = match &opts.rw {
-        Some(dir) => Some(Upper::open(dir, Some(id))?),
-        None => None,
-    };
     serve(
-        store,
+        registration,
         Source::Image(id),
         layers,
         upper,
@@ -256,23 +266,39 @@ pub fn run_branches_foreground(
         (Some(dir), None) => Some(Upper::open(dir, None)?),
         (None, _) => None,
     };
-    let dirs = lowers
+    let dirs: Vec<PathBuf> = lowers
         .iter()
-        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()));
-    let source = Source::Dirs(dirs.collect());
-    serve(store, source, layers, upper, mountpoint, opts, notify_ready)
+        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+        .collect();
+    // A mount-branches mount records no image (empty), but its lowerdirs.
+    let registration = store.register_mount_guarded(&MountRecord {
+        pid: std::process::id(),
+        image: String::new(),
+        mountpoint: mountpoint.to_path_buf(),
+        rw: upper.as_ref().map(|u| u.root().to_path_buf()),
+        lowerdirs: dirs,
+    })?;
+    serve(
+        registration,
+        Source::Dirs,
+        layers,
+        upper,
+        mountpoint,
+        opts,
+        notify_ready,
+    )
 }
 
 /// What a mount shows: an image of the store, or directory branches.
 enum Source<'a> {
     Image(&'a str),
-    /// The branch directories, top first.
-    Dirs(Vec<PathBuf>),
+    /// Directory branches (recorded in the mount record).
+    Dirs,
 }
 
 /// Mounts `layers` (+ `upper`) at `mountpoint` and serves until unmounted.
 fn serve(
-    store: &Store,
+    registration: crate::store::MountRegistration,
     source: Source,
     layers: Vec<Layer>,
     upper: Option<Upper>,
@@ -285,24 +311,22 @@ fn serve(
     let passthrough = passthrough_option(&mut fuse_opts.options)?;
     let volatile = volatile_option(&mut fuse_opts.options)?;
     let opts = &fuse_opts;
-    let rw_root = upper.as_ref().map(|u| u.root().to_path_buf());
     let vfs = Arc::new(
         Vfs::with_upper(layers, upper)?
             .with_owners(owners)
             .with_volatile(volatile),
     );
-    let (id, lowerdirs) = match source {
-        Source::Image(id) => (id, Vec::new()),
-        // A mount-branches mount records no image (empty).
-        Source::Dirs(dirs) => ("", dirs),
+    let fsname = match source {
+        Source::Image(id) => id,
+        Source::Dirs => "branches",
     };
-    let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
+    let (cfg, fusermount_opts) = fuse_config(fsname, opts)?;
     let sigset = crate::sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     let fs = LayerFs::new(vfs).with_passthrough(passthrough);
     let mountpoint_owned = mountpoint.to_path_buf();
     // Root mounts with mount(2) through fuser; anyone else goes through the
     // setuid fusermount3, which also works where /dev/fuse is root-only.
-    let (session, mut unmount): (
+    let (session, unmount): (
         fuser::Session<LayerFs>,
         Box<dyn FnMut() -> Result<()> + Send>,
     ) = if crate::sys::euid() == 0 {
@@ -319,33 +343,38 @@ fn serve(
             Box::new(move || crate::mount::fusermount::unmount(&mountpoint_owned)),
         )
     };
-    let record = MountRecord {
-        pid: std::process::id(),
-        image: id.to_string(),
-        mountpoint: mountpoint.to_path_buf(),
-        rw: rw_root,
-        lowerdirs,
-    };
-    let record_path = store.register_mount(&record)?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let sig = sigset.wait();
-            tracing::info!("signal {sig}: unmounting");
-            if let Err(e) = unmount() {
-                tracing::error!("unmount failed: {e}");
-            }
-        })?;
-    if notify_ready {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "READY")?;
-        out.flush()?;
-        drop(out);
-        let log = record_path.with_extension("log");
-        detach_stdio(&log)?;
+    // From here on the kernel has the mount: any failure takes it away
+    // again, so no dead mount ("Transport endpoint is not connected") is
+    // left behind.
+    let unmount = Arc::new(parking_lot::Mutex::new(unmount));
+    let ready = (|| -> Result<()> {
+        let unmount = unmount.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let sig = sigset.wait();
+                tracing::info!("signal {sig}: unmounting");
+                if let Err(e) = (unmount.lock())() {
+                    tracing::error!("unmount failed: {e}");
+                }
+            })?;
+        if notify_ready {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "READY")?;
+            out.flush()?;
+            drop(out);
+            detach_stdio(&registration.path().with_extension("log"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = ready {
+        if let Err(u) = (unmount.lock())() {
+            tracing::error!("unmounting after a failed start: {u}");
+        }
+        return Err(e);
     }
     let res = session.run();
-    let _ = std::fs::remove_file(&record_path);
+    drop(registration);
     tracing::info!("unmounted {}", mountpoint.display());
     res.context("FUSE session")
 }
@@ -445,23 +474,35 @@ pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
 }
 
 /// Unmounts `mountpoint` and waits (up to 10 s) for its daemon to exit.
+/// A FUSE mount whose daemon is gone (every access says "Transport
+/// endpoint is not connected") is taken away too, lazily.
 pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
     let rec = store.mount_at(mountpoint)?;
-    if rec.is_none() && !is_fuse_mount(mountpoint) {
+    let dead = rec.is_none() && is_dead_fuse_mount(mountpoint);
+    if rec.is_none() && !dead && !is_fuse_mount(mountpoint) {
         bail!("{} is not a layerfs mount", mountpoint.display());
     }
     if crate::sys::euid() == 0 {
-        if let Err(e) = crate::sys::umount(mountpoint) {
+        let r = if dead {
+            crate::sys::umount_detach(mountpoint)
+        } else {
+            crate::sys::umount(mountpoint)
+        };
+        if let Err(e) = r {
             bail!("unmounting {}: {e}", mountpoint.display());
         }
     } else {
+        let mut args = vec!["-u"];
+        if dead {
+            args.push("-z");
+        }
         let out = Command::new("fusermount3")
-            .arg("-u")
+            .args(&args)
             .arg(mountpoint)
             .output()
             .or_else(|_| {
                 Command::new("fusermount")
-                    .arg("-u")
+                    .args(&args)
                     .arg(mountpoint)
                     .output()
             })
@@ -489,6 +530,57 @@ pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Is `path` a FUSE mount whose daemon is gone? Every access to it fails
+/// with ENOTCONN, and the mount table lists a `fuse*` filesystem there.
+pub fn is_dead_fuse_mount(path: &Path) -> bool {
+    let enotconn =
+        matches!(crate::sys::fs_type(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    enotconn
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|t| mount_fstype(&t, path))
+            .is_some_and(|t| t.starts_with("fuse"))
+}
+
+/// The filesystem type of the last (topmost) mount at `path` in a
+/// `/proc/PID/mountinfo` text.
+fn mount_fstype(mountinfo: &str, path: &Path) -> Option<String> {
+    let want = path.as_os_str().as_encoded_bytes();
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = left.split(' ').nth(4) else {
+            continue;
+        };
+        if unescape_mountinfo(mp) == want {
+            found = right.split(' ').next().map(str::to_string);
+        }
+    }
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Canonical absolute path of an existing mountpoint directory.
 pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf> {
     let c = p
@@ -503,6 +595,25 @@ pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_lookup() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    90 22 0:50 / /tmp/a\\040b rw,nosuid - fuse.layerfs layerfs:abc rw\n\
+                    91 22 0:51 / /tmp/c rw - tmpfs tmpfs rw\n\
+                    92 91 0:52 / /tmp/c rw - fuse layerfs:x rw\n";
+        assert_eq!(
+            mount_fstype(info, Path::new("/tmp/a b")).as_deref(),
+            Some("fuse.layerfs")
+        );
+        assert_eq!(
+            mount_fstype(info, Path::new("/tmp/c")).as_deref(),
+            Some("fuse"),
+            "topmost"
+        );
+        assert_eq!(mount_fstype(info, Path::new("/")).as_deref(), Some("ext4"));
+        assert_eq!(mount_fstype(info, Path::new("/tmp")), None);
+    }
 
     fn opts(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -154,6 +154,25 @@ pub struct StoreLock {
     _file: File,
 }
 
+/// A live mount's record, removed on drop (the mount ended or failed).
+#[derive(Debug)]
+pub struct MountRegistration {
+    path: PathBuf,
+}
+
+impl MountRegistration {
+    /// The record file (`mounts/<key>.json`); its log is beside it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for MountRegistration {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// A staging directory under `tmp/`, removed on drop unless published.
 #[derive(Debug)]
 pub struct Staging {
@@ -567,6 +586,9 @@ impl Store {
     /// Removes an image and the layers no other image uses. Refused while
     /// the image is mounted. Caller holds the lock.
     pub fn remove_image(&self, id: &str) -> Result<Vec<String>> {
+        // Held until the image is gone: a mount registers under it too,
+        // so it either sees no image or is seen here.
+        let _mounts = self.lock_mounts()?;
         if let Some(m) = self.mounts()?.into_iter().find(|m| m.image == id) {
             bail!(
                 "image {} is mounted at {} (daemon pid {}); unmount it first",
@@ -599,6 +621,40 @@ impl Store {
 
     fn mount_key(mountpoint: &Path) -> String {
         crate::oci::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
+    }
+
+    /// The lock that orders mounting against `rm`: held by `rm` while it
+    /// checks the mount records and removes the image, and by a mount
+    /// while it checks that its image exists and registers itself (before
+    /// its layers are opened). Short-lived, so a mount never waits for an
+    /// import (the writer lock).
+    pub fn lock_mounts(&self) -> Result<StoreLock> {
+        let path = self.root.join("mounts").join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        crate::sys::lock_exclusive(&file).context("locking the mount records")?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Registers a mount of image `rec.image` (empty: directory branches)
+    /// before its layers are opened: under [`Store::lock_mounts`], the
+    /// image must still exist, and from then on `rm` refuses it. The
+    /// record goes away when the returned guard is dropped.
+    pub fn register_mount_guarded(&self, rec: &MountRecord) -> Result<MountRegistration> {
+        let _lock = self.lock_mounts()?;
+        if !rec.image.is_empty() && !self.has_image(&rec.image) {
+            bail!(
+                "image {} is not in the store (removed?)",
+                &rec.image[..12.min(rec.image.len())]
+            );
+        }
+        let path = self.register_mount(rec)?;
+        Ok(MountRegistration { path })
     }
 
     pub fn register_mount(&self, rec: &MountRecord) -> Result<PathBuf> {
