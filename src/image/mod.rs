@@ -4,6 +4,7 @@
 //! and the tar writer they share. The pure parts of image formats
 //! (digests, chain ids, references, config fields) are in [`crate::oci`].
 
+pub mod check;
 pub mod commit;
 pub mod export;
 pub mod import;

@@ -623,6 +623,59 @@ impl Store {
         crate::oci::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
     }
 
+    /// Removes image `id` (its directory and its tags) even when its record
+    /// is damaged, keeping its layers (`check --repair` decides about
+    /// those). Refused while the image is mounted. Caller holds the lock.
+    pub fn force_remove_image(&self, id: &str) -> Result<()> {
+        check_id(id)?;
+        let _mounts = self.lock_mounts()?;
+        if let Some(m) = self.mounts()?.into_iter().find(|m| m.image == id) {
+            bail!(
+                "it is mounted at {} (daemon pid {})",
+                m.mountpoint.display(),
+                m.pid
+            );
+        }
+        let mut tags = self.tags()?;
+        let n = tags.len();
+        tags.retain(|_, v| v != id);
+        if tags.len() != n {
+            self.set_tags(&tags)?;
+        }
+        let dir = self.image_dir(id);
+        if dir.exists() {
+            self.remove_dir_atomically(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Removes layer `chain` whatever any record says of it. Refused while
+    /// a mounted image uses it. Caller holds the lock.
+    pub fn force_remove_layer(&self, chain: &str) -> Result<()> {
+        check_id(chain)?;
+        let _mounts = self.lock_mounts()?;
+        for m in self.mounts()? {
+            if m.image.is_empty() {
+                continue;
+            }
+            if self
+                .image(&m.image)
+                .is_ok_and(|r| r.layers.iter().any(|l| l == chain))
+            {
+                bail!(
+                    "image {} using it is mounted at {}",
+                    &m.image[..12.min(m.image.len())],
+                    m.mountpoint.display()
+                );
+            }
+        }
+        let dir = self.layer_dir(chain);
+        if dir.exists() {
+            self.remove_dir_atomically(&dir)?;
+        }
+        Ok(())
+    }
+
     /// The lock that orders mounting against `rm`: held by `rm` while it
     /// checks the mount records and removes the image, and by a mount
     /// while it checks that its image exists and registers itself (before
