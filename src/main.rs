@@ -589,8 +589,7 @@ fn run(cli: Cli) -> Result<()> {
                     .flat_map(|o| o.split(','))
                     .map(str::to_string)
                     .collect();
-                // SAFETY: getuid/getgid cannot fail.
-                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                let (uid, gid) = (layerfs::sys::uid(), layerfs::sys::gid());
                 let owner_opt = |o: &String| {
                     o.starts_with("uidmapping=")
                         || o.starts_with("gidmapping=")

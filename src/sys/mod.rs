@@ -338,6 +338,18 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The real uid of this process.
+pub fn uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The real gid of this process.
+pub fn gid() -> u32 {
+    // SAFETY: getgid cannot fail.
+    unsafe { libc::getgid() }
+}
+
 /// Is process `pid` running? A zombie (exited, not yet reaped: in a
 /// container whose init reaps late, for seconds) counts as gone.
 pub fn process_alive(pid: u32) -> bool {
