@@ -528,32 +528,14 @@ fn run(cli: Cli) -> Result<()> {
                     "--foreground".into(),
                     "--notify-ready".into(),
                 ];
-                // The daemon gets the resolved, absolute branches back in
-                // AUFS syntax (colons in paths escaped).
-                let esc = |p: &Path| {
-                    p.display()
-                        .to_string()
-                        .replace('\\', "\\\\")
-                        .replace(':', "\\:")
+                // The daemon gets the resolved, absolute branches back.
+                let resolved = layerfs::mount::options::Branches {
+                    upper: rw.clone(),
+                    work: work.clone(),
+                    lowers: lowers.clone(),
+                    rest: br.rest.clone(),
                 };
-                args.push("-o".into());
-                if let (Some(u), Some(w)) = (&rw, &work) {
-                    // Overlay syntax: the upper branch is overlay-format.
-                    let l: Vec<String> = lowers.iter().map(|l| esc(l)).collect();
-                    args.push(format!("lowerdir={}", l.join(":")).into());
-                    args.push("-o".into());
-                    args.push(format!("upperdir={}", u.display()).into());
-                    args.push("-o".into());
-                    args.push(format!("workdir={}", w.display()).into());
-                } else {
-                    let mut spec: Vec<String> = Vec::new();
-                    if let Some(u) = &rw {
-                        spec.push(format!("{}=rw", esc(u)));
-                    }
-                    spec.extend(lowers.iter().map(|l| format!("{}=ro+wh", esc(l))));
-                    args.push(format!("br={}", spec.join(":")).into());
-                }
-                for o in &br.rest {
+                for o in layerfs::mount::options::build(&resolved) {
                     args.push("-o".into());
                     args.push(o.into());
                 }
