@@ -572,14 +572,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map(str::to_string)
                     .collect();
                 let (uid, gid) = (layerfs::sys::uid(), layerfs::sys::gid());
-                let owner_opt = |o: &String| {
-                    o.starts_with("uidmapping=")
-                        || o.starts_with("gidmapping=")
-                        || o.starts_with("squash_to_")
-                };
-                if rootless && !options.iter().any(owner_opt) {
-                    options.push(format!("uidmapping=0:{uid}:1"));
-                    options.push(format!("gidmapping=0:{gid}:1"));
+                if rootless {
+                    layerfs::bundle::rootless_mount_options(&mut options, uid, gid);
                 }
                 let opts = MountOptions {
                     options,
