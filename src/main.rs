@@ -13,7 +13,7 @@ use layerfs::image::commit::{check_branch, commit, rw_diff, CommitOptions};
 use layerfs::image::export::{export, save, ExportOptions, ImageLayers, SaveFormat};
 use layerfs::image::import::{import, ImportOptions};
 use layerfs::layer::index::Kind;
-use layerfs::mount::{self, MountOptions};
+use layerfs::mount::{self, MountOptions, Source};
 use layerfs::oci::{layer_created_by, normalize_ref, rfc3339, validate_tag};
 use layerfs::store::{default_root, Store};
 use layerfs::union::inspect::{self, Item, LsError, Status};
@@ -461,10 +461,7 @@ fn run(cli: Cli) -> Result<()> {
                 init_layer,
             };
             if let Some(rw) = &opts.rw {
-                // The branch must not live under the mount it serves (every
-                // access to it would come back through the daemon).
-                let real = rw.canonicalize().unwrap_or_else(|_| rw.clone());
-                if real.starts_with(&mp) {
+                if mount::inside_mountpoint(rw, &mp) {
                     bail!(
                         "the rw branch {} is inside the mountpoint {}",
                         rw.display(),
@@ -502,8 +499,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             for d in lowers.iter().chain(rw.iter()).chain(work.iter()) {
-                let real = d.canonicalize().unwrap_or_else(|_| d.clone());
-                if real.starts_with(&mp) {
+                if mount::inside_mountpoint(d, &mp) {
                     bail!(
                         "branch {} is inside the mountpoint {}",
                         d.display(),
@@ -520,29 +516,13 @@ fn run(cli: Cli) -> Result<()> {
             if foreground {
                 mount::run_branches_foreground(&store, &lowers, &mp, &opts, notify_ready)?;
             } else {
-                let mut args: Vec<std::ffi::OsString> = vec![
-                    "--root".into(),
-                    store.root().into(),
-                    "mount-branches".into(),
-                    mp.clone().into(),
-                    "--foreground".into(),
-                    "--notify-ready".into(),
-                ];
-                // The daemon gets the resolved, absolute branches back.
                 let resolved = layerfs::mount::options::Branches {
-                    upper: rw.clone(),
-                    work: work.clone(),
-                    lowers: lowers.clone(),
-                    rest: br.rest.clone(),
+                    upper: rw,
+                    work,
+                    lowers,
+                    rest: br.rest,
                 };
-                for o in layerfs::mount::options::build(&resolved) {
-                    args.push("-o".into());
-                    args.push(o.into());
-                }
-                if init_layer {
-                    args.push("--init-layer".into());
-                }
-                mount::spawn_daemon(args, &mp)?;
+                mount::spawn_branches_background(store.root(), &mp, &resolved, init_layer)?;
             }
         }
         Cmd::Bundle {
@@ -740,8 +720,10 @@ fn run(cli: Cli) -> Result<()> {
                     rw_diff(&index_dirs(split_dirs(&dirs))?, &rw)?
                 }
                 None => match branch_and_base(&store, &target, image.as_deref(), plain)? {
-                    (rw, Base::Image(id)) => rw_diff(&ImageLayers::open(&store, &id)?.layers, &rw)?,
-                    (rw, Base::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
+                    (rw, Source::Image(id)) => {
+                        rw_diff(&ImageLayers::open(&store, &id)?.layers, &rw)?
+                    }
+                    (rw, Source::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
                 },
             };
             if json {
@@ -766,8 +748,8 @@ fn run(cli: Cli) -> Result<()> {
             plain,
         } => {
             let (rw, id) = match branch_and_base(&store, &rwdir, image.as_deref(), plain)? {
-                (rw, Base::Image(id)) => (rw, id),
-                (rw, Base::Dirs(_)) => bail!(
+                (rw, Source::Image(id)) => (rw, id),
+                (rw, Source::Dirs(_)) => bail!(
                     "{}: a branch of directory branches has no image to commit onto; give --image IMAGE",
                     rw.display()
                 ),
@@ -864,8 +846,7 @@ fn make_bundle(
         );
     }
     if let Some(rw) = &opts.rw {
-        let real = rw.canonicalize().unwrap_or_else(|_| rw.clone());
-        if real.starts_with(&mp) {
+        if mount::inside_mountpoint(rw, &mp) {
             bail!("the rw branch {} is inside the rootfs", rw.display());
         }
     }
@@ -925,13 +906,6 @@ fn free_mountpoint(store: &Store, mountpoint: &Path) -> Result<PathBuf> {
     Ok(mp)
 }
 
-/// What a branch lies on.
-enum Base {
-    Image(String),
-    /// mount-branches' read-only directories, top first.
-    Dirs(Vec<PathBuf>),
-}
-
 /// The branch directory of `target` (a live read-write mount's, or
 /// `target` itself), with the live mount's record if there is one.
 fn branch_of(
@@ -964,21 +938,16 @@ fn branch_and_base(
     target: &Path,
     image: Option<&str>,
     plain: bool,
-) -> Result<(PathBuf, Base)> {
+) -> Result<(PathBuf, Source)> {
     let (rw, m) = branch_of(store, target, plain)?;
     if let Some(i) = image {
-        return Ok((rw, Base::Image(store.resolve(i)?)));
+        return Ok((rw, Source::Image(store.resolve(i)?)));
     }
-    if let Some(m) = m {
-        if !m.image.is_empty() {
-            return Ok((rw, Base::Image(m.image)));
-        }
-        if !m.lowerdirs.is_empty() {
-            return Ok((rw, Base::Dirs(m.lowerdirs)));
-        }
+    if let Some(source) = m.as_ref().and_then(Source::of_record) {
+        return Ok((rw, source));
     }
     match layerfs::upper::branch_image(&rw) {
-        Some(id) => Ok((rw, Base::Image(id))),
+        Some(id) => Ok((rw, Source::Image(id))),
         None => bail!(
             "{}: which image is it a branch of? Give --image IMAGE (the branch does not record it)",
             rw.display()

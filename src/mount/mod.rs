@@ -213,7 +213,7 @@ pub fn run_foreground(
     };
     serve(
         store,
-        Source::Image(id),
+        Source::Image(id.to_string()),
         layers,
         upper,
         mountpoint,
@@ -294,11 +294,28 @@ pub fn run_branches_foreground(
     serve(store, source, layers, upper, mountpoint, opts, notify_ready)
 }
 
-/// What a mount shows: an image of the store, or directory branches.
-enum Source<'a> {
-    Image(&'a str),
-    /// The branch directories, top first.
+/// What a mount shows, and what its read-write branch lies on: an image
+/// of the store, or directory branches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An image of the store, by id.
+    Image(String),
+    /// `mount-branches`' read-only directories, top first.
     Dirs(Vec<PathBuf>),
+}
+
+impl Source {
+    /// What the live mount of `record` shows (`None` if the record names
+    /// neither an image nor directories).
+    pub fn of_record(record: &MountRecord) -> Option<Source> {
+        if !record.image.is_empty() {
+            Some(Source::Image(record.image.clone()))
+        } else if !record.lowerdirs.is_empty() {
+            Some(Source::Dirs(record.lowerdirs.clone()))
+        } else {
+            None
+        }
+    }
 }
 
 /// Mounts `layers` (+ `upper`) at `mountpoint` and serves until unmounted.
@@ -325,9 +342,9 @@ fn serve(
     let (id, lowerdirs) = match source {
         Source::Image(id) => (id, Vec::new()),
         // A mount-branches mount records no image (empty).
-        Source::Dirs(dirs) => ("", dirs),
+        Source::Dirs(dirs) => (String::new(), dirs),
     };
-    let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { id }, opts)?;
+    let (cfg, fusermount_opts) = fuse_config(if id.is_empty() { "branches" } else { &id }, opts)?;
     let sigset = block_signals();
     let fs = LayerFs::new(vfs).with_passthrough(passthrough);
     let mountpoint_owned = mountpoint.to_path_buf();
@@ -353,7 +370,7 @@ fn serve(
     };
     let record = MountRecord {
         pid: std::process::id(),
-        image: id.to_string(),
+        image: id,
         mountpoint: mountpoint.to_path_buf(),
         rw: rw_root,
         lowerdirs,
@@ -438,9 +455,36 @@ pub fn spawn_background(
     spawn_daemon(args, mountpoint)
 }
 
+/// Starts the daemon of `mount-branches` in the background (`branches`
+/// resolved to absolute paths, given back to it as options by
+/// [`options::build`]) and waits until the mount answers.
+pub fn spawn_branches_background(
+    root: &Path,
+    mountpoint: &Path,
+    branches: &options::Branches,
+    init_layer: bool,
+) -> Result<u32> {
+    let mut args: Vec<OsString> = vec![
+        "--root".into(),
+        root.into(),
+        "mount-branches".into(),
+        mountpoint.into(),
+        "--foreground".into(),
+        "--notify-ready".into(),
+    ];
+    for o in options::build(branches) {
+        args.push("-o".into());
+        args.push(o.into());
+    }
+    if init_layer {
+        args.push("--init-layer".into());
+    }
+    spawn_daemon(args, mountpoint)
+}
+
 /// Starts `layerfs ARGS` (a mount command with `--foreground
 /// --notify-ready`) in a new session and waits until the mount answers.
-pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
+fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
     let exe = std::env::current_exe().context("finding the layerfs executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(&args)
@@ -533,6 +577,15 @@ pub fn umount(store: &Store, mountpoint: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Is the branch directory `dir` inside `mountpoint` (canonical)? A
+/// branch must not live under the mount it serves: every access to it
+/// would come back through the daemon. A `dir` that does not exist (yet)
+/// is taken as given.
+pub fn inside_mountpoint(dir: &Path, mountpoint: &Path) -> bool {
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    real.starts_with(mountpoint)
 }
 
 /// Canonical absolute path of an existing mountpoint directory.
