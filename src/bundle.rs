@@ -50,6 +50,20 @@ fn image_cfg(image_config: &Value) -> &Value {
     image_config.get("config").unwrap_or(&Value::Null)
 }
 
+/// The mount options of a `--rootless` bundle's rootfs: `options` plus
+/// `uidmapping=0:UID:1,gidmapping=0:GID:1` (the image's root shown as the
+/// host user the spec maps container root to), unless `options` already
+/// say how owners are shown (`uidmapping=`, `gidmapping=`, `squash_to_*`).
+pub fn rootless_mount_options(options: &mut Vec<String>, host_uid: u32, host_gid: u32) {
+    let owner_opt = |o: &String| {
+        o.starts_with("uidmapping=") || o.starts_with("gidmapping=") || o.starts_with("squash_to_")
+    };
+    if !options.iter().any(owner_opt) {
+        options.push(format!("uidmapping=0:{host_uid}:1"));
+        options.push(format!("gidmapping=0:{host_gid}:1"));
+    }
+}
+
 /// The `User` field of an image config ("" if none).
 pub fn image_user(image_config: &Value) -> String {
     image_cfg(image_config)
@@ -234,6 +248,21 @@ mod tests {
         app:x:1000:1001:App:/home/app:/bin/sh\n";
     const GROUP: &str =
         "root:x:0:\ndaemon:x:1:\nappgrp:x:1001:\nwheel:x:10:app,root\nvideo:x:44:app\n";
+
+    #[test]
+    fn rootless_mount_options_map_root_unless_owners_are_given() {
+        let mut o = vec!["allow_other".to_string()];
+        rootless_mount_options(&mut o, 1000, 1001);
+        assert_eq!(
+            o,
+            ["allow_other", "uidmapping=0:1000:1", "gidmapping=0:1001:1"]
+        );
+        for given in ["squash_to_uid=5", "uidmapping=0:5:1", "gidmapping=0:5:1"] {
+            let mut o = vec![given.to_string()];
+            rootless_mount_options(&mut o, 1000, 1001);
+            assert_eq!(o, [given]);
+        }
+    }
 
     fn image() -> Value {
         json!({"config": {

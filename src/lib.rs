@@ -4,6 +4,8 @@
 //! See ARCHITECTURE.md for the codemap. Modules, from the top (the command
 //! line) down to the system calls; each depends only on the ones below it
 //! (`tests/tidy.rs` checks it):
+//! [`cli`] is the command line (the `layerfs` subcommands, their text and
+//! `--json` output; `src/main.rs` only calls it);
 //! [`mount`] runs mounts (daemon lifecycle, mount options, fusermount);
 //! [`image`] brings images in and takes them out of the store;
 //! [`fuse`] adapts [`fs`], the filesystem without FUSE, to fuser;
@@ -15,6 +17,7 @@
 //! system calls std lacks.
 
 pub mod bundle;
+pub mod cli;
 pub mod fs;
 pub mod fuse;
 pub mod idmap;

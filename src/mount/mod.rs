@@ -192,7 +192,7 @@ pub fn run_foreground(
     tracing::info!(image = id, layers = layers.len(), rw = ?opts.rw, "opening image");
     serve(
         registration,
-        Source::Image(id),
+        Source::Image(id.to_string()),
         layers,
         upper,
         mountpoint,
@@ -276,11 +276,11 @@ pub fn run_branches_foreground(
         image: String::new(),
         mountpoint: mountpoint.to_path_buf(),
         rw: upper.as_ref().map(|u| u.root().to_path_buf()),
-        lowerdirs: dirs,
+        lowerdirs: dirs.clone(),
     })?;
     serve(
         registration,
-        Source::Dirs,
+        Source::Dirs(dirs),
         layers,
         upper,
         mountpoint,
@@ -289,11 +289,28 @@ pub fn run_branches_foreground(
     )
 }
 
-/// What a mount shows: an image of the store, or directory branches.
-enum Source<'a> {
-    Image(&'a str),
-    /// Directory branches (recorded in the mount record).
-    Dirs,
+/// What a mount shows, and what its read-write branch lies on: an image
+/// of the store, or directory branches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An image of the store, by id.
+    Image(String),
+    /// `mount-branches`' read-only directories, top first.
+    Dirs(Vec<PathBuf>),
+}
+
+impl Source {
+    /// What the live mount of `record` shows (`None` if the record names
+    /// neither an image nor directories).
+    pub fn of_record(record: &MountRecord) -> Option<Source> {
+        if !record.image.is_empty() {
+            Some(Source::Image(record.image.clone()))
+        } else if !record.lowerdirs.is_empty() {
+            Some(Source::Dirs(record.lowerdirs.clone()))
+        } else {
+            None
+        }
+    }
 }
 
 /// Mounts `layers` (+ `upper`) at `mountpoint` and serves until unmounted.
@@ -316,9 +333,9 @@ fn serve(
             .with_owners(owners)
             .with_volatile(volatile),
     );
-    let fsname = match source {
-        Source::Image(id) => id,
-        Source::Dirs => "branches",
+    let fsname = match &source {
+        Source::Image(id) => id.as_str(),
+        Source::Dirs(_) => "branches",
     };
     let (cfg, fusermount_opts) = fuse_config(fsname, opts)?;
     let sigset = crate::sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
@@ -421,9 +438,36 @@ pub fn spawn_background(
     spawn_daemon(args, mountpoint)
 }
 
+/// Starts the daemon of `mount-branches` in the background (`branches`
+/// resolved to absolute paths, given back to it as options by
+/// [`options::build`]) and waits until the mount answers.
+pub fn spawn_branches_background(
+    root: &Path,
+    mountpoint: &Path,
+    branches: &options::Branches,
+    init_layer: bool,
+) -> Result<u32> {
+    let mut args: Vec<OsString> = vec![
+        "--root".into(),
+        root.into(),
+        "mount-branches".into(),
+        mountpoint.into(),
+        "--foreground".into(),
+        "--notify-ready".into(),
+    ];
+    for o in options::build(branches) {
+        args.push("-o".into());
+        args.push(o.into());
+    }
+    if init_layer {
+        args.push("--init-layer".into());
+    }
+    spawn_daemon(args, mountpoint)
+}
+
 /// Starts `layerfs ARGS` (a mount command with `--foreground
 /// --notify-ready`) in a new session and waits until the mount answers.
-pub fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
+fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
     let exe = std::env::current_exe().context("finding the layerfs executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(&args)
@@ -579,6 +623,15 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Is the branch directory `dir` inside `mountpoint` (canonical)? A
+/// branch must not live under the mount it serves: every access to it
+/// would come back through the daemon. A `dir` that does not exist (yet)
+/// is taken as given.
+pub fn inside_mountpoint(dir: &Path, mountpoint: &Path) -> bool {
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    real.starts_with(mountpoint)
 }
 
 /// Canonical absolute path of an existing mountpoint directory.

@@ -1,6 +1,7 @@
 //! Pure: the branch options of `layerfs mount-branches`, in AUFS' syntax
 //! (`br:/rw=rw:/ro1=ro+wh:...` or `br=...`, as Docker's `MountAUFS` passes
-//! them) or overlay's (`lowerdir=A:B:C,upperdir=U,workdir=W`).
+//! them) or overlay's (`lowerdir=A:B:C,upperdir=U,workdir=W`): [`parse`]
+//! reads them, [`build`] writes them back.
 //!
 //! AUFS branches are listed top first. A branch's permission is the suffix
 //! after its last `=`: `rw` (and `rw+...` attributes) is writable; `ro`,
@@ -19,7 +20,7 @@
 //! `xino=`, `userxattr`) are accepted and ignored; `volatile` is passed on
 //! (the daemon's own switch, as for `mount`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Branches of one mount, and the options left for FUSE.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -180,6 +181,44 @@ pub fn parse(options: &[String]) -> Result<Branches, String> {
     }
 }
 
+/// Escapes a path for a colon-separated list ([`split_colons`] undoes it).
+fn escape_colons(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace(':', "\\:")
+}
+
+/// The inverse of [`parse`]: `-o` options that [`parse`] turns back into
+/// `b` (the branches first, then `b.rest`). An overlay-format upper
+/// (`upper` and `work`) is spelled `lowerdir=`/`upperdir=`/`workdir=`,
+/// anything else AUFS' `br=` (the upper `=rw`, the lowers `=ro+wh`);
+/// colons in lower and AUFS paths are escaped. `mount-branches` hands its
+/// resolved branches to the daemon this way.
+pub fn build(b: &Branches) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(u), Some(w)) = (&b.upper, &b.work) {
+        // Overlay syntax: the upper branch is overlay-format.
+        let l: Vec<String> = b.lowers.iter().map(|l| escape_colons(l)).collect();
+        out.push(format!("lowerdir={}", l.join(":")));
+        out.push(format!("upperdir={}", u.display()));
+        out.push(format!("workdir={}", w.display()));
+    } else {
+        let mut spec: Vec<String> = Vec::new();
+        if let Some(u) = &b.upper {
+            spec.push(format!("{}=rw", escape_colons(u)));
+        }
+        spec.extend(
+            b.lowers
+                .iter()
+                .map(|l| format!("{}=ro+wh", escape_colons(l))),
+        );
+        out.push(format!("br={}", spec.join(":")));
+    }
+    out.extend(b.rest.iter().cloned());
+    out
+}
+
 /// Options a mount(8) or fstab line carries that mean nothing to layerfs.
 fn mount_only(opt: &str) -> bool {
     matches!(
@@ -299,6 +338,50 @@ mod tests {
         assert!(e.contains("needs workdir"), "{e}");
         assert!(parse(&opts("lowerdir=/l,workdir=/w")).is_err());
         assert!(parse(&opts("lowerdir=/a::/b")).is_err());
+    }
+
+    #[test]
+    fn build_is_the_inverse_of_parse() {
+        let cases = [
+            // AUFS: rw branch on top, read-only ones below.
+            Branches {
+                upper: Some("/rw".into()),
+                lowers: pb(&["/ro1", "/ro2"]),
+                rest: vec!["allow_other".into(), "uidmapping=0:1000:1".into()],
+                ..Branches::default()
+            },
+            // AUFS, read-only; colons, backslashes and '=' in paths.
+            Branches {
+                lowers: pb(&[r"/a:b", r"/c\d", "/e=rw", "/f"]),
+                ..Branches::default()
+            },
+            // AUFS, a rw branch alone.
+            Branches {
+                upper: Some("/u:x".into()),
+                ..Branches::default()
+            },
+            // Overlay: lowerdir= (escaped), upperdir=, workdir=.
+            Branches {
+                upper: Some("/up:per".into()),
+                work: Some("/work".into()),
+                lowers: pb(&["/l1", r"/l:2", r"/l\3"]),
+                rest: vec!["ro".into(), "volatile".into()],
+            },
+        ];
+        for b in cases {
+            let o = build(&b);
+            assert_eq!(parse(&o).as_ref(), Ok(&b), "{o:?}");
+        }
+        let b = Branches {
+            upper: Some("/u".into()),
+            work: Some("/w".into()),
+            lowers: pb(&["/a", "/b"]),
+            ..Branches::default()
+        };
+        assert_eq!(
+            build(&b),
+            vec!["lowerdir=/a:/b", "upperdir=/u", "workdir=/w"]
+        );
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Looking into images and branches: ls, layers, diff.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::branch::{branch_and_base, branch_of};
+use super::render::{
+    emit, layer_label, ls_line, print_json, short, ChangeRow, LayerChangeRow, LayerRow,
+    LayersReport, LsRow,
+};
+use super::store::image_config;
+use super::{DiffArgs, LsArgs};
+use crate::image::commit::rw_diff;
+use crate::image::export::ImageLayers;
+use crate::layer::index::Index;
+use crate::mount::Source;
+use crate::oci::layer_created_by;
+use crate::store::Store;
+use crate::union::inspect::{self, LsError};
+
+/// `ls IMAGE [PATH]`.
+pub(crate) fn ls(store: &Store, out: &mut impl Write, a: LsArgs) -> Result<()> {
+    let path = &a.path;
+    let id = store.resolve(&a.image)?;
+    let img = ImageLayers::open(store, &id)?;
+    let ls = if a.recursive {
+        inspect::list_recursive(&img.layers, path.as_bytes(), a.all)
+    } else {
+        inspect::list(&img.layers, path.as_bytes(), a.all)
+    };
+    let items = ls.map_err(|e| match e {
+        LsError::NotFound => anyhow::anyhow!(
+            "{path}: no such file or directory in image {}",
+            short(&id)
+        ),
+        LsError::Hidden(by) => anyhow::anyhow!(
+            "{path}: not in the merged view of image {} (hidden by layer {}; `ls -a` on its directory shows it)",
+            short(&id),
+            by.map(|l| layer_label(&img, l)).unwrap_or_else(|| "?".into())
+        ),
+    })?;
+    if a.json {
+        let rows: Vec<LsRow> = items.iter().map(|i| LsRow::new(&img, i)).collect();
+        print_json(out, &rows)
+    } else {
+        let norm = inspect::components(path.as_bytes()).join(&b"/"[..]);
+        let single = !norm.is_empty() && items.iter().all(|i| i.path == norm);
+        for i in &items {
+            writeln!(out, "{}", ls_line(&img, i, a.long, a.recursive || single))?;
+        }
+        Ok(())
+    }
+}
+
+/// `layers IMAGE [--diff N]`.
+pub(crate) fn layers(
+    store: &Store,
+    out: &mut impl Write,
+    image: &str,
+    json: bool,
+    diff: Option<usize>,
+) -> Result<()> {
+    let id = store.resolve(image)?;
+    let rec = store.image(&id)?;
+    let img = ImageLayers::open(store, &id)?;
+    let n = img.layers.len();
+    if let Some(want) = diff {
+        if want >= n {
+            bail!(
+                "--diff {want}: image {} has layers 0 to {}",
+                short(&id),
+                n.saturating_sub(1)
+            );
+        }
+        let rows: Vec<LayerChangeRow> = inspect::layer_changes(&img.layers, (n - 1 - want) as u16)
+            .iter()
+            .map(|c| LayerChangeRow::new(c.change, &c.path, c.kind))
+            .collect();
+        return emit(out, json, &rows[..]);
+    }
+    let created_by = layer_created_by(&image_config(store, &id)?, n);
+    let stats = inspect::image_stats(&img.layers, &img.tar_slices());
+    let mut rows = Vec::new();
+    for (pos, s) in stats.layers.iter().enumerate() {
+        let i = n - 1 - pos;
+        let l = store.layer(&rec.layers[i])?;
+        rows.push(LayerRow {
+            index: i,
+            layer: rec.layers[i].clone(),
+            diff_id: format!("sha256:{}", l.diff_id),
+            created_by: created_by[i].clone(),
+            size: l.size,
+            file_bytes: s.file_bytes,
+            added: s.added,
+            modified: s.modified,
+            deleted: s.deleted,
+            wasted: s.wasted,
+        });
+    }
+    let report = LayersReport {
+        image: id,
+        layers: rows,
+        file_bytes: stats.layers.iter().map(|s| s.file_bytes).sum(),
+        view_bytes: stats.view_bytes,
+        efficiency: stats.efficiency,
+        wasted_bytes: stats.wasted_bytes,
+    };
+    emit(out, json, &report)
+}
+
+/// `diff TARGET`: the changes of a branch against what it lies on.
+pub(crate) fn diff(store: &Store, out: &mut impl Write, a: DiffArgs) -> Result<()> {
+    let changes = match a.lowerdir {
+        Some(dirs) => {
+            let rw = branch_of(store, &a.target, a.plain)?.0;
+            rw_diff(&index_dirs(split_dirs(&dirs))?, &rw)?
+        }
+        None => match branch_and_base(store, &a.target, a.image.as_deref(), a.plain)? {
+            (rw, Source::Image(id)) => rw_diff(&ImageLayers::open(store, &id)?.layers, &rw)?,
+            (rw, Source::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
+        },
+    };
+    let rows: Vec<ChangeRow> = changes.iter().map(|(c, p)| ChangeRow::new(*c, p)).collect();
+    emit(out, a.json, &rows[..])
+}
+
+/// A colon-separated list of directories (empty ones skipped).
+fn split_dirs(s: &str) -> Vec<PathBuf> {
+    s.split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Directories as layer indexes (both whiteout formats), top first.
+fn index_dirs(dirs: Vec<PathBuf>) -> Result<Vec<Index>> {
+    if dirs.is_empty() {
+        bail!("--lowerdir: no directory given");
+    }
+    dirs.iter()
+        .map(|d| crate::layer::dir::index_directory(d))
+        .collect()
+}

@@ -1,0 +1,480 @@
+//! The output of the commands: typed rows, serialised by serde for
+//! `--json` and formatted for text from the same fields.
+//!
+//! The fields of every row are declared in alphabetical order: that is the
+//! order of the keys `--json` has always printed (the rows used to be
+//! `serde_json::Value` maps, which sort their keys).
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::image::export::ImageLayers;
+use crate::layer::index::Kind;
+use crate::oci::rfc3339;
+use crate::union::inspect::{Change, Item, Status};
+
+/// Writes `v` as pretty JSON and a newline.
+pub(crate) fn print_json(out: &mut impl Write, v: &(impl Serialize + ?Sized)) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Output that has a text form.
+pub(crate) trait Text {
+    /// Writes the text form.
+    fn text(&self, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// Writes `v` as JSON with `json`, else as text.
+pub(crate) fn emit(
+    out: &mut impl Write,
+    json: bool,
+    v: &(impl Serialize + Text + ?Sized),
+) -> Result<()> {
+    if json {
+        print_json(out, v)
+    } else {
+        Ok(v.text(out)?)
+    }
+}
+
+/// `n` bytes in decimal units with one decimal (`2.0MB`), bytes as they are.
+pub(crate) fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+/// The first 12 characters of an id.
+pub(crate) fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// A path from the image root (no leading `/`) as shown: `/path`.
+pub(crate) fn slash_path(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::Char => "char",
+        Kind::Block => "block",
+        Kind::Fifo => "fifo",
+        Kind::Whiteout => "whiteout",
+        Kind::Socket => "socket",
+    }
+}
+
+/// One image of `images`.
+#[derive(Serialize)]
+pub(crate) struct ImageRow {
+    /// The config's `created`.
+    pub created: Option<String>,
+    /// The image id.
+    pub id: String,
+    /// The number of layers.
+    pub layers: usize,
+    /// Bytes of the layer tars.
+    pub size: u64,
+    /// The image's tags, sorted.
+    pub tags: Vec<String>,
+}
+
+impl Text for [ImageRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "{:<12}  {:<30}  {:>6}  {:>8}  CREATED",
+            "ID", "TAGS", "LAYERS", "SIZE"
+        )?;
+        for r in self {
+            // The layer count is not padded to its column: it never was
+            // (a serde_json::Value, whose Display ignores the width).
+            writeln!(
+                out,
+                "{:<12}  {:<30}  {}  {:>8}  {}",
+                short(&r.id),
+                if r.tags.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    r.tags.join(",")
+                },
+                r.layers,
+                human_size(r.size),
+                r.created.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One layer of `history`.
+#[derive(Serialize)]
+pub(crate) struct HistoryRow {
+    /// The config history's `created_by` of the layer.
+    pub created_by: String,
+    /// `sha256:HEX`.
+    pub diff_id: String,
+    /// Index in the image, 0 = bottom.
+    pub index: usize,
+    /// The chain id.
+    pub layer: String,
+    /// Bytes of the layer tar.
+    pub size: u64,
+}
+
+impl Text for [HistoryRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "{:<12}  {:<19}  {:>8}  CREATED BY",
+            "LAYER", "DIFF ID", "SIZE"
+        )?;
+        for r in self {
+            writeln!(
+                out,
+                "{:<12}  {:<19}  {:>8}  {}",
+                short(&r.layer),
+                &r.diff_id[..19.min(r.diff_id.len())],
+                human_size(r.size),
+                r.created_by
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything `layers` prints.
+#[derive(Serialize)]
+pub(crate) struct LayersReport {
+    /// dive's efficiency score.
+    pub efficiency: f64,
+    /// File data stored by all the layers.
+    pub file_bytes: u64,
+    /// The image id.
+    pub image: String,
+    /// Top first.
+    pub layers: Vec<LayerRow>,
+    /// File data shown by the merged view.
+    pub view_bytes: u64,
+    /// dive's wasted bytes.
+    pub wasted_bytes: u64,
+}
+
+/// One layer of `layers`.
+#[derive(Serialize)]
+pub(crate) struct LayerRow {
+    /// Non-directories added.
+    pub added: u64,
+    /// The config history's `created_by` of the layer.
+    pub created_by: String,
+    /// Paths deleted.
+    pub deleted: u64,
+    /// `sha256:HEX`.
+    pub diff_id: String,
+    /// Bytes of file data the layer stores.
+    pub file_bytes: u64,
+    /// Index in the image, 0 = bottom.
+    pub index: usize,
+    /// The chain id.
+    pub layer: String,
+    /// Non-directories modified.
+    pub modified: u64,
+    /// Bytes of the layer tar.
+    pub size: u64,
+    /// Bytes of the layer's files the merged view does not show.
+    pub wasted: u64,
+}
+
+impl Text for LayersReport {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "{:>5}  {:<12}  {:>8}  {:>6}  {:>8}  {:>7}  {:>8}  CREATED BY",
+            "INDEX", "LAYER", "SIZE", "ADDED", "MODIFIED", "DELETED", "WASTED"
+        )?;
+        for r in &self.layers {
+            writeln!(
+                out,
+                "{:>5}  {:<12}  {:>8}  {:>6}  {:>8}  {:>7}  {:>8}  {}",
+                r.index,
+                short(&r.layer),
+                human_size(r.size),
+                r.added,
+                r.modified,
+                r.deleted,
+                human_size(r.wasted),
+                r.created_by
+            )?;
+        }
+        writeln!(
+            out,
+            "file data stored: {}, shown by the merged view: {}\nefficiency (dive): {:.4}%  wasted (dive): {}",
+            human_size(self.file_bytes),
+            human_size(self.view_bytes),
+            self.efficiency * 100.0,
+            human_size(self.wasted_bytes)
+        )
+    }
+}
+
+/// One change of `diff`: an `A`/`C`/`D` line.
+#[derive(Serialize)]
+pub(crate) struct ChangeRow {
+    /// `A`, `C` or `D`.
+    pub change: char,
+    /// `/path`.
+    pub path: String,
+}
+
+impl ChangeRow {
+    /// The row of `change` at `path` (from the image root).
+    pub fn new(change: Change, path: &[u8]) -> ChangeRow {
+        ChangeRow {
+            change: change.letter(),
+            path: slash_path(path),
+        }
+    }
+}
+
+impl Text for [ChangeRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for r in self {
+            writeln!(out, "{} {}", r.change, r.path)?;
+        }
+        Ok(())
+    }
+}
+
+/// One change of `layers --diff`: a `diff` line with the entry's type.
+#[derive(Serialize)]
+pub(crate) struct LayerChangeRow {
+    /// `A`, `C` or `D`.
+    pub change: char,
+    /// `/path`.
+    pub path: String,
+    /// The entry's type (`file`, `dir`, ...).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl LayerChangeRow {
+    /// The row of `change` at `path` (from the image root), of `kind`.
+    pub fn new(change: Change, path: &[u8], kind: Kind) -> LayerChangeRow {
+        LayerChangeRow {
+            change: change.letter(),
+            path: slash_path(path),
+            kind: kind_name(kind),
+        }
+    }
+}
+
+impl Text for [LayerChangeRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for r in self {
+            writeln!(out, "{} {}", r.change, r.path)?;
+        }
+        Ok(())
+    }
+}
+
+/// A layer of an image as `ls --json` names it.
+#[derive(Serialize)]
+pub(crate) struct LayerRef {
+    /// The chain id.
+    pub id: String,
+    /// Index in the image, 0 = bottom.
+    pub index: usize,
+}
+
+impl LayerRef {
+    /// The layer at stack position `l` (0 = top) of `img`.
+    fn new(img: &ImageLayers, l: u16) -> LayerRef {
+        LayerRef {
+            id: img.layers[l as usize].chain_id.clone(),
+            index: img.layers.len() - 1 - l as usize,
+        }
+    }
+}
+
+/// One entry of `ls --json`. The metadata (`mode` to `mtime_nsec`) is
+/// left out for whiteouts and opaque markers; `target` is there for
+/// symlinks, `rdev` for devices.
+#[derive(Serialize)]
+pub(crate) struct LsRow {
+    /// The stored owner group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The layer that hides the entry, if it is hidden.
+    pub hidden_by: Option<LayerRef>,
+    /// The layer of the entry shown.
+    pub layer: LayerRef,
+    /// Indexes of the layers the entry comes from, top first.
+    pub layers: Vec<usize>,
+    /// Permission bits (0o777 for a symlink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// Nanoseconds of `mtime`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtime_nsec: Option<u32>,
+    /// The last component of `path`.
+    pub name: String,
+    /// `/path`.
+    pub path: String,
+    /// Major and minor of a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<[u32; 2]>,
+    /// Bytes of a file (0 for anything else).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `visible`, `whiteout`, `opaque` or `shadowed`.
+    pub status: &'static str,
+    /// A symlink's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The entry's type (`file`, `dir`, ..., or `opaque` for a marker).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The stored owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+}
+
+impl LsRow {
+    /// The row of `ls` item `i` of image `img`.
+    pub fn new(img: &ImageLayers, i: &Item) -> LsRow {
+        let (l, e) = i.source;
+        let idx = &img.layers[l as usize].index;
+        let ent = idx.entry(e);
+        let n = img.layers.len();
+        let name = i.path.rsplit(|&c| c == b'/').next().unwrap_or(&i.path);
+        let meta = !matches!(i.status, Status::Whiteout | Status::Opaque);
+        let symlink = ent.kind == Kind::Symlink;
+        LsRow {
+            gid: meta.then_some(ent.gid),
+            hidden_by: i.hidden_by.map(|h| LayerRef::new(img, h)),
+            layer: LayerRef::new(img, l),
+            layers: i.layers.iter().map(|&x| n - 1 - x as usize).collect(),
+            mode: meta.then_some(if symlink { 0o777 } else { ent.mode }),
+            mtime: meta.then_some(ent.mtime),
+            mtime_nsec: meta.then_some(ent.mtime_nsec),
+            name: String::from_utf8_lossy(name).into_owned(),
+            path: slash_path(&i.path),
+            rdev: (meta && matches!(ent.kind, Kind::Char | Kind::Block))
+                .then_some([ent.rdev_major, ent.rdev_minor]),
+            size: meta.then_some(if ent.kind == Kind::File { ent.size } else { 0 }),
+            status: i.status.as_str(),
+            target: (meta && symlink)
+                .then(|| String::from_utf8_lossy(idx.target(&ent)).into_owned()),
+            kind: match i.status {
+                Status::Opaque => "opaque",
+                _ => kind_name(ent.kind),
+            },
+            uid: meta.then_some(ent.uid),
+        }
+    }
+}
+
+/// `INDEX:SHORTID` of stack position `l` (index 0 = bottom).
+pub(crate) fn layer_label(img: &ImageLayers, l: u16) -> String {
+    let n = img.layers.len();
+    let layer = &img.layers[l as usize];
+    format!("{}:{}", n - 1 - l as usize, short(&layer.chain_id))
+}
+
+/// `ls -l`'s `drwxr-xr-x`.
+fn mode_string(kind: Kind, mode: u32) -> String {
+    let t = match kind {
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Char => 'c',
+        Kind::Block => 'b',
+        Kind::Fifo => 'p',
+        Kind::Socket => 's',
+        Kind::Whiteout => 'w',
+        Kind::File => '-',
+    };
+    let mut s = String::from(t);
+    for (shift, special, ch) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => ch,
+            (true, false) => ch.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// One line of `ls` (`-l`: `long`) for item `i` of `img`, named by its
+/// full path with `full_path`, else by its name.
+pub(crate) fn ls_line(img: &ImageLayers, i: &Item, long: bool, full_path: bool) -> String {
+    let (l, e) = i.source;
+    let idx = &img.layers[l as usize].index;
+    let ent = idx.entry(e);
+    let shown = if full_path || i.path.is_empty() {
+        slash_path(&i.path)
+    } else {
+        String::from_utf8_lossy(i.path.rsplit(|&c| c == b'/').next().unwrap_or(&i.path))
+            .into_owned()
+    };
+    let mut name = shown;
+    match (i.status, ent.kind) {
+        (Status::Opaque | Status::Whiteout, _) => {}
+        (_, Kind::Dir) => name.push('/'),
+        (_, Kind::Symlink) => {
+            name.push_str(" -> ");
+            name.push_str(&String::from_utf8_lossy(idx.target(&ent)));
+        }
+        _ => {}
+    }
+    let note = match (i.status, i.hidden_by) {
+        (Status::Visible, _) => String::new(),
+        (s, Some(h)) => format!("  [{}, hidden by {}]", s.as_str(), layer_label(img, h)),
+        (s, None) => format!("  [{}]", s.as_str()),
+    };
+    let label = layer_label(img, l);
+    if !long {
+        return format!("{label:<15}  {name}{note}");
+    }
+    let (kind, perm) = match i.status {
+        Status::Opaque => (Kind::Whiteout, 0),
+        _ if ent.kind == Kind::Symlink => (Kind::Symlink, 0o777),
+        _ => (ent.kind, ent.mode),
+    };
+    let size = match ent.kind {
+        Kind::File if i.status != Status::Opaque => ent.size.to_string(),
+        Kind::Char | Kind::Block => format!("{},{}", ent.rdev_major, ent.rdev_minor),
+        _ => "0".into(),
+    };
+    format!(
+        "{}  {:>5}:{:<5}  {:>9}  {}  {label:<15}  {name}{note}",
+        mode_string(kind, perm),
+        ent.uid,
+        ent.gid,
+        size,
+        &rfc3339(ent.mtime)[..19].replace('T', " "),
+    )
+}
