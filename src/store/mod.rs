@@ -34,11 +34,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+mod mounts;
+mod records;
+
+pub use mounts::MountRegistration;
+pub use records::{BrokenImage, ImageRecord, LayerRecord, MountRecord, Publish};
+
+pub use crate::oci::check_id;
 use crate::oci::{is_hex64, normalize_ref, parse_digest};
 
 pub const STORE_VERSION: &str = "1";
@@ -50,82 +57,6 @@ const FILE_MODE: u32 = 0o600;
 
 /// The top-level directories of a store.
 const SUBDIRS: [&str; 4] = ["layers", "images", "tmp", "mounts"];
-
-/// What the store knows of one layer (`layer.json`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LayerRecord {
-    pub chain_id: String,
-    pub diff_id: String,
-    pub parent: Option<String>,
-    /// Size of the uncompressed tar.
-    pub size: u64,
-    pub entries: u32,
-    pub files: u32,
-    pub whiteouts: u32,
-    pub index_version: u32,
-}
-
-/// What the store knows of one image (`image.json`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ImageRecord {
-    pub id: String,
-    /// Chain ids, bottom layer first.
-    pub layers: Vec<String>,
-    /// The config's `created`, if any.
-    pub created: Option<String>,
-    /// Unix time of the import.
-    pub imported: u64,
-    /// The format it came from (docker-archive, docker-legacy, oci, rootfs).
-    pub source: String,
-}
-
-impl LayerRecord {
-    /// Ids are path components of the store: each must be a bare digest,
-    /// and the record must be the one of its directory.
-    fn validate(&self, dir_name: &str) -> Result<()> {
-        check_id(&self.chain_id)?;
-        check_id(&self.diff_id)?;
-        if let Some(p) = &self.parent {
-            check_id(p)?;
-        }
-        if self.chain_id != dir_name {
-            bail!("record of layer {} found in {dir_name}", self.chain_id);
-        }
-        Ok(())
-    }
-}
-
-impl ImageRecord {
-    /// As [`LayerRecord::validate`]: `rm` deletes the layer directories an
-    /// image record names, so every one must be a bare chain id.
-    fn validate(&self, dir_name: &str) -> Result<()> {
-        check_id(&self.id)?;
-        for l in &self.layers {
-            check_id(l).context("layer")?;
-        }
-        if self.id != dir_name {
-            bail!("record of image {} found in {dir_name}", self.id);
-        }
-        Ok(())
-    }
-}
-
-/// An image whose record cannot be read or does not validate: its id and
-/// what is wrong.
-pub type BrokenImage = (String, anyhow::Error);
-
-/// A live mount (`mounts/<key>.json`), written by the daemon.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MountRecord {
-    pub pid: u32,
-    pub image: String,
-    pub mountpoint: PathBuf,
-    pub rw: Option<PathBuf>,
-    /// `mount-branches`: the read-only branches, top first (the image is
-    /// empty then).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lowerdirs: Vec<PathBuf>,
-}
 
 /// The default store root: `$LAYERFS_ROOT`, else `/var/lib/layerfs` for
 /// root, else `$XDG_DATA_HOME/layerfs` (`~/.local/share/layerfs`).
@@ -152,25 +83,6 @@ pub struct Store {
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
-}
-
-/// A live mount's record, removed on drop (the mount ended or failed).
-#[derive(Debug)]
-pub struct MountRegistration {
-    path: PathBuf,
-}
-
-impl MountRegistration {
-    /// The record file (`mounts/<key>.json`); its log is beside it.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for MountRegistration {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 /// A staging directory under `tmp/`, removed on drop unless published.
@@ -617,242 +529,5 @@ impl Store {
             }
         }
         Ok(removed)
-    }
-
-    fn mount_key(mountpoint: &Path) -> String {
-        crate::oci::sha256_hex(mountpoint.as_os_str().as_encoded_bytes())[..16].to_string()
-    }
-
-    /// Removes image `id` (its directory and its tags) even when its record
-    /// is damaged, keeping its layers (`check --repair` decides about
-    /// those). Refused while the image is mounted. Caller holds the lock.
-    pub fn force_remove_image(&self, id: &str) -> Result<()> {
-        check_id(id)?;
-        let _mounts = self.lock_mounts()?;
-        if let Some(m) = self.mounts()?.into_iter().find(|m| m.image == id) {
-            bail!(
-                "it is mounted at {} (daemon pid {})",
-                m.mountpoint.display(),
-                m.pid
-            );
-        }
-        let mut tags = self.tags()?;
-        let n = tags.len();
-        tags.retain(|_, v| v != id);
-        if tags.len() != n {
-            self.set_tags(&tags)?;
-        }
-        let dir = self.image_dir(id);
-        if dir.exists() {
-            self.remove_dir_atomically(&dir)?;
-        }
-        Ok(())
-    }
-
-    /// Removes layer `chain` whatever any record says of it. Refused while
-    /// a mounted image uses it. Caller holds the lock.
-    pub fn force_remove_layer(&self, chain: &str) -> Result<()> {
-        check_id(chain)?;
-        let _mounts = self.lock_mounts()?;
-        for m in self.mounts()? {
-            if m.image.is_empty() {
-                continue;
-            }
-            if self
-                .image(&m.image)
-                .is_ok_and(|r| r.layers.iter().any(|l| l == chain))
-            {
-                bail!(
-                    "image {} using it is mounted at {}",
-                    &m.image[..12.min(m.image.len())],
-                    m.mountpoint.display()
-                );
-            }
-        }
-        let dir = self.layer_dir(chain);
-        if dir.exists() {
-            self.remove_dir_atomically(&dir)?;
-        }
-        Ok(())
-    }
-
-    /// The lock that orders mounting against `rm`: held by `rm` while it
-    /// checks the mount records and removes the image, and by a mount
-    /// while it checks that its image exists and registers itself (before
-    /// its layers are opened). Short-lived, so a mount never waits for an
-    /// import (the writer lock).
-    pub fn lock_mounts(&self) -> Result<StoreLock> {
-        let path = self.root.join("mounts").join(".lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        crate::sys::lock_exclusive(&file).context("locking the mount records")?;
-        Ok(StoreLock { _file: file })
-    }
-
-    /// Registers a mount of image `rec.image` (empty: directory branches)
-    /// before its layers are opened: under [`Store::lock_mounts`], the
-    /// image must still exist, and from then on `rm` refuses it. The
-    /// record goes away when the returned guard is dropped.
-    pub fn register_mount_guarded(&self, rec: &MountRecord) -> Result<MountRegistration> {
-        let _lock = self.lock_mounts()?;
-        if !rec.image.is_empty() && !self.has_image(&rec.image) {
-            bail!(
-                "image {} is not in the store (removed?)",
-                &rec.image[..12.min(rec.image.len())]
-            );
-        }
-        let path = self.register_mount(rec)?;
-        Ok(MountRegistration { path })
-    }
-
-    pub fn register_mount(&self, rec: &MountRecord) -> Result<PathBuf> {
-        let p = self
-            .root
-            .join("mounts")
-            .join(format!("{}.json", Store::mount_key(&rec.mountpoint)));
-        // Atomic (readers never see half a record) but not fsynced: a
-        // record describes a live process, and nothing outlives a crash
-        // that could lose it (a record whose daemon is gone is dropped by
-        // `mounts`, an unreadable one skipped).
-        write_replace(&p, &serde_json::to_vec_pretty(rec)?)?;
-        Ok(p)
-    }
-
-    /// Live mounts; records of daemons that are gone are removed.
-    pub fn mounts(&self) -> Result<Vec<MountRecord>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(self.root.join("mounts"))? {
-            let p = e?.path();
-            if p.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let Ok(rec) = read_json::<MountRecord>(&p) else {
-                continue;
-            };
-            if crate::sys::process_alive(rec.pid) {
-                out.push(rec);
-            } else {
-                let _ = fs::remove_file(&p);
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn mount_at(&self, mountpoint: &Path) -> Result<Option<MountRecord>> {
-        Ok(self
-            .mounts()?
-            .into_iter()
-            .find(|m| m.mountpoint == mountpoint))
-    }
-}
-
-/// An all-or-nothing change to the store: staged directories to move into
-/// place (paths relative to the store root) and tags to set.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Publish {
-    pub renames: Vec<(PathBuf, PathBuf)>,
-    pub tags: BTreeMap<String, String>,
-}
-
-impl Publish {
-    /// A journal may only move a staging directory (`tmp/NAME`) to a layer
-    /// or image directory (`layers/ID`, `images/ID`) and tag image ids:
-    /// anything else (an absolute path, `..`, another directory of the
-    /// store) is refused, since `recover` acts on what the file says.
-    pub fn validate(&self) -> Result<()> {
-        for (from, to) in &self.renames {
-            let ok_from = matches!(
-                rel_components(from).as_deref(),
-                Some([top, name]) if top == "tmp" && !name.is_empty()
-            );
-            if !ok_from {
-                bail!(
-                    "rename source {} is not a staging directory",
-                    from.display()
-                );
-            }
-            let ok_to = matches!(
-                rel_components(to).as_deref(),
-                Some([top, id]) if (top == "layers" || top == "images") && is_hex64(id)
-            );
-            if !ok_to {
-                bail!(
-                    "rename target {} is not a layer or image directory",
-                    to.display()
-                );
-            }
-        }
-        for (tag, id) in &self.tags {
-            check_id(id).with_context(|| format!("tag {tag:?}"))?;
-        }
-        Ok(())
-    }
-}
-
-/// The components of a relative path made only of plain names, as
-/// strings; None for anything else (absolute, `.`, `..`, not UTF-8).
-fn rel_components(p: &Path) -> Option<Vec<String>> {
-    p.components()
-        .map(|c| match c {
-            Component::Normal(n) => n.to_str().map(str::to_string),
-            _ => None,
-        })
-        .collect()
-}
-
-pub use crate::oci::check_id;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn publish(renames: &[(&str, &str)], tags: &[(&str, &str)]) -> Publish {
-        Publish {
-            renames: renames
-                .iter()
-                .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-                .collect(),
-            tags: tags
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn journal_moves_staging_to_layers_and_images_only() {
-        let id = "ab".repeat(32);
-        let layer = format!("layers/{id}");
-        let image = format!("images/{id}");
-        assert!(publish(
-            &[("tmp/layer-1-2", &layer), ("tmp/image-1-3", &image)],
-            &[("a:b", &id)]
-        )
-        .validate()
-        .is_ok());
-        for (from, to) in [
-            ("/etc", layer.as_str()),
-            ("tmp/../../x", layer.as_str()),
-            ("tmp/a/b", layer.as_str()),
-            ("tmp", layer.as_str()),
-            ("layers/x", layer.as_str()),
-            ("./tmp/x", layer.as_str()),
-            ("tmp/x", "layers"),
-            ("tmp/x", "/layers/x"),
-            ("tmp/x", "tmp/y"),
-            ("tmp/x", "layers/../../etc"),
-            ("tmp/x", "images/ABC"),
-        ] {
-            assert!(
-                publish(&[(from, to)], &[]).validate().is_err(),
-                "{from} -> {to} accepted"
-            );
-        }
-        assert!(publish(&[], &[("a:b", "../x")]).validate().is_err());
     }
 }
