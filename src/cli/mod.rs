@@ -75,6 +75,18 @@ enum Cmd {
     },
     /// Add a tag to an image.
     Tag { image: String, name: String },
+    /// Verify the store: re-hash every layer tar against its diff id,
+    /// validate indexes, records, configs and tags, find orphans and
+    /// leftovers (of IMAGEs only, if given). Fails if anything is wrong.
+    Check {
+        images: Vec<String>,
+        /// Remove what is broken: a damaged layer with every image that
+        /// needs it, damaged images, dangling tags, unused layers.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Mount an image at MOUNTPOINT: read-only, or with a read-write branch.
     Mount(MountArgs),
     /// Mount plain directories as a union, AUFS- or overlay-style:
@@ -308,6 +320,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Inspect { image } => store::inspect(store, out, &image),
         Cmd::Rm { images } => store::rm(store, out, &images),
         Cmd::Tag { image, name } => store::tag(store, &image, &name),
+        Cmd::Check {
+            images,
+            repair,
+            json,
+        } => store::check(store, out, &images, repair, json),
         Cmd::Mount(a) => mount::mount(store, a),
         Cmd::MountBranches(a) => mount::mount_branches(store, a),
         Cmd::Bundle(a) => mount::bundle(store, a),

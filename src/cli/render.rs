@@ -93,6 +93,10 @@ pub(crate) struct ImageRow {
     pub size: u64,
     /// The image's tags, sorted.
     pub tags: Vec<String>,
+    /// What is wrong with the image's record, if it is damaged (its
+    /// layers, size and created are then unknown: 0, 0, null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 impl Text for [ImageRow] {
@@ -103,17 +107,26 @@ impl Text for [ImageRow] {
             "ID", "TAGS", "LAYERS", "SIZE"
         )?;
         for r in self {
-            // The layer count is not padded to its column: it never was
-            // (a serde_json::Value, whose Display ignores the width).
+            let tags = if r.tags.is_empty() {
+                "<none>".to_string()
+            } else {
+                r.tags.join(",")
+            };
+            if let Some(why) = &r.broken {
+                writeln!(
+                    out,
+                    "{:<12}  {tags:<30}  {:>6}  {:>8}  BROKEN: {why}",
+                    short(&r.id),
+                    "?",
+                    "?"
+                )?;
+                continue;
+            }
             writeln!(
                 out,
-                "{:<12}  {:<30}  {}  {:>8}  {}",
+                "{:<12}  {:<30}  {:>6}  {:>8}  {}",
                 short(&r.id),
-                if r.tags.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    r.tags.join(",")
-                },
+                tags,
                 r.layers,
                 human_size(r.size),
                 r.created.as_deref().unwrap_or("-")
@@ -477,4 +490,29 @@ pub(crate) fn ls_line(img: &ImageLayers, i: &Item, long: bool, full_path: bool) 
         size,
         &rfc3339(ent.mtime)[..19].replace('T', " "),
     )
+}
+
+impl Text for crate::image::check::Report {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for p in &self.problems {
+            let subject = if p.kind == "image" || p.kind == "layer" {
+                short(&p.subject)
+            } else {
+                &p.subject
+            };
+            write!(out, "{} {subject}: {}", p.kind, p.what)?;
+            if !p.repaired.is_empty() {
+                write!(out, " -> {}", p.repaired)?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "checked {} images, {} layers ({} hashed): {} problems",
+            self.images,
+            self.layers,
+            human_size(self.bytes_hashed),
+            self.problems.len()
+        )
+    }
 }

@@ -47,9 +47,52 @@ pub(crate) fn images(store: &Store, out: &mut impl Write, json: bool) -> Result<
             size: image_size(store, &img.layers),
             created: img.created,
             id: img.id,
+            broken: None,
+        });
+    }
+    for (id, err) in store.broken_images()? {
+        rows.push(ImageRow {
+            tags: tags
+                .iter()
+                .filter(|(_, v)| **v == id)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            layers: 0,
+            size: 0,
+            created: None,
+            id,
+            broken: Some(format!("{err:#}")),
         });
     }
     emit(out, json, &rows[..])
+}
+
+/// `check [IMAGE...] [--repair]`: fails when a problem is left unrepaired.
+pub(crate) fn check(
+    store: &Store,
+    out: &mut impl Write,
+    images: &[String],
+    repair: bool,
+    json: bool,
+) -> Result<()> {
+    let report = crate::image::check::check(store, images, repair)?;
+    emit(out, json, &report)?;
+    let left = report
+        .problems
+        .iter()
+        .filter(|p| p.repaired.is_empty() || p.repaired.starts_with("could not"))
+        .count();
+    if left > 0 {
+        anyhow::bail!(
+            "{left} problem(s) found{}",
+            if repair {
+                " and not repaired"
+            } else {
+                "; `layerfs check --repair` removes what is broken"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The config of image `id`, parsed.

@@ -192,7 +192,7 @@ pub fn check(store: &Store, images: &[String], repair: bool) -> Result<Report> {
     let tags = store.tags()?;
     let dangling: Vec<String> = tags
         .iter()
-        .filter(|(_, id)| !store.has_image(id))
+        .filter(|(_, id)| all && !store.has_image(id))
         .map(|(t, _)| t.clone())
         .collect();
     for t in &dangling {
@@ -239,9 +239,11 @@ pub fn check(store: &Store, images: &[String], repair: bool) -> Result<Report> {
         .map(|(c, _)| c.clone())
         .collect();
     // Images outside the checked set may share a bad layer.
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for img in store.images()? {
-        if img.layers.iter().any(|l| bad_layers.contains(l)) {
-            broken_images.insert(img.id);
+        for l in img.layers.iter().filter(|l| bad_layers.contains(*l)) {
+            users.entry(l.clone()).or_default().push(img.id.clone());
+            broken_images.insert(img.id.clone());
         }
     }
     for id in &broken_images {
@@ -249,18 +251,26 @@ pub fn check(store: &Store, images: &[String], repair: bool) -> Result<Report> {
             Ok(()) => format!("removed image {}", &id[..12.min(id.len())]),
             Err(e) => format!("could not remove image: {e:#}"),
         };
-        mark(&mut report, "image", id, &note);
-        for p in report.problems.iter_mut() {
-            if p.kind == "layer" && bad_layers.contains(&p.subject) && p.repaired.is_empty() {
-                p.repaired = format!("its images were removed ({note})");
-            }
+        if report.problems.iter().any(|p| p.kind == "image" && p.subject == *id) {
+            mark(&mut report, "image", id, &note);
+        } else {
+            report.problems.push(Problem {
+                kind: "image",
+                subject: id.clone(),
+                what: "needs a damaged layer".into(),
+                repaired: note,
+            });
         }
     }
     for chain in bad_layers.iter().chain(orphans.iter()) {
-        let note = match store.force_remove_layer(chain) {
+        let mut note = match store.force_remove_layer(chain) {
             Ok(()) => "removed".to_string(),
             Err(e) => format!("could not remove: {e:#}"),
         };
+        if let Some(ids) = users.get(chain) {
+            let short: Vec<&str> = ids.iter().map(|i| &i[..12.min(i.len())]).collect();
+            note.push_str(&format!(", and with it image(s) {}", short.join(", ")));
+        }
         mark(&mut report, "layer", chain, &note);
     }
     if !dangling.is_empty() {
