@@ -27,9 +27,12 @@ pub struct IdMap {
 }
 
 impl IdMap {
-    /// Parses `C:H:N[:C:H:N...]`.
+    /// Parses `C:H:N[:C:H:N...]`; a leading `:` is allowed, as
+    /// containers-storage writes the list (`:0:1000:1:1:100000:65536`).
     pub fn parse(s: &str) -> Result<IdMap, String> {
         let nums: Vec<u32> = s
+            .strip_prefix(':')
+            .unwrap_or(s)
             .split(':')
             .map(|p| {
                 p.trim()
@@ -162,6 +165,17 @@ impl Owners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_storage_spelling_with_a_leading_colon() {
+        let m = IdMap::parse(":0:1:1002:1002:0:1:1003:1003:64534").unwrap();
+        assert_eq!(
+            m,
+            IdMap::parse("0:1:1002:1002:0:1:1003:1003:64534").unwrap()
+        );
+        assert!(!m.is_identity());
+        assert!(IdMap::parse("::0:1:1").is_err());
+    }
 
     #[test]
     fn parses_fuse_overlayfs_syntax() {

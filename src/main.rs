@@ -8,18 +8,21 @@ use layerfs::cli::Cli;
 
 fn main() -> ExitCode {
     // As a mount helper (`mount -t fuse.layerfs none MNT -o br=...` runs
-    // `layerfs none MNT -o br=...` through fuse3's mount.fuse3).
-    // Only when the first argument is no subcommand or flag of ours.
+    // `layerfs none MNT -o br=...` through fuse3's mount.fuse3), or as
+    // containers-storage's mount program (`layerfs -o lowerdir=...,upperdir=...
+    // MNT`). Only when the first argument is no subcommand or flag of ours
+    // (`-o` is none).
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.into_string().unwrap_or_default())
         .collect();
-    let helper = argv
-        .get(1)
-        .is_some_and(|a| !a.starts_with('-') && Cli::command().find_subcommand(a).is_none());
+    let helper = argv.get(1).is_some_and(|a| {
+        a == "-o" || (!a.starts_with('-') && Cli::command().find_subcommand(a).is_none())
+    });
+    let root = layerfs::sys::euid() == 0;
     let cli = match argv
         .get(1..)
         .filter(|_| helper)
-        .and_then(layerfs::mount::options::helper_args)
+        .and_then(|a| layerfs::mount::options::helper_args(a, root))
     {
         Some(args) => Cli::parse_from(std::iter::once(argv[0].clone()).chain(args)),
         None => Cli::parse(),

@@ -79,7 +79,10 @@ fn check_finds_and_repairs_damage() {
         out.contains(&format!("removed image {}", &edge[..12])),
         "{out}"
     );
-    assert!(out.contains(&format!("and with it image(s) {}", &edge[..12])), "{out}");
+    assert!(
+        out.contains(&format!("and with it image(s) {}", &edge[..12])),
+        "{out}"
+    );
     assert!(!store.root().join("layers").join(&bad).exists());
     assert!(!store.root().join("images").join(&edge).exists());
     let out = store.ok(&["check"]);

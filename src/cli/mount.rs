@@ -55,11 +55,16 @@ pub(crate) fn mount(store: &Store, a: MountArgs) -> Result<()> {
 pub(crate) fn mount_branches(store: &Store, a: MountBranchesArgs) -> Result<()> {
     let mp = free_mountpoint(store, &a.mountpoint)?;
     let br = options::parse(&split_options(&a.options)).map_err(anyhow::Error::msg)?;
+    for o in &br.ignored {
+        // fuse-overlayfs' wording, for scripts that look for it.
+        tracing::warn!("unknown argument ignored: {o}");
+    }
     let br = Branches {
         upper: br.upper.as_deref().map(absolute),
         work: br.work.as_deref().map(absolute),
         lowers: br.lowers.iter().map(|p| absolute(p)).collect(),
         rest: br.rest,
+        ignored: Vec::new(),
     };
     if br.work.is_some() && crate::sys::euid() != 0 {
         bail!(

@@ -251,7 +251,11 @@ pub fn check(store: &Store, images: &[String], repair: bool) -> Result<Report> {
             Ok(()) => format!("removed image {}", &id[..12.min(id.len())]),
             Err(e) => format!("could not remove image: {e:#}"),
         };
-        if report.problems.iter().any(|p| p.kind == "image" && p.subject == *id) {
+        if report
+            .problems
+            .iter()
+            .any(|p| p.kind == "image" && p.subject == *id)
+        {
             mark(&mut report, "image", id, &note);
         } else {
             report.problems.push(Problem {

@@ -34,6 +34,36 @@ pub struct Branches {
     pub lowers: Vec<PathBuf>,
     /// Options that are not about branches (allow_other, ro, ...).
     pub rest: Vec<String>,
+    /// fuse-overlayfs' own tuning options, accepted for drop-in use and
+    /// ignored (the caller warns, as fuse-overlayfs does for what it does
+    /// not know: "unknown argument ignored").
+    pub ignored: Vec<String>,
+}
+
+/// fuse-overlayfs' options that mean nothing to layerfs (its `fsync=` is
+/// the daemon's own switch, and passes on), and SELinux labels, which a
+/// FUSE mount on a kernel without SELinux refuses.
+fn fuse_overlayfs_only(opt: &str) -> bool {
+    let key = opt.split_once('=').map_or(opt, |(k, _)| k);
+    matches!(
+        key,
+        "noacl"
+            | "static_nlink"
+            | "debug"
+            | "threaded"
+            | "timeout"
+            | "writeback"
+            | "noxattrs"
+            | "xattr_permissions"
+            | "max_idle_threads"
+            | "plugins"
+            | "fast_ino"
+            | "redirect_dir_xattr"
+            | "context"
+            | "fscontext"
+            | "defcontext"
+            | "rootcontext"
+    )
 }
 
 /// Options of AUFS and overlayfs that tune the kernel implementations and
@@ -96,6 +126,7 @@ pub fn parse(options: &[String]) -> Result<Branches, String> {
     let mut br: Option<&str> = None;
     let (mut lower, mut upper, mut work) = (None, None, None);
     let mut rest = Vec::new();
+    let mut skipped = Vec::new();
     for o in options {
         if let Some(v) = o.strip_prefix("br:").or_else(|| o.strip_prefix("br=")) {
             if br.replace(v).is_some() {
@@ -109,12 +140,15 @@ pub fn parse(options: &[String]) -> Result<Branches, String> {
             work = Some(v);
         } else if ignored(o) {
             continue;
+        } else if fuse_overlayfs_only(o) {
+            skipped.push(o.clone());
         } else if !o.is_empty() {
             rest.push(o.clone());
         }
     }
     let mut b = Branches {
         rest,
+        ignored: skipped,
         ..Branches::default()
     };
     match (br, lower) {
@@ -228,14 +262,23 @@ fn mount_only(opt: &str) -> bool {
         || opt.starts_with("comment=")
 }
 
-/// The mount-helper calling convention, `layerfs SOURCE MOUNTPOINT -o
-/// OPTS` (what fuse3's `mount.fuse3` runs for `mount -t fuse.layerfs
-/// SOURCE MNT -o OPTS` and for an fstab line of type `fuse.layerfs`),
-/// turned into `mount-branches MOUNTPOINT -o OPTS`. `None` when `args`
-/// (without the program name) is not that shape or names no branches.
-/// SOURCE is ignored (`none`, or anything); `rw` is dropped when no branch
-/// is writable, as mount(8) adds it by default.
-pub fn helper_args(args: &[String]) -> Option<Vec<String>> {
+/// The mount-helper and mount-program calling conventions, turned into
+/// `mount-branches MOUNTPOINT -o OPTS`:
+/// - `layerfs SOURCE MOUNTPOINT -o OPTS`, what fuse3's `mount.fuse3` runs
+///   for `mount -t fuse.layerfs SOURCE MNT -o OPTS` and for an fstab line
+///   of type `fuse.layerfs` (SOURCE is ignored: `none`, or anything);
+/// - `layerfs -o OPTS MOUNTPOINT`, what containers-storage runs for its
+///   `mount_program` (fuse-overlayfs' convention: `lowerdir=` top first,
+///   `upperdir=`, `workdir=`, and the caller's other options).
+///
+/// Both follow what the caller asks, as kernel overlayfs does, not the
+/// safe defaults of `layerfs mount`: as root (`root`) the mount is for
+/// every user (`allow_other`) and honours setuid bits and devices (`suid`,
+/// `dev`) unless the options say `nosuid` / `nodev`. `rw` is dropped when
+/// no branch is writable, as mount(8) adds it by default. `None` when
+/// `args` (without the program name) is neither shape or names no
+/// branches.
+pub fn helper_args(args: &[String], root: bool) -> Option<Vec<String>> {
     let (mut pos, mut opts) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -250,11 +293,25 @@ pub fn helper_args(args: &[String]) -> Option<Vec<String>> {
             pos.push(a.clone());
         }
     }
-    let [_source, mountpoint] = <[String; 2]>::try_from(pos).ok()?;
+    let mountpoint = match <[String; 2]>::try_from(pos) {
+        Ok([_source, mountpoint]) => mountpoint,
+        Err(pos) => <[String; 1]>::try_from(pos).ok()?.into_iter().next()?,
+    };
     opts.retain(|o| !mount_only(o) && !o.is_empty());
     let parsed = parse(&opts).ok()?;
     if parsed.upper.is_none() {
         opts.retain(|o| o != "rw");
+    }
+    if root {
+        for (want, unless) in [
+            ("allow_other", "allow_other"),
+            ("suid", "nosuid"),
+            ("dev", "nodev"),
+        ] {
+            if !opts.iter().any(|x| x == want || x == unless) {
+                opts.push(want.to_string());
+            }
+        }
     }
     Some(vec![
         "mount-branches".into(),
@@ -366,6 +423,7 @@ mod tests {
                 work: Some("/work".into()),
                 lowers: pb(&["/l1", r"/l:2", r"/l\3"]),
                 rest: vec!["ro".into(), "volatile".into()],
+                ignored: Vec::new(),
             },
         ];
         for b in cases {
@@ -388,16 +446,17 @@ mod tests {
     fn mount_helper_convention() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            helper_args(&a(&["none", "/mnt", "-o", "rw,br=/u=rw:/l=ro,noauto"])),
+            helper_args(
+                &a(&["none", "/mnt", "-o", "rw,br=/u=rw:/l=ro,noauto"]),
+                false
+            ),
             Some(a(&["mount-branches", "/mnt", "-o", "rw,br=/u=rw:/l=ro"]))
         );
         assert_eq!(
-            helper_args(&a(&[
-                "none",
-                "/mnt",
-                "-n",
-                "-orw,lowerdir=/a:/b,allow_other"
-            ])),
+            helper_args(
+                &a(&["none", "/mnt", "-n", "-orw,lowerdir=/a:/b,allow_other"]),
+                false
+            ),
             Some(a(&[
                 "mount-branches",
                 "/mnt",
@@ -406,11 +465,51 @@ mod tests {
             ]))
         );
         // Not the helper shape: left to the subcommand parser.
-        assert_eq!(helper_args(&a(&["mount", "img", "/mnt"])), None);
+        assert_eq!(helper_args(&a(&["mount", "img", "/mnt"]), false), None);
         assert_eq!(
-            helper_args(&a(&["none", "/mnt", "-o", "allow_other"])),
+            helper_args(&a(&["none", "/mnt", "-o", "allow_other"]), false),
             None
         );
-        assert_eq!(helper_args(&a(&["images"])), None);
+        assert_eq!(helper_args(&a(&["images"]), false), None);
+        // containers-storage's mount program: `-o OPTS TARGET`, empty
+        // options, volatile, its own mountopt; as root, every user may
+        // use the mount and setuid bits work unless the caller says not.
+        let cs = "lowerdir=/g/l/A:/g/l/B,upperdir=/g/c/diff,workdir=/g/c/work,,volatile,nodev";
+        assert_eq!(
+            helper_args(&a(&["-o", cs, "/g/c/merged"]), true),
+            Some(a(&[
+                "mount-branches",
+                "/g/c/merged",
+                "-o",
+                "lowerdir=/g/l/A:/g/l/B,upperdir=/g/c/diff,workdir=/g/c/work,volatile,nodev,allow_other,suid"
+            ]))
+        );
+        assert_eq!(
+            helper_args(&a(&["-o", "lowerdir=/a", "/m"]), false),
+            Some(a(&["mount-branches", "/m", "-o", "lowerdir=/a"])),
+            "not root: nothing added"
+        );
+        assert_eq!(
+            helper_args(&a(&["-o", "lowerdir=/a,nosuid", "/m"]), true),
+            Some(a(&[
+                "mount-branches",
+                "/m",
+                "-o",
+                "lowerdir=/a,nosuid,allow_other,dev"
+            ]))
+        );
+    }
+
+    #[test]
+    fn fuse_overlayfs_options_are_set_aside() {
+        let b = parse(&opts(
+            "lowerdir=/a,noacl,threaded=1,fsync=0,xattr_permissions=2,context=\"x\",allow_other",
+        ))
+        .unwrap();
+        assert_eq!(b.rest, opts("fsync=0,allow_other"));
+        assert_eq!(
+            b.ignored,
+            opts("noacl,threaded=1,xattr_permissions=2,context=\"x\"")
+        );
     }
 }
