@@ -76,7 +76,7 @@ impl Vfs {
         let p = match self.upath(ino) {
             Ok(p) => p,
             // Unlinked but still open: fstat through a handle.
-            Err(libc::ENOENT) => return self.open_file_attr(ino, kind),
+            Err(e) if e.errno() == libc::ENOENT => return self.open_file_attr(ino, kind),
             Err(e) => return Err(e),
         };
         let st = sys::lstat(&p)?;

@@ -13,16 +13,17 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::handles::open_entry;
 use super::xattr::shown_xattrs;
-use super::{VResult, Vfs};
+use super::{err, Error, ErrorContext, VResult, Vfs};
 use crate::layer::index::Kind;
-use crate::sys::{self, errno_of, TimeSpec};
+use crate::sys::{self, TimeSpec};
 use crate::union::Source;
 use crate::upper::{child, Meta};
 
 impl Vfs {
     /// Gives the new upper object at `p` the owner, mode, xattrs and times
-    /// of lower entry `src`.
+    /// of lower entry `src`. An error names the step; the caller names `p`.
     pub(super) fn copy_meta(&self, p: &Path, src: Source) -> VResult<()> {
         let up = self.up()?;
         let e = self.entry_of(src);
@@ -36,7 +37,8 @@ impl Vfs {
                 gid: e.gid,
                 rdev: e.rdev(),
             },
-        )?;
+        )
+        .context(|| "owner and mode")?;
         for (k, v) in shown_xattrs(idx, &e) {
             if up.is_private_xattr(k) {
                 continue; // the override just written is the truth
@@ -45,7 +47,7 @@ impl Vfs {
                 // A rootless daemon may not set trusted.* or
                 // security.capability: the copy keeps what it can.
                 if !(up.rootless() && matches!(err, libc::EPERM | libc::EACCES | libc::ENOTSUP)) {
-                    return Err(err);
+                    return Err(err!(err, "xattr {}", String::from_utf8_lossy(k)));
                 }
                 tracing::warn!(
                     "copy-up of {}: xattr {} not kept: errno {err}",
@@ -55,7 +57,7 @@ impl Vfs {
             }
         }
         let t = TimeSpec::At(e.mtime, e.mtime_nsec);
-        sys::utimens(p, t, t)
+        sys::utimens(p, t, t).context(|| "times")
     }
 
     /// Copies directory `ino` (and its parents) up into the branch, with
@@ -66,7 +68,7 @@ impl Vfs {
             return self.upath(ino);
         }
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         let (parent, name) = {
             let nodes = self.nodes.read();
@@ -79,15 +81,22 @@ impl Vfs {
         let pp = self.copy_up_dir(parent)?;
         let up = self.up()?;
         let t = up.temp();
-        std::fs::create_dir(&t).map_err(|e| errno_of(&e))?;
-        let src = lower.ok_or(libc::ESTALE)?.meta_source(&self.layers);
         let dst = child(&pp, &name);
+        let what = || format!("copy-up of directory {}", dst.display());
+        std::fs::create_dir(&t).context(|| format!("{}: staging {}", what(), t.display()))?;
+        let src = lower.ok_or(libc::ESTALE)?.meta_source(&self.layers);
         let r = self
             .copy_meta(&t, src)
-            .and_then(|()| place_copy(&dst, |d| sys::rename2(&t, d, libc::RENAME_NOREPLACE)));
+            .context(|| format!("metadata of {}", t.display()))
+            .and_then(|()| {
+                place_copy(&dst, |d| {
+                    sys::rename2(&t, d, libc::RENAME_NOREPLACE)
+                        .context(|| format!("rename of {} into place", t.display()))
+                })
+            });
         if let Err(e) = r {
             let _ = std::fs::remove_dir(&t);
-            return Err(e);
+            return Err(e.context(what()));
         }
         self.with_node(ino, |n| {
             n.upper = true;
@@ -134,7 +143,8 @@ impl Vfs {
         };
         let made = self
             .make_copy(&staged.path, src, &e, true)
-            .and_then(|()| self.copy_meta(&staged.path, src));
+            .and_then(|()| self.copy_meta(&staged.path, src).context(|| "metadata"))
+            .context(|| format!("staging in {}", staged.path.display()));
         match made {
             Ok(()) => Ok(Some(staged)),
             // A racing copy-up may have finished meanwhile; else the
@@ -142,7 +152,7 @@ impl Vfs {
             Err(err) => {
                 tracing::debug!(
                     ino,
-                    "staging a copy-up failed (errno {err}); copying under the lock"
+                    "staging a copy-up failed ({err}); copying under the lock"
                 );
                 Ok(None)
             }
@@ -174,6 +184,7 @@ impl Vfs {
             paths.push(child(&self.copy_up_dir(*p)?, n));
         }
         let first = paths.first().ok_or(libc::ENOENT)?;
+        let what = || format!("copy-up of {}", first.display());
         let t = match staged {
             Some(s) if s.src == src && with_data => s,
             _ => {
@@ -181,12 +192,19 @@ impl Vfs {
                     src,
                     path: self.up()?.temp(),
                 };
-                self.make_copy(&s.path, src, &e, with_data)?;
-                self.copy_meta(&s.path, src)?;
+                let staging = || format!("{}: staging in {}", what(), s.path.display());
+                self.make_copy(&s.path, src, &e, with_data)
+                    .context(staging)?;
+                self.copy_meta(&s.path, src)
+                    .context(|| format!("{}: metadata", staging()))?;
                 s
             }
         };
-        place_copy(first, |d| sys::rename2(&t.path, d, libc::RENAME_NOREPLACE))?;
+        place_copy(first, |d| {
+            sys::rename2(&t.path, d, libc::RENAME_NOREPLACE)
+                .context(|| format!("rename of {} into place", t.path.display()))
+        })
+        .context(what)?;
         t.placed();
         // The first name is in place: the node lives in the branch now.
         self.with_node(ino, |n| {
@@ -197,14 +215,15 @@ impl Vfs {
         self.nlinks.lock().clear();
         self.switch_readers(ino, first);
         for p in &paths[1..] {
-            place_copy(p, |d| {
-                std::fs::hard_link(first, d).map_err(|e| errno_of(&e))
-            })?;
+            place_copy(p, |d| std::fs::hard_link(first, d).map_err(Error::from))
+                .context(|| format!("{}: link {}", what(), p.display()))?;
         }
         Ok(())
     }
 
     /// Creates at `t` a copy of lower entry `e` (data only if `with_data`).
+    /// An error names the step (creating, data copy, sync); the caller
+    /// names `t`.
     fn make_copy(
         &self,
         t: &Path,
@@ -222,20 +241,20 @@ impl Vfs {
                 gid: e.gid,
                 rdev: e.rdev(),
             };
-            return up.make_special(t, &meta, target);
+            return up.make_special(t, &meta, target).context(|| "creating");
         }
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(t)
-            .map_err(|err| errno_of(&err))?;
+            .context(|| "creating")?;
         if with_data && e.size > 0 {
             let layer = &self.layers[src.0 as usize];
             // In the kernel where it can (no copy through userspace, a
             // reflink or server-side copy where the filesystem has one),
             // else from the mapped blob.
-            if let Some(lf) = layer.open_entry(src.1)? {
+            if let Some(lf) = open_entry(layer, src.1)? {
                 let done = sys::copy_range(&lf, 0, &f, e.size, !self.volatile);
                 if done < e.size {
                     // copy_file_range refused (another filesystem, ...):
@@ -243,10 +262,10 @@ impl Vfs {
                     let mut r = &lf;
                     let mut w = &f;
                     let from = std::io::SeekFrom::Start(done);
-                    std::io::Seek::seek(&mut r, from).map_err(|err| errno_of(&err))?;
-                    std::io::Seek::seek(&mut w, from).map_err(|err| errno_of(&err))?;
+                    std::io::Seek::seek(&mut r, from).context(|| "data copy")?;
+                    std::io::Seek::seek(&mut w, from).context(|| "data copy")?;
                     std::io::copy(&mut std::io::Read::take(r, e.size - done), &mut w)
-                        .map_err(|err| errno_of(&err))?;
+                        .context(|| "data copy")?;
                 }
                 return self.sync_copy(&f, t);
             }
@@ -258,7 +277,7 @@ impl Vfs {
                 let data = layer.data();
                 let (from, to) = (e.data_off + done, e.data_off + e.size);
                 f.write_all_at(&data[from as usize..to as usize], done)
-                    .map_err(|err| errno_of(&err))?;
+                    .context(|| "data copy")?;
             }
             return self.sync_copy(&f, t);
         }
@@ -273,7 +292,7 @@ impl Vfs {
         if self.volatile {
             return Ok(());
         }
-        f.sync_data().map_err(|err| errno_of(&err))?;
+        f.sync_data().context(|| "sync")?;
         tracing::debug!(copy = %t.display(), "copy-up data synced");
         Ok(())
     }
@@ -294,7 +313,9 @@ impl Vfs {
         for c in self.list(ino)?.iter() {
             self.copy_up_tree(c.ino)?;
         }
-        self.up()?.make_opaque(&p)?;
+        self.up()?
+            .make_opaque(&p)
+            .context(|| format!("making {} opaque", p.display()))?;
         self.with_node(ino, |n| {
             n.lower = None;
             n.listing = None;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{DirEntry, VResult, Vfs};
+use super::{err, DirEntry, Error, ErrorContext, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::layer::Layer;
-use crate::sys::{self, errno_of};
+use crate::sys;
 use crate::union::Resolved;
 
 /// An open file or directory.
@@ -63,7 +63,7 @@ impl Vfs {
                 Handle::File { ino: i, file, .. } if *i == ino => file.lock().clone(),
                 _ => None,
             })
-            .ok_or(libc::ENOENT)
+            .ok_or(Error::new(libc::ENOENT))
     }
 
     pub(super) fn alloc_handle(&self, h: Handle) -> u64 {
@@ -86,7 +86,7 @@ impl Vfs {
     pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
         let (kind, ..) = self.state(ino)?;
         if kind == Kind::Dir {
-            return Err(libc::EISDIR);
+            return Err(libc::EISDIR.into());
         }
         let acc = flags & libc::O_ACCMODE;
         let trunc = flags & libc::O_TRUNC != 0;
@@ -103,7 +103,7 @@ impl Vfs {
                 (_, true, _) => Some(Arc::new(self.open_upper(ino, flags)?)),
                 (_, false, Some(Resolved::Leaf(src))) => {
                     let layer = &self.layers[src.0 as usize];
-                    lower = layer.open_entry(src.1)?.map(Arc::new);
+                    lower = open_entry(layer, src.1)?.map(Arc::new);
                     None
                 }
                 _ => None,
@@ -142,7 +142,7 @@ impl Vfs {
             .custom_flags(
                 flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) | libc::O_NOFOLLOW,
             );
-        let f = o.open(&p).map_err(|e| errno_of(&e))?;
+        let f = o.open(&p)?;
         if flags & libc::O_TRUNC != 0 {
             let r = if acc == libc::O_RDONLY {
                 // O_RDONLY|O_TRUNC truncates too (Linux does).
@@ -154,7 +154,7 @@ impl Vfs {
             } else {
                 f.set_len(0)
             };
-            r.map_err(|e| errno_of(&e))?;
+            r?;
         }
         Ok(f)
     }
@@ -189,14 +189,14 @@ impl Vfs {
         }
         let (src, e) = match self.leaf(ino) {
             // Copied up since upper_file looked: read the copy.
-            Err(libc::ESTALE) if self.state(ino)?.1 => {
+            Err(e) if e.errno() == libc::ESTALE && self.state(ino)?.1 => {
                 let f = self.upper_file(ino, fh)?.ok_or(libc::ESTALE)?;
                 return read_file_at(&f, offset, size as usize).map(Cow::Owned);
             }
             r => r?,
         };
         if e.kind != Kind::File {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         let start = offset.min(e.size);
         let end = offset.saturating_add(size as u64).min(e.size);
@@ -226,21 +226,29 @@ impl Vfs {
         if let Some(f) = self.dir_files.lock().get(&src) {
             return Ok(f.clone());
         }
-        let f = Arc::new(layer.open_entry(src.1)?.ok_or(libc::EIO)?);
+        let f = open_entry(layer, src.1)?.ok_or_else(|| {
+            err!(
+                libc::EIO,
+                "{} of layer {}: no file to read",
+                String::from_utf8_lossy(&layer.index.path(src.1)),
+                layer.chain_id
+            )
+        })?;
+        let f = Arc::new(f);
         self.dir_files.lock().put(src, f.clone());
         Ok(f)
     }
 
     pub(super) fn writable_file(&self, fh: u64) -> VResult<Arc<File>> {
         match self.handle(fh).as_deref() {
-            Some(Handle::File { file, .. }) => file.lock().clone().ok_or(libc::EBADF),
-            _ => Err(libc::EBADF),
+            Some(Handle::File { file, .. }) => file.lock().clone().ok_or(Error::new(libc::EBADF)),
+            _ => Err(libc::EBADF.into()),
         }
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
         let f = self.writable_file(fh)?;
-        f.write_all_at(data, offset).map_err(|e| errno_of(&e))?;
+        f.write_all_at(data, offset)?;
         Ok(data.len() as u32)
     }
 
@@ -256,7 +264,7 @@ impl Vfs {
         } else {
             f.sync_all()
         };
-        r.map_err(|e| errno_of(&e))
+        r.map_err(Error::from)
     }
 
     /// fsync of directory `ino`: its directory in the branch, if it has
@@ -270,28 +278,29 @@ impl Vfs {
             let _r = self.ns.read();
             self.upath(ino)?
         };
-        let d = File::open(&p).map_err(|e| errno_of(&e))?;
-        d.sync_all().map_err(|e| errno_of(&e))?;
+        let d = File::open(&p).context(|| format!("fsync of {}: open", p.display()))?;
+        d.sync_all()
+            .context(|| format!("fsync of {}", p.display()))?;
         tracing::debug!(dir = %p.display(), "fsyncdir synced");
         Ok(())
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
         let f = self.writable_file(fh)?;
-        sys::fallocate(&f, mode, offset, len)
+        Ok(sys::fallocate(&f, mode, offset, len)?)
     }
 
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
         let _r = self.ns.read();
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Symlink {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         if upper {
             let p = self.upath(ino)?;
             return std::fs::read_link(p)
                 .map(|t| t.into_os_string().into_vec())
-                .map_err(|e| errno_of(&e));
+                .map_err(Error::from);
         }
         let (src, e) = self.leaf(ino)?;
         Ok(self.layers[src.0 as usize].index.target(&e).to_vec())
@@ -315,9 +324,21 @@ fn read_file_at(f: &File, offset: u64, len: usize) -> VResult<Vec<u8>> {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(errno_of(&e)),
+            Err(e) => return Err(e.into()),
         }
     }
     buf.truncate(got);
     Ok(buf)
+}
+
+/// The file of entry `i` of `layer` if it is a directory layer (`None`
+/// for a layer tar), an error naming it.
+pub(super) fn open_entry(layer: &Layer, i: u32) -> VResult<Option<File>> {
+    layer.open_entry(i).context(|| {
+        format!(
+            "opening {} of layer {}",
+            String::from_utf8_lossy(&layer.index.path(i)),
+            layer.chain_id
+        )
+    })
 }

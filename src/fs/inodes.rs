@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Attr, DirEntry, VResult, Vfs, ROOT_INO};
+use super::{err, Attr, DirEntry, VResult, Vfs, ROOT_INO};
 use crate::layer::index::Kind;
 use crate::layer::whiteout::{classify_name, NameClass};
 use crate::sys;
@@ -126,11 +126,11 @@ impl Vfs {
             return Ok(ino);
         }
         if classify_name(name) != NameClass::Plain {
-            return Err(libc::ENOENT);
+            return Err(libc::ENOENT.into());
         }
         let (kind, upper, lower) = self.state(parent)?;
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         let found = if upper {
             self.find_upper(parent, &lower, name)?
@@ -151,7 +151,7 @@ impl Vfs {
         // has the name: the markers are read only then.
         match sys::lstat(&p) {
             // An overlay-format whiteout is the hidden name itself.
-            Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT),
+            Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT.into()),
             Ok(st) => {
                 let kind = up.meta_of(&p, &st).kind;
                 let lower = if kind == Kind::Dir {
@@ -169,11 +169,11 @@ impl Vfs {
                 })
             }
             Err(libc::ENOENT) => match self.lower_child(plower, name) {
-                None => Err(libc::ENOENT),
-                Some(_) if up.has_whiteout(&pp, name) => Err(libc::ENOENT),
+                None => Err(libc::ENOENT.into()),
+                Some(_) if up.has_whiteout(&pp, name) => Err(libc::ENOENT.into()),
                 Some(r) => Ok(self.found_lower(r)),
             },
-            Err(e) => Err(e),
+            Err(e) => Err(err!(e, "lookup of {} in the branch", p.display())),
         }
     }
 
@@ -288,7 +288,7 @@ impl Vfs {
         let mut out = Vec::new();
         for &i in groups.get(&e.group).map(Vec::as_slice).unwrap_or(&[]) {
             let path = idx.path(i);
-            if self.lookup_path(&path) == Ok(ino) {
+            if self.lookup_path(&path).is_ok_and(|i| i == ino) {
                 out.push(path);
             }
         }
@@ -340,8 +340,8 @@ impl Vfs {
     pub(super) fn leaf(&self, ino: u64) -> VResult<(Source, crate::layer::index::Entry)> {
         match self.state(ino)?.2 {
             Some(Resolved::Leaf(src)) => Ok((src, self.entry_of(src))),
-            Some(Resolved::Dir(_)) => Err(libc::EISDIR),
-            None => Err(libc::ESTALE),
+            Some(Resolved::Dir(_)) => Err(libc::EISDIR.into()),
+            None => Err(libc::ESTALE.into()),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The filesystem as FUSE-shaped operations, without FUSE: an inode table
 //! over the merged view of the layers and, when mounted read-write, the
-//! upper branch ([`Upper`]). Every operation returns a plain Rust result
-//! (`Err(errno)`); the fuser adapter (`fuse`) only decodes requests and
-//! sends these results.
+//! upper branch ([`Upper`]). Every operation returns a [`VResult`]: its
+//! [`Error`] is the errno the kernel gets and, for the failures worth a
+//! log line (a copy-up that failed, a marker that could not be written),
+//! what was being done and the error underneath; the fuser adapter
+//! (`fuse`) only decodes requests, sends these results, and logs each
+//! error once.
 //!
 //! Inode numbers: the root is 1. A node is created the first time a name
 //! resolves to it and is never dropped, so `st_ino` is stable for the life
@@ -21,7 +24,8 @@
 //! (each written on its field of [`Vfs`]).
 //!
 //! This file holds the [`Vfs`] itself, the public types and the
-//! constructors; the operations live in one `impl Vfs` per concern:
+//! constructors; `error` the error type; the operations live in one
+//! `impl Vfs` per concern:
 //! - `inodes`: the node table, name resolution (lookup, the branch's
 //!   markers read on the way), hard-link groups and visible nlink;
 //! - `attr`: attributes (getattr, directory nlink, statfs);
@@ -50,6 +54,7 @@ use crate::upper::Upper;
 
 mod attr;
 mod copyup;
+mod error;
 mod handles;
 mod inodes;
 mod namespace;
@@ -58,6 +63,8 @@ mod setattr;
 mod xattr;
 
 pub use attr::to_system_time;
+pub(crate) use error::err;
+pub use error::{Error, ErrorContext, VResult};
 pub use xattr::PROVENANCE_XATTR;
 
 use handles::Handle;
@@ -108,9 +115,6 @@ pub struct SetAttr {
     pub atime: Option<TimeSpec>,
     pub mtime: Option<TimeSpec>,
 }
-
-/// Result type of VFS operations: an errno on failure.
-pub type VResult<T> = std::result::Result<T, i32>;
 
 /// The merged view of a mount: layers, the optional rw branch, the inode
 /// table and the open handles. Lock order: `ns`, then `nodes`, then any
@@ -199,7 +203,6 @@ impl Vfs {
             if up.is_fresh() {
                 let src = lower_root.meta_source(&vfs.layers);
                 vfs.copy_meta(up.root(), src)
-                    .map_err(std::io::Error::from_raw_os_error)
                     .with_context(|| format!("preparing {}", up.root().display()))?;
             }
         }
@@ -235,7 +238,7 @@ impl Vfs {
     }
 
     fn up(&self) -> VResult<&Upper> {
-        self.upper.as_ref().ok_or(libc::EROFS)
+        self.upper.as_ref().ok_or(Error::new(libc::EROFS))
     }
 
     fn entry_of(&self, src: Source) -> crate::layer::index::Entry {

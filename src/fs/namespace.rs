@@ -13,11 +13,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::inodes::Found;
-use super::{Attr, Caller, Handle, VResult, Vfs};
+use super::{Attr, Caller, Error, ErrorContext, Handle, VResult, Vfs};
 use crate::idmap::OVERFLOW_ID;
 use crate::layer::index::Kind;
 use crate::layer::whiteout::{classify_name, NameClass};
-use crate::sys::{self, errno_of};
+use crate::sys;
 use crate::union::Resolved;
 use crate::upper::{child, Meta};
 
@@ -25,7 +25,7 @@ impl Vfs {
     fn exists(&self, parent: u64, name: &[u8]) -> VResult<Option<u64>> {
         match self.child_ino(parent, name) {
             Ok(i) => Ok(Some(i)),
-            Err(libc::ENOENT) => Ok(None),
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -34,10 +34,10 @@ impl Vfs {
     /// layer format's own.
     fn check_new_name(name: &[u8]) -> VResult<()> {
         if name.len() > 255 {
-            return Err(libc::ENAMETOOLONG);
+            return Err(libc::ENAMETOOLONG.into());
         }
         if classify_name(name) != NameClass::Plain {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         Ok(())
     }
@@ -79,14 +79,21 @@ impl Vfs {
         let (_, _, plower) = self.state(parent)?;
         let lower_has = self.lower_child(&plower, name).is_some();
         if dir && lower_has {
-            up.make_opaque(t)?;
+            up.make_opaque(t)
+                .context(|| format!("making {} opaque", t.display()))?;
         }
         // The branch holds `.wh.NAME` only where a lower layer has NAME
         // (deletions write one only then, and the layers do not change),
         // or in a directory that stopped merging its lower one (an opaque
         // copy keeps the whiteouts it had).
         let maybe_whiteout = lower_has || !matches!(plower, Some(Resolved::Dir(_)));
-        up.publish(t, pp, name, maybe_whiteout)
+        up.publish(t, pp, name, maybe_whiteout).context(|| {
+            format!(
+                "publishing {} as {}",
+                t.display(),
+                child(pp, name).display()
+            )
+        })
     }
 
     /// Creates a new object `name` in `parent`; `make` builds it at a
@@ -100,7 +107,7 @@ impl Vfs {
     ) -> VResult<u64> {
         Self::check_new_name(name)?;
         if self.exists(parent, name)?.is_some() {
-            return Err(libc::EEXIST);
+            return Err(libc::EEXIST.into());
         }
         self.create_new_node(parent, name, meta, make)
     }
@@ -118,11 +125,15 @@ impl Vfs {
         let pp = self.copy_up_dir(parent)?;
         let t = up.temp();
         let r = make(&t)
-            .and_then(|()| up.apply_meta(&t, &meta))
+            .context(|| format!("making {}", t.display()))
+            .and_then(|()| {
+                up.apply_meta(&t, &meta)
+                    .context(|| format!("owner and mode of {}", t.display()))
+            })
             .and_then(|()| self.publish(&t, parent, &pp, name, meta.kind == Kind::Dir));
         if let Err(e) = r {
             let _ = up.discard(&t);
-            return Err(e);
+            return Err(e.context(format!("creating {}", child(&pp, name).display())));
         }
         self.nlinks.lock().clear();
         Ok(self.intern(
@@ -142,7 +153,7 @@ impl Vfs {
         let _w = self.ns.write();
         let meta = self.new_meta(parent, who, Kind::Dir, mode, 0)?;
         let ino = self.create_node(parent, name, meta, |t| {
-            std::fs::create_dir(t).map_err(|e| errno_of(&e))
+            std::fs::create_dir(t).map_err(Error::from)
         })?;
         self.adjust_subdirs(parent, 1);
         self.attr(ino)
@@ -163,16 +174,16 @@ impl Vfs {
             libc::S_IFCHR => Kind::Char,
             libc::S_IFBLK => Kind::Block,
             libc::S_IFSOCK => Kind::Socket,
-            _ => return Err(libc::EINVAL),
+            _ => return Err(libc::EINVAL.into()),
         };
         let _w = self.ns.write();
         let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;
         let up = self.up()?;
         let ino = self.create_node(parent, name, meta, |t| {
             if kind == Kind::File {
-                sys::mknod(t, libc::S_IFREG | 0o600, 0)
+                Ok(sys::mknod(t, libc::S_IFREG | 0o600, 0)?)
             } else {
-                up.make_special(t, &meta, b"")
+                Ok(up.make_special(t, &meta, b"")?)
             }
         })?;
         self.attr(ino)
@@ -187,7 +198,9 @@ impl Vfs {
             ..meta
         };
         let up = self.up()?;
-        let ino = self.create_node(parent, name, meta, |t| up.make_special(t, &meta, target))?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            Ok(up.make_special(t, &meta, target)?)
+        })?;
         self.attr(ino)
     }
 
@@ -205,7 +218,7 @@ impl Vfs {
         let guard = self.ns.write();
         if let Some(ino) = self.exists(parent, name)? {
             if flags & libc::O_EXCL != 0 {
-                return Err(libc::EEXIST);
+                return Err(libc::EEXIST.into());
             }
             drop(guard);
             let fh = self.open(ino, flags & !libc::O_CREAT)?;
@@ -220,8 +233,7 @@ impl Vfs {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(t)
-                .map_err(|e| errno_of(&e))?;
+                .open(t)?;
             file = Some(Arc::new(f));
             Ok(())
         })?;
@@ -251,10 +263,11 @@ impl Vfs {
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind == Kind::Dir {
-            return Err(libc::EISDIR);
+            return Err(libc::EISDIR.into());
         }
         let pp = self.copy_up_dir(parent)?;
-        up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)?;
+        up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)
+            .context(|| format!("unlink of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
         Ok(())
     }
@@ -265,13 +278,14 @@ impl Vfs {
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         if !self.list(ino)?.is_empty() {
-            return Err(libc::ENOTEMPTY);
+            return Err(libc::ENOTEMPTY.into());
         }
         let pp = self.copy_up_dir(parent)?;
-        up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)?;
+        up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)
+            .context(|| format!("rmdir of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
         self.adjust_subdirs(parent, -1);
         Ok(())
@@ -292,20 +306,20 @@ impl Vfs {
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
             || flags == libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE
         {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let _w = self.ns.write();
         let src = self.child_ino(parent, name)?;
         let dst = self.exists(newparent, newname)?;
         if exchange && dst.is_none() {
-            return Err(libc::ENOENT);
+            return Err(libc::ENOENT.into());
         }
         if !exchange {
             Self::check_new_name(newname)?;
         }
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(libc::EEXIST);
+            return Err(libc::EEXIST.into());
         }
         if dst == Some(src) {
             return Ok(()); // the same file: POSIX says do nothing
@@ -315,13 +329,13 @@ impl Vfs {
         if let (Some(d), false) = (dst, exchange) {
             let ddir = self.state(d)?.0 == Kind::Dir;
             if sdir && !ddir {
-                return Err(libc::ENOTDIR);
+                return Err(libc::ENOTDIR.into());
             }
             if !sdir && ddir {
-                return Err(libc::EISDIR);
+                return Err(libc::EISDIR.into());
             }
             if ddir && !self.list(d)?.is_empty() {
-                return Err(libc::ENOTEMPTY);
+                return Err(libc::ENOTEMPTY.into());
             }
         }
         self.copy_up_tree(src)?;
@@ -334,12 +348,20 @@ impl Vfs {
             self.copy_up_tree(d)?;
             let ddir = self.state(d)?.0 == Kind::Dir;
             if sdir && self.lower_has(newparent, newname)? {
-                up.make_opaque(&from)?;
+                up.make_opaque(&from)
+                    .context(|| format!("making {} opaque", from.display()))?;
             }
             if ddir && self.lower_has(parent, name)? {
-                up.make_opaque(&to)?;
+                up.make_opaque(&to)
+                    .context(|| format!("making {} opaque", to.display()))?;
             }
-            sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
+            sys::rename2(&from, &to, libc::RENAME_EXCHANGE).context(|| {
+                format!(
+                    "exchange of {} and {} on the branch",
+                    from.display(),
+                    to.display()
+                )
+            })?;
             let delta = i32::from(sdir) - i32::from(ddir);
             self.adjust_subdirs(newparent, delta);
             self.adjust_subdirs(parent, -delta);
@@ -348,7 +370,8 @@ impl Vfs {
             self.set_parent_key(src, d, (parent, name), (newparent, newname));
         } else {
             if sdir && self.lower_has(newparent, newname)? {
-                up.make_opaque(&from)?;
+                up.make_opaque(&from)
+                    .context(|| format!("making {} opaque", from.display()))?;
             }
             let whiteout_old = self.lower_has(parent, name)?;
             let discard_to = match dst {
@@ -358,7 +381,14 @@ impl Vfs {
                 }
                 None => false,
             };
-            up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)?;
+            up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)
+                .context(|| {
+                    format!(
+                        "rename of {} to {} on the branch",
+                        from.display(),
+                        to.display()
+                    )
+                })?;
             // Done on disk: from here on the table follows.
             if let Some(d) = dst {
                 self.drop_name(d, newparent, newname);
@@ -407,25 +437,31 @@ impl Vfs {
             // The refusals first, before a copy-up's data copy.
             let _r = self.ns.read();
             if self.state(ino)?.0 == Kind::Dir {
-                return Err(libc::EPERM);
+                return Err(libc::EPERM.into());
             }
             if self.exists(newparent, newname)?.is_some() {
-                return Err(libc::EEXIST);
+                return Err(libc::EEXIST.into());
             }
         }
         let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
         let (kind, ..) = self.state(ino)?;
         if kind == Kind::Dir {
-            return Err(libc::EPERM);
+            return Err(libc::EPERM.into());
         }
         if self.exists(newparent, newname)?.is_some() {
-            return Err(libc::EEXIST);
+            return Err(libc::EEXIST.into());
         }
         self.copy_up_with(ino, true, staged)?;
         let from = self.upath(ino)?;
         let dp = self.copy_up_dir(newparent)?;
-        self.up()?.link(&from, &dp, newname)?;
+        self.up()?.link(&from, &dp, newname).context(|| {
+            format!(
+                "link of {} as {} on the branch",
+                from.display(),
+                child(&dp, newname).display()
+            )
+        })?;
         self.note_upper_ino(ino, &from);
         let key = (newparent, Box::<[u8]>::from(newname));
         {

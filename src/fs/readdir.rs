@@ -13,10 +13,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::inodes::Found;
-use super::{DirEntry, Handle, VResult, Vfs};
+use super::{DirEntry, ErrorContext, Handle, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::layer::whiteout::NameClass;
-use crate::sys::errno_of;
 use crate::union::{list_dir, Resolved};
 
 impl Vfs {
@@ -40,18 +39,18 @@ impl Vfs {
         }
         let (kind, upper, lower) = self.state(ino)?;
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         let mut out = Vec::new();
         let mut shadowed = BTreeSet::new();
         if upper {
             let up_ref = self.up()?;
             let dir = self.upath(ino)?;
-            let rd = std::fs::read_dir(&dir).map_err(|e| errno_of(&e))?;
+            let rd = std::fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))?;
             for de in rd {
-                let de = de.map_err(|e| errno_of(&e))?;
+                let de = de?;
                 let name = de.file_name().as_bytes().to_vec();
-                let ft = de.file_type().map_err(|e| errno_of(&e))?;
+                let ft = de.file_type()?;
                 match up_ref.classify(&dir, &name, ft) {
                     NameClass::Plain => {}
                     NameClass::Whiteout(hidden) => {
@@ -109,7 +108,7 @@ impl Vfs {
     /// Opens directory `ino`.
     pub fn opendir(&self, ino: u64) -> VResult<u64> {
         if self.state(ino)?.0 != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         Ok(self.alloc_handle(Handle::Dir(Mutex::new(None))))
     }

@@ -9,7 +9,7 @@
 use super::copyup::StagedCopy;
 use super::{Attr, SetAttr, VResult, Vfs};
 use crate::layer::index::Kind;
-use crate::sys::{self, errno_of, Obj, TimeSpec};
+use crate::sys::{self, Obj, TimeSpec};
 
 impl Vfs {
     /// The permission bits of `ino` after Linux's rule for a write, a
@@ -90,7 +90,7 @@ impl Vfs {
         let (kind, ..) = self.state(ino)?;
         if let Some(size) = s.size {
             if kind == Kind::Dir {
-                return Err(libc::EISDIR);
+                return Err(libc::EISDIR.into());
             }
             self.copy_up_with(ino, size > 0, staged.take())?;
             // Through the caller's handle if it can write (the name may be
@@ -100,14 +100,14 @@ impl Vfs {
                 .is_some_and(|f| f.set_len(size).is_ok());
             if !done {
                 let f = self.open_upper(ino, libc::O_WRONLY)?;
-                f.set_len(size).map_err(|e| errno_of(&e))?;
+                f.set_len(size)?;
             }
         }
         if meta_change || s.atime.is_some() || s.mtime.is_some() {
             self.copy_up_with(ino, true, staged)?;
         }
         let p = self.upath(ino);
-        if p == Err(libc::ENOENT) {
+        if p.as_ref().is_err_and(|e| e.errno() == libc::ENOENT) {
             // Unlinked but still open (fchmod, fchown, futimens): through
             // the descriptor of a handle (rootless: the override xattr too).
             let f = self.open_file_of(ino)?;

@@ -5,7 +5,7 @@
 //! Not here: copying xattrs at copy-up (`copyup`), the branch's private
 //! xattrs (`upper`).
 
-use super::{VResult, Vfs};
+use super::{Error, VResult, Vfs};
 use crate::layer::whiteout::is_overlay_xattr;
 use crate::sys;
 use crate::union::{Resolved, Source};
@@ -49,16 +49,16 @@ impl Vfs {
         if upper {
             let up = self.up()?;
             if up.is_private_xattr(name) {
-                return Err(libc::ENODATA);
+                return Err(libc::ENODATA.into());
             }
-            return sys::lgetxattr(&self.upath(ino)?, name);
+            return Ok(sys::lgetxattr(&self.upath(ino)?, name)?);
         }
         let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
         let idx = &self.layers[src.0 as usize].index;
         shown_xattrs(idx, &e)
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_vec())
-            .ok_or(libc::ENODATA)
+            .ok_or(Error::new(libc::ENODATA))
     }
 
     /// Names of the extended attributes, each followed by a NUL.
@@ -89,21 +89,21 @@ impl Vfs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
         let up = self.up()?;
         if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
-            return Err(libc::EPERM);
+            return Err(libc::EPERM.into());
         }
         let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
         self.copy_up_with(ino, true, staged)?;
-        sys::lsetxattr(&self.upath(ino)?, name, value, flags)
+        Ok(sys::lsetxattr(&self.upath(ino)?, name, value, flags)?)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
         if name == PROVENANCE_XATTR {
-            return Err(libc::EPERM);
+            return Err(libc::EPERM.into());
         }
         if up.is_private_xattr(name) {
-            return Err(libc::ENODATA);
+            return Err(libc::ENODATA.into());
         }
         {
             // Removing what is not there copies nothing up.
@@ -114,7 +114,7 @@ impl Vfs {
         let _w = self.ns.write();
         self.xattr(ino, name)?;
         self.copy_up_with(ino, true, staged)?;
-        sys::lremovexattr(&self.upath(ino)?, name)
+        Ok(sys::lremovexattr(&self.upath(ino)?, name)?)
     }
 }
 
