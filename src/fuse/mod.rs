@@ -20,6 +20,13 @@
 //! each open from them; its counts cover the kernel's (a handle counts from
 //! before its reply until its RELEASE, which the kernel sends after it
 //! dropped its own count), so it never picks a mode the kernel refuses.
+//!
+//! Errors: every error reply goes through `reply_error`, which logs it
+//! once with the request and inode: errnos that are an answer (ENOENT,
+//! EEXIST, EACCES...) at debug level, the others (EIO, ENOSPC...) as a
+//! warning carrying the filesystem's message (a copy-up that failed names
+//! the file and the step). Each request runs in a debug-level span named
+//! after it, with its inode.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -37,7 +44,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, SetAttr, Vfs};
+use crate::fs::{Attr, Caller, Error, SetAttr, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::TimeSpec;
 
@@ -203,7 +210,7 @@ impl LayerFs {
             return;
         }
         if let Err(e) = self.vfs.kill_suid(ino, fh, |gid| in_group(req, gid)) {
-            tracing::warn!(ino, "clearing setuid/setgid: errno {e}");
+            tracing::warn!(ino, "clearing setuid/setgid: {e}");
         }
     }
 
@@ -285,16 +292,78 @@ fn negative_attr() -> FileAttr {
     }
 }
 
-fn errno(e: i32) -> Errno {
-    Errno::from_i32(e)
+/// Errnos that are an answer, not a failure: logged at debug level. Any
+/// other (EIO, ENOSPC, EDQUOT, ESTALE...) says something went wrong and
+/// is logged as a warning.
+fn expected(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOENT
+            | libc::ENODATA
+            | libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::EACCES
+            | libc::EPERM
+            | libc::EROFS
+            | libc::ENOSYS
+            | libc::EOPNOTSUPP
+            | libc::ENAMETOOLONG
+            | libc::EINVAL
+            | libc::EXDEV
+            | libc::ENOTDIR
+            | libc::EISDIR
+            | libc::ELOOP
+            | libc::ERANGE
+    )
+}
+
+/// A fuser reply that can carry an errno (each has its own `error`).
+trait ErrorReply {
+    fn send_error(self, e: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {
+        $(impl ErrorReply for $t {
+            fn send_error(self, e: Errno) {
+                self.error(e)
+            }
+        })*
+    };
+}
+
+error_reply!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyXattr
+);
+
+/// Replies error `e` to request `op` on inode `ino`: the one place an
+/// error reply is sent, and where it is logged, once (expected errnos at
+/// debug level, others as warnings, with what the filesystem was doing).
+fn reply_error(reply: impl ErrorReply, op: &'static str, ino: u64, e: Error) {
+    let errno = e.errno();
+    if expected(errno) {
+        tracing::debug!(op, ino, errno, "{e}");
+    } else {
+        tracing::warn!(op, ino, errno, "{e}");
+    }
+    reply.send_error(Errno::from_i32(errno));
 }
 
 /// Replies to a getxattr/listxattr with `data`, honouring the size probe.
-fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+fn reply_xattr(reply: ReplyXattr, op: &'static str, ino: u64, size: u32, data: &[u8]) {
     if size == 0 {
         reply.size(data.len() as u32);
     } else if data.len() > size as usize {
-        reply.error(Errno::ERANGE);
+        reply_error(reply, op, ino, Error::new(libc::ERANGE));
     } else {
         reply.data(data);
     }
@@ -339,17 +408,17 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, r: Result<Attr, i32>) {
+fn reply_entry(reply: ReplyEntry, op: &'static str, ino: u64, r: VResult<Attr>) {
     match r {
         Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
-        Err(e) => reply.error(errno(e)),
+        Err(e) => reply_error(reply, op, ino, e),
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
+fn reply_empty(reply: ReplyEmpty, op: &'static str, ino: u64, r: VResult<()>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
+        Err(e) => reply_error(reply, op, ino, e),
     }
 }
 
@@ -361,11 +430,11 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
 /// (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR is its default then). Writes were
 /// already refused by the kernel (the mount is `ro`), but an open for
 /// writing still gets EROFS here.
-fn reply_read_only_open(reply: ReplyOpen, flags: OpenFlags) {
+fn reply_read_only_open(reply: ReplyOpen, op: &'static str, ino: u64, flags: OpenFlags) {
     if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-        return reply.error(Errno::EROFS);
+        return reply_error(reply, op, ino, Error::new(libc::EROFS));
     }
-    reply.error(Errno::ENOSYS);
+    reply_error(reply, op, ino, Error::new(libc::ENOSYS));
 }
 
 impl Filesystem for LayerFs {
@@ -424,38 +493,44 @@ impl Filesystem for LayerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _s = tracing::debug_span!("lookup", ino = parent.0, ?name).entered();
         match self.vfs.lookup(parent.0, name.as_bytes()) {
             // A negative entry the kernel may keep for the TTL (node id 0),
             // instead of asking again on every access to the name: a name
             // appears only through this mount (see ARCHITECTURE.md,
             // "Kernel caches"), and the kernel drops a cached negative
             // entry itself when it creates the name.
-            Err(libc::ENOENT) => reply.entry(&TTL, &negative_attr(), Generation(0)),
-            r => reply_entry(reply, r),
+            Err(e) if e.errno() == libc::ENOENT => {
+                reply.entry(&TTL, &negative_attr(), Generation(0))
+            }
+            r => reply_entry(reply, "lookup", parent.0, r),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _s = tracing::debug_span!("getattr", ino = ino.0).entered();
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "getattr", ino.0, e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _s = tracing::debug_span!("readlink", ino = ino.0).entered();
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "readlink", ino.0, e),
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _s = tracing::debug_span!("open", ino = ino.0).entered();
         if self.no_open {
-            return reply_read_only_open(reply, flags);
+            return reply_read_only_open(reply, "open", ino.0, flags);
         }
         let fh = match self.vfs.open(ino.0, flags.0) {
             Ok(fh) => fh,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply_error(reply, "open", ino.0, e),
         };
         if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
             self.kill_suid(req, ino.0, Some(fh));
@@ -479,10 +554,11 @@ impl Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _s = tracing::debug_span!("read", ino = ino.0).entered();
         tracing::debug!(ino = ino.0, fh = fh.0, offset, size, "read");
         match self.vfs.read(ino.0, fh.0, offset, size) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "read", ino.0, e),
         }
     }
 
@@ -498,64 +574,71 @@ impl Filesystem for LayerFs {
         _l: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _s = tracing::debug_span!("write", ino = ino.0).entered();
         tracing::debug!(ino = ino.0, fh = fh.0, offset, size = data.len(), "write");
         if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             self.kill_suid(req, ino.0, Some(fh.0));
         }
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "write", ino.0, e),
         }
     }
 
-    fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, _r: &Request, ino: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("flush", ino = ino.0).entered();
         // Nothing is buffered here (writes go straight to the upper file):
         // ENOSYS tells the kernel to stop sending FLUSH on every close.
-        reply.error(Errno::ENOSYS);
+        reply_error(reply, "flush", ino.0, Error::new(libc::ENOSYS));
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _s = tracing::debug_span!("release", ino = ino.0).entered();
         self.closed(fh.0);
         self.vfs.release(fh.0);
         reply.ok();
     }
 
-    fn fsync(&self, _r: &Request, _i: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.vfs.fsync(fh.0, datasync));
+    fn fsync(&self, _r: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("fsync", ino = ino.0).entered();
+        reply_empty(reply, "fsync", ino.0, self.vfs.fsync(fh.0, datasync));
     }
 
     fn fallocate(
         &self,
         _r: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.vfs.fallocate(fh.0, offset, length, mode));
+        let _s = tracing::debug_span!("fallocate", ino = ino.0).entered();
+        let r = self.vfs.fallocate(fh.0, offset, length, mode);
+        reply_empty(reply, "fallocate", ino.0, r);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _s = tracing::debug_span!("opendir", ino = ino.0).entered();
         if self.no_opendir {
-            return reply_read_only_open(reply, flags);
+            return reply_read_only_open(reply, "opendir", ino.0, flags);
         }
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "opendir", ino.0, e),
         }
     }
 
@@ -567,9 +650,10 @@ impl Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _s = tracing::debug_span!("readdir", ino = ino.0).entered();
         let list = match self.vfs.dir_listing(ino.0, fh.0, offset) {
             Ok(l) => l,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply_error(reply, "readdir", ino.0, e),
         };
         // Offsets: 1 = ".", 2 = "..", 3 + i = list[i]. The parent's inode
         // number is not tracked; the kernel ignores d_ino of "..".
@@ -601,13 +685,14 @@ impl Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _s = tracing::debug_span!("readdirplus", ino = ino.0).entered();
         let list = match self.vfs.dir_listing(ino.0, fh.0, offset) {
             Ok(l) => l,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply_error(reply, "readdirplus", ino.0, e),
         };
         let dir = match self.vfs.getattr(ino.0) {
             Ok(a) => fuse_attr(&a),
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply_error(reply, "readdirplus", ino.0, e),
         };
         // Same offsets as readdir; the kernel makes no dentries for the dots.
         for (i, name) in [".", ".."].iter().enumerate().skip(offset as usize) {
@@ -640,53 +725,59 @@ impl Filesystem for LayerFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _s = tracing::debug_span!("releasedir", ino = ino.0).entered();
         self.vfs.release(fh.0);
         reply.ok();
     }
 
     fn fsyncdir(&self, _r: &Request, ino: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.vfs.fsyncdir(ino.0));
+        let _s = tracing::debug_span!("fsyncdir", ino = ino.0).entered();
+        reply_empty(reply, "fsyncdir", ino.0, self.vfs.fsyncdir(ino.0));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _s = tracing::debug_span!("statfs", ino = ino.0).entered();
         let (blocks, bfree, bavail, files, ffree, bsize) = self.vfs.statfs();
         reply.statfs(blocks, bfree, bavail, files, ffree, bsize, 255, bsize);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("getxattr", ino = ino.0, ?name).entered();
         // `ls -l` asks every file for security.selinux, ACL checks ask
         // for system.posix_acl_*, exec for security.capability: with no
         // xattr in the image, one ENOSYS ends those round trips for the
         // life of the mount (listxattr still answers: an empty list).
         if self.no_getxattr {
-            reply.error(Errno::ENOSYS);
+            reply_error(reply, "getxattr", ino.0, Error::new(libc::ENOSYS));
             return;
         }
         match self.vfs.getxattr(ino.0, name.as_bytes()) {
-            Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno(e)),
+            Ok(v) => reply_xattr(reply, "getxattr", ino.0, size, &v),
+            Err(e) => reply_error(reply, "getxattr", ino.0, e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("listxattr", ino = ino.0).entered();
         match self.vfs.listxattr(ino.0) {
-            Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno(e)),
+            Ok(v) => reply_xattr(reply, "listxattr", ino.0, size, &v),
+            Err(e) => reply_error(reply, "listxattr", ino.0, e),
         }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("access", ino = ino.0).entered();
         match self.vfs.getattr(ino.0) {
             Ok(_) if mask.contains(AccessFlags::W_OK) && !self.vfs.is_rw() => {
-                reply.error(Errno::EROFS)
+                reply_error(reply, "access", ino.0, Error::new(libc::EROFS))
             }
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "access", ino.0, e),
         }
     }
 
@@ -708,6 +799,7 @@ impl Filesystem for LayerFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _s = tracing::debug_span!("setattr", ino = ino.0).entered();
         // killpriv: a chown clears setuid/setgid (Linux does, whoever
         // asks), a truncation by anyone but root too; the kernel leaves
         // that to us, in the same change. A SETATTR that changes nothing
@@ -737,7 +829,7 @@ impl Filesystem for LayerFs {
             // Nothing to change (and nothing to copy up).
             return match self.vfs.getattr(ino.0) {
                 Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply_error(reply, "setattr", ino.0, e),
             };
         }
         let s = SetAttr {
@@ -750,7 +842,7 @@ impl Filesystem for LayerFs {
         };
         match self.vfs.setattr(ino.0, fh.map(|f| f.0), s) {
             Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "setattr", ino.0, e),
         }
     }
 
@@ -764,10 +856,11 @@ impl Filesystem for LayerFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _s = tracing::debug_span!("mknod", ino = parent.0, ?name).entered();
         let r = self
             .vfs
             .mknod(parent.0, name.as_bytes(), mode, rdev, caller(req));
-        reply_entry(reply, r);
+        reply_entry(reply, "mknod", parent.0, r);
     }
 
     fn mkdir(
@@ -779,18 +872,21 @@ impl Filesystem for LayerFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
-            reply,
-            self.vfs.mkdir(parent.0, name.as_bytes(), mode, caller(req)),
-        );
+        let _s = tracing::debug_span!("mkdir", ino = parent.0, ?name).entered();
+        let r = self.vfs.mkdir(parent.0, name.as_bytes(), mode, caller(req));
+        reply_entry(reply, "mkdir", parent.0, r);
     }
 
     fn unlink(&self, _r: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.vfs.unlink(parent.0, name.as_bytes()));
+        let _s = tracing::debug_span!("unlink", ino = parent.0, ?name).entered();
+        let r = self.vfs.unlink(parent.0, name.as_bytes());
+        reply_empty(reply, "unlink", parent.0, r);
     }
 
     fn rmdir(&self, _r: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.vfs.rmdir(parent.0, name.as_bytes()));
+        let _s = tracing::debug_span!("rmdir", ino = parent.0, ?name).entered();
+        let r = self.vfs.rmdir(parent.0, name.as_bytes());
+        reply_empty(reply, "rmdir", parent.0, r);
     }
 
     fn symlink(
@@ -801,13 +897,14 @@ impl Filesystem for LayerFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _s = tracing::debug_span!("symlink", ino = parent.0, ?name).entered();
         let r = self.vfs.symlink(
             parent.0,
             name.as_bytes(),
             target.as_os_str().as_bytes(),
             caller(req),
         );
-        reply_entry(reply, r);
+        reply_entry(reply, "symlink", parent.0, r);
     }
 
     fn rename(
@@ -820,6 +917,14 @@ impl Filesystem for LayerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _s = tracing::debug_span!(
+            "rename",
+            ino = parent.0,
+            ?name,
+            newparent = newparent.0,
+            ?newname
+        )
+        .entered();
         let r = self.vfs.rename(
             parent.0,
             name.as_bytes(),
@@ -827,7 +932,7 @@ impl Filesystem for LayerFs {
             newname.as_bytes(),
             flags.bits(),
         );
-        reply_empty(reply, r);
+        reply_empty(reply, "rename", parent.0, r);
     }
 
     fn link(
@@ -838,7 +943,10 @@ impl Filesystem for LayerFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.vfs.link(ino.0, newparent.0, newname.as_bytes()));
+        let _s =
+            tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
+        let r = self.vfs.link(ino.0, newparent.0, newname.as_bytes());
+        reply_entry(reply, "link", ino.0, r);
     }
 
     fn create(
@@ -851,6 +959,7 @@ impl Filesystem for LayerFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _s = tracing::debug_span!("create", ino = parent.0, ?name).entered();
         match self
             .vfs
             .create(parent.0, name.as_bytes(), mode, flags, caller(req))
@@ -868,7 +977,7 @@ impl Filesystem for LayerFs {
                     reply.created(&TTL, &fuse_attr(&a), Generation(0), FileHandle(fh), flags)
                 }
             },
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply_error(reply, "create", parent.0, e),
         }
     }
 
@@ -882,13 +991,14 @@ impl Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(
-            reply,
-            self.vfs.setxattr(ino.0, name.as_bytes(), value, flags),
-        );
+        let _s = tracing::debug_span!("setxattr", ino = ino.0, ?name).entered();
+        let r = self.vfs.setxattr(ino.0, name.as_bytes(), value, flags);
+        reply_empty(reply, "setxattr", ino.0, r);
     }
 
     fn removexattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.vfs.removexattr(ino.0, name.as_bytes()));
+        let _s = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
+        let r = self.vfs.removexattr(ino.0, name.as_bytes());
+        reply_empty(reply, "removexattr", ino.0, r);
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use memmap2::Mmap;
 
-use crate::sys::{self, errno_of};
+use crate::sys;
 use index::Index;
 
 /// One layer as the mount sees it: its index and its tar blob, both mapped
@@ -111,8 +111,9 @@ impl Layer {
         })
     }
 
-    /// The file of entry `i` of a directory layer.
-    pub(crate) fn open_entry(&self, i: u32) -> Result<Option<File>, i32> {
+    /// The file of entry `i` of a directory layer (`None` for a layer
+    /// tar); the caller names the entry in its error.
+    pub(crate) fn open_entry(&self, i: u32) -> std::io::Result<Option<File>> {
         let Some(root) = &self.dir else {
             return Ok(None);
         };
@@ -122,7 +123,6 @@ impl Layer {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&p)
             .map(Some)
-            .map_err(|e| errno_of(&e))
     }
 
     /// A layer held in memory: `index` built from `tar`.

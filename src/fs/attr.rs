@@ -1,0 +1,208 @@
+//! Attributes: what `stat(2)` shows for a node, from the branch (`lstat`,
+//! the rootless override, or an open handle once unlinked) or from the
+//! lower entry that gives its metadata; directory nlink (counted once,
+//! then kept current); statfs.
+//!
+//! Not here: changing attributes (`setattr`), extended attributes
+//! (`xattr`), the hard-link counts of lower files (`inodes`).
+
+use std::fs::File;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Attr, VResult, Vfs};
+use crate::layer::index::Kind;
+use crate::sys::{self, Obj};
+use crate::union::Resolved;
+use crate::upper::Meta;
+
+pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+impl Vfs {
+    pub fn getattr(&self, ino: u64) -> VResult<Attr> {
+        let _r = self.ns.read();
+        self.attr(ino)
+    }
+
+    /// Attributes as the mount shows them (owners mapped).
+    pub(super) fn attr(&self, ino: u64) -> VResult<Attr> {
+        let mut a = self.stored_attr(ino)?;
+        (a.uid, a.gid) = self.owners.shown(a.uid, a.gid);
+        Ok(a)
+    }
+
+    /// Attributes with the owners as stored.
+    pub(super) fn stored_attr(&self, ino: u64) -> VResult<Attr> {
+        let (kind, upper, lower) = self.state(ino)?;
+        if upper {
+            return self.upper_attr(ino, kind);
+        }
+        let r = lower.ok_or(libc::ESTALE)?;
+        self.lower_attr(ino, &r)
+    }
+
+    /// 2 + the merged subdirectories, counted once per directory and then
+    /// kept current by the changes (`adjust_subdirs`): a getattr of a busy
+    /// directory must not list it.
+    fn dir_nlink(&self, ino: u64) -> VResult<u32> {
+        if let Some(n) = self.nodes.read().table[ino as usize - 1].subdirs {
+            return Ok(2 + n);
+        }
+        let n = self
+            .list(ino)?
+            .iter()
+            .filter(|d| d.kind == Kind::Dir)
+            .count() as u32;
+        self.with_node(ino, |node| node.subdirs = Some(n));
+        Ok(2 + n)
+    }
+
+    /// A directory of `ino` appeared (`delta` 1) or went (-1).
+    pub(super) fn adjust_subdirs(&self, ino: u64, delta: i32) {
+        self.with_node(ino, |n| {
+            if let Some(k) = n.subdirs.as_mut() {
+                *k = k.saturating_add_signed(delta);
+            }
+        });
+    }
+
+    fn upper_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
+        let up = self.up()?;
+        let p = match self.upath(ino) {
+            Ok(p) => p,
+            // Unlinked but still open: fstat through a handle.
+            Err(e) if e.errno() == libc::ENOENT => return self.open_file_attr(ino, kind),
+            Err(e) => return Err(e),
+        };
+        let st = sys::lstat(&p)?;
+        let meta = up.meta_of(&p, &st);
+        let (size, nlink) = if kind == Kind::Dir {
+            (4096, self.dir_nlink(ino)?)
+        } else {
+            (st.st_size as u64, st.st_nlink as u32)
+        };
+        let perm = if kind == Kind::Symlink {
+            0o777
+        } else {
+            meta.perm
+        };
+        Ok(Attr {
+            ino,
+            kind,
+            perm: perm as u16,
+            uid: meta.uid,
+            gid: meta.gid,
+            size,
+            blocks: st.st_blocks as u64,
+            nlink,
+            atime: to_system_time(st.st_atime, st.st_atime_nsec as u32),
+            mtime: to_system_time(st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: to_system_time(st.st_ctime, st.st_ctime_nsec as u32),
+            rdev: meta.rdev as u32,
+        })
+    }
+
+    /// Attributes of a file that has no name left, from an open handle.
+    fn open_file_attr(&self, ino: u64, kind: Kind) -> VResult<Attr> {
+        let (st, meta) = self.open_meta(&*self.open_file_of(ino)?)?;
+        Ok(Attr {
+            ino,
+            kind,
+            perm: meta.perm as u16,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            nlink: st.st_nlink as u32,
+            atime: to_system_time(st.st_atime, st.st_atime_nsec as u32),
+            mtime: to_system_time(st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: to_system_time(st.st_ctime, st.st_ctime_nsec as u32),
+            rdev: st.st_rdev as u32,
+        })
+    }
+
+    /// The `fstat` of open upper file `f` and the owner and mode the mount
+    /// shows for it (rootless: what its override xattr records).
+    fn open_meta(&self, f: &File) -> VResult<(libc::stat, Meta)> {
+        let o = Obj::File(f);
+        let st = sys::stat_obj(o)?;
+        let meta = match &self.upper {
+            Some(up) => up.meta_of_obj(o, &st),
+            None => Meta::from_stat(&st),
+        };
+        Ok((st, meta))
+    }
+
+    /// Does open upper file `f` carry a setuid or setgid bit (as shown)?
+    pub fn file_is_setid(&self, f: &File) -> bool {
+        self.open_meta(f)
+            .is_ok_and(|(_, m)| m.perm & (libc::S_ISUID | libc::S_ISGID) != 0)
+    }
+
+    fn lower_attr(&self, ino: u64, r: &Resolved) -> VResult<Attr> {
+        let src = r.meta_source(&self.layers);
+        let e = self.entry_of(src);
+        let idx = &self.layers[src.0 as usize].index;
+        let (size, nlink) = match e.kind {
+            Kind::Dir => (4096, self.dir_nlink(ino)?),
+            Kind::Symlink => (
+                idx.target(&e).len() as u64,
+                self.visible_nlink(ino, src, &e),
+            ),
+            _ => (e.size, self.visible_nlink(ino, src, &e)),
+        };
+        // Linux shows every symlink as 0777, whatever the tar header says.
+        let mode = if e.kind == Kind::Symlink {
+            0o777
+        } else {
+            e.mode & 0o7777
+        };
+        let t = to_system_time(e.mtime, e.mtime_nsec);
+        Ok(Attr {
+            ino,
+            kind: e.kind,
+            perm: mode as u16,
+            uid: e.uid,
+            gid: e.gid,
+            size,
+            blocks: if e.kind == Kind::File {
+                e.size.div_ceil(512)
+            } else {
+                0
+            },
+            nlink,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            rdev: e.rdev() as u32,
+        })
+    }
+
+    /// (blocks, bfree, bavail, files, ffree, bsize) for statfs: the upper
+    /// branch's filesystem when there is one, else the layers' totals.
+    pub fn statfs(&self) -> (u64, u64, u64, u64, u64, u32) {
+        if let Some(st) = self
+            .upper
+            .as_ref()
+            .and_then(|u| sys::statvfs(u.root()).ok())
+        {
+            return (
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_frsize as u32,
+            );
+        }
+        let (bytes, files) = self.layers.iter().fold((0, 0), |(b, f), l| {
+            (b + l.index.tar_size(), f + l.index.len() as u64)
+        });
+        (bytes.div_ceil(4096), 0, 0, files, 0, 4096)
+    }
+}

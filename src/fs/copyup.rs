@@ -1,0 +1,368 @@
+//! Copy-up: making a lower object an object of the rw branch. Directories
+//! (with their parents) are made in the work directory with their own
+//! metadata and renamed into place; files are staged outside the lock
+//! where possible (`stage_copy_up`) and placed under `ns`, data synced
+//! first unless `-o volatile`; a renamed lower directory is copied up
+//! whole and made opaque (`copy_up_tree`).
+//!
+//! Not here: deciding when to copy up (the callers in `handles`,
+//! `namespace`, `setattr`, `xattr`), the branch's on-disk spelling of
+//! markers and metadata (`upper`).
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::handles::open_entry;
+use super::xattr::shown_xattrs;
+use super::{err, Error, ErrorContext, VResult, Vfs};
+use crate::layer::index::Kind;
+use crate::sys::{self, TimeSpec};
+use crate::union::Source;
+use crate::upper::{child, Meta};
+
+impl Vfs {
+    /// Gives the new upper object at `p` the owner, mode, xattrs and times
+    /// of lower entry `src`. An error names the step; the caller names `p`.
+    pub(super) fn copy_meta(&self, p: &Path, src: Source) -> VResult<()> {
+        let up = self.up()?;
+        let e = self.entry_of(src);
+        let idx = &self.layers[src.0 as usize].index;
+        up.apply_meta(
+            p,
+            &Meta {
+                kind: e.kind,
+                perm: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                rdev: e.rdev(),
+            },
+        )
+        .context(|| "owner and mode")?;
+        for (k, v) in shown_xattrs(idx, &e) {
+            if up.is_private_xattr(k) {
+                continue; // the override just written is the truth
+            }
+            if let Err(err) = sys::lsetxattr(p, k, v, 0) {
+                // A rootless daemon may not set trusted.* or
+                // security.capability: the copy keeps what it can.
+                if !(up.rootless() && matches!(err, libc::EPERM | libc::EACCES | libc::ENOTSUP)) {
+                    return Err(err!(err, "xattr {}", String::from_utf8_lossy(k)));
+                }
+                tracing::warn!(
+                    "copy-up of {}: xattr {} not kept: errno {err}",
+                    p.display(),
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        let t = TimeSpec::At(e.mtime, e.mtime_nsec);
+        sys::utimens(p, t, t).context(|| "times")
+    }
+
+    /// Copies directory `ino` (and its parents) up into the branch, with
+    /// its own metadata; returns its upper path.
+    pub(super) fn copy_up_dir(&self, ino: u64) -> VResult<PathBuf> {
+        let (kind, upper, lower) = self.state(ino)?;
+        if upper {
+            return self.upath(ino);
+        }
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR.into());
+        }
+        let (parent, name) = {
+            let nodes = self.nodes.read();
+            nodes.table[ino as usize - 1]
+                .names
+                .first()
+                .cloned()
+                .ok_or(libc::ENOENT)?
+        };
+        let pp = self.copy_up_dir(parent)?;
+        let up = self.up()?;
+        let t = up.temp();
+        let dst = child(&pp, &name);
+        let what = || format!("copy-up of directory {}", dst.display());
+        std::fs::create_dir(&t).context(|| format!("{}: staging {}", what(), t.display()))?;
+        let src = lower.ok_or(libc::ESTALE)?.meta_source(&self.layers);
+        let r = self
+            .copy_meta(&t, src)
+            .context(|| format!("metadata of {}", t.display()))
+            .and_then(|()| {
+                place_copy(&dst, |d| {
+                    sys::rename2(&t, d, libc::RENAME_NOREPLACE)
+                        .context(|| format!("rename of {} into place", t.display()))
+                })
+            });
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir(&t);
+            return Err(e.context(what()));
+        }
+        self.with_node(ino, |n| {
+            n.upper = true;
+            n.listing = None;
+        });
+        Ok(dst)
+    }
+
+    /// Copies non-directory `ino` up, with its data unless `with_data` is
+    /// false (a truncation to zero follows). The copy is made in the work
+    /// directory and renamed into place; every other visible name of a
+    /// hard-linked file is then linked to it. Called with `ns` held for
+    /// writing.
+    fn copy_up(&self, ino: u64, with_data: bool) -> VResult<()> {
+        self.copy_up_with(ino, with_data, None)
+    }
+
+    /// Copies the data and metadata of lower file `ino` into a new file of
+    /// the work directory, holding `ns` only to find the source: a
+    /// copy-up's data copy (seconds for a big file) then stalls no other
+    /// operation of the mount. The caller hands the result to
+    /// `copy_up_with` under the write lock, which renames it into place if
+    /// `ino` is still that lower file (a concurrent copy-up may have won:
+    /// the staged copy is then dropped, and its file removed). `None` when
+    /// there is nothing to copy outside the lock.
+    pub(super) fn stage_copy_up(&self, ino: u64, with_data: bool) -> VResult<Option<StagedCopy>> {
+        if !with_data || self.upper.is_none() {
+            return Ok(None);
+        }
+        let (src, e) = {
+            let _r = self.ns.read();
+            let (kind, upper, _) = self.state(ino)?;
+            if upper || kind != Kind::File {
+                return Ok(None);
+            }
+            self.leaf(ino)?
+        };
+        if e.size == 0 {
+            return Ok(None);
+        }
+        let staged = StagedCopy {
+            src,
+            path: self.up()?.temp(),
+        };
+        let made = self
+            .make_copy(&staged.path, src, &e, true)
+            .and_then(|()| self.copy_meta(&staged.path, src).context(|| "metadata"))
+            .context(|| format!("staging in {}", staged.path.display()));
+        match made {
+            Ok(()) => Ok(Some(staged)),
+            // A racing copy-up may have finished meanwhile; else the
+            // copy under the lock meets the error again and reports it.
+            Err(err) => {
+                tracing::debug!(
+                    ino,
+                    "staging a copy-up failed ({err}); copying under the lock"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// `copy_up`, renaming `staged` into place if it is a copy of the
+    /// node's current lower file.
+    pub(super) fn copy_up_with(
+        &self,
+        ino: u64,
+        with_data: bool,
+        staged: Option<StagedCopy>,
+    ) -> VResult<()> {
+        let (kind, upper, _) = self.state(ino)?;
+        if upper {
+            return Ok(());
+        }
+        if kind == Kind::Dir {
+            self.copy_up_dir(ino)?;
+            return Ok(());
+        }
+        let (src, e) = self.leaf(ino)?;
+        // Make every visible name of a hard link known to the node.
+        self.group_names(ino, src, &e);
+        let names = self.nodes.read().table[ino as usize - 1].names.clone();
+        let mut paths = Vec::with_capacity(names.len());
+        for (p, n) in &names {
+            paths.push(child(&self.copy_up_dir(*p)?, n));
+        }
+        let first = paths.first().ok_or(libc::ENOENT)?;
+        let what = || format!("copy-up of {}", first.display());
+        let t = match staged {
+            Some(s) if s.src == src && with_data => s,
+            _ => {
+                let s = StagedCopy {
+                    src,
+                    path: self.up()?.temp(),
+                };
+                let staging = || format!("{}: staging in {}", what(), s.path.display());
+                self.make_copy(&s.path, src, &e, with_data)
+                    .context(staging)?;
+                self.copy_meta(&s.path, src)
+                    .context(|| format!("{}: metadata", staging()))?;
+                s
+            }
+        };
+        place_copy(first, |d| {
+            sys::rename2(&t.path, d, libc::RENAME_NOREPLACE)
+                .context(|| format!("rename of {} into place", t.path.display()))
+        })
+        .context(what)?;
+        t.placed();
+        // The first name is in place: the node lives in the branch now.
+        self.with_node(ino, |n| {
+            n.upper = true;
+            n.lower = None;
+        });
+        self.note_upper_ino(ino, first);
+        self.nlinks.lock().clear();
+        self.switch_readers(ino, first);
+        for p in &paths[1..] {
+            place_copy(p, |d| std::fs::hard_link(first, d).map_err(Error::from))
+                .context(|| format!("{}: link {}", what(), p.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Creates at `t` a copy of lower entry `e` (data only if `with_data`).
+    /// An error names the step (creating, data copy, sync); the caller
+    /// names `t`.
+    fn make_copy(
+        &self,
+        t: &Path,
+        src: Source,
+        e: &crate::layer::index::Entry,
+        with_data: bool,
+    ) -> VResult<()> {
+        let up = self.up()?;
+        if e.kind != Kind::File {
+            let target = self.layers[src.0 as usize].index.target(e);
+            let meta = Meta {
+                kind: e.kind,
+                perm: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                rdev: e.rdev(),
+            };
+            return up.make_special(t, &meta, target).context(|| "creating");
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(t)
+            .context(|| "creating")?;
+        if with_data && e.size > 0 {
+            let layer = &self.layers[src.0 as usize];
+            // In the kernel where it can (no copy through userspace, a
+            // reflink or server-side copy where the filesystem has one),
+            // else from the mapped blob.
+            if let Some(lf) = open_entry(layer, src.1)? {
+                let done = sys::copy_range(&lf, 0, &f, e.size, !self.volatile);
+                if done < e.size {
+                    // copy_file_range refused (another filesystem, ...):
+                    // copy the rest through a buffer.
+                    let mut r = &lf;
+                    let mut w = &f;
+                    let from = std::io::SeekFrom::Start(done);
+                    std::io::Seek::seek(&mut r, from).context(|| "data copy")?;
+                    std::io::Seek::seek(&mut w, from).context(|| "data copy")?;
+                    std::io::copy(&mut std::io::Read::take(r, e.size - done), &mut w)
+                        .context(|| "data copy")?;
+                }
+                return self.sync_copy(&f, t);
+            }
+            let done = match &layer.file {
+                Some(lf) => sys::copy_range(lf, e.data_off, &f, e.size, !self.volatile),
+                None => 0,
+            };
+            if done < e.size {
+                let data = layer.data();
+                let (from, to) = (e.data_off + done, e.data_off + e.size);
+                f.write_all_at(&data[from as usize..to as usize], done)
+                    .context(|| "data copy")?;
+            }
+            return self.sync_copy(&f, t);
+        }
+        Ok(())
+    }
+
+    /// Makes a copy-up's data durable before the rename that shows it, as
+    /// overlayfs does (unless `-o volatile`): the rename must not outlive
+    /// the data after a crash, or the file would show torn or empty where
+    /// its lower content was.
+    fn sync_copy(&self, f: &File, t: &Path) -> VResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        f.sync_data().context(|| "sync")?;
+        tracing::debug!(copy = %t.display(), "copy-up data synced");
+        Ok(())
+    }
+
+    /// Makes `ino` and everything below it live in the upper branch alone:
+    /// a directory with lower content is copied up entry by entry and made
+    /// opaque (what a rename of a lower directory needs, since a layer
+    /// diff has no redirects).
+    pub(super) fn copy_up_tree(&self, ino: u64) -> VResult<()> {
+        let (kind, _, lower) = self.state(ino)?;
+        if kind != Kind::Dir {
+            return self.copy_up(ino, true);
+        }
+        let p = self.copy_up_dir(ino)?;
+        if lower.is_none() {
+            return Ok(());
+        }
+        for c in self.list(ino)?.iter() {
+            self.copy_up_tree(c.ino)?;
+        }
+        self.up()?
+            .make_opaque(&p)
+            .context(|| format!("making {} opaque", p.display()))?;
+        self.with_node(ino, |n| {
+            n.lower = None;
+            n.listing = None;
+        });
+        Ok(())
+    }
+}
+
+/// Puts a copied-up object at `dst` with `put`, keeping the times of the
+/// directory it lands in: a copy-up changes nothing the merged view shows
+/// (as overlayfs, which restores the parent's timestamps too).
+fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()> {
+    let dir = dst.parent().ok_or(libc::EINVAL)?;
+    let st = sys::lstat(dir)?;
+    put(dst)?;
+    // The object is in place: that is the change. Restoring the times is
+    // best effort and must not make a done copy-up look failed.
+    if let Err(e) = sys::utimens(
+        dir,
+        TimeSpec::At(st.st_atime, st.st_atime_nsec as u32),
+        TimeSpec::At(st.st_mtime, st.st_mtime_nsec as u32),
+    ) {
+        tracing::warn!("keeping the times of {}: errno {e}", dir.display());
+    }
+    Ok(())
+}
+
+/// A lower file copied into the work directory by `stage_copy_up`, not yet
+/// renamed into place; its file is removed when it is dropped unplaced
+/// (an error, or a concurrent copy-up that won).
+pub(super) struct StagedCopy {
+    src: Source,
+    path: PathBuf,
+}
+
+impl StagedCopy {
+    /// The copy was renamed into the branch: nothing left to remove.
+    fn placed(mut self) {
+        self.path = PathBuf::new();
+    }
+}
+
+impl Drop for StagedCopy {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            tracing::debug!(path = %self.path.display(), "staged copy-up dropped");
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Open files and their I/O: the handle table, opening (a write or O_TRUNC
+//! open copies up first), reads from the mapped layer tars, directory
+//! layers' files or the branch, writes, fsync, fallocate, readlink, and
+//! the real file behind a handle for FUSE passthrough.
+//!
+//! Not here: the copy-up itself (`copyup`), open directories (`readdir`),
+//! the kernel's I/O modes (`fuse::IoModes`).
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{err, DirEntry, Error, ErrorContext, VResult, Vfs};
+use crate::layer::index::Kind;
+use crate::layer::Layer;
+use crate::sys;
+use crate::union::Resolved;
+
+/// An open file or directory.
+pub(super) enum Handle {
+    File {
+        ino: u64,
+        /// The upper file, once there is one (opened lazily for readers
+        /// of a lower file that was copied up meanwhile).
+        file: Mutex<Option<Arc<File>>>,
+        /// The file of a directory layer's entry, opened once at open
+        /// (reads of a handle do not reopen it by path).
+        lower: Option<Arc<File>>,
+    },
+    /// A directory listing, taken when it is read from offset 0 (not at
+    /// opendir: the kernel caches what the first readdir returns as the
+    /// state at that call) and kept stable while it is read on.
+    Dir(Mutex<Option<Arc<Vec<DirEntry>>>>),
+}
+
+impl Vfs {
+    /// Gives the handles that opened `ino` while it was lower the copy now
+    /// at `p`, so they keep reading it whatever later happens to its names.
+    pub(super) fn switch_readers(&self, ino: u64, p: &Path) {
+        let handles: Vec<Arc<Handle>> = self.handles.lock().values().cloned().collect();
+        for h in handles {
+            if let Handle::File { ino: i, file, .. } = &*h {
+                let mut f = file.lock();
+                if *i == ino && f.is_none() {
+                    *f = File::open(p).ok().map(Arc::new);
+                }
+            }
+        }
+    }
+
+    /// An open handle's upper file of `ino` (ENOENT if none is open).
+    pub(super) fn open_file_of(&self, ino: u64) -> VResult<Arc<File>> {
+        self.handles
+            .lock()
+            .values()
+            .find_map(|h| match &**h {
+                Handle::File { ino: i, file, .. } if *i == ino => file.lock().clone(),
+                _ => None,
+            })
+            .ok_or(Error::new(libc::ENOENT))
+    }
+
+    pub(super) fn alloc_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned()
+    }
+
+    /// Closes a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// Opens file `ino` with open(2) `flags`. Opening for writing, or with
+    /// O_TRUNC, copies the file up first (without its data for O_TRUNC).
+    pub fn open(&self, ino: u64, flags: i32) -> VResult<u64> {
+        let (kind, ..) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EISDIR.into());
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let mut lower = None;
+        let file = if acc != libc::O_RDONLY || trunc {
+            self.up()?;
+            let staged = self.stage_copy_up(ino, !trunc)?;
+            let _w = self.ns.write();
+            self.copy_up_with(ino, !trunc, staged)?;
+            Some(Arc::new(self.open_upper(ino, flags)?))
+        } else {
+            let _r = self.ns.read();
+            match self.state(ino)? {
+                (_, true, _) => Some(Arc::new(self.open_upper(ino, flags)?)),
+                (_, false, Some(Resolved::Leaf(src))) => {
+                    let layer = &self.layers[src.0 as usize];
+                    lower = open_entry(layer, src.1)?.map(Arc::new);
+                    None
+                }
+                _ => None,
+            }
+        };
+        Ok(self.alloc_handle(Handle::File {
+            ino,
+            file: Mutex::new(file),
+            lower,
+        }))
+    }
+
+    /// The whole real file behind open handle `fh`, for the kernel to read
+    /// and write directly (FUSE passthrough): its upper file, or on a
+    /// read-only mount the file of a directory layer. `None` for a file
+    /// inside a layer tar, and for a lower file of a read-write mount (a
+    /// copy-up while it is open would need a second backing file for the
+    /// same inode, which the kernel refuses).
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { file, lower, .. }) => match file.lock().clone() {
+                Some(f) => Some(f),
+                None if self.upper.is_none() => lower.clone(),
+                None => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub(super) fn open_upper(&self, ino: u64, flags: i32) -> VResult<File> {
+        let p = self.upath(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(acc != libc::O_WRONLY)
+            .write(acc != libc::O_RDONLY)
+            .custom_flags(
+                flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) | libc::O_NOFOLLOW,
+            );
+        let f = o.open(&p)?;
+        if flags & libc::O_TRUNC != 0 {
+            let r = if acc == libc::O_RDONLY {
+                // O_RDONLY|O_TRUNC truncates too (Linux does).
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .and_then(|w| w.set_len(0))
+            } else {
+                f.set_len(0)
+            };
+            r?;
+        }
+        Ok(f)
+    }
+
+    /// The upper file behind handle `fh` of node `ino`, if the node is in
+    /// the upper branch (opened now for a reader that opened it lower).
+    fn upper_file(&self, ino: u64, fh: u64) -> VResult<Option<Arc<File>>> {
+        let h = self.handle(fh);
+        if let Some(Handle::File { file, .. }) = h.as_deref() {
+            if let Some(f) = file.lock().as_ref() {
+                return Ok(Some(f.clone()));
+            }
+        }
+        if !self.state(ino)?.1 {
+            return Ok(None);
+        }
+        let f = {
+            let _r = self.ns.read();
+            Arc::new(self.open_upper(ino, libc::O_RDONLY)?)
+        };
+        if let Some(Handle::File { file, .. }) = h.as_deref() {
+            *file.lock() = Some(f.clone());
+        }
+        Ok(Some(f))
+    }
+
+    /// Up to `size` bytes of file `ino` from `offset`: borrowed from the
+    /// mapped layer blob, or read from the upper file.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> VResult<Cow<'_, [u8]>> {
+        if let Some(f) = self.upper_file(ino, fh)? {
+            return read_file_at(&f, offset, size as usize).map(Cow::Owned);
+        }
+        let (src, e) = match self.leaf(ino) {
+            // Copied up since upper_file looked: read the copy.
+            Err(e) if e.errno() == libc::ESTALE && self.state(ino)?.1 => {
+                let f = self.upper_file(ino, fh)?.ok_or(libc::ESTALE)?;
+                return read_file_at(&f, offset, size as usize).map(Cow::Owned);
+            }
+            r => r?,
+        };
+        if e.kind != Kind::File {
+            return Err(libc::EINVAL.into());
+        }
+        let start = offset.min(e.size);
+        let end = offset.saturating_add(size as u64).min(e.size);
+        let layer = &self.layers[src.0 as usize];
+        if layer.dir.is_some() {
+            let f = match self.handle(fh).as_deref() {
+                Some(Handle::File {
+                    lower: Some(f),
+                    ino: i,
+                    ..
+                }) if *i == ino => f.clone(),
+                // No handle (the kernel opened the file itself): by path,
+                // kept open for the next reads.
+                _ => self.dir_file(layer, src)?,
+            };
+            return read_file_at(&f, start, (end - start) as usize).map(Cow::Owned);
+        }
+        let data = layer.data();
+        Ok(Cow::Borrowed(
+            &data[(e.data_off + start) as usize..(e.data_off + end) as usize],
+        ))
+    }
+
+    /// The file of entry `src` of directory layer `layer`, from the cache
+    /// of recently read ones or opened by path.
+    fn dir_file(&self, layer: &Layer, src: (u16, u32)) -> VResult<Arc<File>> {
+        if let Some(f) = self.dir_files.lock().get(&src) {
+            return Ok(f.clone());
+        }
+        let f = open_entry(layer, src.1)?.ok_or_else(|| {
+            err!(
+                libc::EIO,
+                "{} of layer {}: no file to read",
+                String::from_utf8_lossy(&layer.index.path(src.1)),
+                layer.chain_id
+            )
+        })?;
+        let f = Arc::new(f);
+        self.dir_files.lock().put(src, f.clone());
+        Ok(f)
+    }
+
+    pub(super) fn writable_file(&self, fh: u64) -> VResult<Arc<File>> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { file, .. }) => file.lock().clone().ok_or(Error::new(libc::EBADF)),
+            _ => Err(libc::EBADF.into()),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
+        let f = self.writable_file(fh)?;
+        f.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> VResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        let Ok(f) = self.writable_file(fh) else {
+            return Ok(()); // nothing of ours to flush for a lower file
+        };
+        let r = if datasync {
+            f.sync_data()
+        } else {
+            f.sync_all()
+        };
+        r.map_err(Error::from)
+    }
+
+    /// fsync of directory `ino`: its directory in the branch, if it has
+    /// one (what a `rename` then `fsync(dirfd)` needs to be durable).
+    /// Nothing of a lower directory can change.
+    pub fn fsyncdir(&self, ino: u64) -> VResult<()> {
+        if self.volatile || self.upper.is_none() || !self.state(ino)?.1 {
+            return Ok(());
+        }
+        let p = {
+            let _r = self.ns.read();
+            self.upath(ino)?
+        };
+        let d = File::open(&p).context(|| format!("fsync of {}: open", p.display()))?;
+        d.sync_all()
+            .context(|| format!("fsync of {}", p.display()))?;
+        tracing::debug!(dir = %p.display(), "fsyncdir synced");
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
+        let f = self.writable_file(fh)?;
+        Ok(sys::fallocate(&f, mode, offset, len)?)
+    }
+
+    pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
+        let (kind, upper, _) = self.state(ino)?;
+        if kind != Kind::Symlink {
+            return Err(libc::EINVAL.into());
+        }
+        if upper {
+            let p = self.upath(ino)?;
+            return std::fs::read_link(p)
+                .map(|t| t.into_os_string().into_vec())
+                .map_err(Error::from);
+        }
+        let (src, e) = self.leaf(ino)?;
+        Ok(self.layers[src.0 as usize].index.target(&e).to_vec())
+    }
+
+    /// The handle's inode (for diagnostics and tests).
+    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+        match self.handle(fh).as_deref() {
+            Some(Handle::File { ino, .. }) => Some(*ino),
+            _ => None,
+        }
+    }
+}
+
+/// Up to `len` bytes of `f` from `offset` (fewer only at end of file).
+fn read_file_at(f: &File, offset: u64, len: usize) -> VResult<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// The file of entry `i` of `layer` if it is a directory layer (`None`
+/// for a layer tar), an error naming it.
+pub(super) fn open_entry(layer: &Layer, i: u32) -> VResult<Option<File>> {
+    layer.open_entry(i).context(|| {
+        format!(
+            "opening {} of layer {}",
+            String::from_utf8_lossy(&layer.index.path(i)),
+            layer.chain_id
+        )
+    })
+}

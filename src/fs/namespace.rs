@@ -1,0 +1,475 @@
+//! Changes of the namespace on a read-write mount: new objects (mkdir,
+//! mknod, symlink, create: built in the work directory, then published by
+//! one rename), unlink, rmdir, rename and link, each keeping the node
+//! table in step with the branch.
+//!
+//! Not here: the branch's whiteouts, opaque markers and publish steps
+//! (`upper`), copy-up (`copyup`), attribute changes (`setattr`).
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::inodes::Found;
+use super::{Attr, Caller, Error, ErrorContext, Handle, VResult, Vfs};
+use crate::idmap::OVERFLOW_ID;
+use crate::layer::index::Kind;
+use crate::layer::whiteout::{classify_name, NameClass};
+use crate::sys;
+use crate::union::Resolved;
+use crate::upper::{child, Meta};
+
+impl Vfs {
+    fn exists(&self, parent: u64, name: &[u8]) -> VResult<Option<u64>> {
+        match self.child_ino(parent, name) {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new name must be one the branch can hold: `.wh.` names are the
+    /// layer format's own.
+    fn check_new_name(name: &[u8]) -> VResult<()> {
+        if name.len() > 255 {
+            return Err(libc::ENAMETOOLONG.into());
+        }
+        if classify_name(name) != NameClass::Plain {
+            return Err(libc::EINVAL.into());
+        }
+        Ok(())
+    }
+
+    /// The owner and mode of a new object in `parent`: a setgid directory
+    /// gives its group (and, to directories, its setgid bit).
+    fn new_meta(
+        &self,
+        parent: u64,
+        who: Caller,
+        kind: Kind,
+        perm: u32,
+        rdev: u64,
+    ) -> VResult<Meta> {
+        let pa = self.stored_attr(parent)?;
+        // A creator no mapping covers gets the overflow id, as the kernel
+        // does for ids a user namespace does not map.
+        let mut meta = Meta {
+            kind,
+            perm: perm & 0o7777,
+            uid: self.owners.stored_uid(who.uid).unwrap_or(OVERFLOW_ID),
+            gid: self.owners.stored_gid(who.gid).unwrap_or(OVERFLOW_ID),
+            rdev,
+        };
+        if pa.perm as u32 & libc::S_ISGID != 0 {
+            meta.gid = pa.gid;
+            if kind == Kind::Dir {
+                meta.perm |= libc::S_ISGID;
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Publishes the finished object `t` as `name` in `parent` (whose upper
+    /// path is `pp`): one rename, then the whiteout it replaces goes. A
+    /// directory over something lower is made opaque first.
+    fn publish(&self, t: &Path, parent: u64, pp: &Path, name: &[u8], dir: bool) -> VResult<()> {
+        let up = self.up()?;
+        let (_, _, plower) = self.state(parent)?;
+        let lower_has = self.lower_child(&plower, name).is_some();
+        if dir && lower_has {
+            up.make_opaque(t)
+                .context(|| format!("making {} opaque", t.display()))?;
+        }
+        // The branch holds `.wh.NAME` only where a lower layer has NAME
+        // (deletions write one only then, and the layers do not change),
+        // or in a directory that stopped merging its lower one (an opaque
+        // copy keeps the whiteouts it had).
+        let maybe_whiteout = lower_has || !matches!(plower, Some(Resolved::Dir(_)));
+        up.publish(t, pp, name, maybe_whiteout).context(|| {
+            format!(
+                "publishing {} as {}",
+                t.display(),
+                child(pp, name).display()
+            )
+        })
+    }
+
+    /// Creates a new object `name` in `parent`; `make` builds it at a
+    /// temporary path. Returns its inode number.
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        meta: Meta,
+        make: impl FnOnce(&Path) -> VResult<()>,
+    ) -> VResult<u64> {
+        Self::check_new_name(name)?;
+        if self.exists(parent, name)?.is_some() {
+            return Err(libc::EEXIST.into());
+        }
+        self.create_new_node(parent, name, meta, make)
+    }
+
+    /// `create_node` for a name known to be new (checked under the same
+    /// hold of `ns`).
+    fn create_new_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        meta: Meta,
+        make: impl FnOnce(&Path) -> VResult<()>,
+    ) -> VResult<u64> {
+        let up = self.up()?;
+        let pp = self.copy_up_dir(parent)?;
+        let t = up.temp();
+        let r = make(&t)
+            .context(|| format!("making {}", t.display()))
+            .and_then(|()| {
+                up.apply_meta(&t, &meta)
+                    .context(|| format!("owner and mode of {}", t.display()))
+            })
+            .and_then(|()| self.publish(&t, parent, &pp, name, meta.kind == Kind::Dir));
+        if let Err(e) = r {
+            let _ = up.discard(&t);
+            return Err(e.context(format!("creating {}", child(&pp, name).display())));
+        }
+        self.nlinks.lock().clear();
+        Ok(self.intern(
+            parent,
+            name,
+            Found {
+                kind: meta.kind,
+                upper: true,
+                lower: None,
+                upper_ino: None,
+            },
+        ))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> VResult<Attr> {
+        self.up()?;
+        let _w = self.ns.write();
+        let meta = self.new_meta(parent, who, Kind::Dir, mode, 0)?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            std::fs::create_dir(t).map_err(Error::from)
+        })?;
+        self.adjust_subdirs(parent, 1);
+        self.attr(ino)
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        who: Caller,
+    ) -> VResult<Attr> {
+        self.up()?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::Char,
+            libc::S_IFBLK => Kind::Block,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return Err(libc::EINVAL.into()),
+        };
+        let _w = self.ns.write();
+        let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;
+        let up = self.up()?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            if kind == Kind::File {
+                Ok(sys::mknod(t, libc::S_IFREG | 0o600, 0)?)
+            } else {
+                Ok(up.make_special(t, &meta, b"")?)
+            }
+        })?;
+        self.attr(ino)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
+        self.up()?;
+        let _w = self.ns.write();
+        let meta = self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?;
+        let meta = Meta {
+            perm: 0o777,
+            ..meta
+        };
+        let up = self.up()?;
+        let ino = self.create_node(parent, name, meta, |t| {
+            Ok(up.make_special(t, &meta, target)?)
+        })?;
+        self.attr(ino)
+    }
+
+    /// Creates and opens a regular file; with O_EXCL an existing name is
+    /// EEXIST, without it the existing file is opened.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        who: Caller,
+    ) -> VResult<(Attr, u64)> {
+        self.up()?;
+        let guard = self.ns.write();
+        if let Some(ino) = self.exists(parent, name)? {
+            if flags & libc::O_EXCL != 0 {
+                return Err(libc::EEXIST.into());
+            }
+            drop(guard);
+            let fh = self.open(ino, flags & !libc::O_CREAT)?;
+            return Ok((self.getattr(ino)?, fh));
+        }
+        Self::check_new_name(name)?;
+        let meta = self.new_meta(parent, who, Kind::File, mode, 0)?;
+        let mut file = None;
+        let ino = self.create_new_node(parent, name, meta, |t| {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(t)?;
+            file = Some(Arc::new(f));
+            Ok(())
+        })?;
+        let attr = self.attr(ino)?;
+        drop(guard);
+        let fh = self.alloc_handle(Handle::File {
+            ino,
+            file: Mutex::new(file),
+            lower: None,
+        });
+        Ok((attr, fh))
+    }
+
+    /// Drops name (`parent`, `name`) of node `ino` from the table.
+    fn drop_name(&self, ino: u64, parent: u64, name: &[u8]) {
+        let key = (parent, Box::<[u8]>::from(name));
+        let mut nodes = self.nodes.write();
+        nodes.by_name.remove(&key);
+        nodes.table[ino as usize - 1].names.retain(|k| *k != key);
+        drop(nodes);
+        self.nlinks.lock().clear();
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        let _w = self.ns.write();
+        let ino = self.child_ino(parent, name)?;
+        let (kind, upper, _) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EISDIR.into());
+        }
+        let pp = self.copy_up_dir(parent)?;
+        up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)
+            .context(|| format!("unlink of {} on the branch", child(&pp, name).display()))?;
+        self.drop_name(ino, parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        let _w = self.ns.write();
+        let ino = self.child_ino(parent, name)?;
+        let (kind, upper, _) = self.state(ino)?;
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR.into());
+        }
+        if !self.list(ino)?.is_empty() {
+            return Err(libc::ENOTEMPTY.into());
+        }
+        let pp = self.copy_up_dir(parent)?;
+        up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)
+            .context(|| format!("rmdir of {} on the branch", child(&pp, name).display()))?;
+        self.drop_name(ino, parent, name);
+        self.adjust_subdirs(parent, -1);
+        Ok(())
+    }
+
+    /// Renames, with `flags` RENAME_NOREPLACE or RENAME_EXCHANGE. A
+    /// directory with lower content is copied up whole and made opaque
+    /// first, so no rename is refused with EXDEV.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> VResult<()> {
+        let up = self.up()?;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+            || flags == libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE
+        {
+            return Err(libc::EINVAL.into());
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let _w = self.ns.write();
+        let src = self.child_ino(parent, name)?;
+        let dst = self.exists(newparent, newname)?;
+        if exchange && dst.is_none() {
+            return Err(libc::ENOENT.into());
+        }
+        if !exchange {
+            Self::check_new_name(newname)?;
+        }
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(libc::EEXIST.into());
+        }
+        if dst == Some(src) {
+            return Ok(()); // the same file: POSIX says do nothing
+        }
+        let (skind, ..) = self.state(src)?;
+        let sdir = skind == Kind::Dir;
+        if let (Some(d), false) = (dst, exchange) {
+            let ddir = self.state(d)?.0 == Kind::Dir;
+            if sdir && !ddir {
+                return Err(libc::ENOTDIR.into());
+            }
+            if !sdir && ddir {
+                return Err(libc::EISDIR.into());
+            }
+            if ddir && !self.list(d)?.is_empty() {
+                return Err(libc::ENOTEMPTY.into());
+            }
+        }
+        self.copy_up_tree(src)?;
+        let sp = self.copy_up_dir(parent)?;
+        let dp = self.copy_up_dir(newparent)?;
+        let from = child(&sp, name);
+        let to = child(&dp, newname);
+        if exchange {
+            let d = dst.expect("checked above");
+            self.copy_up_tree(d)?;
+            let ddir = self.state(d)?.0 == Kind::Dir;
+            if sdir && self.lower_has(newparent, newname)? {
+                up.make_opaque(&from)
+                    .context(|| format!("making {} opaque", from.display()))?;
+            }
+            if ddir && self.lower_has(parent, name)? {
+                up.make_opaque(&to)
+                    .context(|| format!("making {} opaque", to.display()))?;
+            }
+            sys::rename2(&from, &to, libc::RENAME_EXCHANGE).context(|| {
+                format!(
+                    "exchange of {} and {} on the branch",
+                    from.display(),
+                    to.display()
+                )
+            })?;
+            let delta = i32::from(sdir) - i32::from(ddir);
+            self.adjust_subdirs(newparent, delta);
+            self.adjust_subdirs(parent, -delta);
+            self.move_name(src, (parent, name), (newparent, newname));
+            self.move_name(d, (newparent, newname), (parent, name));
+            self.set_parent_key(src, d, (parent, name), (newparent, newname));
+        } else {
+            if sdir && self.lower_has(newparent, newname)? {
+                up.make_opaque(&from)
+                    .context(|| format!("making {} opaque", from.display()))?;
+            }
+            let whiteout_old = self.lower_has(parent, name)?;
+            let discard_to = match dst {
+                Some(d) => {
+                    let (dkind, dupper, _) = self.state(d)?;
+                    dkind == Kind::Dir && dupper
+                }
+                None => false,
+            };
+            up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)
+                .context(|| {
+                    format!(
+                        "rename of {} to {} on the branch",
+                        from.display(),
+                        to.display()
+                    )
+                })?;
+            // Done on disk: from here on the table follows.
+            if let Some(d) = dst {
+                self.drop_name(d, newparent, newname);
+            }
+            if sdir {
+                self.adjust_subdirs(parent, -1);
+                if dst.is_none() {
+                    self.adjust_subdirs(newparent, 1);
+                }
+            }
+            self.move_name(src, (parent, name), (newparent, newname));
+            let key = (newparent, Box::<[u8]>::from(newname));
+            self.nodes.write().by_name.insert(key, src);
+            self.nodes
+                .write()
+                .by_name
+                .remove(&(parent, Box::<[u8]>::from(name)));
+        }
+        self.nlinks.lock().clear();
+        Ok(())
+    }
+
+    /// Renames one name of node `ino` in its names list.
+    fn move_name(&self, ino: u64, from: (u64, &[u8]), to: (u64, &[u8])) {
+        self.with_node(ino, |n| {
+            for k in n.names.iter_mut() {
+                if k.0 == from.0 && *k.1 == *from.1 {
+                    *k = (to.0, Box::from(to.1));
+                    break;
+                }
+            }
+        });
+    }
+
+    /// After an exchange: the two names swap nodes in the name table.
+    fn set_parent_key(&self, a: u64, b: u64, ka: (u64, &[u8]), kb: (u64, &[u8])) {
+        let mut nodes = self.nodes.write();
+        nodes.by_name.insert((kb.0, Box::from(kb.1)), a);
+        nodes.by_name.insert((ka.0, Box::from(ka.1)), b);
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
+        self.up()?;
+        Self::check_new_name(newname)?;
+        {
+            // The refusals first, before a copy-up's data copy.
+            let _r = self.ns.read();
+            if self.state(ino)?.0 == Kind::Dir {
+                return Err(libc::EPERM.into());
+            }
+            if self.exists(newparent, newname)?.is_some() {
+                return Err(libc::EEXIST.into());
+            }
+        }
+        let staged = self.stage_copy_up(ino, true)?;
+        let _w = self.ns.write();
+        let (kind, ..) = self.state(ino)?;
+        if kind == Kind::Dir {
+            return Err(libc::EPERM.into());
+        }
+        if self.exists(newparent, newname)?.is_some() {
+            return Err(libc::EEXIST.into());
+        }
+        self.copy_up_with(ino, true, staged)?;
+        let from = self.upath(ino)?;
+        let dp = self.copy_up_dir(newparent)?;
+        self.up()?.link(&from, &dp, newname).context(|| {
+            format!(
+                "link of {} as {} on the branch",
+                from.display(),
+                child(&dp, newname).display()
+            )
+        })?;
+        self.note_upper_ino(ino, &from);
+        let key = (newparent, Box::<[u8]>::from(newname));
+        {
+            let mut nodes = self.nodes.write();
+            nodes.by_name.insert(key.clone(), ino);
+            nodes.table[ino as usize - 1].names.push(key);
+        }
+        self.nlinks.lock().clear();
+        self.attr(ino)
+    }
+}

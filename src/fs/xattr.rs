@@ -1,0 +1,130 @@
+//! Extended attributes: read from the branch or the layer index (overlayfs'
+//! own never shown), set and removed in the branch after a copy-up, and
+//! the read-only provenance xattr naming the layer an entry comes from.
+//!
+//! Not here: copying xattrs at copy-up (`copyup`), the branch's private
+//! xattrs (`upper`).
+
+use super::{Error, VResult, Vfs};
+use crate::layer::whiteout::is_overlay_xattr;
+use crate::sys;
+use crate::union::{Resolved, Source};
+
+/// A read-only extended attribute on every entry of a mount, answered only
+/// when asked for by name (never listed, never copied up): which layer the
+/// entry comes from. See [`Vfs::provenance`].
+pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
+
+impl Vfs {
+    fn meta_entry(&self, r: &Resolved) -> (Source, crate::layer::index::Entry) {
+        let src = r.meta_source(&self.layers);
+        (src, self.entry_of(src))
+    }
+
+    /// The value of [`PROVENANCE_XATTR`]: `rw` for an entry of the
+    /// read-write branch, else `INDEX:SHORTID` of the layer whose entry
+    /// the merged view shows (index 0 = bottom layer, as in `history`).
+    pub fn provenance(&self, ino: u64) -> VResult<Vec<u8>> {
+        let (_, upper, lower) = self.state(ino)?;
+        if upper {
+            return Ok(b"rw".to_vec());
+        }
+        let (src, _) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
+        let layer = &self.layers[src.0 as usize];
+        let index = self.layers.len() - 1 - src.0 as usize;
+        let short = &layer.chain_id[..12.min(layer.chain_id.len())];
+        Ok(format!("{index}:{short}").into_bytes())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
+        self.xattr(ino, name)
+    }
+
+    fn xattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
+        if name == PROVENANCE_XATTR {
+            return self.provenance(ino);
+        }
+        let (_, upper, lower) = self.state(ino)?;
+        if upper {
+            let up = self.up()?;
+            if up.is_private_xattr(name) {
+                return Err(libc::ENODATA.into());
+            }
+            return Ok(sys::lgetxattr(&self.upath(ino)?, name)?);
+        }
+        let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
+        let idx = &self.layers[src.0 as usize].index;
+        shown_xattrs(idx, &e)
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_vec())
+            .ok_or(Error::new(libc::ENODATA))
+    }
+
+    /// Names of the extended attributes, each followed by a NUL.
+    pub fn listxattr(&self, ino: u64) -> VResult<Vec<u8>> {
+        let _r = self.ns.read();
+        let (_, upper, lower) = self.state(ino)?;
+        let mut out = Vec::new();
+        if upper {
+            let up = self.up()?;
+            let all = sys::llistxattr(&self.upath(ino)?)?;
+            for n in all.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+                if !up.is_private_xattr(n) {
+                    out.extend_from_slice(n);
+                    out.push(0);
+                }
+            }
+            return Ok(out);
+        }
+        let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
+        let idx = &self.layers[src.0 as usize].index;
+        for (k, _) in shown_xattrs(idx, &e) {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
+        let up = self.up()?;
+        if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
+            return Err(libc::EPERM.into());
+        }
+        let staged = self.stage_copy_up(ino, true)?;
+        let _w = self.ns.write();
+        self.copy_up_with(ino, true, staged)?;
+        Ok(sys::lsetxattr(&self.upath(ino)?, name, value, flags)?)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> VResult<()> {
+        let up = self.up()?;
+        if name == PROVENANCE_XATTR {
+            return Err(libc::EPERM.into());
+        }
+        if up.is_private_xattr(name) {
+            return Err(libc::ENODATA.into());
+        }
+        {
+            // Removing what is not there copies nothing up.
+            let _r = self.ns.read();
+            self.xattr(ino, name)?;
+        }
+        let staged = self.stage_copy_up(ino, true)?;
+        let _w = self.ns.write();
+        self.xattr(ino, name)?;
+        self.copy_up_with(ino, true, staged)?;
+        Ok(sys::lremovexattr(&self.upath(ino)?, name)?)
+    }
+}
+
+/// The xattrs of a layer entry that the merged view shows: all but
+/// overlayfs' own (`trusted.overlay.*`, `user.overlay.*`), which an image
+/// may carry but which would turn into redirects or opaque markers where a
+/// mount is a lower of kernel overlayfs.
+pub(super) fn shown_xattrs<'a>(
+    idx: &'a crate::layer::index::Index,
+    e: &crate::layer::index::Entry,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    idx.xattrs(e).filter(|(k, _)| !is_overlay_xattr(k))
+}
