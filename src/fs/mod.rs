@@ -98,11 +98,17 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
-/// Who asks for a new object: its owner, before setgid inheritance.
+/// Who sent a request: the owner of a new object (before setgid
+/// inheritance), and for the setuid/setgid rules also its process (whose
+/// supplementary groups count).
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
+    /// The caller's (fs)uid, as the mount shows ids.
     pub uid: u32,
+    /// The caller's (fs)gid.
     pub gid: u32,
+    /// The caller's process (0 if unknown: then only `gid` counts).
+    pub pid: u32,
 }
 
 /// Attribute changes of a `setattr`.

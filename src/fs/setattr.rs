@@ -3,32 +3,94 @@
 //! descriptor of an unlinked open file; and Linux's setuid/setgid kill
 //! rule, which FUSE_HANDLE_KILLPRIV_V2 leaves to the daemon.
 //!
-//! Not here: reading attributes (`attr`), extended attributes (`xattr`),
-//! when the kill applies (`fuse`).
+//! Not here: reading attributes (`attr`), extended attributes (`xattr`).
 
 use super::copyup::StagedCopy;
-use super::{Attr, SetAttr, VResult, Vfs};
+use super::{Attr, Caller, SetAttr, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::{self, Obj, TimeSpec};
 
 impl Vfs {
-    /// The permission bits of `ino` after Linux's rule for a write, a
-    /// truncation or a chown by a caller without CAP_FSETID, if that clears
-    /// any (`None`: nothing to clear, or not a regular file).
-    /// `in_group(gid)`: is the caller in group `gid` (the file's, as
-    /// shown)? With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves applying the
-    /// rule to us.
-    pub fn perm_after_kill_suid(
+    /// Is `who` in group `gid` (a file's, as shown), or root (CAP_FSETID,
+    /// as far as a FUSE request tells)? Its primary group, else its
+    /// supplementary groups (read from /proc only for a setgid file
+    /// without group-execute).
+    fn in_group(who: Caller, gid: u32) -> bool {
+        who.uid == 0 || who.gid == gid || (who.pid != 0 && sys::process_in_group(who.pid, gid))
+    }
+
+    /// May `who` change file `ino` (root, its owner, or someone with write
+    /// permission on it)?
+    fn may_change(&self, who: Caller, ino: u64) -> bool {
+        let Ok(a) = self.getattr(ino) else {
+            return false;
+        };
+        let write_bit = if Self::in_group(who, a.gid) {
+            0o020
+        } else {
+            0o002
+        };
+        who.uid == 0 || who.uid == a.uid || u32::from(a.perm) & write_bit != 0
+    }
+
+    /// A SETATTR as the kernel sends it. With `killpriv`
+    /// (FUSE_HANDLE_KILLPRIV_V2 negotiated) the kernel leaves clearing
+    /// setuid/setgid to us, in the same change: a chown clears them
+    /// (Linux does, whoever asks), a truncation by anyone but root too,
+    /// and so does a SETATTR that changes nothing, which is what is left
+    /// of the kernel's own request to drop privileges (chown(f, -1, -1);
+    /// file_remove_privs) once it has taken the mode change out of it:
+    /// with `default_permissions` nothing checked who sent that one, so it
+    /// counts only from root, the owner or someone who may write the file.
+    /// The new mode is read and applied under one hold of `ns`, so a chmod
+    /// in between is not undone. A SETATTR that changes nothing copies
+    /// nothing up.
+    pub fn setattr_request(
         &self,
         ino: u64,
-        in_group: impl FnOnce(u32) -> bool,
-    ) -> VResult<Option<u32>> {
-        Ok(perm_after_kill(&self.getattr(ino)?, in_group))
+        fh: Option<u64>,
+        s: SetAttr,
+        who: Caller,
+        killpriv: bool,
+    ) -> VResult<Attr> {
+        let nothing = (s.mode, s.uid, s.gid, s.size) == (None, None, None, None)
+            && s.atime.is_none()
+            && s.mtime.is_none();
+        let kills = killpriv
+            && s.mode.is_none()
+            && (s.uid.is_some()
+                || s.gid.is_some()
+                || (s.size.is_some() && who.uid != 0)
+                || (nothing && self.may_change(who, ino)));
+        if !kills {
+            return match nothing {
+                true => self.getattr(ino),
+                false => self.setattr_with(ino, fh, s, None),
+            };
+        }
+        // A look first, to copy up only for a change: the decision that
+        // counts is taken again under `ns`.
+        if nothing && perm_after_kill(&self.getattr(ino)?, |g| Self::in_group(who, g)).is_none() {
+            return self.getattr(ino);
+        }
+        self.setattr_with(ino, fh, s, Some(who))
     }
 
     /// chmod, chown, truncate and utimens. Any of them copies the node up
     /// first (a truncation to zero without its data).
     pub fn setattr(&self, ino: u64, fh: Option<u64>, s: SetAttr) -> VResult<Attr> {
+        self.setattr_with(ino, fh, s, None)
+    }
+
+    /// `setattr`, and with `kill` also Linux's setuid/setgid rule for that
+    /// caller, the mode read and changed under the same hold of `ns`.
+    fn setattr_with(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        s: SetAttr,
+        kill: Option<Caller>,
+    ) -> VResult<Attr> {
         self.up()?;
         let mut s = s;
         if let Some(u) = s.uid {
@@ -37,7 +99,7 @@ impl Vfs {
         if let Some(g) = s.gid {
             s.gid = Some(self.owners.stored_gid(g).ok_or(libc::EINVAL)?);
         }
-        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some();
+        let meta_change = s.mode.is_some() || s.uid.is_some() || s.gid.is_some() || kill.is_some();
         let copies = s.size.is_some() || meta_change || s.atime.is_some() || s.mtime.is_some();
         let with_data = s.size.is_none_or(|n| n > 0);
         let staged = match copies {
@@ -45,19 +107,26 @@ impl Vfs {
             false => None,
         };
         let _w = self.ns.write();
+        if let Some(who) = kill {
+            if s.mode.is_none() {
+                s.mode = perm_after_kill(&self.attr(ino)?, |g| Self::in_group(who, g));
+            }
+            let empty = (s.mode, s.uid, s.gid, s.size) == (None, None, None, None)
+                && s.atime.is_none()
+                && s.mtime.is_none();
+            if empty {
+                // A chmod in between took the bits away: nothing left to do
+                // (the staged copy, if any, is dropped).
+                return self.attr(ino);
+            }
+        }
         self.setattr_locked(ino, fh, s, staged)
     }
 
-    /// Clears the setuid/setgid bits of `ino` as a write or truncation by a
-    /// caller without CAP_FSETID does (`perm_after_kill_suid`), reading and
-    /// changing the mode under one hold of `ns`, so a chmod in between is
-    /// not undone.
-    pub fn kill_suid(
-        &self,
-        ino: u64,
-        fh: Option<u64>,
-        in_group: impl FnOnce(u32) -> bool,
-    ) -> VResult<()> {
+    /// Clears the setuid/setgid bits of `ino` as a write or truncation by
+    /// `who` without CAP_FSETID does, reading and changing the mode under
+    /// one hold of `ns`, so a chmod in between is not undone.
+    pub fn kill_suid(&self, ino: u64, fh: Option<u64>, who: Caller) -> VResult<()> {
         self.up()?;
         // Most writes meet no such bit: tell that from the handle, without
         // taking `ns`.
@@ -67,7 +136,7 @@ impl Vfs {
             }
         }
         let _w = self.ns.write();
-        if let Some(p) = perm_after_kill(&self.attr(ino)?, in_group) {
+        if let Some(p) = perm_after_kill(&self.attr(ino)?, |g| Self::in_group(who, g)) {
             let s = SetAttr {
                 mode: Some(p),
                 ..SetAttr::default()

@@ -192,16 +192,6 @@ impl LayerFs {
         }
     }
 
-    /// May the caller of `req` change file `ino` (root, its owner, or
-    /// someone with write permission on it)?
-    fn may_change(&self, req: &Request, ino: u64) -> bool {
-        let Ok(a) = self.vfs.getattr(ino) else {
-            return false;
-        };
-        let write_bit = if in_group(req, a.gid) { 0o020 } else { 0o002 };
-        req.uid() == 0 || req.uid() == a.uid || u32::from(a.perm) & write_bit != 0
-    }
-
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
     /// a caller without CAP_FSETID does (killpriv: the kernel leaves it to
     /// us). Best effort: the write itself goes on, as the kernel's would.
@@ -209,7 +199,7 @@ impl LayerFs {
         if !self.killpriv {
             return;
         }
-        if let Err(e) = self.vfs.kill_suid(ino, fh, |gid| in_group(req, gid)) {
+        if let Err(e) = self.vfs.kill_suid(ino, fh, caller(req)) {
             tracing::warn!(ino, "clearing setuid/setgid: {e}");
         }
     }
@@ -386,25 +376,11 @@ fn time_spec(t: Option<TimeOrNow>) -> Option<TimeSpec> {
     })
 }
 
-/// Is the caller of `req` in group `gid`, or root (CAP_FSETID, as far as
-/// a FUSE request tells)? Its primary group, else its supplementary groups
-/// from /proc (read only for a setgid file without group-execute).
-fn in_group(req: &Request, gid: u32) -> bool {
-    if req.uid() == 0 || req.gid() == gid {
-        return true;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid()));
-    status.is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Groups:"))
-            .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
-    })
-}
-
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -800,38 +776,6 @@ impl Filesystem for LayerFs {
         reply: ReplyAttr,
     ) {
         let _s = tracing::debug_span!("setattr", ino = ino.0).entered();
-        // killpriv: a chown clears setuid/setgid (Linux does, whoever
-        // asks), a truncation by anyone but root too; the kernel leaves
-        // that to us, in the same change. A SETATTR that changes nothing
-        // is what is left of the kernel's own request to drop privileges
-        // (chown(f, -1, -1); file_remove_privs), once it has taken the
-        // mode change out of it.
-        // With `default_permissions` nothing checked who sent an empty
-        // one: only the owner, root or someone who may write the file
-        // (file_remove_privs after fallocate) clears the bits by it.
-        let nothing = (mode, uid, gid, size) == (None, None, None, None)
-            && atime.is_none()
-            && mtime.is_none();
-        let kills = self.killpriv
-            && (uid.is_some()
-                || gid.is_some()
-                || (size.is_some() && req.uid() != 0)
-                || (nothing && self.may_change(req, ino.0)));
-        let mode = match mode {
-            None if kills => self
-                .vfs
-                .perm_after_kill_suid(ino.0, |gid| in_group(req, gid))
-                .ok()
-                .flatten(),
-            m => m,
-        };
-        if nothing && mode.is_none() {
-            // Nothing to change (and nothing to copy up).
-            return match self.vfs.getattr(ino.0) {
-                Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
-                Err(e) => reply_error(reply, "setattr", ino.0, e),
-            };
-        }
         let s = SetAttr {
             mode,
             uid,
@@ -840,7 +784,11 @@ impl Filesystem for LayerFs {
             atime: time_spec(atime),
             mtime: time_spec(mtime),
         };
-        match self.vfs.setattr(ino.0, fh.map(|f| f.0), s) {
+        // The setuid/setgid rules (killpriv) are the filesystem's.
+        let r = self
+            .vfs
+            .setattr_request(ino.0, fh.map(|f| f.0), s, caller(req), self.killpriv);
+        match r {
             Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
             Err(e) => reply_error(reply, "setattr", ino.0, e),
         }

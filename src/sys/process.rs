@@ -225,3 +225,14 @@ pub fn fs_type(path: &Path) -> io::Result<i64> {
         Ok(st.f_type as i64)
     }
 }
+
+/// Is group `gid` among the supplementary groups of process `pid`
+/// (`Groups:` of /proc/PID/status)? False when that cannot be read.
+pub fn process_in_group(pid: u32, gid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+    status.is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+    })
+}
