@@ -2,22 +2,30 @@
 //! `layerfs` binary, mounts that are always unmounted (even when the test
 //! panics), and the Python oracle (`tools/oracle_merge.py`).
 //!
-//! - `store`: `TestStore`;
-//! - `mount`: `Mount`;
+//! - `store`: `TestStore`, and `fuse_store`, the start of a mount test;
+//! - `mount`: `Mount` and the other unmount-on-drop guards;
 //! - `oracle`: the oracle and its comparator;
-//! - `user`: the unprivileged test user.
+//! - `tree`: `snapshot` and `walk` of a directory tree;
+//! - `tars`: `Tar`, a tar builder (files, directories, links, devices,
+//!   PAX records and xattrs, whiteouts), and GNU tar of an rw branch;
+//! - `overlay`: `KernelOverlay`, a kernel overlayfs mount guard;
+//! - `user`: the unprivileged test users and `runuser`.
 #![allow(dead_code)]
 
 pub mod mount;
 pub mod oracle;
+pub mod overlay;
 pub mod store;
+pub mod tars;
+pub mod tree;
 pub mod user;
 
 // Each test binary uses only some of them.
 #[allow(unused_imports)]
-pub use {mount::*, oracle::*, store::*, user::*};
+pub use {mount::*, oracle::*, overlay::*, store::*, tars::*, tree::*, user::*};
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_layerfs")
@@ -29,6 +37,13 @@ pub fn repo() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     repo().join("fixtures").join(name)
+}
+
+/// `python3 tools/NAME` (a command to add arguments to).
+pub fn tool(name: &str) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(repo().join("tools").join(name));
+    c
 }
 
 /// True when FUSE mounts can run here. Without /dev/fuse a mount test is
@@ -47,6 +62,27 @@ pub fn fuse_available() -> bool {
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Asserts that `out` (of `what`) succeeded, naming its status, stdout and
+/// stderr if not; returns its stdout.
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+}
+
+/// Runs `cmd`, asserts success, returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    succeeded(&format!("{cmd:?}"), out)
 }
 
 /// `lgetxattr(2)` of `p`: the value, or the errno.
@@ -74,4 +110,24 @@ pub fn llistxattr(p: &Path) -> Result<Vec<u8>, i32> {
     }
     buf.truncate(r as usize);
     Ok(buf)
+}
+
+/// `lsetxattr(2)` of `p` (flags 0): Ok, or the errno.
+pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use super::TestStore;
 pub struct Mount<'a> {
     pub store: &'a TestStore,
     pub dir: PathBuf,
-    _mp: tempfile::TempDir,
+    /// The temporary mountpoint (none for an adopted mount).
+    _mp: Option<tempfile::TempDir>,
 }
 
 impl<'a> Mount<'a> {
@@ -62,7 +63,7 @@ impl<'a> Mount<'a> {
         let m = Mount {
             store,
             dir,
-            _mp: mp,
+            _mp: Some(mp),
         };
         let args = args(m.dir.to_str().unwrap());
         let out = m.store.cmd().args(&args).envs(env.iter().copied()).output();
@@ -82,6 +83,17 @@ impl<'a> Mount<'a> {
         Mount::new(store, image, &["--rw", rwdir.to_str().unwrap()])
     }
 
+    /// A layerfs mount at `dir` made by other means (`mount.fuse3`,
+    /// mount(8)) with `store` as its store: from now on unmounted on drop
+    /// as the others are (`layerfs umount`, then detached if that fails).
+    pub fn adopt(store: &'a TestStore, dir: &Path) -> Mount<'a> {
+        Mount {
+            store,
+            dir: dir.to_path_buf(),
+            _mp: None,
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
@@ -98,5 +110,16 @@ impl Drop for Mount<'_> {
                 .status();
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
+    }
+}
+
+/// Detaches (`umount -l`, as root) whatever is mounted at the path on
+/// drop: for a mount an unprivileged user made with its own store, which
+/// the test's `layerfs umount` would not know.
+pub struct LazyUnmount(pub PathBuf);
+
+impl Drop for LazyUnmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }

@@ -1,9 +1,22 @@
-//! A private store per test.
+//! A private store per test, and the start of a mount test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::bin;
+use super::{bin, fixture, fuse_available};
+
+/// The start of a mount test: `None` when FUSE mounts cannot run here
+/// ([`fuse_available`] printed a SKIP, or panicked under CI), and the test
+/// returns; else a new store with the fixture `name` imported, and the
+/// image id.
+pub fn fuse_store(name: &str) -> Option<(TestStore, String)> {
+    if !fuse_available() {
+        return None;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture(name), &[]);
+    Some((store, id))
+}
 
 /// A private store in a temporary directory.
 pub struct TestStore {
