@@ -17,22 +17,16 @@ fn bench_scripts_parse() {
         .expect("bash");
     assert!(st.success(), "bash -n tools/bench failed");
     let dir = repo().join("tools/bench.d");
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import ast, glob, sys\n\
-             for f in sorted(glob.glob(sys.argv[1] + '/*.py')):\n    \
-                 ast.parse(open(f).read(), f)\n    print(f)",
-        )
-        .arg(&dir)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python syntax check failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import ast, glob, sys\n\
+                 for f in sorted(glob.glob(sys.argv[1] + '/*.py')):\n    \
+                     ast.parse(open(f).read(), f)\n    print(f)",
+            )
+            .arg(&dir),
     );
-    let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         listed.contains("bench.py") && listed.contains("images.py"),
         "{listed}"
@@ -43,19 +37,12 @@ fn bench_scripts_parse() {
 fn bench_images_are_deterministic_and_import() {
     let store = TestStore::new();
     let out = store.dir.path().join("bench-images");
-    let gen = Command::new("python3")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg(repo().join("tools/bench.d/images.py"))
-        .arg("selftest")
-        .arg(&out)
-        .output()
-        .expect("python3");
-    assert!(
-        gen.status.success(),
-        "images.py selftest: {}",
-        String::from_utf8_lossy(&gen.stderr)
+    let archives = run_ok(
+        tool("bench.d/images.py")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("selftest")
+            .arg(&out),
     );
-    let archives = String::from_utf8(gen.stdout).unwrap();
     let archives: Vec<&str> = archives.lines().collect();
     assert_eq!(archives.len(), 2, "{archives:?}");
     for (archive, layers) in archives.iter().zip([5, 16]) {
@@ -72,22 +59,18 @@ fn bench_images_are_deterministic_and_import() {
 #[test]
 fn bench_tables_have_every_column() {
     let dir = repo().join("tools/bench.d");
-    let help = Command::new("python3")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg(dir.join("bench.py"))
-        .args(["--layerfs", "none", "--help"])
-        .output()
-        .expect("python3");
-    assert!(help.status.success());
-    let help = String::from_utf8_lossy(&help.stdout);
+    let help = run_ok(
+        Command::new("python3")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg(dir.join("bench.py"))
+            .args(["--layerfs", "none", "--help"]),
+    );
     for c in ["--impl", "layerfs-dirs", "fuse-overlayfs-user", "--quick"] {
         assert!(help.contains(c), "{c} not in --help: {help}");
     }
-    let out = Command::new("python3")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg("-c")
-        .arg(
-            r#"
+    let mut render = Command::new("python3");
+    render.env("PYTHONDONTWRITEBYTECODE", "1").arg("-c").arg(
+        r#"
 import sys
 sys.path.insert(0, sys.argv[1])
 import bench
@@ -103,16 +86,8 @@ out = {"meta": {"date": "d", "cpus": 2, "cpu": "c", "mem_bytes": 1 << 30,
        "extra": {}, "skipped": {}, "consistency": {}, "images": {}}
 print(bench.render(out))
 "#,
-        )
-        .arg(&dir)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "render: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let t = String::from_utf8_lossy(&out.stdout);
+    let t = run_ok(render.arg(&dir));
     for h in [
         "| workload | layerfs | layerfs-dirs | overlay | fuse-overlayfs | layerfs/overlay | layerfs/fuse-overlayfs | layerfs-dirs/overlay | layerfs-dirs/fuse-overlayfs |",
         "| workload | layerfs | layerfs-dirs | fuse-overlayfs | layerfs/overlay | layerfs-dirs/overlay | fuse-overlayfs/overlay | layerfs/fuse-overlayfs | layerfs-dirs/fuse-overlayfs |",

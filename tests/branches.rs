@@ -56,26 +56,7 @@ fn layers() -> Option<Layers> {
         .unwrap();
     let tars = work.path().join("tars");
     let ov = work.path().join("overlay");
-    let out = Command::new("python3")
-        .arg(repo().join("tools/oracle_extract.py"))
-        .arg("--image")
-        .arg(fixture(IMAGE))
-        .arg("--overlay-layers")
-        .arg(&ov)
-        .arg("--layer-tars")
-        .arg(&tars)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "oracle_extract.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let overlay: Vec<PathBuf> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(PathBuf::from)
-        .collect();
+    let overlay = oracle_extract(&fixture(IMAGE), &ov, &tars, None);
     assert_eq!(overlay.len(), 3);
     let mut aufs = Vec::new();
     for i in 0..overlay.len() {
@@ -115,19 +96,6 @@ fn br(rw: Option<&Path>, dirs_bottom_first: &[&PathBuf]) -> String {
             .map(|d| format!("{}=ro+wh", d.display())),
     );
     format!("br={}", v.join(":"))
-}
-
-fn lowerdir(dirs_bottom_first: &[&PathBuf]) -> String {
-    let v: Vec<String> = dirs_bottom_first
-        .iter()
-        .rev()
-        .map(|d| d.display().to_string())
-        .collect();
-    format!("lowerdir={}", v.join(":"))
-}
-
-fn snapshot(dir: &Path) -> String {
-    oracle(&["--snapshot", dir.to_str().unwrap()])
 }
 
 #[test]
@@ -197,74 +165,19 @@ fn writes_land_in_the_rw_branch_as_an_aufs_diff() {
     assert!(m.path("etc/passwd").is_dir());
 }
 
-/// Every path under `dir` (relative), depth first.
-fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir.join(rel)).unwrap() {
-        let e = e.unwrap();
-        let r = rel.join(e.file_name());
-        out.push(r.clone());
-        if e.file_type().unwrap().is_dir() {
-            walk(dir, &r, out);
-        }
-    }
-}
-
 fn is_overlay_whiteout(p: &Path) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
 }
 
 fn is_overlay_opaque(p: &Path) -> bool {
-    xattr_of(p, "trusted.overlay.opaque").as_deref() == Some(&b"y"[..])
-}
-
-fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| buf[..r as usize].to_vec())
-}
-
-/// Kernel overlayfs mounted at `mp`; unmounted on drop.
-struct KernelOverlay(PathBuf);
-
-impl KernelOverlay {
-    fn mount(mp: &Path, opts: &str) -> KernelOverlay {
-        std::fs::create_dir_all(mp).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", opts])
-            .arg(mp)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -t overlay -o {opts}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        KernelOverlay(mp.to_path_buf())
-    }
-}
-
-impl Drop for KernelOverlay {
-    fn drop(&mut self) {
-        let st = Command::new("umount").arg(&self.0).status();
-        if !st.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
+    lgetxattr(p, "trusted.overlay.opaque").as_deref() == Ok(&b"y"[..])
 }
 
 #[test]
 fn upperdir_is_written_in_kernel_overlay_format() {
     let Some(l) = layers() else { return };
-    let overlay_fs = std::fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some("overlay"));
-    if !overlay_fs {
+    if !overlay_listed() {
         eprintln!("SKIP: kernel overlayfs is not available");
         return;
     }
@@ -328,16 +241,15 @@ fn upperdir_is_written_in_kernel_overlay_format() {
     assert!(is_overlay_opaque(&up.join("opt/data")));
     assert!(!is_overlay_opaque(&up.join("etc")));
     assert_eq!(std::fs::read(up.join("bin/cat")).unwrap(), b"hi\n");
-    let mut all = Vec::new();
-    walk(&up, Path::new(""), &mut all);
-    for p in &all {
+    for abs in walk(&up) {
+        let p = abs.strip_prefix(&up).unwrap();
         assert!(
             !p.to_string_lossy().contains(".wh."),
             "AUFS name {} in the upperdir",
             p.display()
         );
         assert!(
-            xattr_of(&up.join(p), "user.containers.override_stat").is_none(),
+            lgetxattr(&abs, "user.containers.override_stat").is_err(),
             "{}",
             p.display()
         );
@@ -350,12 +262,11 @@ fn upperdir_is_written_in_kernel_overlay_format() {
     std::fs::create_dir(&w2).unwrap();
     let kmp = t.path().join("kmnt");
     {
-        let lowers: Vec<String> = ov.iter().rev().map(|d| d.display().to_string()).collect();
         let k = KernelOverlay::mount(
             &kmp,
             &format!(
-                "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
-                lowers.join(":"),
+                "{},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                lowerdir(&ov),
                 up.display(),
                 w2.display()
             ),
@@ -363,7 +274,7 @@ fn upperdir_is_written_in_kernel_overlay_format() {
         assert_same_tree(
             "kernel overlayfs over the upperdir",
             &before,
-            &snapshot(&k.0),
+            &snapshot(&k.dir),
             &[],
         );
     }
@@ -378,48 +289,27 @@ fn upperdir_is_written_in_kernel_overlay_format() {
 /// refused up front (the AUFS-format `br=...=rw` works rootless).
 #[test]
 fn upperdir_needs_root() {
-    let Some((user, _)) = unprivileged_user() else {
+    let Some(u) = UserDir::new() else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let st = Command::new("chown")
-        .arg(user)
-        .arg(t.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let exe = t.path().join("layerfs");
-    std::fs::copy(bin(), &exe).unwrap();
+    let p = |d: &str| u.path(d).display().to_string();
     for d in ["mnt", "lower", "upper", "work"] {
-        let st = Command::new("runuser")
-            .args(["-u", user, "--", "mkdir"])
-            .arg(t.path().join(d))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        u.ok(&["mkdir", &p(d)]);
     }
-    let p = |d: &str| t.path().join(d).display().to_string();
-    let out = Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(&exe)
-        .arg("--root")
-        .arg(t.path().join("store"))
-        .args(["mount-branches", &p("mnt"), "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            p("lower"),
-            p("upper"),
-            p("work")
-        ))
-        .output()
-        .unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        p("lower"),
+        p("upper"),
+        p("work")
+    );
+    let out = u.layerfs(
+        &u.path("store"),
+        &["mount-branches", &p("mnt"), "-o", &opts],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("upperdir= needs root"), "{err}");
-    assert!(std::fs::read_dir(t.path().join("upper"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert!(std::fs::read_dir(u.path("upper")).unwrap().next().is_none());
 }
 
 #[test]
@@ -490,13 +380,7 @@ fn mount_fuse3_runs_layerfs_as_its_helper() {
         "mount.fuse3: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    struct Umount<'a>(&'a TestStore, &'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.run(&["umount", self.1.to_str().unwrap()]);
-        }
-    }
-    let _g = Umount(&store, &mp);
+    let _g = Mount::adopt(&store, &mp);
     let expected = oracle(&["--image", fixture(IMAGE).to_str().unwrap()]);
     assert_same_tree("mount.fuse3", &expected, &snapshot(&mp), &[]);
 }
@@ -543,8 +427,8 @@ fn overlay_upperdir_diff_and_commit() {
                 work.display()
             ),
         );
-        container_changes(&k.0);
-        snapshot(&k.0)
+        container_changes(&k.dir);
+        snapshot(&k.dir)
     };
     assert!(is_overlay_whiteout(&up.join("etc/passwd")));
     assert!(is_overlay_opaque(&up.join("opt/data")));
@@ -659,20 +543,7 @@ fn fstab_line_mounts_through_mount8() {
         fstab.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    struct Umount<'a>(&'a TestStore, &'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            if Command::new("umount")
-                .arg(self.1)
-                .status()
-                .is_ok_and(|s| s.success())
-            {
-                return;
-            }
-            let _ = self.0.run(&["umount", self.1.to_str().unwrap()]);
-        }
-    }
-    let g = Umount(&store, &mp);
+    let g = Mount::adopt(&store, &mp);
     let expected = oracle(&["--image", fixture(IMAGE).to_str().unwrap()]);
     assert_same_tree("fstab mount", &expected, &snapshot(&mp), &[]);
     std::fs::write(mp.join("etc/fstab-was-here"), b"1\n").unwrap();

@@ -8,20 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn write_tar(path: &std::path::Path, files: &[(&str, &[u8])]) {
-    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.finish().unwrap();
-}
-
 #[test]
 fn images_history_inspect_and_json() {
     let store = TestStore::new();
@@ -103,7 +89,13 @@ fn ambiguous_prefix_lists_the_candidates() {
     // Import rootfs tars until two image ids share their first hex digit.
     for i in 0..40 {
         let p = dir.path().join(format!("r{i}.tar"));
-        write_tar(&p, &[("f", format!("content {i}").as_bytes())]);
+        let m = Meta {
+            mtime: 1_700_000_000,
+            ..M644
+        };
+        Tar::create(&p)
+            .file_m("f", format!("content {i}").as_bytes(), m)
+            .finish();
         let id = store.import(&p, &[]);
         if let Some(other) = ids.iter().find(|o| o[..1] == id[..1]) {
             let err = store.fails(&["inspect", &id[..1]]);
@@ -178,12 +170,7 @@ fn import_from_stdin() {
         .stdin(f)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = succeeded("layerfs import -", out).trim().to_string();
     assert_eq!(id, store.import(&fixture("edge-rootfs.tar.gz"), &[]));
 }
 
@@ -278,7 +265,7 @@ fn killed_import_leaves_no_partial_state() {
     // A rootfs big enough that the import takes a while.
     let big = dir.path().join("big.tar");
     {
-        let mut b = tar::Builder::new(std::fs::File::create(&big).unwrap());
+        let mut t = Tar::create(&big);
         let mut seed = 1u64;
         for i in 0..64 {
             let data: Vec<u8> = (0..1 << 20)
@@ -289,15 +276,9 @@ fn killed_import_leaves_no_partial_state() {
                     (seed >> 56) as u8
                 })
                 .collect();
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            b.append_data(&mut h, format!("d/f{i}"), &data[..]).unwrap();
+            t.file_m(&format!("d/f{i}"), &data, Meta { mtime: 0, ..M644 });
         }
-        b.finish().unwrap();
+        t.finish();
     }
     let reference = TestStore::new();
     let want = reference.import(&big, &[]);

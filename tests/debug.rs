@@ -214,18 +214,7 @@ print(json.dumps({
 "#;
 
 fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_ok(Command::new("python3").arg("-c").arg(script).args(args))
 }
 
 #[test]
@@ -318,25 +307,29 @@ fn fixture_layers(name: &str, dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn diff_and_commit_of_a_hand_made_branch() {
+/// A store with the `multi` image, and a directory holding a hand-made
+/// branch (its path returned too) with `files` (see `build_tree`).
+fn multi_and_branch(files: &[(&str, &str)]) -> (TestStore, tempfile::TempDir, PathBuf) {
     let store = TestStore::new();
     store.import(&fixture("multi.docker.tar"), &[]);
     let work = tempfile::tempdir().unwrap();
     let rw = work.path().join("rw");
-    build_tree(
-        &rw,
-        &[
-            (".wh..wh.layerfs/work/", ""),
-            (".wh..wh.layerfs/lock", ""),
-            ("etc/motd", "hello\n"),
-            ("etc/.wh.os-release", ""),
-            ("etc/.wh.never-existed", ""),
-            ("opt/data/.wh..wh..opq", ""),
-            ("opt/data/fresh", "fresh\n"),
-            ("newdir/sub/file", "x"),
-        ],
-    );
+    build_tree(&rw, files);
+    (store, work, rw)
+}
+
+#[test]
+fn diff_and_commit_of_a_hand_made_branch() {
+    let (store, work, rw) = multi_and_branch(&[
+        (".wh..wh.layerfs/work/", ""),
+        (".wh..wh.layerfs/lock", ""),
+        ("etc/motd", "hello\n"),
+        ("etc/.wh.os-release", ""),
+        ("etc/.wh.never-existed", ""),
+        ("opt/data/.wh..wh..opq", ""),
+        ("opt/data/fresh", "fresh\n"),
+        ("newdir/sub/file", "x"),
+    ]);
     std::os::unix::fs::symlink("../etc/motd", rw.join("newdir/link")).unwrap();
     std::fs::hard_link(rw.join("etc/motd"), rw.join("newdir/motd-link")).unwrap();
     let rws = rw.to_str().unwrap();
@@ -394,17 +387,7 @@ fn diff_and_commit_of_a_hand_made_branch() {
         .map(|p| p.display().to_string())
         .collect();
     let gnu = x.path().join("rw.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rw)
-        .arg("-cf")
-        .arg(&gnu)
-        .arg("--format=posix")
-        .arg("--exclude=./.wh..wh.layerfs")
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    gnu_tar_of_branch(&rw, &gnu, false);
     layers.push(gnu.display().to_string());
     let args: Vec<&str> = layers.iter().map(String::as_str).collect();
     let expected_tree = oracle(&args);
@@ -424,8 +407,7 @@ fn diff_and_commit_of_a_hand_made_branch() {
     // ...and through a read-only mount of the new image.
     if fuse_available() {
         let m = Mount::new(&store, "committed", &[]);
-        let snap = oracle(&["--snapshot", m.dir.to_str().unwrap()]);
-        assert_same_tree("commit/mount", &expected_tree, &snap, &[]);
+        assert_same_tree("commit/mount", &expected_tree, &snapshot(&m.dir), &[]);
     }
 
     // Bad input.
@@ -447,18 +429,11 @@ fn diff_and_commit_of_a_hand_made_branch() {
 /// `user.containers.override_stat`; the committed layer has the real ones.
 #[test]
 fn commit_honours_the_rootless_override_xattr() {
-    let store = TestStore::new();
-    store.import(&fixture("multi.docker.tar"), &[]);
-    let work = tempfile::tempdir().unwrap();
-    let rw = work.path().join("rw");
-    build_tree(
-        &rw,
-        &[
-            (".wh..wh.layerfs/", ""),
-            ("dev/null", ""),
-            ("etc/shadow", "s"),
-        ],
-    );
+    let (store, _work, rw) = multi_and_branch(&[
+        (".wh..wh.layerfs/", ""),
+        ("dev/null", ""),
+        ("etc/shadow", "s"),
+    ]);
     let set = |p: &str, v: &str| {
         layerfs::sys::lsetxattr(
             &rw.join(p),
@@ -556,16 +531,6 @@ fn skopeo_available() -> bool {
     );
     eprintln!("SKIP: skopeo not installed (apt-get install skopeo)");
     false
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -694,11 +659,9 @@ fn save_round_trips_byte_exact_through_skopeo_and_import() {
 /// from the mount's record.
 #[test]
 fn diff_of_a_live_mount() {
-    if !fuse_available() {
+    let Some((store, _)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    store.import(&fixture("multi.docker.tar"), &[]);
+    };
     let work = tempfile::tempdir().unwrap();
     let rw = work.path().join("rw");
     let m = Mount::new(&store, "multi", &["--rw", rw.to_str().unwrap()]);

@@ -2,114 +2,11 @@
 //! builds a layer tar in memory, indexes it, and checks what the index says
 //! against what was written.
 
+mod common;
+
+use common::tars::{Format, Meta, Tar, M644};
 use layerfs::layer::index::{build_index, BuildError, Entry, Index, IndexError, Kind, HEADER_SIZE};
 use tar::{EntryType, Header};
-
-/// A tar under construction, with raw control over names.
-struct Tar {
-    b: tar::Builder<Vec<u8>>,
-}
-
-/// Header of `kind` with every field we care about set, and the name bytes
-/// written as they are (no normalisation by the `tar` crate).
-fn raw_header(gnu: bool, name: &[u8], kind: EntryType, size: u64, m: Meta) -> Header {
-    let mut h = if gnu {
-        Header::new_gnu()
-    } else {
-        Header::new_ustar()
-    };
-    assert!(name.len() <= 100, "raw names must fit the header");
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(m.mode);
-    h.set_uid(m.uid);
-    h.set_gid(m.gid);
-    h.set_mtime(m.mtime);
-    h.set_cksum();
-    h
-}
-
-#[derive(Clone, Copy)]
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: u64,
-}
-
-const M644: Meta = Meta {
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    mtime: 1_600_000_000,
-};
-
-impl Tar {
-    fn new() -> Tar {
-        Tar {
-            b: tar::Builder::new(Vec::new()),
-        }
-    }
-    fn raw(&mut self, gnu: bool, name: &str, kind: EntryType, data: &[u8], m: Meta) -> &mut Self {
-        let h = raw_header(gnu, name.as_bytes(), kind, data.len() as u64, m);
-        self.b.append(&h, data).unwrap();
-        self
-    }
-    fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
-        self.raw(true, name, EntryType::Regular, data, M644)
-    }
-    fn file_m(&mut self, name: &str, data: &[u8], m: Meta) -> &mut Self {
-        self.raw(true, name, EntryType::Regular, data, m)
-    }
-    fn dir(&mut self, name: &str, mode: u32) -> &mut Self {
-        let m = Meta { mode, ..M644 };
-        self.raw(true, name, EntryType::Directory, b"", m)
-    }
-    fn dir_m(&mut self, name: &str, m: Meta) -> &mut Self {
-        self.raw(true, name, EntryType::Directory, b"", m)
-    }
-    fn link(&mut self, kind: EntryType, name: &str, target: &str, m: Meta) -> &mut Self {
-        let mut h = raw_header(true, name.as_bytes(), kind, 0, m);
-        h.set_link_name_literal(target.as_bytes()).unwrap();
-        h.set_cksum();
-        self.b.append(&h, &b""[..]).unwrap();
-        self
-    }
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let m = Meta {
-            mode: 0o777,
-            ..M644
-        };
-        self.link(EntryType::Symlink, name, target, m)
-    }
-    fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        // Deliberately different metadata: a hard link shares its target's.
-        let m = Meta {
-            mode: 0o600,
-            uid: 77,
-            gid: 77,
-            mtime: 5,
-        };
-        self.link(EntryType::Link, name, target, m)
-    }
-    fn device(&mut self, kind: EntryType, name: &str, major: u32, minor: u32) -> &mut Self {
-        let mut h = raw_header(true, name.as_bytes(), kind, 0, M644);
-        h.set_device_major(major).unwrap();
-        h.set_device_minor(minor).unwrap();
-        h.set_cksum();
-        self.b.append(&h, &b""[..]).unwrap();
-        self
-    }
-    fn pax(&mut self, recs: &[(&str, &[u8])]) -> &mut Self {
-        self.b.append_pax_extensions(recs.iter().copied()).unwrap();
-        self
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        let b = std::mem::replace(&mut self.b, tar::Builder::new(Vec::new()));
-        b.into_inner().unwrap()
-    }
-}
 
 fn index(tar: &[u8]) -> Index {
     let (bytes, _) = build_index(tar).expect("build_index");
@@ -305,18 +202,23 @@ fn long_gnu_names_and_link_targets() {
     h.set_entry_type(EntryType::Regular);
     h.set_mode(0o640);
     h.set_size(5);
-    t.b.append_data(&mut h, &long_file, &b"hello"[..]).unwrap();
+    t.builder()
+        .append_data(&mut h, &long_file, &b"hello"[..])
+        .unwrap();
     let mut h = new_gnu();
     h.set_entry_type(EntryType::Symlink);
     h.set_mode(0o777);
     h.set_size(0);
-    t.b.append_link(&mut h, format!("{long_dir}/link"), &long_target)
+    t.builder()
+        .append_link(&mut h, format!("{long_dir}/link"), &long_target)
         .unwrap();
     let mut h = new_gnu();
     h.set_mode(0o644);
     h.set_entry_type(EntryType::Link);
     h.set_size(0);
-    t.b.append_link(&mut h, "short", &long_file).unwrap();
+    t.builder()
+        .append_link(&mut h, "short", &long_file)
+        .unwrap();
     let tar = t.finish();
     assert!(
         tar.windows(13).any(|w| w == b"././@LongLink"),
@@ -341,6 +243,7 @@ fn pax_long_names_mtime_and_xattrs() {
     let long = format!("{}/{}", "p".repeat(120), "q".repeat(120));
     let long_target = "z".repeat(300);
     let mut t = Tar::new();
+    t.format(Format::Ustar);
     t.pax(&[
         ("path", long.as_bytes()),
         ("mtime", b"1700000000.123456789"),
@@ -350,18 +253,12 @@ fn pax_long_names_mtime_and_xattrs() {
             b"\x01\x00\x00\x02\0\x20\0\0",
         ),
     ]);
-    t.raw(
-        false,
-        "truncated-name",
-        EntryType::Regular,
-        b"pax data",
-        M644,
-    );
+    t.file("truncated-name", b"pax data");
     t.pax(&[("linkpath", long_target.as_bytes()), ("mtime", b"-1.5")]);
-    t.raw(
-        false,
-        "sym",
+    t.entry(
+        b"sym",
         EntryType::Symlink,
+        b"",
         b"",
         Meta {
             mode: 0o777,
@@ -369,9 +266,9 @@ fn pax_long_names_mtime_and_xattrs() {
         },
     );
     t.pax(&[("mtime", b"1700000000")]);
-    t.raw(false, "whole", EntryType::Regular, b"", M644);
+    t.file("whole", b"");
     t.pax(&[("mtime", b"12.5")]);
-    t.raw(false, "half", EntryType::Regular, b"", M644);
+    t.file("half", b"");
     let tar = t.finish();
 
     let idx = index(&tar);
@@ -406,8 +303,9 @@ fn pax_long_names_mtime_and_xattrs() {
 #[test]
 fn pax_uid_and_gid() {
     let mut t = Tar::new();
+    t.format(Format::Ustar);
     t.pax(&[("uid", b"3000000"), ("gid", b"4294967294")]);
-    t.raw(false, "big-ids", EntryType::Regular, b"", M644);
+    t.file("big-ids", b"");
     let idx = index(&t.finish());
     let e = get(&idx, "big-ids");
     assert_eq!((e.uid, e.gid), (3_000_000, 4_294_967_294));
@@ -846,31 +744,23 @@ fn build_error_names_the_entry() {
 /// (regular-file type, name ending in '/') is a directory.
 #[test]
 fn pax_xattr_last_record_wins_and_old_style_dirs() {
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([
-        ("SCHILY.xattr.user.k", &b"first"[..]),
-        ("SCHILY.xattr.user.k", &b"second"[..]),
-    ])
-    .unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(0);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    b.append_data(&mut h, "f", &[][..]).unwrap();
-    let mut h = tar::Header::new_old();
-    h.set_entry_type(tar::EntryType::new(0));
-    h.set_size(0);
-    h.set_mode(0o750);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_path("olddir/").unwrap();
-    h.set_cksum();
-    b.append(&h, &[][..]).unwrap();
-    let tar = b.into_inner().unwrap();
+    let m0 = Meta { mtime: 0, ..M644 };
+    let tar = Tar::new()
+        .pax(&[
+            ("SCHILY.xattr.user.k", &b"first"[..]),
+            ("SCHILY.xattr.user.k", &b"second"[..]),
+        ])
+        .format(Format::Ustar)
+        .file_m("f", b"", m0)
+        .format(Format::Old)
+        .entry(
+            b"olddir/",
+            EntryType::new(0),
+            b"",
+            b"",
+            Meta { mode: 0o750, ..m0 },
+        )
+        .finish();
     let (bytes, _) = layerfs::layer::index::build_index(&tar).unwrap();
     let idx = layerfs::layer::index::Index::from_bytes(bytes, "t").unwrap();
     let f = idx.entry(idx.lookup_path(b"f").unwrap());

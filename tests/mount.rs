@@ -11,19 +11,13 @@ use std::process::Command;
 
 use common::*;
 
-fn snapshot(dir: &Path) -> String {
-    oracle(&["--snapshot", dir.to_str().unwrap()])
-}
-
 /// Import a docker-archive fixture, mount it, and compare every path with
 /// the oracle's merge of the same archive's layers.
 fn check_against_oracle(name: &str) {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store(name) else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let fx = fixture(name);
-    let id = store.import(&fx, &[]);
     let expected = oracle(&["--image", fx.to_str().unwrap()]);
     let m = Mount::new(&store, &id, &[]);
     assert_same_tree(name, &expected, &snapshot(&m.dir), &[]);
@@ -41,12 +35,10 @@ fn edge_case_layers_match_oracle() {
 
 #[test]
 fn legacy_v1_archive_matches_oracle() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("legacy.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let fx = fixture("legacy.docker.tar");
-    let id = store.import(&fx, &[]);
     let expected = oracle(&["--image", fx.to_str().unwrap()]);
     let m = Mount::new(&store, &id, &[]);
     assert_same_tree("legacy", &expected, &snapshot(&m.dir), &[]);
@@ -109,12 +101,10 @@ fn oci_layout_matches_umoci_unpack() {
 /// The same image in every container format mounts as the same tree.
 #[test]
 fn every_format_of_one_image_mounts_the_same_tree() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let reference = {
-        let id = store.import(&fixture("multi.docker.tar"), &[]);
         let m = Mount::new(&store, &id, &[]);
         snapshot(&m.dir)
     };
@@ -131,11 +121,9 @@ fn every_format_of_one_image_mounts_the_same_tree() {
 
 #[test]
 fn rootfs_tars_gzip_and_zstd_mount() {
-    if !fuse_available() {
+    let Some((store, a)) = fuse_store("edge-rootfs.tar.gz") else {
         return;
-    }
-    let store = TestStore::new();
-    let a = store.import(&fixture("edge-rootfs.tar.gz"), &[]);
+    };
     let b = store.import(&fixture("edge-rootfs.tar.zst"), &[]);
     assert_eq!(a, b, "the same rootfs, compressed two ways, is one image");
     let m = Mount::new(&store, &a, &[]);
@@ -146,11 +134,9 @@ fn rootfs_tars_gzip_and_zstd_mount() {
 
 #[test]
 fn binaries_on_the_mount_run() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    };
     let m = Mount::new(&store, &id, &[]);
     let out = Command::new(m.path("bin/busybox"))
         .args(["echo", "hi"])
@@ -165,11 +151,9 @@ fn binaries_on_the_mount_run() {
 /// sequential read (whose hash the oracle comparisons check).
 #[test]
 fn random_reads_and_mmap_agree_with_sequential_reads() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("edge.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    };
     let m = Mount::new(&store, &id, &[]);
     let mut checked = 0;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -208,31 +192,13 @@ fn random_reads_and_mmap_agree_with_sequential_reads() {
     assert!(checked >= 5, "only {checked} files checked");
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// st_ino of every path stays the same while mounted, even after the
 /// kernel has dropped its caches and must look everything up again.
 #[test]
 fn inode_numbers_are_stable_for_the_life_of_the_mount() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("edge.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    };
     let m = Mount::new(&store, &id, &[]);
     let inos = |dir: &Path| -> Vec<(std::path::PathBuf, u64)> {
         walk(dir)
@@ -254,11 +220,9 @@ fn inode_numbers_are_stable_for_the_life_of_the_mount() {
 
 #[test]
 fn statfs_answers_and_writes_are_refused() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    };
     let m = Mount::new(&store, &id, &[]);
     let c = std::ffi::CString::new(m.dir.to_str().unwrap()).unwrap();
     // SAFETY: statfs into a zeroed struct.
@@ -284,11 +248,9 @@ fn statfs_answers_and_writes_are_refused() {
 
 #[test]
 fn image_is_not_removed_while_mounted() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    };
     {
         let _m = Mount::new(&store, &id, &[]);
         let err = store.fails(&["rm", &id]);
@@ -302,11 +264,9 @@ fn image_is_not_removed_while_mounted() {
 /// SIGTERM (and SIGINT) to a foreground daemon unmount cleanly.
 #[test]
 fn signals_unmount_the_daemon_cleanly() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    };
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mp = tempfile::tempdir().unwrap();
         let mut child = store
@@ -342,77 +302,32 @@ fn unprivileged_user_imports_and_mounts() {
     if !fuse_available() {
         return;
     }
-    let Some((user, _)) = unprivileged_user() else {
+    let Some(u) = UserDir::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let st = Command::new("chown")
-        .arg(user)
-        .arg(work.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let root = work.path().join("store");
-    let mnt = work.path().join("mnt");
-    let fx = work.path().join("edge.docker.tar");
+    let user = u.user;
+    let root = u.path("store");
+    let mnt = u.path("mnt");
+    let fx = u.path("edge.docker.tar");
     std::fs::copy(fixture("edge.docker.tar"), &fx).unwrap();
-    // The user may not be able to reach the build tree (a clone under /root,
-    // say): run a copy from the user's own directory.
-    let exe = work.path().join("layerfs");
-    std::fs::copy(bin(), &exe).unwrap();
-    let as_user = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args([
-                "-u",
-                user,
-                "--",
-                exe.to_str().unwrap(),
-                "--root",
-                root.to_str().unwrap(),
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "as {user}: layerfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let as_user = |args: &[&str]| u.layerfs_ok(&root, args);
     let id = as_user(&["import", fx.to_str().unwrap()])
         .trim()
         .to_string();
-    let st = Command::new("runuser")
-        .args(["-u", user, "--", "mkdir", mnt.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    u.ok(&["mkdir", mnt.to_str().unwrap()]);
     as_user(&["mount", &id, mnt.to_str().unwrap()]);
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let guard = Unmount(&mnt);
+    let guard = LazyUnmount(mnt.clone());
     let expected = oracle(&["--image", fixture("edge.docker.tar").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&expected).unwrap();
     // Only the mounting user may look inside (no allow_other): stat as them.
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            user,
-            "--",
-            "find",
-            mnt.to_str().unwrap(),
-            "-mindepth",
-            "1",
-            "-printf",
-            "%P\\t%U\\t%G\\t%m\\n",
-        ])
-        .output()
-        .unwrap();
+    let out = u.run(&[
+        "find",
+        mnt.to_str().unwrap(),
+        "-mindepth",
+        "1",
+        "-printf",
+        "%P\\t%U\\t%G\\t%m\\n",
+    ]);
     let listing = String::from_utf8(out.stdout).unwrap();
     let mut checked = 0;
     for line in listing.lines() {
@@ -471,11 +386,9 @@ fn unprivileged_user_imports_and_mounts() {
 /// by the kernel, are simply absent).
 #[test]
 fn xattrs_of_read_only_mounts() {
-    if !fuse_available() {
+    let Some((store, edge)) = fuse_store("edge.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let edge = store.import(&fixture("edge.docker.tar"), &[]);
+    };
     let m = Mount::new(&store, &edge, &[]);
     let f = m.path("xattrs/user-foo");
     assert_eq!(lgetxattr(&f, "user.foo"), Ok(b"bar".to_vec()));
@@ -503,15 +416,6 @@ fn xattrs_of_read_only_mounts() {
             "{rel}"
         );
     }
-    let out = Command::new("ls")
-        .arg("-la")
-        .arg(m.path("bin"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("busybox"));
+    let out = run_ok(Command::new("ls").arg("-la").arg(m.path("bin")));
+    assert!(out.contains("busybox"));
 }

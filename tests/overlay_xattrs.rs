@@ -14,39 +14,21 @@ use common::*;
 /// A rootfs tar: `d/` marked opaque the overlay way, `d/f` with a redirect,
 /// an origin and an ordinary user xattr.
 fn image_tar(path: &Path) {
-    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
-    let mut add = |name: &str, kind: tar::EntryType, xattrs: &[(&str, &[u8])], data: &[u8]| {
-        if !xattrs.is_empty() {
-            b.append_pax_extensions(xattrs.iter().copied()).unwrap();
-        }
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, name, data).unwrap();
+    let m = Meta {
+        mtime: 1_700_000_000,
+        ..M644
     };
-    add(
-        "d/",
-        tar::EntryType::Directory,
-        &[("SCHILY.xattr.trusted.overlay.opaque", b"y")],
-        b"",
-    );
-    add(
-        "d/f",
-        tar::EntryType::Regular,
-        &[
+    Tar::create(path)
+        .format(Format::Ustar)
+        .pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+        .dir_m("d/", Meta { mode: 0o755, ..m })
+        .pax(&[
             ("SCHILY.xattr.trusted.overlay.redirect", b"/elsewhere"),
             ("SCHILY.xattr.user.overlay.origin", b"x"),
             ("SCHILY.xattr.user.keep", b"1"),
-        ],
-        b"data\n",
-    );
-    b.finish().unwrap();
+        ])
+        .file_m("d/f", b"data\n", m)
+        .finish();
 }
 
 fn names(list: &[u8]) -> Vec<String> {
@@ -54,25 +36,6 @@ fn names(list: &[u8]) -> Vec<String> {
         .filter(|n| !n.is_empty())
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect()
-}
-
-fn setxattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a value buffer of the given length.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    Ok(())
 }
 
 #[test]
@@ -108,19 +71,16 @@ fn overlay_xattrs_of_an_image_are_hidden() {
         std::fs::create_dir_all(low.join("d")).unwrap();
         std::fs::write(low.join("d/g"), b"g").unwrap();
         std::fs::create_dir(&merged).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!("lowerdir={}:{}", ro.dir.display(), low.display()))
-            .arg(&merged)
-            .status()
-            .unwrap();
-        assert!(st.success(), "kernel overlay over the mount");
+        let k = KernelOverlay::mount(
+            &merged,
+            &format!("lowerdir={}:{}", ro.dir.display(), low.display()),
+        );
         let mut seen: Vec<String> = std::fs::read_dir(merged.join("d"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         seen.sort();
-        let _ = Command::new("umount").arg(&merged).status();
+        drop(k);
         assert_eq!(
             seen,
             ["f", "g"],
@@ -150,13 +110,13 @@ fn overlay_xattrs_of_an_image_are_hidden() {
         0
     );
     assert_eq!(
-        setxattr(&rw.path("d"), "trusted.overlay.opaque", b"y"),
+        lsetxattr(&rw.path("d"), "trusted.overlay.opaque", b"y"),
         Err(libc::EPERM)
     );
     assert_eq!(
-        setxattr(&f, "user.overlay.redirect", b"/x"),
+        lsetxattr(&f, "user.overlay.redirect", b"/x"),
         Err(libc::EPERM)
     );
-    setxattr(&f, "user.other", b"2").unwrap();
+    lsetxattr(&f, "user.other", b"2").unwrap();
     assert_eq!(lgetxattr(&f, "user.other").unwrap(), b"2");
 }

@@ -16,14 +16,9 @@ use common::*;
 
 const USER: &str = "layerfs-runc";
 
-fn ensure_user() -> (u32, u32) {
-    if Command::new("id").arg(USER).output().unwrap().status.code() != Some(0) {
-        let st = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", USER])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd");
-    }
+/// The test user ([`ensure_user`]), with subordinate ids.
+fn ensure_runc_user() -> (u32, u32) {
+    let ids = ensure_user(USER);
     // Rootless runc needs no subordinate ids for a size-1 mapping, but
     // newuidmap-based tools (podman) do: give the user a range.
     for f in ["/etc/subuid", "/etc/subgid"] {
@@ -37,15 +32,7 @@ fn ensure_user() -> (u32, u32) {
             std::fs::write(f, s).unwrap();
         }
     }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, USER]).output().unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (id("-u"), id("-g"))
+    ids
 }
 
 /// What a rootless run needs, set up as root: FUSE usable, `runtime`
@@ -67,31 +54,13 @@ fn rootless_setup(runtime: &str) -> Option<(u32, u32)> {
         eprintln!("SKIP: {runtime} is not installed");
         return None;
     }
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777 != 0o666 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    Some(ensure_user())
+    open_dev_fuse();
+    Some(ensure_runc_user())
 }
 
+/// `ARGS` as the test user, with `env`: the output, whatever the status.
 fn as_user(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new("runuser");
-    c.args(["-u", USER, "--", "env"]);
-    for (k, v) in env {
-        c.arg(format!("{k}={v}"));
-    }
-    c.args(args).output().unwrap()
-}
-
-fn ok(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_as(USER, env, args)
 }
 
 /// Cleans up whatever a failed run leaves: the container, the bundle's
@@ -198,7 +167,7 @@ fn rootless_run(runtime: &'static str) {
     let lfs = |args: &[&str]| {
         let mut a = vec![exe.to_str().unwrap(), "--root", store.to_str().unwrap()];
         a.extend_from_slice(args);
-        ok(&format!("layerfs {args:?}"), as_user(&a, &[]))
+        succeeded(&format!("layerfs {args:?}"), as_user(&a, &[]))
     };
     let id = lfs(&["import", fx.to_str().unwrap()]).trim().to_string();
     let _cleanup = Cleanup {
@@ -257,7 +226,7 @@ fn rootless_run(runtime: &'static str) {
     } else {
         as_user(&run, &[xdg_env])
     };
-    let stdout = ok(&format!("{runtime} run"), out);
+    let stdout = succeeded(&format!("{runtime} run"), out);
     eprintln!("{runtime} output:\n{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("uid=0(root) gid=0(root)"), "{stdout}");
@@ -296,11 +265,9 @@ fn stat_ids(p: &Path) -> (u32, u32) {
 /// 65534); chown and new files map back to the stored ids.
 #[test]
 fn owner_mapping_both_ways() {
-    if !fuse_available() || !is_root() {
+    let Some((s, id)) = fuse_store("multi.docker.tar").filter(|_| is_root()) else {
         return;
-    }
-    let s = TestStore::new();
-    let id = s.import(&fixture("multi.docker.tar"), &[]);
+    };
     let branch = tempfile::tempdir().unwrap();
     let rw = branch.path().join("rw");
     {
@@ -347,11 +314,9 @@ fn owner_mapping_both_ways() {
 /// image, read-only, and reach the branch only when changed.
 #[test]
 fn init_layer_shows_and_copies_up_only_when_changed() {
-    if !fuse_available() || !is_root() {
+    let Some((s, id)) = fuse_store("multi.docker.tar").filter(|_| is_root()) else {
         return;
-    }
-    let s = TestStore::new();
-    let id = s.import(&fixture("multi.docker.tar"), &[]);
+    };
     let branch = tempfile::tempdir().unwrap();
     let rw = branch.path().join("rw");
     let m = Mount::new(&s, &id, &["--rw", rw.to_str().unwrap(), "--init-layer"]);
@@ -389,11 +354,9 @@ fn init_layer_shows_and_copies_up_only_when_changed() {
 /// image config; `--umount` cleans up.
 #[test]
 fn bundle_writes_config_and_umount_cleans_up() {
-    if !fuse_available() || !is_root() {
+    let Some((s, id)) = fuse_store("multi.docker.tar").filter(|_| is_root()) else {
         return;
-    }
-    let s = TestStore::new();
-    let id = s.import(&fixture("multi.docker.tar"), &[]);
+    };
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("b");
     s.ok(&["bundle", &id, b.to_str().unwrap()]);
@@ -454,7 +417,7 @@ fn rootless_podman_runs_on_a_mount() {
     let lfs = |args: &[&str]| {
         let mut a = vec![exe.to_str().unwrap(), "--root", store.to_str().unwrap()];
         a.extend_from_slice(args);
-        ok(&format!("layerfs {args:?}"), as_user(&a, &env))
+        succeeded(&format!("layerfs {args:?}"), as_user(&a, &env))
     };
     let id = lfs(&["import", w.join("multi.docker.tar").to_str().unwrap()])
         .trim()
@@ -506,7 +469,7 @@ fn rootless_podman_runs_on_a_mount() {
         ],
         &env,
     );
-    let stdout = ok("podman run --rootfs", out);
+    let stdout = succeeded("podman run --rootfs", out);
     eprintln!("podman output:\n{stdout}");
     assert!(stdout.starts_with("uid=0(root) gid=0(root)"), "{stdout}");
     assert!(stdout.contains("NAME=\"layerfs-fixture\""), "{stdout}");

@@ -767,66 +767,6 @@ fn user_xattrs(p: &Path) -> Result<Vec<(String, String)>, i32> {
 // ---------------------------------------------------------------------------
 // Implementations under test
 
-/// A kernel overlayfs mount, unmounted on drop (lazily if busy).
-struct OverlayMount {
-    dir: PathBuf,
-}
-
-impl OverlayMount {
-    /// `lowers` bottom first.
-    fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, dir: &Path) -> Result<Self, String> {
-        let lower: Vec<String> = lowers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on",
-            lower.join(":"),
-            upper.display(),
-            work.display()
-        );
-        let src = CString::new("overlay").unwrap();
-        let data_c = CString::new(data.clone()).unwrap();
-        let target = cstr(dir);
-        // SAFETY: NUL-terminated strings alive for the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                data_c.as_ptr().cast(),
-            )
-        };
-        if r != 0 {
-            return Err(format!(
-                "mount -t overlay -o {data}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(OverlayMount {
-            dir: dir.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for OverlayMount {
-    fn drop(&mut self) {
-        let c = cstr(&self.dir);
-        // SAFETY: a NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            eprintln!(
-                "umount {}: {}; detaching",
-                self.dir.display(),
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: as above.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
 /// One tree under test for one case. Fields drop in order: the mounts go
 /// before their directories.
 struct Impl<'a> {
@@ -835,7 +775,7 @@ struct Impl<'a> {
     /// layerfs: the `--rw` dir.
     rw: Option<PathBuf>,
     _layerfs: Option<Mount<'a>>,
-    _overlay: Option<OverlayMount>,
+    _overlay: Option<KernelOverlay>,
     _tmp: tempfile::TempDir,
 }
 
@@ -871,35 +811,14 @@ impl Env {
         let layers_dir = work.path().join("layers");
         let tars_dir = work.path().join("tars");
         let fx = fixture(IMAGE);
-        let out = Command::new("python3")
-            .arg(repo().join("tools/oracle_extract.py"))
-            .arg("--image")
-            .arg(&fx)
-            .arg("--merged")
-            .arg(&merged)
-            .arg("--overlay-layers")
-            .arg(&layers_dir)
-            .arg("--layer-tars")
-            .arg(&tars_dir)
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "oracle_extract.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let layers: Vec<PathBuf> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(PathBuf::from)
-            .collect();
+        let layers = oracle_extract(&fx, &layers_dir, &tars_dir, Some(&merged));
         assert_eq!(layers.len(), 3, "{IMAGE} has 3 layers");
         let layer_tars: Vec<PathBuf> = (0..layers.len())
             .map(|i| tars_dir.join(format!("{i}.tar")))
             .collect();
         // The extracted tree is the oracle's merge, exactly.
         let expected = oracle(&["--image", fx.to_str().unwrap()]);
-        let got = oracle(&["--snapshot", merged.to_str().unwrap()]);
+        let got = snapshot(&merged);
         assert_same_tree("oracle_extract --merged", &expected, &got, &[]);
 
         let mut env = Env {
@@ -931,19 +850,13 @@ impl Env {
     /// `oracle_extract.py --pack`: `dir` as a layer tar at `out`, without
     /// a top-level `.wh..wh.layerfs` (the rw branch's work dir).
     fn pack(&self, dir: &Path, out: &Path) {
-        let o = Command::new("python3")
-            .arg(repo().join("tools/oracle_extract.py"))
-            .arg("--pack")
-            .arg(dir)
-            .arg("--out")
-            .arg(out)
-            .args(["--exclude", ".wh..wh.layerfs"])
-            .output()
-            .expect("python3");
-        assert!(
-            o.status.success(),
-            "oracle_extract.py --pack: {}",
-            String::from_utf8_lossy(&o.stderr)
+        run_ok(
+            tool("oracle_extract.py")
+                .arg("--pack")
+                .arg(dir)
+                .arg("--out")
+                .arg(out)
+                .args(["--exclude", ".wh..wh.layerfs"]),
         );
     }
 
@@ -977,7 +890,7 @@ impl Env {
     fn probe_overlay(&self) -> Result<(), String> {
         let t = self.case_dir();
         let (u, w, m) = overlay_dirs(t.path());
-        let g = OverlayMount::mount(&self.layers, &u, &w, &m)?;
+        let g = self.mount_overlay(&u, &w, &m)?;
         let ok = m.join("etc/os-release").exists() && !m.join("etc/os-release-extra").exists();
         drop(g);
         if ok {
@@ -985,6 +898,23 @@ impl Env {
         } else {
             Err("overlay mount does not show the image".into())
         }
+    }
+
+    /// Kernel overlayfs over the layers at `dir`, mounted with
+    /// `redirect_dir=on,index=on` (see the module doc).
+    fn mount_overlay(
+        &self,
+        upper: &Path,
+        work: &Path,
+        dir: &Path,
+    ) -> Result<KernelOverlay, String> {
+        let opts = format!(
+            "{},upperdir={},workdir={},redirect_dir=on,index=on",
+            lowerdir(&self.layers),
+            upper.display(),
+            work.display()
+        );
+        KernelOverlay::try_mount(dir, &opts)
     }
 
     fn case_dir(&self) -> tempfile::TempDir {
@@ -1017,7 +947,7 @@ impl Env {
         if self.overlay {
             let t = self.case_dir();
             let (u, w, m) = overlay_dirs(t.path());
-            let g = OverlayMount::mount(&self.layers, &u, &w, &m).unwrap();
+            let g = self.mount_overlay(&u, &w, &m).unwrap();
             v.push(Impl {
                 name: "overlayfs",
                 root: m,
@@ -1183,9 +1113,7 @@ fn run_case_checked(
     // The whole trees.
     let snaps: Vec<serde_json::Value> = impls
         .iter()
-        .map(|im| {
-            serde_json::from_str(&oracle(&["--snapshot", im.root.to_str().unwrap()])).unwrap()
-        })
+        .map(|im| serde_json::from_str(&snapshot(&im.root)).unwrap())
         .collect();
     for (im, snap) in impls.iter().zip(&snaps).skip(1) {
         let (a, b) = without_volatile_mtimes(&snaps[0], snap, recent);
@@ -1257,26 +1185,7 @@ fn without_volatile_mtimes(
 
 /// `oracle_merge.py --compare`; Err is its readable diff.
 fn compare_trees(a: &serde_json::Value, b: &serde_json::Value) -> Result<(), String> {
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (dir.path().join("plain.json"), dir.path().join("other.json"));
-    std::fs::write(&pa, a.to_string()).unwrap();
-    std::fs::write(&pb, b.to_string()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("tools/oracle_merge.py"))
-        .arg("--compare")
-        .arg(&pa)
-        .arg(&pb)
-        .output()
-        .expect("python3");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    compare_manifests(&a.to_string(), &b.to_string(), &[])
 }
 
 // ---------------------------------------------------------------------------

@@ -19,18 +19,6 @@ fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
 }
 
-fn setxattr(p: &Path, name: &str, v: &[u8]) -> i32 {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings, value from a slice.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-    if r == 0 {
-        0
-    } else {
-        std::io::Error::last_os_error().raw_os_error().unwrap()
-    }
-}
-
 struct Rw {
     store: TestStore,
     id: String,
@@ -38,14 +26,14 @@ struct Rw {
 }
 
 impl Rw {
-    fn new() -> Rw {
-        let store = TestStore::new();
-        let id = store.import(&fixture("multi.docker.tar"), &[]);
-        Rw {
+    /// `None` when FUSE mounts cannot run here (see `fuse_store`).
+    fn new() -> Option<Rw> {
+        let (store, id) = fuse_store("multi.docker.tar")?;
+        Some(Rw {
             store,
             id,
             branch: tempfile::tempdir().unwrap(),
-        }
+        })
     }
 
     fn rw(&self) -> std::path::PathBuf {
@@ -62,10 +50,9 @@ impl Rw {
 /// on it).
 #[test]
 fn inode_numbers_survive_copy_up_and_rename() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let m = t.mount();
     let a = m.path("usr/share/doc/pkg/a");
     let link = m.path("usr/share/doc/pkg/a-link");
@@ -105,10 +92,9 @@ fn inode_numbers_survive_copy_up_and_rename() {
 /// O_TRUNC on a lower file copies no data; writes land only in the branch.
 #[test]
 fn open_with_o_trunc_and_lower_layers_untouched() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let before = t.store.fingerprint();
     {
         let m = t.mount();
@@ -136,10 +122,9 @@ fn open_with_o_trunc_and_lower_layers_untouched() {
 /// flock and fcntl locks work between two open files on the mount.
 #[test]
 fn flock_and_fcntl_locks() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let m = t.mount();
     let p = m.path("etc/group");
     let a = OpenOptions::new().read(true).write(true).open(&p).unwrap();
@@ -192,10 +177,9 @@ fn flock_and_fcntl_locks() {
 /// can be bound on the mount.
 #[test]
 fn statfs_fallocate_unlinked_files_and_sockets() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let m = t.mount();
     let mine = nix_statvfs(&m.dir);
     let branch = nix_statvfs(&t.rw());
@@ -273,10 +257,9 @@ fn nix_statvfs(p: &Path) -> libc::statvfs {
 /// never listed and cannot be set.
 #[test]
 fn provenance_xattr() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let hist = t.store.ok(&["history", &t.id, "--json"]);
     let hist: serde_json::Value = serde_json::from_str(&hist).unwrap();
     let short = |i: u64| -> String {
@@ -306,8 +289,8 @@ fn provenance_xattr() {
         String::from_utf8_lossy(&names)
     );
     assert_eq!(
-        setxattr(&m.path("etc/motd"), "user.layerfs.layer", b"x"),
-        libc::EPERM
+        lsetxattr(&m.path("etc/motd"), "user.layerfs.layer", b"x"),
+        Err(libc::EPERM)
     );
     // Not copied up into the branch either.
     assert_eq!(
@@ -320,10 +303,9 @@ fn provenance_xattr() {
 /// is guarded against misuse.
 #[test]
 fn reserved_names_and_branch_guards() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     {
         let m = t.mount();
         for name in [".wh.x", ".wh..wh..opq", ".wh..wh.layerfs"] {
@@ -393,50 +375,20 @@ fn rootless_branch_records_owners_it_cannot_apply() {
     if !fuse_available() {
         return;
     }
-    let Some((user, uid)) = unprivileged_user() else {
+    let Some(u) = UserDir::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    assert!(Command::new("chown")
-        .arg(user)
-        .arg(work.path())
-        .status()
-        .unwrap()
-        .success());
-    let exe = work.path().join("layerfs");
-    std::fs::copy(bin(), &exe).unwrap();
-    let fx = work.path().join("multi.docker.tar");
+    let uid = u.uid;
+    let fx = u.path("multi.docker.tar");
     std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
-    let root = work.path().join("store");
-    let mnt = work.path().join("mnt");
-    let rw = work.path().join("rw");
-    let as_user = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args(["-u", user, "--"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "as {user}: {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let lfs = |args: &[&str]| {
-        let mut a = vec![exe.to_str().unwrap(), "--root", root.to_str().unwrap()];
-        a.extend_from_slice(args);
-        as_user(&a)
-    };
+    let root = u.path("store");
+    let mnt = u.path("mnt");
+    let rw = u.path("rw");
+    let as_user = |args: &[&str]| u.ok(args);
+    let lfs = |args: &[&str]| u.layerfs_ok(&root, args);
     let id = lfs(&["import", fx.to_str().unwrap()]).trim().to_string();
     as_user(&["mkdir", mnt.to_str().unwrap()]);
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _guard = LazyUnmount(mnt.clone());
     let stat = |rel: &str| {
         as_user(&["stat", "-c", "%u:%g:%a", mnt.join(rel).to_str().unwrap()])
             .trim()
@@ -513,10 +465,9 @@ fn rootless_branch_records_owners_it_cannot_apply() {
 /// filesystem: one inode).
 #[test]
 fn reader_opened_before_copy_up_survives_unlink() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let m = t.mount();
     let p = m.path("etc/passwd");
     let orig = std::fs::read(&p).unwrap();
@@ -548,27 +499,16 @@ fn chunked_listing_does_not_revive_removed_names() {
     let work = tempfile::tempdir().unwrap();
     let tar_path = work.path().join("wide.tar");
     {
-        let f = File::create(&tar_path).unwrap();
-        let mut b = tar::Builder::new(f);
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_size(0);
-        b.append_data(&mut h, "wide/", std::io::empty()).unwrap();
+        let m = Meta {
+            mtime: 1_700_000_000,
+            ..M644
+        };
+        let mut t = Tar::create(&tar_path);
+        t.dir_m("wide/", Meta { mode: 0o755, ..m });
         for i in 0..3000 {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_700_000_000);
-            h.set_size(2);
-            b.append_data(&mut h, format!("wide/f{i:04}"), &b"x\n"[..])
-                .unwrap();
+            t.file_m(&format!("wide/f{i:04}"), b"x\n", m);
         }
-        b.finish().unwrap();
+        t.finish();
     }
     let store = TestStore::new();
     let id = store.import(&tar_path, &[]);
@@ -638,12 +578,11 @@ fn daemon_log(store: &TestStore) -> String {
 /// the same goes through the daemon. Content is checked both ways.
 #[test]
 fn passthrough_keeps_file_data_out_of_the_daemon() {
-    if !fuse_available() {
-        return;
-    }
     let pattern: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     for off in [false, true] {
-        let t = Rw::new();
+        let Some(t) = Rw::new() else {
+            return;
+        };
         std::fs::create_dir_all(t.rw()).unwrap();
         let pre: Vec<u8> = pattern.iter().rev().copied().collect();
         std::fs::write(t.rw().join("pre"), &pre).unwrap();
@@ -731,10 +670,9 @@ fn lookups_logged(store: &TestStore, name: &str) -> usize {
 /// removed and made again.
 #[test]
 fn missing_names_are_cached_and_what_is_made_shows() {
-    if !fuse_available() || !is_root() {
+    let Some(r) = Rw::new().filter(|_| is_root()) else {
         return;
-    }
-    let r = Rw::new();
+    };
     let rw = r.rw();
     let m = Mount::with_env(
         &r.store,
@@ -805,10 +743,9 @@ fn missing_names_are_cached_and_what_is_made_shows() {
 #[test]
 fn racing_copy_ups_of_one_file_keep_every_change() {
     use std::os::unix::fs::PermissionsExt;
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let m = t.mount();
     let files = ["bin/busybox", "etc/passwd", "etc/os-release"];
     let orig: Vec<Vec<u8>> = files
@@ -839,7 +776,7 @@ fn racing_copy_ups_of_one_file_keep_every_change() {
         s.spawn(move || {
             barrier.wait();
             for f in files {
-                assert_eq!(setxattr(&m.path(f), "user.raced", b"yes"), 0, "{f}");
+                assert_eq!(lsetxattr(&m.path(f), "user.raced", b"yes"), Ok(()), "{f}");
             }
         });
         s.spawn(move || {
@@ -890,11 +827,10 @@ fn racing_copy_ups_of_one_file_keep_every_change() {
 /// log, which names each sync; the data is checked either way.
 #[test]
 fn copy_ups_are_synced_unless_volatile() {
-    if !fuse_available() {
-        return;
-    }
     for opt in [None, Some("fsync=0"), Some("volatile")] {
-        let t = Rw::new();
+        let Some(t) = Rw::new() else {
+            return;
+        };
         let rw = t.rw();
         let mut opts = vec!["--rw", rw.to_str().unwrap()];
         if let Some(o) = opt {
@@ -938,13 +874,12 @@ fn copy_ups_are_synced_unless_volatile() {
 #[test]
 fn setuid_bits_cleared_as_the_kernel_does() {
     use std::os::unix::fs::PermissionsExt;
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
+    };
     let Some((user, uid)) = unprivileged_user() else {
         return;
     };
-    let t = Rw::new();
     let rw = t.rw();
     let m = Mount::new(
         &t.store,
@@ -995,16 +930,9 @@ fn setuid_bits_cleared_as_the_kernel_does() {
         \x20               os.chown(p, -1, -1)\n\
         \x20           except PermissionError:\n\
         \x20               pass\n";
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "python3", "-c", script])
-        .args(dirs.iter().map(|d| d.to_str().unwrap()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut argv = vec!["python3", "-c", script];
+    argv.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    ok_as(user, &[], &argv);
     for d in &dirs {
         for mode in modes {
             std::os::unix::fs::chown(d.join(name("chown", mode)), Some(uid), None).unwrap();
@@ -1051,10 +979,9 @@ fn setuid_bits_cleared_as_the_kernel_does() {
 /// GETXATTR (they cost 100 before).
 #[test]
 fn writes_do_not_ask_for_capabilities_each_time() {
-    if !fuse_available() {
+    let Some(t) = Rw::new() else {
         return;
-    }
-    let t = Rw::new();
+    };
     let rw = t.rw();
     let env = [("RUST_LOG", "fuser=debug")];
     {

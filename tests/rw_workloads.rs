@@ -26,33 +26,8 @@ use common::*;
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// Runs a command, asserts success, returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tool(name: &str) -> Command {
-    let mut c = Command::new("python3");
-    c.arg(repo().join("tools").join(name));
-    c
-}
-
-fn snapshot(dir: &Path) -> String {
-    oracle(&["--snapshot", dir.to_str().unwrap()])
-}
-
 fn sha256_file(p: &Path) -> String {
-    let out = run(Command::new("sha256sum").arg(p));
+    let out = run_ok(Command::new("sha256sum").arg(p));
     out.split_whitespace().next().unwrap().to_string()
 }
 
@@ -76,23 +51,6 @@ fn same_tree(what: &str, expected: &str, actual: &str, ignore: &[String]) {
     assert_same_tree(what, expected, actual, &ignore);
 }
 
-/// Every path below `dir` (not following symlinks), sorted.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// No name in the tree is a whiteout or the private working directory.
 fn assert_no_whiteout_names(root: &Path) {
     for p in walk(root) {
@@ -108,7 +66,7 @@ fn assert_no_whiteout_names(root: &Path) {
 /// The merged tree of `image` in a plain directory (created), checked
 /// against the oracle's JSON merge of the same image.
 fn plain_image_tree(image: &Path, dest: &Path) {
-    run(tool("apply_layers.py").arg("--image").arg(image).arg(dest));
+    run_ok(tool("apply_layers.py").arg("--image").arg(image).arg(dest));
     let expected = oracle(&["--image", image.to_str().unwrap()]);
     assert_same_tree("apply_layers.py vs oracle", &expected, &snapshot(dest), &[]);
 }
@@ -226,42 +184,46 @@ fn make_tree_tar(work: &Path) -> PathBuf {
     std::fs::write(src.join("etc/motd"), "welcome\n").unwrap();
     std::fs::write(src.join("etc/group"), "root:x:0:\nwheel:x:10:\n").unwrap();
     let tar = work.join("tree.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&src)
-        .args(["-c", "--format=gnu", "--sort=name", "--numeric-owner"])
-        .arg(format!("--mtime=@{TREE_MTIME}"))
-        .arg("-f")
-        .arg(&tar)
-        .args(["etc", "srv"]));
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args(["-c", "--format=gnu", "--sort=name", "--numeric-owner"])
+            .arg(format!("--mtime=@{TREE_MTIME}"))
+            .arg("-f")
+            .arg(&tar)
+            .args(["etc", "srv"]),
+    );
     tar
 }
 
 fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=layerfs test",
-            "-c",
-            "user.email=test@layerfs.invalid",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "safe.directory=*",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", "1700000000 +0000")
-        .env("GIT_COMMITTER_DATE", "1700000000 +0000")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE"))
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=layerfs test",
+                "-c",
+                "user.email=test@layerfs.invalid",
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "safe.directory=*",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_DATE", "1700000000 +0000")
+            .env("GIT_COMMITTER_DATE", "1700000000 +0000")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE"),
+    )
 }
 
 /// Paths whose mtime the workload sets to the current time; everything else
@@ -300,28 +262,36 @@ fn workload(root: &Path, tree_tar: &Path, home: &Path) {
     use std::os::unix::fs::{chown, symlink};
     let p = |rel: &str| root.join(rel);
     // 1. GNU tar extracts a tree (as root: owners and modes kept).
-    run(Command::new("tar")
-        .args(["-x", "--numeric-owner"])
-        .arg("-C")
-        .arg(root)
-        .arg("-f")
-        .arg(tree_tar));
+    run_ok(
+        Command::new("tar")
+            .args(["-x", "--numeric-owner"])
+            .arg("-C")
+            .arg(root)
+            .arg("-f")
+            .arg(tree_tar),
+    );
     // 2. cp -a of lower directories (a hard-link pair, a 0750 dir of uid
     // 1000) to new places.
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(p("usr/share"))
-        .arg(p("srv/share-copy")));
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(p("home/user"))
-        .arg(p("srv/user-copy")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(p("usr/share"))
+            .arg(p("srv/share-copy")),
+    );
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(p("home/user"))
+            .arg(p("srv/user-copy")),
+    );
     // 3. rm -rf of directories that span layers (doc: layers 0 and 1;
     // opt: layer 0 and layer 2's opaque opt/data).
-    run(Command::new("rm")
-        .arg("-rf")
-        .arg(p("usr/share/doc"))
-        .arg(p("opt")));
+    run_ok(
+        Command::new("rm")
+            .arg("-rf")
+            .arg(p("usr/share/doc"))
+            .arg(p("opt")),
+    );
     // 4. git init/add/commit, twice, in the extracted tree.
     let repo = p("srv/tree");
     git(&repo, home, &["init", "-q"]);
@@ -340,7 +310,7 @@ fn workload(root: &Path, tree_tar: &Path, home: &Path) {
     std::fs::hard_link(repo.join("README"), p("srv/readme-link")).unwrap();
     // 5. mv of a lower directory, then writes inside it, then a new
     // directory under the old name.
-    run(Command::new("mv").arg(p("etc")).arg(p("etc2")));
+    run_ok(Command::new("mv").arg(p("etc")).arg(p("etc2")));
     std::fs::OpenOptions::new()
         .append(true)
         .open(p("etc2/passwd"))
@@ -361,9 +331,11 @@ fn workload(root: &Path, tree_tar: &Path, home: &Path) {
     std::fs::write(p("etc/only-new"), "only\n").unwrap();
     // 6. Metadata-only changes of lower files.
     std::fs::set_permissions(p("home/user/secret"), PermissionsExt::from_mode(0o600)).unwrap();
-    run(Command::new("touch")
-        .args(["-h", "-d", "@1700000100"])
-        .arg(p("bin/busybox")));
+    run_ok(
+        Command::new("touch")
+            .args(["-h", "-d", "@1700000100"])
+            .arg(p("bin/busybox")),
+    );
 
     // What any filesystem must show now.
     assert!(!p("usr/share/doc").exists() && !p("opt").exists());
@@ -417,14 +389,12 @@ fn workload_on_plain_dir(work: &Path, tar: &Path) -> String {
 
 #[test]
 fn workloads_on_rw_mount_match_a_plain_dir_and_survive_remount() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let work = tempfile::tempdir().unwrap();
     let tar = make_tree_tar(work.path());
     let expected = workload_on_plain_dir(work.path(), &tar);
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
     let upper = new_dir(&work.path().join("upper"));
     let live = workload_on_rw_mount(&store, &id, &upper, &tar, work.path());
     same_tree(
@@ -448,42 +418,31 @@ fn workloads_on_rw_mount_match_a_plain_dir_and_survive_remount() {
 /// the stacked archive must agree too (no layerfs code involved).
 #[test]
 fn rw_dir_tarred_is_a_layer_that_reproduces_the_tree() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let tar = make_tree_tar(w);
     let fx = fixture("multi.docker.tar");
-    let id = store.import(&fx, &[]);
     let upper = new_dir(&w.join("upper"));
     let live = workload_on_rw_mount(&store, &id, &upper, &tar, w);
 
     let layer = w.join("diff.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&upper)
-        .args([
-            "-c",
-            "--format=pax",
-            "--numeric-owner",
-            "--exclude=./.wh..wh.layerfs",
-            "-f",
-        ])
-        .arg(&layer)
-        .arg("."));
-    let listing = run(Command::new("tar").arg("-tf").arg(&layer));
+    gnu_tar_of_branch(&upper, &layer, true);
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&layer));
     assert!(
         !listing.contains(".wh..wh.layerfs"),
         "the working directory leaked into the diff:\n{listing}"
     );
     let stacked = w.join("stacked.docker.tar");
-    let new_id = run(tool("stack_layer.py")
-        .arg(&fx)
-        .arg(&layer)
-        .arg(&stacked)
-        .args(["--tag", "roundtrip:latest"]));
+    let new_id = run_ok(
+        tool("stack_layer.py")
+            .arg(&fx)
+            .arg(&layer)
+            .arg(&stacked)
+            .args(["--tag", "roundtrip:latest"]),
+    );
     let by_oracle = oracle(&["--image", stacked.to_str().unwrap()]);
     assert_same_tree(
         "oracle merge of the stacked image vs live rw mount",
@@ -614,31 +573,37 @@ fn kill_9_during_copy_up_never_leaves_a_partial_file() {
     std::fs::create_dir_all(src.join("etc")).unwrap();
     std::fs::write(src.join("etc/hostname"), "crash\n").unwrap();
     let big = src.join("big.bin");
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c {}M /dev/urandom > \"$1\"", mib))
-        .arg("sh")
-        .arg(&big));
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c {}M /dev/urandom > \"$1\"", mib))
+            .arg("sh")
+            .arg(&big),
+    );
     let chunk = w.join("chunk");
     std::fs::write(&chunk, pseudo_random(4096, 99)).unwrap();
     let original = sha256_file(&big);
     let appended = {
-        let out = run(Command::new("sh")
-            .arg("-c")
-            .arg("cat \"$1\" \"$2\" | sha256sum")
-            .arg("sh")
-            .arg(&big)
-            .arg(&chunk));
+        let out = run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg("cat \"$1\" \"$2\" | sha256sum")
+                .arg("sh")
+                .arg(&big)
+                .arg(&chunk),
+        );
         out.split_whitespace().next().unwrap().to_string()
     };
     let legal = [original, appended];
     let rootfs = w.join("rootfs.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&src)
-        .args(["-c", "--format=gnu", "-f"])
-        .arg(&rootfs)
-        .args(["big.bin", "etc"]));
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args(["-c", "--format=gnu", "-f"])
+            .arg(&rootfs)
+            .args(["big.bin", "etc"]),
+    );
     std::fs::remove_file(&big).unwrap();
     let id = store.import(&rootfs, &[]);
     std::fs::remove_file(&rootfs).unwrap();
@@ -875,42 +840,19 @@ fn concurrent_workload(root: &Path, on_deadlock: Box<dyn FnOnce() + Send>) {
     let group = Arc::new(read("etc/group"));
     let done = Arc::new(AtomicBool::new(false));
     let root = root.to_path_buf();
+    let writer = |name: &str, ops: usize, f: fn(&Path)| {
+        let root = root.clone();
+        spawn_named(name, move || {
+            f(&root);
+            ops
+        })
+    };
     let writers = vec![
-        spawn_named("appender", {
-            let root = root.clone();
-            move || {
-                appender(&root);
-                APPENDS
-            }
-        }),
-        spawn_named("creator 0", {
-            let root = root.clone();
-            move || {
-                creator(&root, 0);
-                CREATES
-            }
-        }),
-        spawn_named("creator 1", {
-            let root = root.clone();
-            move || {
-                creator(&root, 1);
-                CREATES
-            }
-        }),
-        spawn_named("renamer of a new file", {
-            let root = root.clone();
-            move || {
-                renamer_new(&root);
-                RENAMES
-            }
-        }),
-        spawn_named("renamer of a lower file", {
-            let root = root.clone();
-            move || {
-                renamer_lower(&root);
-                LOWER_RENAMES
-            }
-        }),
+        writer("appender", APPENDS, appender),
+        writer("creator 0", CREATES, |r| creator(r, 0)),
+        writer("creator 1", CREATES, |r| creator(r, 1)),
+        writer("renamer of a new file", RENAMES, renamer_new),
+        writer("renamer of a lower file", LOWER_RENAMES, renamer_lower),
     ];
     let mut readers = Vec::new();
     for name in ["reader 0", "reader 1"] {
@@ -963,17 +905,15 @@ const CONCURRENT_TOUCHED: &[&str] = &["etc", "etc/c*", "etc/r-*", "etc/os-releas
 
 #[test]
 fn concurrent_readers_and_writers_on_rw_mount() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
+    };
     let work = tempfile::tempdir().unwrap();
     let plain = work.path().join("plain");
     plain_image_tree(&fixture("multi.docker.tar"), &plain);
     sequential_writers(&plain);
     let expected = snapshot(&plain);
 
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
     let upper = new_dir(&work.path().join("upper"));
     let live = {
         let m = Mount::new(&store, &id, &["--rw", upper.to_str().unwrap()]);
@@ -1004,11 +944,9 @@ fn concurrent_readers_and_writers_on_rw_mount() {
 
 #[test]
 fn second_mount_of_the_same_rw_dir_is_refused() {
-    if !fuse_available() {
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
         return;
-    }
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    };
     let work = tempfile::tempdir().unwrap();
     let upper = new_dir(&work.path().join("upper"));
     let upper_s = upper.to_str().unwrap();
@@ -1053,12 +991,10 @@ fn second_mount_of_the_same_rw_dir_is_refused() {
 /// Without --rw every kind of change fails with EROFS.
 #[test]
 fn mount_without_rw_is_read_only() {
-    if !fuse_available() {
-        return;
-    }
     use std::os::unix::fs::{chown, symlink};
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let Some((store, id)) = fuse_store("multi.docker.tar") else {
+        return;
+    };
     let m = Mount::new(&store, &id, &[]);
     let before = snapshot(&m.dir);
     let p = |r: &str| m.path(r);
@@ -1185,25 +1121,16 @@ fn harness_stack_layer_output_imports_and_mounts() {
     std::fs::write(diff.join("usr/share/doc/fresh"), "fresh\n").unwrap();
     std::fs::write(diff.join(".wh..wh.layerfs/work/partial"), "junk").unwrap();
     let layer = w.join("diff.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&diff)
-        .args([
-            "-c",
-            "--format=pax",
-            "--numeric-owner",
-            "--exclude=./.wh..wh.layerfs",
-            "-f",
-        ])
-        .arg(&layer)
-        .arg("."));
+    gnu_tar_of_branch(&diff, &layer, true);
     let fx = fixture("multi.docker.tar");
     let stacked = w.join("stacked.docker.tar");
-    let new_id = run(tool("stack_layer.py")
-        .arg(&fx)
-        .arg(&layer)
-        .arg(&stacked)
-        .args(["--tag", "stacked:latest"]));
+    let new_id = run_ok(
+        tool("stack_layer.py")
+            .arg(&fx)
+            .arg(&layer)
+            .arg(&stacked)
+            .args(["--tag", "stacked:latest"]),
+    );
     let store = TestStore::new();
     let id = store.import(&stacked, &[]);
     assert_eq!(id, new_id.trim());
@@ -1244,16 +1171,16 @@ fn harness_workloads_on_kernel_overlayfs() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let layers = w.join("layers");
-    run(tool("apply_layers.py")
-        .arg("--overlay-layers")
-        .arg(fixture("multi.docker.tar"))
-        .arg(&layers));
+    run_ok(
+        tool("apply_layers.py")
+            .arg("--overlay-layers")
+            .arg(fixture("multi.docker.tar"))
+            .arg(&layers),
+    );
     let n = std::fs::read_dir(&layers).unwrap().count();
-    let lower: Vec<String> = (0..n)
-        .rev()
-        .map(|i| layers.join(i.to_string()).display().to_string())
-        .collect();
-    let overlay = |name: &str| -> Option<PathBuf> {
+    let lower: Vec<PathBuf> = (0..n).map(|i| layers.join(i.to_string())).collect();
+    // The mount, unmounted on drop; None (after a SKIP) if refused.
+    let overlay = |name: &str| -> Option<KernelOverlay> {
         let (up, wk, mp) = (
             w.join(format!("{name}-up")),
             w.join(format!("{name}-wk")),
@@ -1262,39 +1189,20 @@ fn harness_workloads_on_kernel_overlayfs() {
         for d in [&up, &wk, &mp] {
             std::fs::create_dir(d).unwrap();
         }
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.join(":"),
-                up.display(),
-                wk.display()
-            ))
-            .arg(&mp)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            eprintln!(
-                "SKIP: cannot mount overlayfs: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(mp)
+        let opts = format!(
+            "{},upperdir={},workdir={}",
+            lowerdir(&lower),
+            up.display(),
+            wk.display()
+        );
+        KernelOverlay::try_mount(&mp, &opts)
+            .inspect_err(|e| eprintln!("SKIP: cannot mount overlayfs: {e}"))
+            .ok()
     };
-    struct Unmount(Vec<PathBuf>);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = Command::new("umount").arg(p).status();
-            }
-        }
-    }
-    let mut guard = Unmount(Vec::new());
-    let Some(ov) = overlay("ov") else {
+    let Some(ov_guard) = overlay("ov") else {
         return;
     };
-    guard.0.push(ov.clone());
+    let ov = ov_guard.dir.clone();
     // overlayfs shows the upper directory's own mtime on the root.
     same_tree(
         "overlayfs of the layers vs oracle",
@@ -1312,10 +1220,10 @@ fn harness_workloads_on_kernel_overlayfs() {
         &workload_ignores(),
     );
 
-    let Some(ov2) = overlay("ov2") else {
+    let Some(ov2_guard) = overlay("ov2") else {
         return;
     };
-    guard.0.push(ov2.clone());
+    let ov2 = ov2_guard.dir.clone();
     let seq = w.join("seq");
     plain_image_tree(&fixture("multi.docker.tar"), &seq);
     sequential_writers(&seq);

@@ -59,18 +59,8 @@ fn store_is_closed_to_others_whatever_the_umask() {
         &root,
         &["import", fixture("edge.docker.tar").to_str().unwrap()],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let out = run_umask022(&root, &["tag", &id, "closed:v1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let id = succeeded("import", out).trim().to_string();
+    succeeded("tag", run_umask022(&root, &["tag", &id, "closed:v1"]));
     assert!(root.join("tags.json").is_file());
     assert_closed(&root);
 
@@ -85,15 +75,12 @@ fn store_is_closed_to_others_whatever_the_umask() {
             .path()
             .join("layer.tar");
         assert!(tar.is_file());
+        let layers = root.join("layers");
         for argv in [
-            vec!["cat".to_string(), tar.display().to_string()],
-            vec!["ls".to_string(), root.join("layers").display().to_string()],
+            ["cat", tar.to_str().unwrap()],
+            ["ls", layers.to_str().unwrap()],
         ] {
-            let out = Command::new("runuser")
-                .args(["-u", user, "--"])
-                .args(&argv)
-                .output()
-                .unwrap();
+            let out = run_as(user, &[], &argv);
             assert!(
                 !out.status.success() && out.stdout.is_empty(),
                 "{user} could run {argv:?}"
@@ -137,14 +124,16 @@ fn open_store_is_repaired_or_refused() {
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = store.dir.path().join("layerfs");
     std::fs::copy(bin(), &exe).unwrap();
-    let out = Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(&exe)
-        .arg("--root")
-        .arg(&root)
-        .arg("images")
-        .output()
-        .unwrap();
+    let out = run_as(
+        user,
+        &[],
+        &[
+            exe.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "images",
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

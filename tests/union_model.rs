@@ -25,74 +25,18 @@
 //!   number of names its inode has in its own layer (the crate's documented
 //!   choice), whatever upper layers later hide.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
+use common::tars::{Meta, Tar};
 use layerfs::layer::index::{build_index, Entry, Index, Kind};
 use layerfs::union::{list_dir, resolve_path, root, Resolved, Source};
 use proptest::prelude::*;
-use tar::{EntryType, Header};
-
-// ---------------------------------------------------------------------------
-// Tar writing
-
-/// A layer tar under construction; names are written byte for byte.
-struct TarW(tar::Builder<Vec<u8>>);
-
-impl TarW {
-    fn new() -> TarW {
-        TarW(tar::Builder::new(Vec::new()))
-    }
-    fn entry(&mut self, name: &[u8], kind: EntryType, data: &[u8], link: &[u8], m: Meta) {
-        let mut h = Header::new_gnu();
-        assert!(name.len() <= 100 && link.len() <= 100);
-        h.as_old_mut().name[..name.len()].copy_from_slice(name);
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mode(m.mode);
-        h.set_uid(m.uid as u64);
-        h.set_gid(m.gid as u64);
-        h.set_mtime(m.mtime as u64);
-        if !link.is_empty() {
-            h.set_link_name_literal(link).unwrap();
-        }
-        h.set_cksum();
-        self.0.append(&h, data).unwrap();
-    }
-    fn file(&mut self, name: &str, data: &[u8], m: Meta) -> &mut Self {
-        self.entry(name.as_bytes(), EntryType::Regular, data, b"", m);
-        self
-    }
-    fn dir(&mut self, name: &str, m: Meta) -> &mut Self {
-        self.entry(name.as_bytes(), EntryType::Directory, b"", b"", m);
-        self
-    }
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.entry(
-            name.as_bytes(),
-            EntryType::Symlink,
-            b"",
-            target.as_bytes(),
-            LINK,
-        );
-        self
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.0, tar::Builder::new(Vec::new()))
-            .into_inner()
-            .unwrap()
-    }
-}
+use tar::EntryType;
 
 // ---------------------------------------------------------------------------
 // The model
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: u32,
-}
 
 /// Metadata of a directory that exists only as the parent of deeper entries.
 const IMPLICIT: Meta = Meta {
@@ -331,7 +275,7 @@ struct Op {
 /// Writes `ops` as a layer tar and extracts them into the model. Hard
 /// links without a possible target are left out of both.
 fn make_layer(ops: &[Op], model: &mut Model) -> Vec<u8> {
-    let mut tar = TarW::new();
+    let mut tar = Tar::new();
     model.begin_layer();
     for op in ops {
         let name = |p: &[Vec<u8>], suffix: &[u8]| {
@@ -427,9 +371,9 @@ fn make_layer(ops: &[Op], model: &mut Model) -> Vec<u8> {
 fn arb_meta() -> impl Strategy<Value = Meta> {
     (
         prop::sample::select(vec![0o644, 0o755, 0o700, 0o600, 0o4755, 0o1777, 0o2750, 0]),
-        prop::sample::select(vec![0u32, 1, 1000, 65534]),
-        prop::sample::select(vec![0u32, 2, 100]),
-        prop::sample::select(vec![0u32, 1, 1_600_000_000, 1_700_000_123]),
+        prop::sample::select(vec![0u64, 1, 1000, 65534]),
+        prop::sample::select(vec![0u64, 2, 100]),
+        prop::sample::select(vec![0u64, 1, 1_600_000_000, 1_700_000_123]),
     )
         .prop_map(|(mode, uid, gid, mtime)| Meta {
             mode,
@@ -534,9 +478,9 @@ impl Stack {
         let e = self.entry(r.meta_source(&self.layers));
         let m = Meta {
             mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            mtime: e.mtime as u32,
+            uid: e.uid.into(),
+            gid: e.gid.into(),
+            mtime: e.mtime as u64,
         };
         (e.kind, m)
     }
@@ -699,7 +643,7 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Hand-written stacks
 
-fn m(mode: u32, uid: u32) -> Meta {
+fn m(mode: u32, uid: u64) -> Meta {
     Meta {
         mode,
         uid,
@@ -721,13 +665,13 @@ fn is_dir(stack: &Stack, path: &str) -> bool {
 
 #[test]
 fn whiteout_of_a_directory() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 1))
-        .file("d/x", b"x", F)
-        .file("d/y/z", b"z", F)
-        .file("keep", b"k", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 1))
+        .file_m("d/x", b"x", F)
+        .file_m("d/y/z", b"z", F)
+        .file_m("keep", b"k", F)
         .finish();
-    let top = TarW::new().file(".wh.d", b"", F).finish();
+    let top = Tar::new().file_m(".wh.d", b"", F).finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.resolve("d"), None);
     assert_eq!(s.resolve("d/x"), None);
@@ -737,18 +681,18 @@ fn whiteout_of_a_directory() {
 
 #[test]
 fn opaque_directory() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 1))
-        .file("d/x", b"x", F)
-        .dir("d/sub/", m(0o700, 1))
-        .file("d/sub/y", b"y", F)
-        .file("e/kept", b"k", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 1))
+        .file_m("d/x", b"x", F)
+        .dir_m("d/sub/", m(0o700, 1))
+        .file_m("d/sub/y", b"y", F)
+        .file_m("e/kept", b"k", F)
         .finish();
-    let top = TarW::new()
-        .dir("d/", m(0o750, 2))
-        .file("d/.wh..wh..opq", b"", F)
-        .file("d/new", b"n", F)
-        .file("e/also", b"a", F)
+    let top = Tar::new()
+        .dir_m("d/", m(0o750, 2))
+        .file_m("d/.wh..wh..opq", b"", F)
+        .file_m("d/new", b"n", F)
+        .file_m("e/also", b"a", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.list("d"), ["new"]);
@@ -761,12 +705,12 @@ fn opaque_directory() {
 
 #[test]
 fn file_dir_file_across_three_layers() {
-    let l0 = TarW::new().file("p", b"one", m(0o600, 1)).finish();
-    let l1 = TarW::new()
-        .dir("p/", m(0o711, 2))
-        .file("p/q", b"q", F)
+    let l0 = Tar::new().file_m("p", b"one", m(0o600, 1)).finish();
+    let l1 = Tar::new()
+        .dir_m("p/", m(0o711, 2))
+        .file_m("p/q", b"q", F)
         .finish();
-    let l2 = TarW::new().file("p", b"three", m(0o640, 3)).finish();
+    let l2 = Tar::new().file_m("p", b"three", m(0o640, 3)).finish();
 
     let s = Stack::new(vec![l0.clone(), l1.clone()]);
     assert!(is_dir(&s, "p"));
@@ -787,14 +731,14 @@ fn file_dir_file_across_three_layers() {
 
 #[test]
 fn implicit_dir_keeps_lower_metadata() {
-    let bottom = TarW::new()
-        .dir("./", m(0o750, 9))
-        .dir("d/", m(0o700, 5))
-        .file("d/old", b"o", F)
+    let bottom = Tar::new()
+        .dir_m("./", m(0o750, 9))
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/old", b"o", F)
         .finish();
-    let top = TarW::new()
-        .file("d/new", b"n", F)
-        .file("e/f", b"", F)
+    let top = Tar::new()
+        .file_m("d/new", b"n", F)
+        .file_m("e/f", b"", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.meta(&s.resolve("d").unwrap()), (Kind::Dir, m(0o700, 5)));
@@ -807,15 +751,15 @@ fn implicit_dir_keeps_lower_metadata() {
 
 #[test]
 fn non_directory_above_a_directory_hides_it() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 5))
-        .file("d/x", b"x", F)
-        .dir("e/", m(0o700, 5))
-        .file("e/y", b"y", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/x", b"x", F)
+        .dir_m("e/", m(0o700, 5))
+        .file_m("e/y", b"y", F)
         .finish();
-    let top = TarW::new()
-        .symlink("d", "elsewhere")
-        .file("e", b"a file now", F)
+    let top = Tar::new()
+        .symlink_m("d", "elsewhere", LINK)
+        .file_m("e", b"a file now", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     let d = s.resolve("d").unwrap();
@@ -832,8 +776,8 @@ fn non_directory_above_a_directory_hides_it() {
 
 #[test]
 fn directory_above_a_non_directory_replaces_it() {
-    let bottom = TarW::new().file("d", b"file", F).finish();
-    let top = TarW::new().file("d/x", b"x", F).finish();
+    let bottom = Tar::new().file_m("d", b"file", F).finish();
+    let top = Tar::new().file_m("d/x", b"x", F).finish();
     let s = Stack::new(vec![bottom, top]);
     // Implicit, and nothing below to take metadata from: the defaults.
     assert_eq!(s.meta(&s.resolve("d").unwrap()), (Kind::Dir, IMPLICIT));
@@ -842,13 +786,13 @@ fn directory_above_a_non_directory_replaces_it() {
 
 #[test]
 fn whiteout_then_recreate_in_one_layer() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 5))
-        .file("d/old", b"o", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/old", b"o", F)
         .finish();
-    let top = TarW::new()
-        .file(".wh.d", b"", F)
-        .file("d/new", b"n", F)
+    let top = Tar::new()
+        .file_m(".wh.d", b"", F)
+        .file_m("d/new", b"n", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.list("d"), ["new"]);
@@ -860,16 +804,16 @@ fn whiteout_then_recreate_in_one_layer() {
 /// but not the lower directory itself, which keeps its metadata.
 #[test]
 fn opaque_marker_alone_keeps_lower_metadata() {
-    let l0 = TarW::new()
-        .dir("./", m(0o750, 9))
-        .dir("d/", m(0o700, 5))
-        .file("d/x", b"x", F)
-        .file("top", b"t", F)
+    let l0 = Tar::new()
+        .dir_m("./", m(0o750, 9))
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/x", b"x", F)
+        .file_m("top", b"t", F)
         .finish();
-    let l1 = TarW::new().file("d/y", b"y", F).finish();
-    let l2 = TarW::new()
-        .file("d/.wh..wh..opq", b"", F)
-        .file("d/z", b"z", F)
+    let l1 = Tar::new().file_m("d/y", b"y", F).finish();
+    let l2 = Tar::new()
+        .file_m("d/.wh..wh..opq", b"", F)
+        .file_m("d/z", b"z", F)
         .finish();
     let s = Stack::new(vec![l0.clone(), l1.clone(), l2.clone()]);
     assert_eq!(s.list(""), ["d", "top"]);
@@ -880,9 +824,9 @@ fn opaque_marker_alone_keeps_lower_metadata() {
 
     // The same for the root; d is then gone with the rest of the root's
     // lower content, and recreated by the top layer with the defaults.
-    let l3 = TarW::new()
-        .file(".wh..wh..opq", b"", F)
-        .file("d/w", b"w", F)
+    let l3 = Tar::new()
+        .file_m(".wh..wh..opq", b"", F)
+        .file_m("d/w", b"w", F)
         .finish();
     let s = Stack::new(vec![l0, l1, l2, l3]);
     assert_eq!(s.list(""), ["d"]);
@@ -895,16 +839,16 @@ fn opaque_marker_alone_keeps_lower_metadata() {
 /// A whiteout hides the lower layers only, never an entry of its own layer.
 #[test]
 fn whiteout_keeps_the_same_layers_entry() {
-    let bottom = TarW::new()
-        .file("f", b"lower", F)
-        .dir("d/", m(0o700, 5))
-        .file("d/lower", b"l", F)
+    let bottom = Tar::new()
+        .file_m("f", b"lower", F)
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/lower", b"l", F)
         .finish();
-    let top = TarW::new()
-        .file("f", b"upper", F)
-        .file(".wh.f", b"", F)
-        .file("d/upper", b"u", F)
-        .file(".wh.d", b"", F)
+    let top = Tar::new()
+        .file_m("f", b"upper", F)
+        .file_m(".wh.f", b"", F)
+        .file_m("d/upper", b"u", F)
+        .file_m(".wh.d", b"", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.content(&s.resolve("f").unwrap()), b"upper");
@@ -916,15 +860,15 @@ fn whiteout_keeps_the_same_layers_entry() {
 /// layer: the lower directory stays deleted.
 #[test]
 fn whiteout_file_then_directory_in_one_layer() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 5))
-        .file("d/lower", b"l", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/lower", b"l", F)
         .finish();
-    let top = TarW::new()
-        .file(".wh.d", b"", F)
-        .file("d", b"", F)
-        .dir("d/", m(0o711, 6))
-        .file("d/upper", b"u", F)
+    let top = Tar::new()
+        .file_m(".wh.d", b"", F)
+        .file_m("d", b"", F)
+        .dir_m("d/", m(0o711, 6))
+        .file_m("d/upper", b"u", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.list("d"), ["upper"]);
@@ -935,17 +879,17 @@ fn whiteout_file_then_directory_in_one_layer() {
 /// deletes it, so a directory made later in the same layer starts empty.
 #[test]
 fn file_then_directory_in_one_layer_hides_lower_directory() {
-    let bottom = TarW::new()
-        .dir("d/", m(0o700, 5))
-        .file("d/lower", b"l", F)
-        .dir("e/", m(0o700, 5))
-        .file("e/lower", b"l", F)
+    let bottom = Tar::new()
+        .dir_m("d/", m(0o700, 5))
+        .file_m("d/lower", b"l", F)
+        .dir_m("e/", m(0o700, 5))
+        .file_m("e/lower", b"l", F)
         .finish();
-    let top = TarW::new()
-        .file("d", b"", F)
-        .dir("d/", m(0o711, 6))
-        .symlink("e", "x")
-        .file("e/upper", b"u", F)
+    let top = Tar::new()
+        .file_m("d", b"", F)
+        .dir_m("d/", m(0o711, 6))
+        .symlink_m("e", "x", LINK)
+        .file_m("e/upper", b"u", F)
         .finish();
     let s = Stack::new(vec![bottom, top]);
     assert_eq!(s.list("d"), Vec::<String>::new());
