@@ -3,7 +3,8 @@
 //! metadata and renamed into place; files are staged outside the lock
 //! where possible (`stage_copy_up`) and placed under `ns`, data synced
 //! first unless `-o volatile`; a renamed lower directory is copied up
-//! whole and made opaque (`copy_up_tree`).
+//! whole and made opaque (`copy_up_tree`), its files' data staged outside
+//! the lock the same way (`stage_tree`).
 //!
 //! Not here: deciding when to copy up (the callers in `handles`,
 //! `namespace`, `setattr`, `xattr`), the branch's on-disk spelling of
@@ -103,15 +104,6 @@ impl Vfs {
             n.listing = None;
         });
         Ok(dst)
-    }
-
-    /// Copies non-directory `ino` up, with its data unless `with_data` is
-    /// false (a truncation to zero follows). The copy is made in the work
-    /// directory and renamed into place; every other visible name of a
-    /// hard-linked file is then linked to it. Called with `ns` held for
-    /// writing.
-    fn copy_up(&self, ino: u64, with_data: bool) -> VResult<()> {
-        self.copy_up_with(ino, with_data, None)
     }
 
     /// Copies the data and metadata of lower file `ino` into a new file of
@@ -297,21 +289,59 @@ impl Vfs {
         Ok(())
     }
 
+    /// Stages, outside the lock, the data copies a `copy_up_tree` of the
+    /// entry `name` of `parent` will need: every lower file with data in
+    /// its subtree (or the file itself). The tree is read under `ns` for
+    /// reading, the copies made with no lock held, as `stage_copy_up`
+    /// does for one file; `copy_up_tree` then only renames them into
+    /// place. A copy the rename ends up not needing (an error, a racing
+    /// change) is dropped with its file.
+    pub(super) fn stage_tree(&self, parent: u64, name: &[u8]) -> VResult<Staged> {
+        let files = {
+            let _r = self.ns.read();
+            let Ok(top) = self.child_ino(parent, name) else {
+                return Ok(Staged::new()); // the rename reports it
+            };
+            let mut files = Vec::new();
+            let mut stack = vec![top];
+            while let Some(ino) = stack.pop() {
+                let (kind, upper, lower) = self.state(ino)?;
+                match kind {
+                    Kind::Dir if lower.is_some() => {
+                        stack.extend(self.list(ino)?.iter().map(|c| c.ino));
+                    }
+                    Kind::File if !upper => files.push(ino),
+                    _ => {}
+                }
+            }
+            files
+        };
+        let mut staged = Staged::new();
+        for ino in files {
+            if let Some(s) = self.stage_copy_up(ino, true)? {
+                staged.insert(ino, s);
+            }
+        }
+        Ok(staged)
+    }
+
     /// Makes `ino` and everything below it live in the upper branch alone:
     /// a directory with lower content is copied up entry by entry and made
     /// opaque (what a rename of a lower directory needs, since a layer
-    /// diff has no redirects).
-    pub(super) fn copy_up_tree(&self, ino: u64) -> VResult<()> {
+    /// diff has no redirects). File data comes from `staged` (see
+    /// `stage_tree`), so no data is copied under `ns`; a file missing
+    /// there (empty, or changed since) is copied here.
+    pub(super) fn copy_up_tree(&self, ino: u64, staged: &mut Staged) -> VResult<()> {
         let (kind, _, lower) = self.state(ino)?;
         if kind != Kind::Dir {
-            return self.copy_up(ino, true);
+            return self.copy_up_with(ino, true, staged.remove(&ino));
         }
         let p = self.copy_up_dir(ino)?;
         if lower.is_none() {
             return Ok(());
         }
         for c in self.list(ino)?.iter() {
-            self.copy_up_tree(c.ino)?;
+            self.copy_up_tree(c.ino, staged)?;
         }
         self.up()?
             .make_opaque(&p)
@@ -323,6 +353,9 @@ impl Vfs {
         Ok(())
     }
 }
+
+/// Staged data copies of a tree, by inode (`Vfs::stage_tree`).
+pub(super) type Staged = std::collections::HashMap<u64, StagedCopy>;
 
 /// Puts a copied-up object at `dst` with `put`, keeping the times of the
 /// directory it lands in: a copy-up changes nothing the merged view shows

@@ -309,6 +309,13 @@ impl Vfs {
             return Err(libc::EINVAL.into());
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        // The data of the lower files a rename copies up is copied before
+        // `ns` is taken for writing: a big lower directory's copy stalls
+        // nothing else.
+        let mut staged = self.stage_tree(parent, name)?;
+        if exchange {
+            staged.extend(self.stage_tree(newparent, newname)?);
+        }
         let _w = self.ns.write();
         let src = self.child_ino(parent, name)?;
         let dst = self.exists(newparent, newname)?;
@@ -338,14 +345,14 @@ impl Vfs {
                 return Err(libc::ENOTEMPTY.into());
             }
         }
-        self.copy_up_tree(src)?;
+        self.copy_up_tree(src, &mut staged)?;
         let sp = self.copy_up_dir(parent)?;
         let dp = self.copy_up_dir(newparent)?;
         let from = child(&sp, name);
         let to = child(&dp, newname);
         if exchange {
             let d = dst.expect("checked above");
-            self.copy_up_tree(d)?;
+            self.copy_up_tree(d, &mut staged)?;
             let ddir = self.state(d)?.0 == Kind::Dir;
             if sdir && self.lower_has(newparent, newname)? {
                 up.make_opaque(&from)
