@@ -116,7 +116,7 @@ use tar::{EntryType, Header};
 /// what a Vfs error is: when it becomes a struct, this is `r.map_err(|e|
 /// e.errno())`.
 fn vfs<T>(r: VResult<T>) -> Result<T, i32> {
-    r
+    r.map_err(|e| e.errno())
 }
 
 // ---------------------------------------------------------------------------
@@ -683,6 +683,7 @@ fn caller() -> Caller {
         Caller {
             uid: libc::geteuid(),
             gid: libc::getegid(),
+            pid: std::process::id(),
         }
     }
 }
