@@ -302,11 +302,22 @@ pub(crate) struct ExportArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`layerfs ls IMAGE | head`): stop quietly,
+        // with the status a program killed by SIGPIPE has, as ls does.
+        Err(e) if broken_pipe(&e) => ExitCode::from(128 + libc::SIGPIPE as u8),
         Err(e) => {
             eprintln!("layerfs: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Is `e` (or what caused it) a write to a closed pipe?
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

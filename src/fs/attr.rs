@@ -170,11 +170,7 @@ impl Vfs {
             uid: e.uid,
             gid: e.gid,
             size,
-            blocks: if e.kind == Kind::File {
-                e.size.div_ceil(512)
-            } else {
-                0
-            },
+            blocks: allocated_blocks(e.kind, size),
             nlink,
             atime: t,
             mtime: t,
@@ -204,5 +200,21 @@ impl Vfs {
             (b + l.index.tar_size(), f + l.index.len() as u64)
         });
         (bytes.div_ceil(4096), 0, 0, files, 0, 4096)
+    }
+}
+
+/// `st_blocks` (512-byte units) of a lower entry: what a filesystem with
+/// 4 KiB blocks would allocate for it, as `du` expects from the extracted
+/// tree (kernel overlayfs shows the lower filesystem's): a file's data in
+/// whole blocks, a directory at least one block, a symlink a block only
+/// when its target does not fit in the inode (ext4 keeps up to 59 bytes
+/// there); devices and fifos none.
+fn allocated_blocks(kind: Kind, size: u64) -> u64 {
+    const BLOCK: u64 = 4096;
+    match kind {
+        Kind::File => size.div_ceil(BLOCK) * (BLOCK / 512),
+        Kind::Dir => size.div_ceil(BLOCK).max(1) * (BLOCK / 512),
+        Kind::Symlink if size >= 60 => BLOCK / 512,
+        _ => 0,
     }
 }
