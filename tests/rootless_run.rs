@@ -332,6 +332,8 @@ fn init_layer_shows_and_copies_up_only_when_changed() {
     ] {
         let md = std::fs::symlink_metadata(m.path(f)).unwrap();
         assert!(md.is_file() && md.len() == 0, "{f}");
+        // As Docker's setupInitLayer makes them.
+        assert_eq!(md.mode() & 0o7777, 0o755, "{f}");
     }
     assert_eq!(
         std::fs::read_link(m.path("etc/mtab")).unwrap(),

@@ -52,8 +52,9 @@ pub fn tar() -> Vec<u8> {
                 h.set_mode(0o755);
             }
             Entry::File => {
+                // Docker's setupInitLayer: os.OpenFile(.., O_CREATE, 0755).
                 h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
+                h.set_mode(0o755);
             }
             Entry::Symlink(t) => {
                 h.set_entry_type(tar::EntryType::Symlink);
