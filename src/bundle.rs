@@ -15,12 +15,15 @@ pub struct SpecOptions {
     /// root to `host_uid`/`host_gid` (size 1), no network namespace, /sys
     /// bind-mounted read-only, no cgroup resources.
     pub rootless: bool,
+    /// Host uid that container root maps to in a rootless spec.
     pub host_uid: u32,
+    /// Host gid that container root maps to in a rootless spec.
     pub host_gid: u32,
     /// The process user, already resolved (see [`resolve_user`]).
     pub user: User,
     /// Replaces Entrypoint + Cmd when given.
     pub args: Option<Vec<String>>,
+    /// The container's hostname (`hostname` of the spec).
     pub hostname: String,
     /// The rootfs is mounted read-only (no rw branch).
     pub readonly: bool,
@@ -29,8 +32,11 @@ pub struct SpecOptions {
 /// A resolved process user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct User {
+    /// The process uid, as the container sees it.
     pub uid: u32,
+    /// The process primary gid.
     pub gid: u32,
+    /// Supplementary gids (the groups of `/etc/group` that list the user).
     pub additional_gids: Vec<u32>,
 }
 

@@ -17,6 +17,7 @@ pub struct Range {
     pub stored: u32,
     /// First id as the mount shows it ("host").
     pub shown: u32,
+    /// Number of ids in the range (at least 1).
     pub len: u32,
 }
 
@@ -74,6 +75,7 @@ impl IdMap {
         Ok(IdMap { ranges })
     }
 
+    /// Is this the identity map (no ranges)?
     pub fn is_identity(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -104,10 +106,13 @@ impl IdMap {
 /// Owner mapping of a mount: uid and gid maps and optional squashing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owners {
+    /// The uid mapping (`uidmapping=`).
     pub uid: IdMap,
+    /// The gid mapping (`gidmapping=`).
     pub gid: IdMap,
-    /// Every owner shows as this uid / gid.
+    /// Every owner shows as this uid (`squash_to_uid`, `squash_to_root`).
     pub squash_uid: Option<u32>,
+    /// Every group owner shows as this gid (`squash_to_gid`, `squash_to_root`).
     pub squash_gid: Option<u32>,
 }
 
@@ -140,6 +145,7 @@ impl Owners {
         Ok(o)
     }
 
+    /// Does the mount show ids as stored (no mapping, no squashing)?
     pub fn is_identity(&self) -> bool {
         *self == Owners::default()
     }
@@ -157,6 +163,7 @@ impl Owners {
         self.uid.to_stored(uid)
     }
 
+    /// Stored gid for a gid given through the mount; `None` if no range maps it.
     pub fn stored_gid(&self, gid: u32) -> Option<u32> {
         self.gid.to_stored(gid)
     }

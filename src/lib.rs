@@ -1,4 +1,5 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs, unreachable_pub)]
 //! layerfs: a userspace union filesystem for container image layers.
 //!
 //! See ARCHITECTURE.md for the codemap. Modules, from the top (the command

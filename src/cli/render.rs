@@ -257,7 +257,7 @@ pub(crate) struct ChangeRow {
 
 impl ChangeRow {
     /// The row of `change` at `path` (from the image root).
-    pub fn new(change: Change, path: &[u8]) -> ChangeRow {
+    pub(crate) fn new(change: Change, path: &[u8]) -> ChangeRow {
         ChangeRow {
             change: change.letter(),
             path: slash_path(path),
@@ -288,7 +288,7 @@ pub(crate) struct LayerChangeRow {
 
 impl LayerChangeRow {
     /// The row of `change` at `path` (from the image root), of `kind`.
-    pub fn new(change: Change, path: &[u8], kind: Kind) -> LayerChangeRow {
+    pub(crate) fn new(change: Change, path: &[u8], kind: Kind) -> LayerChangeRow {
         LayerChangeRow {
             change: change.letter(),
             path: slash_path(path),
@@ -373,7 +373,7 @@ pub(crate) struct LsRow {
 
 impl LsRow {
     /// The row of `ls` item `i` of image `img`.
-    pub fn new(img: &ImageLayers, i: &Item) -> LsRow {
+    pub(crate) fn new(img: &ImageLayers, i: &Item) -> LsRow {
         let (l, e) = i.source;
         let idx = &img.layers[l as usize].index;
         let ent = idx.entry(e);

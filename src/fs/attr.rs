@@ -15,6 +15,8 @@ use crate::sys::{self, Obj};
 use crate::union::Resolved;
 use crate::upper::Meta;
 
+/// A tar-style time (seconds since the Unix epoch, possibly negative, plus
+/// nanoseconds) as a [`SystemTime`].
 pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nsec)
@@ -24,6 +26,7 @@ pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
 }
 
 impl Vfs {
+    /// `stat` of node `ino`, as the mount shows it.
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
         let _r = self.ns.read();
         self.attr(ino)

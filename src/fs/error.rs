@@ -133,6 +133,7 @@ impl std::error::Error for Error {
 /// (`VResult`, `sys` results, `io::Result`); the message is built only
 /// on failure.
 pub trait ErrorContext<T> {
+    /// Adds `what()` (what was being done) to the error, as [`Error::context`].
     fn context<S: Into<Cow<'static, str>>>(self, what: impl FnOnce() -> S) -> VResult<T>;
 }
 

@@ -246,12 +246,16 @@ impl Vfs {
         }
     }
 
+    /// Writes `data` at `offset` through handle `fh` (a file of the rw branch);
+    /// returns the bytes written.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
         let f = self.writable_file(fh)?;
         f.write_all_at(data, offset)?;
         Ok(data.len() as u32)
     }
 
+    /// fsync of handle `fh` (`datasync`: data only); nothing to do for a lower
+    /// file or with `-o volatile`.
     pub fn fsync(&self, fh: u64, datasync: bool) -> VResult<()> {
         if self.volatile {
             return Ok(());
@@ -285,11 +289,13 @@ impl Vfs {
         Ok(())
     }
 
+    /// `fallocate(2)` with `mode` on the branch file of handle `fh`.
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
         let f = self.writable_file(fh)?;
         Ok(sys::fallocate(&f, mode, offset, len)?)
     }
 
+    /// The target of symlink `ino` (EINVAL if it is not one).
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
         let _r = self.ns.read();
         let (kind, upper, _) = self.state(ino)?;

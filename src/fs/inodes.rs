@@ -256,6 +256,7 @@ impl Vfs {
         }
     }
 
+    /// Looks up `name` in directory `parent`: the attributes of the child.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
         let _r = self.ns.read();
         let ino = self.child_ino(parent, name)?;

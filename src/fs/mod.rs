@@ -70,31 +70,46 @@ pub use xattr::PROVENANCE_XATTR;
 use handles::Handle;
 use inodes::{LinkGroups, Node, Nodes};
 
+/// Inode number of the mount's root directory (FUSE's root id).
 pub const ROOT_INO: u64 = 1;
 
 /// Attributes of a merged entry, in the terms of `stat(2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
+    /// Inode number as the mount shows it (a node of the inode table).
     pub ino: u64,
+    /// The entry's type.
     pub kind: Kind,
     /// Permission bits (`st_mode & 0o7777`).
     pub perm: u16,
+    /// Owner uid, as the mount shows it (owner mapping applied).
     pub uid: u32,
+    /// Owner gid, as the mount shows it (owner mapping applied).
     pub gid: u32,
+    /// Size in bytes (`st_size`).
     pub size: u64,
+    /// Allocated 512-byte blocks (`st_blocks`).
     pub blocks: u64,
+    /// Number of names of the inode (`st_nlink`).
     pub nlink: u32,
+    /// Access time (a lower entry has none of its own: its mtime).
     pub atime: SystemTime,
+    /// Modification time.
     pub mtime: SystemTime,
+    /// Status change time (a lower entry's is its mtime).
     pub ctime: SystemTime,
+    /// Device number of a character or block device (`st_rdev`, in the 32 bits FUSE carries).
     pub rdev: u32,
 }
 
 /// One entry of a merged directory listing.
 #[derive(Clone, Debug)]
 pub struct DirEntry {
+    /// The entry's name (one component).
     pub name: Vec<u8>,
+    /// Its inode number.
     pub ino: u64,
+    /// Its type.
     pub kind: Kind,
 }
 
@@ -114,11 +129,17 @@ pub struct Caller {
 /// Attribute changes of a `setattr`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SetAttr {
+    /// New permission bits (`chmod`).
     pub mode: Option<u32>,
+    /// New owner uid, as the mount shows ids (`chown`).
     pub uid: Option<u32>,
+    /// New owner gid, as the mount shows ids (`chown`).
     pub gid: Option<u32>,
+    /// New size in bytes (`truncate`).
     pub size: Option<u64>,
+    /// New access time.
     pub atime: Option<TimeSpec>,
+    /// New modification time.
     pub mtime: Option<TimeSpec>,
 }
 
@@ -228,10 +249,12 @@ impl Vfs {
         self
     }
 
+    /// The layers of the view, top first (the stack order of [`crate::union::Source`]).
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
 
+    /// Has the mount a read-write branch?
     pub fn is_rw(&self) -> bool {
         self.upper.is_some()
     }

@@ -148,6 +148,8 @@ impl Vfs {
         ))
     }
 
+    /// Makes directory `name` in `parent` with permission bits `mode`, owned
+    /// by `who`, in the rw branch (EROFS without one).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> VResult<Attr> {
         self.up()?;
         let _w = self.ns.write();
@@ -159,6 +161,8 @@ impl Vfs {
         self.attr(ino)
     }
 
+    /// Makes a regular file, fifo, socket or device `name` in `parent` (type in
+    /// the `S_IFMT` bits of `mode`, device number `rdev`), owned by `who`.
     pub fn mknod(
         &self,
         parent: u64,
@@ -189,6 +193,7 @@ impl Vfs {
         self.attr(ino)
     }
 
+    /// Makes symlink `name` in `parent` pointing at `target`, owned by `who`.
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
         self.up()?;
         let _w = self.ns.write();
@@ -257,6 +262,8 @@ impl Vfs {
         self.nlinks.lock().clear();
     }
 
+    /// Removes non-directory `name` of `parent`: from the branch, with a
+    /// whiteout where a lower layer has the name.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
         let _w = self.ns.write();
@@ -272,6 +279,8 @@ impl Vfs {
         Ok(())
     }
 
+    /// Removes the empty directory `name` of `parent`, with a whiteout where a
+    /// lower layer has the name.
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
         let _w = self.ns.write();
@@ -437,6 +446,8 @@ impl Vfs {
         nodes.by_name.insert((ka.0, Box::from(ka.1)), b);
     }
 
+    /// Makes `newname` in `newparent` a new name of non-directory `ino`
+    /// (copied up first if it is a lower file).
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> VResult<Attr> {
         self.up()?;
         Self::check_new_name(newname)?;

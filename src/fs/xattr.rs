@@ -36,6 +36,7 @@ impl Vfs {
         Ok(format!("{index}:{short}").into_bytes())
     }
 
+    /// The value of extended attribute `name` of node `ino` (ENODATA if none).
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
         let _r = self.ns.read();
         self.xattr(ino, name)
@@ -86,6 +87,8 @@ impl Vfs {
         Ok(out)
     }
 
+    /// Sets extended attribute `name` of node `ino` (copied up first);
+    /// `flags`: `XATTR_CREATE`/`XATTR_REPLACE`.
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VResult<()> {
         let up = self.up()?;
         if up.is_private_xattr(name) || name == PROVENANCE_XATTR {
@@ -97,6 +100,8 @@ impl Vfs {
         Ok(sys::lsetxattr(&self.upath(ino)?, name, value, flags)?)
     }
 
+    /// Removes extended attribute `name` of node `ino` (copied up first if it
+    /// has it).
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
         if name == PROVENANCE_XATTR {

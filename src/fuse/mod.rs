@@ -16,7 +16,7 @@
 //! inode and refuses to mix: while an inode is open for passthrough every
 //! open of it must be passthrough to the same backing id, and while it is
 //! open through its page cache none may be (both answered with EIO). So
-//! [`IoModes`] counts the open handles of each inode by mode and decides
+//! `IoModes` counts the open handles of each inode by mode and decides
 //! each open from them; its counts cover the kernel's (a handle counts from
 //! before its reply until its RELEASE, which the kernel sends after it
 //! dropped its own count), so it never picks a mode the kernel refuses.
@@ -56,6 +56,8 @@ use crate::fs::{Error, SetAttr, Vfs};
 /// How long the kernel may cache entries and attributes of immutable layers.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// The [`fuser::Filesystem`] of a mount: [`Vfs`] plus what was negotiated
+/// with the kernel at INIT and the I/O mode of every open handle.
 pub struct LayerFs {
     vfs: Arc<Vfs>,
     /// The kernel opens files (directories) without OPEN (OPENDIR) once
@@ -108,6 +110,8 @@ enum OpenMode {
 }
 
 impl LayerFs {
+    /// The filesystem of `vfs`, with passthrough allowed and nothing
+    /// negotiated yet.
     pub fn new(vfs: Arc<Vfs>) -> LayerFs {
         LayerFs {
             no_getxattr: vfs.has_no_xattrs(),

@@ -73,7 +73,7 @@ pub fn branch_index(rw: &Path) -> Result<Index> {
 /// change counts as changed), `D` deleted. Only the branch is walked (plus
 /// the lower listing of a directory made opaque), so the cost follows the
 /// number of changes, not the size of the image. Both whiteout formats are
-/// read (see [`reads_overlay`]).
+/// read (see `reads_overlay`).
 pub fn rw_diff(layers: &[impl AsRef<Index>], rw: &Path) -> Result<Vec<(Change, Vec<u8>)>> {
     let top = branch_index(rw)?;
     let mut all: Vec<&Index> = vec![&top];
@@ -267,10 +267,13 @@ fn write_tree<W: Write>(
 /// What `commit` records besides the layer.
 #[derive(Debug, Default, Clone)]
 pub struct CommitOptions {
+    /// The commit message (the history entry's `comment`).
     pub message: Option<String>,
+    /// The image author (`author` of the config and of the history entry).
     pub author: Option<String>,
     /// Dockerfile instructions applied to the config (`CMD ["sh"]`, ...).
     pub changes: Vec<String>,
+    /// Tags to give the new image.
     pub tags: Vec<String>,
     /// Accept a directory layerfs did not make (see [`check_branch`]).
     pub plain: bool,

@@ -19,7 +19,7 @@ use crate::union::inspect::{components, join};
 use crate::union::{list_dir, resolve_path, root, Resolved};
 
 /// The layers of one image, as export and the debugging commands read
-/// them (one type with mounts: [`LayerStack`]).
+/// them (one type with mounts: [`crate::layer::LayerStack`]).
 pub use crate::layer::LayerStack as ImageLayers;
 
 /// What `export` leaves out or puts in.
@@ -209,8 +209,11 @@ fn write_node<W: Write>(
 /// Output formats of `save`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaveFormat {
+    /// `docker-archive`: a tar with `manifest.json`, as `docker load` reads it.
     DockerArchive,
+    /// `oci`: an OCI image layout directory.
     Oci,
+    /// `oci-archive`: an OCI image layout as one tar.
     OciArchive,
 }
 

@@ -10,13 +10,19 @@ use tar::{EntryType, Header};
 /// The type of a tar entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TarType {
+    /// A regular file with data.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link (the target is the link name).
     Symlink,
     /// A hard link to an earlier entry (its path is the link target).
     HardLink,
+    /// A character device (`rdev`).
     Char,
+    /// A block device (`rdev`).
     Block,
+    /// A named pipe.
     Fifo,
 }
 
@@ -25,11 +31,17 @@ pub enum TarType {
 pub struct TarMeta {
     /// Permission bits (`& 0o7777`).
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Modification time: seconds since the Unix epoch.
     pub mtime: i64,
+    /// Nanoseconds of the modification time (written as a PAX `mtime` when not 0).
     pub mtime_nsec: u32,
+    /// (major, minor) of a device; ignored for other types.
     pub rdev: (u32, u32),
+    /// Extended attributes as (name, value), written as `SCHILY.xattr.*`.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 

@@ -30,10 +30,14 @@ pub const ENTRIES: &[(&str, Entry)] = &[
     ("etc/mtab", Entry::Symlink("/proc/mounts")),
 ];
 
+/// What the init layer puts at a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
+    /// An empty directory (a mount point).
     Dir,
+    /// An empty regular file (a bind-mount target).
     File,
+    /// A symlink to this target.
     Symlink(&'static str),
 }
 

@@ -23,7 +23,10 @@ use index::Index;
 /// (or, for a virtual layer such as the init layer, both in memory; or,
 /// for a branch of `mount-branches`, an index of a directory walk).
 pub struct Layer {
+    /// The layer's chain id (for a directory layer, its name; for the init
+    /// layer, a fixed name).
     pub chain_id: String,
+    /// The layer's index, validated.
     pub index: Index,
     blob: Option<Mmap>,
     /// The tar of an in-memory layer.

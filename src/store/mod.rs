@@ -48,6 +48,7 @@ pub use records::{BrokenImage, ImageRecord, LayerRecord, MountRecord, Publish};
 pub use crate::oci::check_id;
 use crate::oci::{is_hex64, normalize_ref, parse_digest};
 
+/// The store layout version this layerfs reads and writes (`ROOT/VERSION`).
 pub const STORE_VERSION: &str = "1";
 
 /// Mode of the store root and of every directory the store makes.
@@ -74,6 +75,7 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(home).join(".local/share/layerfs")
 }
 
+/// An open store at its root directory (see the module doc for its layout).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
@@ -92,6 +94,7 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// The staging directory (under the store's `tmp/`).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -204,6 +207,7 @@ impl Store {
         })
     }
 
+    /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -331,14 +335,18 @@ impl Store {
         Ok(Staging { path })
     }
 
+    /// The directory of layer `chain_id` (`layers/<chain id>`), whether or not
+    /// it exists.
     pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
         self.root.join("layers").join(chain_id)
     }
 
+    /// Is layer `chain_id` in the store (its `layer.json` published)?
     pub fn has_layer(&self, chain_id: &str) -> bool {
         self.layer_dir(chain_id).join("layer.json").is_file()
     }
 
+    /// The record of layer `chain_id`, validated.
     pub fn layer(&self, chain_id: &str) -> Result<LayerRecord> {
         check_id(chain_id)?;
         let path = self.layer_dir(chain_id).join("layer.json");
@@ -348,14 +356,17 @@ impl Store {
         Ok(rec)
     }
 
+    /// The directory of image `id` (`images/<id>`), whether or not it exists.
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.root.join("images").join(id)
     }
 
+    /// Is image `id` in the store (its `image.json` published)?
     pub fn has_image(&self, id: &str) -> bool {
         self.image_dir(id).join("image.json").is_file()
     }
 
+    /// The record of image `id`, validated.
     pub fn image(&self, id: &str) -> Result<ImageRecord> {
         check_id(id)?;
         let path = self.image_dir(id).join("image.json");
@@ -365,6 +376,7 @@ impl Store {
         Ok(rec)
     }
 
+    /// The config blob of image `id`, byte-exact.
     pub fn config(&self, id: &str) -> Result<Vec<u8>> {
         let p = self.image_dir(id).join("config.json");
         fs::read(&p).with_context(|| format!("reading {}", p.display()))
@@ -422,6 +434,7 @@ impl Store {
         Ok((used, broken.is_empty()))
     }
 
+    /// All tags: reference (`name:tag`) -> image id; empty without `tags.json`.
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
         let p = self.root.join("tags.json");
         if !p.exists() {
@@ -435,6 +448,7 @@ impl Store {
         Ok(tags)
     }
 
+    /// Replaces `tags.json` with `tags` (atomically, by rename).
     pub fn set_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
         write_atomic(
             &self.root.join("tags.json"),

@@ -122,6 +122,8 @@ impl Store {
         Ok(MountRegistration { path })
     }
 
+    /// Writes the record of a live mount (`mounts/<key>.json`, keyed by its
+    /// mountpoint) and returns its path; see [`Store::register_mount_guarded`].
     pub fn register_mount(&self, rec: &MountRecord) -> Result<PathBuf> {
         let p = self
             .root
@@ -155,6 +157,7 @@ impl Store {
         Ok(out)
     }
 
+    /// The live mount at `mountpoint`, if any.
     pub fn mount_at(&self, mountpoint: &Path) -> Result<Option<MountRecord>> {
         Ok(self
             .mounts()?

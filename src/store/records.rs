@@ -13,20 +13,29 @@ use crate::oci::{check_id, is_hex64};
 /// What the store knows of one layer (`layer.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LayerRecord {
+    /// The layer's chain id (bare hex; its directory name).
     pub chain_id: String,
+    /// The sha256 of the uncompressed tar (bare hex).
     pub diff_id: String,
+    /// Chain id of the layer below; `None` for a bottom layer.
     pub parent: Option<String>,
     /// Size of the uncompressed tar.
     pub size: u64,
+    /// Entries of its index (see [`crate::layer::index::build::BuildStats`]).
     pub entries: u32,
+    /// Regular file entries of its index.
     pub files: u32,
+    /// Whiteout entries of its index.
     pub whiteouts: u32,
+    /// The index format version it was built with.
     pub index_version: u32,
 }
 
 /// What the store knows of one image (`image.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageRecord {
+    /// The image id: the sha256 of its config blob (for a legacy v1 archive,
+    /// the v1 id); bare hex, its directory name.
     pub id: String,
     /// Chain ids, bottom layer first.
     pub layers: Vec<String>,
@@ -76,9 +85,13 @@ pub type BrokenImage = (String, anyhow::Error);
 /// A live mount (`mounts/<key>.json`), written by the daemon.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MountRecord {
+    /// The mount daemon's pid (a record whose process is gone is stale).
     pub pid: u32,
+    /// The mounted image's id (empty for `mount-branches`).
     pub image: String,
+    /// Where the merged view is mounted.
     pub mountpoint: PathBuf,
+    /// The read-write branch, if the mount has one.
     pub rw: Option<PathBuf>,
     /// `mount-branches`: the read-only branches, top first (the image is
     /// empty then).
@@ -90,7 +103,9 @@ pub struct MountRecord {
 /// place (paths relative to the store root) and tags to set.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Publish {
+    /// (staged path, final path), both relative to the store root.
     pub renames: Vec<(PathBuf, PathBuf)>,
+    /// Tags to set: reference -> image id.
     pub tags: BTreeMap<String, String>,
 }
 

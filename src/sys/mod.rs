@@ -97,8 +97,11 @@ pub fn chmod(p: &Path, mode: u32) -> SysResult<()> {
 /// A time for [`utimens`]: seconds and nanoseconds, or "now", or "leave".
 #[derive(Clone, Copy, Debug)]
 pub enum TimeSpec {
+    /// This time: seconds since the Unix epoch and nanoseconds.
     At(i64, u32),
+    /// The current time (`UTIME_NOW`).
     Now,
+    /// Leave this time unchanged (`UTIME_OMIT`).
     Omit,
 }
 
@@ -163,7 +166,9 @@ pub fn futimens(f: &std::fs::File, atime: TimeSpec, mtime: TimeSpec) -> SysResul
 /// left of a file that was unlinked while open).
 #[derive(Clone, Copy)]
 pub enum Obj<'a> {
+    /// A path; a final symlink is not followed.
     Path(&'a Path),
+    /// An open file.
     File(&'a std::fs::File),
 }
 

@@ -45,6 +45,7 @@ impl Resolved {
         }
     }
 
+    /// Is it a (merged) directory?
     pub fn is_dir(&self) -> bool {
         matches!(self, Resolved::Dir(_))
     }

@@ -56,11 +56,15 @@ pub const OVERRIDE_XATTR: &[u8] = b"user.containers.override_stat";
 /// Owner, permission bits, type and device number of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
+    /// The entry's type.
     pub kind: Kind,
     /// `st_mode & 0o7777`.
     pub perm: u32,
+    /// Owner uid, as stored (before the mount's owner mapping).
     pub uid: u32,
+    /// Owner gid, as stored (before the mount's owner mapping).
     pub gid: u32,
+    /// Device number of a character or block device (`st_rdev`), else 0.
     pub rdev: u64,
 }
 
@@ -301,6 +305,7 @@ impl Upper {
         })
     }
 
+    /// The branch directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -310,6 +315,8 @@ impl Upper {
         self.fresh
     }
 
+    /// Is the daemon unprivileged (euid not 0)? Then owners, modes and devices
+    /// it cannot apply are recorded in [`OVERRIDE_XATTR`].
     pub fn rootless(&self) -> bool {
         self.rootless
     }
@@ -321,6 +328,7 @@ impl Upper {
         self.work.join(format!("t{n}"))
     }
 
+    /// The whiteout format of the branch.
     pub fn format(&self) -> Format {
         self.format
     }
@@ -354,6 +362,7 @@ impl Upper {
         }
     }
 
+    /// Does `dir` (in the branch) hold a whiteout of `name`?
     pub fn has_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
         match self.format {
             Format::Aufs => sys::exists(&whiteout_path(dir, name)),
@@ -404,6 +413,7 @@ impl Upper {
         }
     }
 
+    /// Is directory `dir` (in the branch) marked opaque?
     pub fn is_opaque(&self, dir: &Path) -> bool {
         match self.format {
             Format::Aufs => sys::exists(&child(dir, WH_OPAQUE)),

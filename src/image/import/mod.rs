@@ -39,11 +39,15 @@ pub struct ImportOptions {
 /// Compression of a layer blob, told by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Uncompressed: the blob is the tar.
     None,
+    /// gzip (magic `1f 8b`).
     Gzip,
+    /// zstd (magic `28 b5 2f fd`).
     Zstd,
 }
 
+/// The compression of a blob whose first bytes are `head` (4 are enough).
 pub fn detect_compression(head: &[u8]) -> Compression {
     if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip

@@ -37,6 +37,8 @@ pub fn resolve_inside(base: &str, name: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// A member of a tar source, from its header: where its data lies in the
+/// archive, its size and type, and a link's target.
 #[derive(Clone, Debug)]
 pub struct Member {
     offset: u64,
@@ -47,16 +49,23 @@ pub struct Member {
 
 /// Where an image's files come from.
 pub enum Source {
+    /// A tar archive (docker-archive, legacy v1, oci-archive), read in place.
     Tar {
+        /// The archive.
         path: PathBuf,
+        /// Its members by normalized path (no `./`, no trailing `/`).
         members: HashMap<String, Member>,
     },
+    /// A directory: an OCI image layout or an unpacked archive, or the
+    /// staging directory of a `commit`.
     Dir {
+        /// The directory, canonicalized.
         root: PathBuf,
     },
     /// A plain rootfs tar: the file itself is the one layer, read under any
     /// name.
     File {
+        /// The tar.
         path: PathBuf,
     },
 }
@@ -108,6 +117,7 @@ impl Source {
         })
     }
 
+    /// The directory at `root` as a source.
     pub fn dir(root: &Path) -> Result<Source> {
         let root = root
             .canonicalize()
@@ -115,6 +125,7 @@ impl Source {
         Ok(Source::Dir { root })
     }
 
+    /// The path of the source, for messages.
     pub fn describe(&self) -> String {
         match self {
             Source::Tar { path, .. } | Source::Dir { root: path } | Source::File { path } => {

@@ -21,10 +21,18 @@ use crate::layer::whiteout::{classify_name, NameClass};
 /// Why a layer tar could not be indexed. Each names the offending entry.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Reading the tar failed (I/O, or a malformed header).
     #[error("reading tar: {0}")]
     Tar(#[from] std::io::Error),
+    /// An entry breaks the layer rules (`path`: the entry, `what`: why).
     #[error("entry {path:?}: {what}")]
-    Entry { path: String, what: String },
+    Entry {
+        /// The entry's path as the tar (or the walk) gives it.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A count or the string table does not fit the format's `u32` fields.
     #[error("layer is too large for the index format ({0})")]
     TooLarge(&'static str),
 }
@@ -59,9 +67,13 @@ pub fn split_path(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
 pub struct Meta {
     /// `mode & 0o7777`.
     pub mode: u32,
+    /// Owner uid as stored in the layer.
     pub uid: u32,
+    /// Owner gid as stored in the layer.
     pub gid: u32,
+    /// Modification time: seconds since the Unix epoch.
     pub mtime: i64,
+    /// Nanoseconds of the modification time.
     pub mtime_nsec: u32,
     /// Sorted by name, no duplicates.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -108,9 +120,14 @@ impl Node {
 /// Counts gathered while building, for import progress and `layers`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildStats {
+    /// Entries of the index, the root, implicit directories and whiteouts
+    /// included.
     pub entries: u32,
+    /// Regular file entries (each name of a hard-link group counts).
     pub files: u32,
+    /// Whiteout entries (`.wh.NAME`; opaque markers are flags, not counted).
     pub whiteouts: u32,
+    /// Sum of the sizes of the file entries (a hard link counts once per name).
     pub file_bytes: u64,
 }
 
@@ -202,13 +219,19 @@ impl Tree {
 pub struct RawEntry<'a> {
     /// Path from the layer root (`a/b`, `./a/b`; empty or `.` = the root).
     pub path: &'a [u8],
+    /// What the entry is (for a hard link, ignored: it takes its target's).
     pub kind: Kind,
+    /// Owner, permission bits, mtime and xattrs.
     pub meta: Meta,
     /// A hard link: the path (in this layer, read before) it names.
     pub link: Option<Vec<u8>>,
+    /// Data length of a regular file in bytes (ignored for other kinds).
     pub size: u64,
+    /// Offset of a regular file's data in the tar (0 for a directory walk).
     pub data_off: u64,
+    /// A symlink's target (ignored for other kinds).
     pub target: Vec<u8>,
+    /// (major, minor) of a character or block device (ignored otherwise).
     pub rdev: (u32, u32),
 }
 
@@ -311,7 +334,7 @@ impl Tree {
 /// Builds the index of a layer read from a directory (a branch of
 /// `mount-branches`): `entries` as a walk found them, parents before their
 /// children, overlay whiteouts and opaque xattrs already spelled the AUFS
-/// way (see [`crate::union::overlay_marker`]), hard links as links to the
+/// way (see [`crate::layer::whiteout::overlay_mark`]), hard links as links to the
 /// first name the walk saw. Data offsets are 0: a directory layer reads a
 /// file by its path ([`crate::layer::index::Index::path`]); the index's "tar size"
 /// is the sum of its file sizes (hard links once), so every size is in

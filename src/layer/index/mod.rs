@@ -43,10 +43,17 @@ use sha2::{Digest, Sha256};
 
 pub use build::{build_index, build_index_from_entries, BuildError, Meta as EntryMeta, RawEntry};
 
+/// The first 8 bytes of every index file.
 pub const MAGIC: &[u8; 8] = b"LAYERFSI";
+/// The index format version this layerfs writes and reads; any other is
+/// refused at open ([`IndexError::UnsupportedVersion`]).
 pub const VERSION: u32 = 1;
+/// Size in bytes of the header, before the entry records.
 pub const HEADER_SIZE: usize = 80;
+/// Size in bytes of one entry record (see [`Entry`]).
 pub const ENTRY_SIZE: usize = 96;
+/// Size in bytes of one xattr record (four `u32`: name offset and length,
+/// value offset and length in the string table).
 pub const XATTR_SIZE: usize = 16;
 
 /// The directory was marked opaque (`.wh..wh..opq`): lower layers' entries
@@ -60,11 +67,17 @@ pub const FLAG_IMPLICIT: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
+    /// A regular file (also each name of a hard-link group).
     File = 1,
+    /// A directory.
     Dir = 2,
+    /// A symbolic link; its target is in the string table.
     Symlink = 3,
+    /// A character device (`rdev_major`/`rdev_minor`).
     Char = 4,
+    /// A block device (`rdev_major`/`rdev_minor`).
     Block = 5,
+    /// A named pipe.
     Fifo = 6,
     /// `.wh.NAME`: hides NAME in all lower layers.
     Whiteout = 7,
@@ -124,41 +137,64 @@ impl Kind {
 /// child_start u32, child_count u32, xattr_start u32, xattr_count u32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Offset of the entry's name (one path component; empty for the root) in
+    /// the string table.
     pub name_off: u32,
+    /// Length of the name in bytes.
     pub name_len: u32,
+    /// Entry number of the parent directory (0, the root, for the root itself).
     pub parent: u32,
+    /// What the entry is.
     pub kind: Kind,
+    /// [`FLAG_OPAQUE`] and [`FLAG_IMPLICIT`] bits (directories only).
     pub flags: u8,
     /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// Owner uid as the tar stores it (before any owner mapping of a mount).
     pub uid: u32,
+    /// Owner gid as the tar stores it (before any owner mapping of a mount).
     pub gid: u32,
     /// Number of names of this inode within the layer (files), else 1.
     pub nlink: u32,
+    /// Modification time: seconds since the Unix epoch (may be negative).
     pub mtime: i64,
+    /// Nanoseconds of the modification time (below 10^9).
     pub mtime_nsec: u32,
     /// Inode group: entries that are hard links of each other share it.
     pub group: u32,
+    /// Data length in bytes of a regular file; 0 for every other kind.
     pub size: u64,
     /// Offset of a regular file's data inside the layer tar.
     pub data_off: u64,
+    /// Offset of a symlink's target in the string table.
     pub target_off: u32,
+    /// Length of the symlink target in bytes (0 for other kinds).
     pub target_len: u32,
+    /// Major device number of a character or block device, else 0.
     pub rdev_major: u32,
+    /// Minor device number of a character or block device, else 0.
     pub rdev_minor: u32,
+    /// Entry number of a directory's first child (its children are
+    /// `child_start..child_start + child_count`, sorted by name).
     pub child_start: u32,
+    /// Number of children of a directory; 0 for every other kind.
     pub child_count: u32,
+    /// Number of the entry's first xattr record.
     pub xattr_start: u32,
+    /// Number of xattr records of the entry (sorted by name).
     pub xattr_count: u32,
 }
 
 impl Entry {
+    /// Is this a directory?
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Dir
     }
+    /// Does this directory hide lower layers' entries ([`FLAG_OPAQUE`])?
     pub fn is_opaque(&self) -> bool {
         self.flags & FLAG_OPAQUE != 0
     }
+    /// Has this directory no tar entry of its own ([`FLAG_IMPLICIT`])?
     pub fn is_implicit(&self) -> bool {
         self.flags & FLAG_IMPLICIT != 0
     }
@@ -226,21 +262,37 @@ impl Entry {
 /// Why an index file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// The file could not be opened or mapped.
     #[error("{path}: {source}")]
     Io {
+        /// The index file.
         path: String,
+        /// The error of the open or the map.
         #[source]
         source: std::io::Error,
     },
+    /// The file does not start with [`MAGIC`] (the path is the payload).
     #[error("{0}: not a layerfs index (bad magic)")]
     BadMagic(String),
+    /// The index is of another format version than [`VERSION`].
     #[error(
         "{path}: index format version {found} is not supported by this layerfs \
          (it reads version {VERSION}); re-import the image with a matching layerfs"
     )]
-    UnsupportedVersion { path: String, found: u32 },
+    UnsupportedVersion {
+        /// The index file.
+        path: String,
+        /// The version its header gives.
+        found: u32,
+    },
+    /// The index does not validate: lengths, checksum or structure.
     #[error("{path}: corrupt index: {what}")]
-    Corrupt { path: String, what: String },
+    Corrupt {
+        /// The index file.
+        path: String,
+        /// What is wrong, for the message.
+        what: String,
+    },
 }
 
 /// A validated, read-only view of one layer's index.
@@ -465,10 +517,12 @@ impl Index {
         &self.buf[s..s + len as usize]
     }
 
+    /// Number of entries (at least 1: entry 0 is the layer's root directory).
     pub fn len(&self) -> u32 {
         self.entry_count
     }
 
+    /// Always false: an index has at least its root entry.
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -484,10 +538,12 @@ impl Index {
         self.entry_raw(i).expect("index validated at open")
     }
 
+    /// The name of entry `e` (one path component; empty for the root).
     pub fn name(&self, e: &Entry) -> &[u8] {
         self.str_at(e.name_off, e.name_len)
     }
 
+    /// The symlink target of entry `e` (empty for other kinds).
     pub fn target(&self, e: &Entry) -> &[u8] {
         self.str_at(e.target_off, e.target_len)
     }
@@ -520,8 +576,6 @@ impl Index {
         None
     }
 
-    /// Resolves a relative path (components separated by `/`) inside this
-    /// layer alone, without union rules. Used by debugging commands and tests.
     /// The path of entry `i` from the layer root (`a/b/c`), following the
     /// parent links.
     pub fn path(&self, mut i: u32) -> Vec<u8> {
@@ -535,6 +589,8 @@ impl Index {
         comps.join(&b'/')
     }
 
+    /// Resolves a relative path (components separated by `/`) inside this
+    /// layer alone, without union rules. Used by debugging commands and tests.
     pub fn lookup_path(&self, path: &[u8]) -> Option<u32> {
         let mut cur = 0u32;
         for comp in path

@@ -8,12 +8,16 @@ use crate::union::{list_dir, resolve_child, root, Resolved};
 /// A change a layer makes to the view of the layers below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
+    /// A path the view of the layers below lacks.
     Added,
+    /// A path the view below has, replaced or re-stated (a directory the layer adds to counts).
     Changed,
+    /// A path of the view below that a whiteout or an opaque directory removes.
     Deleted,
 }
 
 impl Change {
+    /// The letter of `diff` output: `A`, `C` or `D`.
     pub fn letter(self) -> char {
         match self {
             Change::Added => 'A',
@@ -26,7 +30,9 @@ impl Change {
 /// One line of `layers --diff`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathChange {
+    /// What the layer does to the path.
     pub change: Change,
+    /// The path from the image root, no leading `/`.
     pub path: Vec<u8>,
     /// The kind the path has after the layer (before it, for a deletion).
     pub kind: Kind,

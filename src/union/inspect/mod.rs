@@ -37,6 +37,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as `ls` prints it (`visible`, `whiteout`, `opaque`, `shadowed`).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Visible => "visible",
@@ -54,6 +55,7 @@ pub struct Item {
     /// whiteout or opaque marker, the marker's own name (`dir/.wh.NAME`,
     /// `dir/.wh..wh..opq`).
     pub path: Vec<u8>,
+    /// How the entry relates to the merged view.
     pub status: Status,
     /// The entry whose metadata the line shows (for a merged directory the
     /// topmost one with its own tar entry; for an opaque marker, the

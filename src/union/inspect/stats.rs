@@ -21,6 +21,8 @@ pub struct DataNames {
 }
 
 impl DataNames {
+    /// Decides which names of `idx` carry data; `tar` is the layer's tar, when
+    /// there is one to read the first names from.
     pub fn new(idx: &Index, tar: Option<&[u8]>) -> DataNames {
         let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
         for i in 0..idx.len() {
@@ -90,8 +92,9 @@ fn header_path_before(tar: &[u8], data_off: u64) -> Option<Vec<u8>> {
 /// Figures of one layer for `layers`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerStats {
-    /// `A`/`C` lines of `layer_changes` for non-directories.
+    /// `A` lines of `layer_changes` for non-directories.
     pub added: u64,
+    /// `C` lines of `layer_changes` for non-directories.
     pub modified: u64,
     /// `D` lines of `layer_changes` (a deleted directory counts once).
     pub deleted: u64,
