@@ -136,33 +136,15 @@ fn failed_mount_leaves_no_mount() {
     if !fuse_available() {
         return;
     }
-    let Some((user, _)) = unprivileged_user() else {
+    let Some(u) = UserDir::new() else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let exe = t.path().join("layerfs");
-    std::fs::copy(bin(), &exe).unwrap();
-    let fx = t.path().join("multi.docker.tar");
+    let fx = u.path("multi.docker.tar");
     std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
-    let mnt = t.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("chown")
-        .args(["-R", user])
-        .arg(t.path())
-        .status()
-        .unwrap()
-        .success());
-    let root = t.path().join("store");
-    let lfs = |args: &[&str]| {
-        Command::new("runuser")
-            .args(["-u", user, "--"])
-            .arg(&exe)
-            .arg("--root")
-            .arg(&root)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let mnt = u.path("mnt");
+    u.ok(&["mkdir", mnt.to_str().unwrap()]);
+    let root = u.path("store");
+    let lfs = |args: &[&str]| u.layerfs(&root, args);
     let out = lfs(&["import", fx.to_str().unwrap()]);
     assert!(
         out.status.success(),

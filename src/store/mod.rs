@@ -87,6 +87,22 @@ pub struct StoreLock {
     _file: File,
 }
 
+impl StoreLock {
+    /// Takes the flock of `path` (created 0600 if missing), waiting for it;
+    /// `what` names the lock in an error.
+    fn take(path: &Path, what: &str) -> Result<StoreLock> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        crate::sys::lock_exclusive(&file).with_context(|| format!("locking {what}"))?;
+        Ok(StoreLock { _file: file })
+    }
+}
+
 /// A staging directory under `tmp/`, removed on drop unless published.
 #[derive(Debug)]
 pub struct Staging {
@@ -214,16 +230,7 @@ impl Store {
 
     /// Takes the writer lock, then removes what an interrupted writer left.
     pub fn lock(&self) -> Result<StoreLock> {
-        let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        crate::sys::lock_exclusive(&file).context("locking the store")?;
-        let lock = StoreLock { _file: file };
+        let lock = StoreLock::take(&self.root.join("lock"), "the store")?;
         self.recover()?;
         Ok(lock)
     }

@@ -2,13 +2,12 @@
 //! by daemons), the lock that orders a mount against `rm`, and the guard
 //! that removes a record when its mount ends.
 
-use std::fs::{self, File};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::{read_json, write_replace, MountRecord, Store, StoreLock, FILE_MODE};
+use super::{read_json, write_replace, MountRecord, Store, StoreLock};
 use crate::oci::check_id;
 
 /// A live mount's record, removed on drop (the mount ended or failed).
@@ -94,16 +93,7 @@ impl Store {
     /// its layers are opened). Short-lived, so a mount never waits for an
     /// import (the writer lock).
     pub fn lock_mounts(&self) -> Result<StoreLock> {
-        let path = self.root.join("mounts").join(".lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        crate::sys::lock_exclusive(&file).context("locking the mount records")?;
-        Ok(StoreLock { _file: file })
+        StoreLock::take(&self.root.join("mounts").join(".lock"), "the mount records")
     }
 
     /// Registers a mount of image `rec.image` (empty: directory branches)
