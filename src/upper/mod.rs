@@ -398,6 +398,10 @@ impl Upper {
         match std::fs::remove_file(p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // `.wh.NAME` of a NAME within 4 bytes of NAME_MAX cannot exist,
+            // so there is none to remove (a create of such a name failed
+            // here after it was already in place).
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(()),
             Err(e) => Err(sys::errno_of(&e)),
         }
     }
