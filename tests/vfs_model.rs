@@ -2381,13 +2381,9 @@ fn mask_known_bugs(op: &Op, nameless: bool, want: &Res, got: &mut Res) {
         return;
     }
     match op {
-        // bug_fstat_of_unlinked_lower_file_shows_nlink_1 (a lower file:
-        // nlink 1) and bug_fstat_of_removed_open_directory_enoent (a
-        // directory of the rw branch: ENOENT).
+        // bug_fstat_of_removed_open_directory_enoent (a directory of the
+        // rw branch: ENOENT).
         Op::StatH { .. } => match (want, &mut *got) {
-            (Ok(Out::Stat(w)), Ok(Out::Stat(g))) if g.nlink == Some(1) && w.nlink == Some(0) => {
-                g.nlink = Some(0);
-            }
             (Ok(Out::Stat(w)), Err(libc::ENOENT)) if w.kind == "dir" => *got = want.clone(),
             _ => {}
         },
@@ -3094,16 +3090,13 @@ fn fixed_sequences_match_the_model() {
 // `cargo test --test vfs_model -- --ignored`)
 
 /// `fstat` of a lower file that is still open but whose name was unlinked
-/// shows st_nlink 1; Linux (and the Vfs for a file of the rw branch) says
-/// 0. `Vfs::lower_attr` takes nlink from the layer entry (`visible_nlink`:
-/// the entry's own nlink for a single name, `max(1)` of the visible names
-/// for a hard-link group), which knows nothing of the unlink. Through FUSE
-/// the kernel drops i_nlink at the unlink but takes the getattr reply of
-/// the next fstat, so a program that checks `st_nlink == 0` on an open
-/// file (SQLite's "file unlinked while open" check) is misled.
+/// shows st_nlink 0, as Linux (and the Vfs for a file of the rw branch)
+/// does; it showed 1 (`Vfs::lower_attr` took nlink from the layer entry,
+/// which knows nothing of the unlink), which misleads a program that
+/// checks `st_nlink == 0` on an open file (SQLite's "file unlinked while
+/// open" check).
 #[test]
-#[ignore = "bug: fstat of an unlinked, still open lower file shows nlink 1, not 0"]
-fn bug_fstat_of_unlinked_lower_file_shows_nlink_1() {
+fn fstat_of_unlinked_lower_file_shows_nlink_0() {
     use op::*;
     fixed(vec![
         (open_h(1, "etc/hostname", false), Expect::Ok),

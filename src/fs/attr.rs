@@ -151,13 +151,16 @@ impl Vfs {
         let src = r.meta_source(&self.layers);
         let e = self.entry_of(src);
         let idx = &self.layers[src.0 as usize].index;
+        // A file still open after its last name went (unlinked, renamed
+        // over) has no link left, whatever its layer says.
+        let links = |v: &Self| match v.nameless(ino) {
+            true => 0,
+            false => v.visible_nlink(ino, src, &e),
+        };
         let (size, nlink) = match e.kind {
             Kind::Dir => (4096, self.dir_nlink(ino)?),
-            Kind::Symlink => (
-                idx.target(&e).len() as u64,
-                self.visible_nlink(ino, src, &e),
-            ),
-            _ => (e.size, self.visible_nlink(ino, src, &e)),
+            Kind::Symlink => (idx.target(&e).len() as u64, links(self)),
+            _ => (e.size, links(self)),
         };
         // Linux shows every symlink as 0777, whatever the tar header says.
         let mode = if e.kind == Kind::Symlink {

@@ -345,4 +345,14 @@ impl Vfs {
             None => Err(libc::ESTALE.into()),
         }
     }
+
+    /// Has node `ino` no name left in the merged view (an open file that
+    /// was unlinked or renamed over)?
+    pub(super) fn nameless(&self, ino: u64) -> bool {
+        let nodes = self.nodes.read();
+        nodes
+            .table
+            .get(ino as usize - 1)
+            .is_some_and(|n| n.names.is_empty())
+    }
 }
