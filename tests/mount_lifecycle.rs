@@ -139,18 +139,8 @@ fn failed_mount_leaves_no_mount() {
     let Some(u) = UserDir::new() else {
         return;
     };
-    let fx = u.path("multi.docker.tar");
-    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
-    let mnt = u.path("mnt");
-    u.ok(&["mkdir", mnt.to_str().unwrap()]);
-    let root = u.path("store");
+    let (root, mnt) = u.store_with("multi.docker.tar");
     let lfs = |args: &[&str]| u.layerfs(&root, args);
-    let out = lfs(&["import", fx.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     use sha2::{Digest, Sha256};
     let canon = mnt.canonicalize().unwrap();
     let key = &hex::encode(Sha256::digest(canon.as_os_str().as_encoded_bytes()))[..16];

@@ -18,26 +18,10 @@ fn unprivileged_suid_and_dev_are_warned_about() {
     let Some(u) = UserDir::new() else {
         return;
     };
-    let fx = u.path("multi.docker.tar");
-    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
-    let mnt = u.path("mnt");
-    u.ok(&["mkdir", mnt.to_str().unwrap()]);
-    let root = u.path("store");
+    let (root, mnt) = u.store_with("multi.docker.tar");
     let lfs = |args: &[&str]| u.layerfs(&root, args);
-    let out = lfs(&["import", fx.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let out = lfs(&["mount", "multi", mnt.to_str().unwrap(), "-o", "suid,dev"]);
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _guard = LazyUnmount(mnt.clone());
     assert!(
         out.status.success(),
         "{}",

@@ -138,4 +138,17 @@ impl UserDir {
         let out = self.layerfs(root, args);
         succeeded(&format!("as {}: layerfs {args:?}", self.user), out)
     }
+
+    /// A store of the user's (`store/` here) holding `fixture`, imported
+    /// by the user, and an empty mountpoint `mnt/` of the user's: (store
+    /// root, mountpoint).
+    pub fn store_with(&self, fixture_name: &str) -> (PathBuf, PathBuf) {
+        let fx = self.path(fixture_name);
+        std::fs::copy(super::fixture(fixture_name), &fx).unwrap();
+        let mnt = self.path("mnt");
+        self.ok(&["mkdir", mnt.to_str().unwrap()]);
+        let root = self.path("store");
+        self.layerfs_ok(&root, &["import", fx.to_str().unwrap()]);
+        (root, mnt)
+    }
 }
