@@ -6,74 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::podman::*;
 use common::*;
-
-struct Podman {
-    conf: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("storage.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n\
-                 [storage.options.overlay]\nmount_program = \"{1}\"\n",
-                dir.path().display(),
-                bin()
-            ),
-        )
-        .unwrap();
-        Podman { conf, _dir: dir }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("podman")
-            .args(args)
-            .env("CONTAINERS_STORAGE_CONF", &self.conf)
-            .output()
-            .expect("podman")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        // Unmounts every container's storage (through the mount program's
-        // unmount path) and removes the containers.
-        let _ = self.run(&["rm", "--all", "--force"]);
-        let _ = self.run(&["umount", "--all", "--force"]);
-    }
-}
-
-fn podman_available() -> bool {
-    if Command::new("podman")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("podman is missing and CI is set: .ci/run installs it");
-    }
-    eprintln!("SKIP: podman is not installed");
-    false
-}
 
 fn mount_options(mp: &Path) -> String {
     let out = Command::new("findmnt")
@@ -153,4 +89,322 @@ fn podman_mounts_diffs_and_unmounts_through_layerfs() {
         p.ok(&["umount", c]);
     }
     p.ok(&["rm", c]);
+}
+
+/// What a container's script does to the `multi` image: writes, appends
+/// to and deletes lower files, renames lower directories (one of them
+/// merged from two layers with an opaque marker), deletes and re-creates
+/// a directory, chowns, chmods, makes a fifo, a device, symlinks and hard
+/// links (to an upper and to a lower file).
+const SCRIPT: &str = "set -e
+echo new > /newfile
+echo more >> /etc/passwd
+rm /etc/os-release
+mv /opt/data /opt/data2
+mv /usr/share/doc/pkg /pkg
+rm -rf /home/user && mkdir /home/user && echo again > /home/user/secret
+chown 5:6 /usr/share/doc
+chmod 700 /usr/share
+mkfifo /fifo
+mknod /null2 c 1 3
+ln -s ../newfile /usr/sym
+ln /newfile /newfile-link
+ln /pkg/README /readme-link
+mkdir -p /srv/a/b && echo 1 > /srv/a/b/f && mv /srv/a /srv/moved
+";
+
+/// The files podman writes itself with per-container content (the
+/// container id is in each); their presence and type are still compared.
+const PER_CONTAINER: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/run/.containerenv"];
+
+fn comparable(mut listing: Vec<String>) -> Vec<String> {
+    for l in &mut listing {
+        if let Some(p) = PER_CONTAINER
+            .iter()
+            .find(|p| l.starts_with(&format!("{p} ")))
+        {
+            *l = (*p).to_string();
+        }
+    }
+    listing
+}
+
+fn require_root_podman() -> bool {
+    if !fuse_available() || !podman_available() {
+        return false;
+    }
+    if !is_root() {
+        eprintln!("SKIP: the root form of the mount program (rootless: tests/rootless_run.rs)");
+        return false;
+    }
+    true
+}
+
+/// What podman shows of a container that ran `script` on the `multi`
+/// image: `podman diff` (sorted), `podman export`, a run of its committed
+/// image, and `podman export` of a container of that image.
+struct Seen {
+    diff: Vec<String>,
+    export: Vec<String>,
+    committed_run: String,
+    committed: Vec<String>,
+}
+
+fn run_diff_and_commit(p: &Podman, script: &str) -> Seen {
+    let fx = p.dir.path().join("multi.docker.tar");
+    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
+    std::fs::set_permissions(&fx, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    p.ok(&["load", "-q", "-i", fx.to_str().unwrap()]);
+    p.ok(&[
+        "run",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "multi",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let mut diff: Vec<String> = p.ok(&["diff", "c"]).lines().map(String::from).collect();
+    diff.sort();
+    let export = comparable(p.export_listing("c"));
+    p.ok(&["commit", "-q", "c", "committed"]);
+    let committed_run = p.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed",
+        "sh",
+        "-c",
+        "cat /etc/passwd /home/user/secret /srv/moved/b/f; ls /opt /pkg",
+    ]);
+    p.ok(&["create", "--name", "d", "--network", "none", "committed"]);
+    let committed = comparable(p.export_listing("d"));
+    Seen {
+        diff,
+        export,
+        committed_run,
+        committed,
+    }
+}
+
+/// `podman run` of a script that changes every kind of entry, `podman
+/// diff`, `podman export`, `podman commit` and a run of the committed
+/// image: the same as on podman's kernel overlay driver, path by path
+/// (and the diff as with fuse-overlayfs).
+#[test]
+fn podman_run_diff_and_commit_match_the_kernel_overlay_driver() {
+    if !require_root_podman() {
+        return;
+    }
+    let fuse = run_diff_and_commit(&Podman::new(), SCRIPT);
+    let kernel = run_diff_and_commit(&Podman::kernel(), SCRIPT);
+    let fo = run_diff_and_commit(&Podman::fuse_overlayfs(), SCRIPT);
+    assert!(
+        fuse.diff.contains(&"D /etc/os-release".to_string()),
+        "{:?}",
+        fuse.diff
+    );
+    assert!(
+        fuse.export.iter().any(|l| l.starts_with("/opt/data2/new ")),
+        "{:#?}",
+        fuse.export
+    );
+    // With a mount program podman diffs naively (the merged trees of the
+    // container and its image compared), without one it reads overlay's
+    // upper directory: a re-created directory is "C" in one and "D" in the
+    // other. The oracle of the naive diff is fuse-overlayfs.
+    assert_eq!(fuse.diff, fo.diff, "podman diff, against fuse-overlayfs");
+    let mut differ: Vec<_> = fuse
+        .diff
+        .iter()
+        .filter(|l| !kernel.diff.contains(l))
+        .collect();
+    differ.extend(kernel.diff.iter().filter(|l| !fuse.diff.contains(l)));
+    assert_eq!(
+        differ,
+        ["C /home/user", "D /home/user"],
+        "podman diff, against the kernel driver"
+    );
+    assert_eq!(fuse.export, kernel.export, "podman export of the container");
+    assert_eq!(
+        fuse.committed_run, kernel.committed_run,
+        "a run of the committed image"
+    );
+    assert_eq!(
+        fuse.committed, kernel.committed,
+        "podman export of the committed image"
+    );
+    assert_eq!(
+        fuse.export, fo.export,
+        "podman export, against fuse-overlayfs"
+    );
+}
+
+/// The same rootless: podman as an unprivileged user with subordinate
+/// ids runs layerfs inside its user namespace (uid 0 there, but no
+/// `trusted.*` xattrs, no /var/lib), against kernel overlayfs in the user
+/// namespace, and its diff against fuse-overlayfs run the same way. No
+/// mknod: a user namespace may not make devices.
+#[test]
+fn rootless_podman_run_diff_and_commit_match_the_kernel_overlay_driver() {
+    if !require_root_podman() {
+        return;
+    }
+    let script = SCRIPT.replace("mknod /null2 c 1 3\n", "");
+    let p = Podman::rootless(None);
+    let info = p.ok(&[
+        "info",
+        "--format",
+        "{{.Host.Security.Rootless}} {{.Store.GraphOptions}}",
+    ]);
+    assert!(
+        info.starts_with("true ") && info.contains("/layerfs"),
+        "{info}"
+    );
+    let fuse = run_diff_and_commit(&p, &script);
+    let kernel = run_diff_and_commit(&Podman::rootless(Some(Oracle::Kernel)), &script);
+    let fo = run_diff_and_commit(&Podman::rootless(Some(Oracle::FuseOverlayfs)), &script);
+    assert!(
+        fuse.diff.contains(&"A /opt/data2/new".to_string()),
+        "{:?}",
+        fuse.diff
+    );
+    assert!(
+        fuse.committed_run.contains("again"),
+        "{}",
+        fuse.committed_run
+    );
+    assert_eq!(fuse.diff, fo.diff, "podman diff, against fuse-overlayfs");
+    assert_eq!(fuse.export, kernel.export, "podman export of the container");
+    assert_eq!(
+        fuse.committed_run, kernel.committed_run,
+        "a run of the committed image"
+    );
+    assert_eq!(
+        fuse.committed, kernel.committed,
+        "podman export of the committed image"
+    );
+}
+
+/// A static program that prints its real and effective uid, built with
+/// the machine's gcc, to check setuid through the mount.
+fn euid_program(dir: &Path) {
+    std::fs::write(
+        dir.join("euid.c"),
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { printf(\"%d %d\\n\", (int)getuid(), (int)geteuid()); return 0; }\n",
+    )
+    .unwrap();
+    run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O", "-o"])
+            .arg(dir.join("euid"))
+            .arg(dir.join("euid.c")),
+    );
+}
+
+/// `podman build` (buildah inside podman) of several RUN steps that
+/// rename, delete and re-create directories across layers, then a run of
+/// the image as `--user 1000:1000` in which a setuid-root program must get
+/// euid 0 (the mount is not nosuid), and `podman export` of it.
+fn build_and_run(p: &Podman, extra_run: &[&str]) -> (String, Vec<String>) {
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    euid_program(&ctx);
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM docker.io/library/multi:latest\n\
+         COPY euid /euid\n\
+         RUN chmod 4755 /euid && mkdir -p /srv/a/b && echo 1 > /srv/a/b/f\n\
+         RUN mv /srv/a /srv/moved && mv /opt/data /opt/gone && mv /usr/share/doc /doc\n\
+         RUN rm -rf /srv/moved && mkdir -p /srv/moved && echo 2 > /srv/moved/g && rm -r /doc/pkg/a\n\
+         RUN chown -R 7:8 /srv && mkfifo /srv/fifo && echo x >> /opt/gone/new\n",
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&ctx));
+    let fx = p.dir.path().join("multi.docker.tar");
+    std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
+    std::fs::set_permissions(&fx, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    p.ok(&["load", "-q", "-i", fx.to_str().unwrap()]);
+    p.ok(&[
+        "build",
+        "--pull=never",
+        "--network",
+        "none",
+        "-q",
+        "-t",
+        "built",
+        ctx.to_str().unwrap(),
+    ]);
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend_from_slice(extra_run);
+    args.extend_from_slice(&[
+        "built",
+        "sh",
+        "-c",
+        "/euid; id -u; cat /srv/moved/g /opt/gone/new; echo u > /tmp/by-user; \
+         stat -c '%n %u %g %a %F %s' /tmp/*",
+    ]);
+    let user = p.ok(&args);
+    p.ok(&["create", "--name", "d", "--network", "none", "built"]);
+    (user, comparable(p.export_listing("d")))
+}
+
+/// Root: `podman build` and a setuid run by uid 1000, against the kernel
+/// overlay driver.
+#[test]
+fn podman_build_and_setuid_runs_match_the_kernel_overlay_driver() {
+    if !require_root_podman() {
+        return;
+    }
+    let fuse = build_and_run(&Podman::new(), &["--user", "1000:1000"]);
+    let kernel = build_and_run(&Podman::kernel(), &["--user", "1000:1000"]);
+    assert!(
+        fuse.0.starts_with("1000 0\n1000\n"),
+        "setuid run as 1000: {}",
+        fuse.0
+    );
+    assert_eq!(fuse.0, kernel.0, "runs as --user 1000:1000");
+    assert_eq!(fuse.1, kernel.1, "podman export of the built image");
+}
+
+/// Rootless: the same build and setuid run, and a run with
+/// `--userns=keep-id` (the user's own uid inside, a multi-range id
+/// mapping), against kernel overlayfs in the user namespace.
+/// (fuse-overlayfs 1.10 is no oracle here: rootless, its build keeps
+/// `/srv/moved/b/f`, which a later step deleted with its directory.)
+#[test]
+fn rootless_podman_build_and_keep_id_runs_match_the_kernel_overlay_driver() {
+    if !require_root_podman() {
+        return;
+    }
+    let mut seen = Vec::new();
+    for oracle in [None, Some(Oracle::Kernel)] {
+        let p = Podman::rootless(oracle);
+        let built = build_and_run(&p, &["--user", "1000:1000"]);
+        let keep_id = p.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--userns=keep-id",
+            "built",
+            "sh",
+            "-c",
+            "id -u; echo k > /tmp/k; stat -c '%n %u %g %a %F %s' /srv/* /home/user /tmp/k /euid",
+        ]);
+        seen.push((built, keep_id));
+    }
+    let (fuse, fo) = (&seen[0], &seen[1]);
+    assert!(
+        fuse.0 .0.starts_with("1000 0\n1000\n"),
+        "setuid run as 1000: {}",
+        fuse.0 .0
+    );
+    assert_eq!(fuse.0 .0, fo.0 .0, "runs as --user 1000:1000");
+    assert_eq!(fuse.0 .1, fo.0 .1, "podman export of the built image");
+    assert_eq!(fuse.1, fo.1, "a --userns=keep-id run");
 }

@@ -60,12 +60,13 @@ const FILE_MODE: u32 = 0o600;
 const SUBDIRS: [&str; 4] = ["layers", "images", "tmp", "mounts"];
 
 /// The default store root: `$LAYERFS_ROOT`, else `/var/lib/layerfs` for
-/// root, else `$XDG_DATA_HOME/layerfs` (`~/.local/share/layerfs`).
+/// root, else `$XDG_DATA_HOME/layerfs` (`~/.local/share/layerfs`). Root in
+/// a user namespace (rootless podman's) is its user, not root.
 pub fn default_root() -> PathBuf {
     if let Some(r) = std::env::var_os("LAYERFS_ROOT").filter(|r| !r.is_empty()) {
         return PathBuf::from(r);
     }
-    if crate::sys::euid() == 0 {
+    if crate::sys::host_root() {
         return PathBuf::from("/var/lib/layerfs");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

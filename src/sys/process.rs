@@ -54,10 +54,24 @@ pub fn may_open_backing_files() -> bool {
     if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
         return false;
     }
-    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
-        return false;
-    };
-    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+    in_initial_user_ns()
+}
+
+/// Is this process in the initial user namespace (its uid_map maps all of
+/// 0..2^32-1 to itself)? Inside a user namespace (rootless podman runs its
+/// mount program there as uid 0), uid 0 is not the machine's root: it may
+/// not set `trusted.*` xattrs or write /var/lib. Read once.
+pub fn in_initial_user_ns() -> bool {
+    static INITIAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INITIAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+    })
+}
+
+/// Is this the machine's root: euid 0 in the initial user namespace?
+pub fn host_root() -> bool {
+    euid() == 0 && in_initial_user_ns()
 }
 
 /// Returns the free memory of every malloc arena to the kernel

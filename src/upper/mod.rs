@@ -12,8 +12,11 @@
 //!
 //! A branch of `mount-branches -o lowerdir=...,upperdir=U,workdir=W` is
 //! written in kernel overlayfs' format instead ([`Format::Overlay`], root
-//! only): a whiteout is a character device 0:0 under the hidden name itself,
-//! an opaque directory has the xattr `trusted.overlay.opaque=y`, and the
+//! in a user namespace too): a whiteout is a character device 0:0 under the
+//! hidden name itself (which Linux 5.8+ lets a user namespace create), an
+//! opaque directory has the xattr `trusted.overlay.opaque=y` (as the
+//! machine's root) or `user.overlay.opaque=y` (in a user namespace, where
+//! `trusted.*` cannot be set: kernel overlayfs' `userxattr`), and the
 //! lock and temporaries live in W (same filesystem), so kernel overlayfs can
 //! mount U afterwards. Every marker is written and decoded here, in the
 //! branch's format.
@@ -39,6 +42,8 @@ use crate::sys::{self, Obj, SysResult};
 pub const STATE_DIR: &str = ".wh..wh.layerfs";
 /// Kernel overlayfs' opaque-directory xattr (value `y`).
 pub const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+/// The same in a user namespace (overlayfs' `userxattr` mount option).
+pub const OVERLAY_USER_OPAQUE_XATTR: &[u8] = b"user.overlay.opaque";
 
 /// How a branch spells whiteouts and opaque directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +51,8 @@ pub enum Format {
     /// `.wh.NAME` files and `.wh..wh..opq` (Docker/OCI layer diffs).
     Aufs,
     /// Character devices 0:0 and `trusted.overlay.opaque=y` (kernel
-    /// overlayfs' upper directory).
+    /// overlayfs' upper directory); `user.overlay.opaque=y` in a user
+    /// namespace.
     Overlay,
 }
 
@@ -183,6 +189,9 @@ pub struct Upper {
     counter: AtomicU64,
     /// Not root: owners and devices are recorded, not applied.
     rootless: bool,
+    /// The machine's root (not root in a user namespace): `trusted.*`
+    /// xattrs can be set.
+    host_root: bool,
     /// Mounted for the first time (its state directory was just made).
     fresh: bool,
     format: Format,
@@ -231,8 +240,8 @@ impl Upper {
 
     /// Opens (creating if needed) the overlay-format branch `dir` (an
     /// overlayfs upperdir) with `workdir` for the lock and temporaries.
-    /// Root only: overlay whiteouts are device nodes. The branch counts as
-    /// fresh while it is empty.
+    /// Root only (the machine's or a user namespace's): overlay whiteouts
+    /// are device nodes. The branch counts as fresh while it is empty.
     pub fn open_overlay(dir: &Path, workdir: &Path) -> Result<Upper> {
         if sys::euid() != 0 {
             bail!(
@@ -300,6 +309,7 @@ impl Upper {
             _lock: lock,
             counter: AtomicU64::new(0),
             rootless: sys::euid() != 0,
+            host_root: sys::host_root(),
             fresh,
             format,
         })
@@ -406,10 +416,21 @@ impl Upper {
         }
     }
 
+    /// The opaque marker of the overlay format: `trusted.*` as the
+    /// machine's root, `user.*` in a user namespace (where kernel overlayfs
+    /// needs `userxattr` to read it, and `trusted.*` is out of reach).
+    fn opaque_xattr(&self) -> &'static [u8] {
+        if self.host_root {
+            OVERLAY_OPAQUE_XATTR
+        } else {
+            OVERLAY_USER_OPAQUE_XATTR
+        }
+    }
+
     /// Marks directory `dir` opaque.
     pub fn make_opaque(&self, dir: &Path) -> SysResult<()> {
         if self.format == Format::Overlay {
-            return sys::lsetxattr(dir, OVERLAY_OPAQUE_XATTR, b"y", 0);
+            return sys::lsetxattr(dir, self.opaque_xattr(), b"y", 0);
         }
         match sys::mknod(&child(dir, WH_OPAQUE), libc::S_IFREG, 0) {
             Err(libc::EEXIST) => Ok(()),
@@ -421,7 +442,7 @@ impl Upper {
     pub fn is_opaque(&self, dir: &Path) -> bool {
         match self.format {
             Format::Aufs => sys::exists(&child(dir, WH_OPAQUE)),
-            Format::Overlay => sys::lgetxattr(dir, OVERLAY_OPAQUE_XATTR).is_ok_and(|v| v == b"y"),
+            Format::Overlay => sys::lgetxattr(dir, self.opaque_xattr()).is_ok_and(|v| v == b"y"),
         }
     }
 

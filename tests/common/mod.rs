@@ -9,12 +9,16 @@
 //! - `tars`: `Tar`, a tar builder (files, directories, links, devices,
 //!   PAX records and xattrs, whiteouts), and GNU tar of an rw branch;
 //! - `overlay`: `KernelOverlay`, a kernel overlayfs mount guard;
-//! - `user`: the unprivileged test users and `runuser`.
+//! - `user`: the unprivileged test users and `runuser`;
+//! - `podman`: real podman on a private storage root, layerfs or kernel
+//!   overlayfs below it, and `listing` of what it exports (not re-exported:
+//!   `use common::podman::*`).
 #![allow(dead_code)]
 
 pub mod mount;
 pub mod oracle;
 pub mod overlay;
+pub mod podman;
 pub mod store;
 pub mod tars;
 pub mod tree;
