@@ -22,13 +22,9 @@ fn mount_options(mp: &Path) -> String {
 
 #[test]
 fn podman_mounts_diffs_and_unmounts_through_layerfs() {
-    if !fuse_available() || !podman_available() {
+    let Some(_turn) = require_root_podman() else {
         return;
-    }
-    if !is_root() {
-        eprintln!("SKIP: the root form of the mount program (rootless: later)");
-        return;
-    }
+    };
     let p = Podman::new();
     p.ok(&["load", "-i", fixture("multi.docker.tar").to_str().unwrap()]);
     let c = p.ok(&["create", "--network", "none", "multi", "sh"]);
@@ -129,15 +125,16 @@ fn comparable(mut listing: Vec<String>) -> Vec<String> {
     listing
 }
 
-fn require_root_podman() -> bool {
+/// `None` after a SKIP; else the turn of this test ([`podman_serial`]).
+fn require_root_podman() -> Option<std::sync::MutexGuard<'static, ()>> {
     if !fuse_available() || !podman_available() {
-        return false;
+        return None;
     }
     if !is_root() {
-        eprintln!("SKIP: the root form of the mount program (rootless: tests/rootless_run.rs)");
-        return false;
+        eprintln!("SKIP: podman tests need root to set up their storage and users");
+        return None;
     }
-    true
+    Some(podman_serial())
 }
 
 /// What podman shows of a container that ran `script` on the `multi`
@@ -196,9 +193,9 @@ fn run_diff_and_commit(p: &Podman, script: &str) -> Seen {
 /// (and the diff as with fuse-overlayfs).
 #[test]
 fn podman_run_diff_and_commit_match_the_kernel_overlay_driver() {
-    if !require_root_podman() {
+    let Some(_turn) = require_root_podman() else {
         return;
-    }
+    };
     let fuse = run_diff_and_commit(&Podman::new(), SCRIPT);
     let kernel = run_diff_and_commit(&Podman::kernel(), SCRIPT);
     let fo = run_diff_and_commit(&Podman::fuse_overlayfs(), SCRIPT);
@@ -250,9 +247,9 @@ fn podman_run_diff_and_commit_match_the_kernel_overlay_driver() {
 /// mknod: a user namespace may not make devices.
 #[test]
 fn rootless_podman_run_diff_and_commit_match_the_kernel_overlay_driver() {
-    if !require_root_podman() {
+    let Some(_turn) = require_root_podman() else {
         return;
-    }
+    };
     let script = SCRIPT.replace("mknod /null2 c 1 3\n", "");
     let p = Podman::rootless(None);
     let info = p.ok(&[
@@ -357,9 +354,9 @@ fn build_and_run(p: &Podman, extra_run: &[&str]) -> (String, Vec<String>) {
 /// overlay driver.
 #[test]
 fn podman_build_and_setuid_runs_match_the_kernel_overlay_driver() {
-    if !require_root_podman() {
+    let Some(_turn) = require_root_podman() else {
         return;
-    }
+    };
     let fuse = build_and_run(&Podman::new(), &["--user", "1000:1000"]);
     let kernel = build_and_run(&Podman::kernel(), &["--user", "1000:1000"]);
     assert!(
@@ -378,9 +375,9 @@ fn podman_build_and_setuid_runs_match_the_kernel_overlay_driver() {
 /// `/srv/moved/b/f`, which a later step deleted with its directory.)
 #[test]
 fn rootless_podman_build_and_keep_id_runs_match_the_kernel_overlay_driver() {
-    if !require_root_podman() {
+    let Some(_turn) = require_root_podman() else {
         return;
-    }
+    };
     let mut seen = Vec::new();
     for oracle in [None, Some(Oracle::Kernel)] {
         let p = Podman::rootless(oracle);
@@ -407,4 +404,100 @@ fn rootless_podman_build_and_keep_id_runs_match_the_kernel_overlay_driver() {
     assert_eq!(fuse.0 .0, fo.0 .0, "runs as --user 1000:1000");
     assert_eq!(fuse.0 .1, fo.0 .1, "podman export of the built image");
     assert_eq!(fuse.1, fo.1, "a --userns=keep-id run");
+}
+
+/// buildah itself: `buildah from`, `buildah run` of the script, `buildah
+/// commit`, and `podman export` of a container of the committed image,
+/// root and rootless, against the kernel overlay driver.
+#[test]
+fn buildah_run_and_commit_match_the_kernel_overlay_driver() {
+    let Some(_turn) = require_root_podman() else {
+        return;
+    };
+    let rootless_script = SCRIPT.replace("mknod /null2 c 1 3\n", "");
+    let mut seen = Vec::new();
+    for (p, script) in [
+        (Podman::new(), SCRIPT),
+        (Podman::kernel(), SCRIPT),
+        (Podman::rootless(None), rootless_script.as_str()),
+        (
+            Podman::rootless(Some(Oracle::Kernel)),
+            rootless_script.as_str(),
+        ),
+    ] {
+        let fx = p.dir.path().join("multi.docker.tar");
+        std::fs::copy(fixture("multi.docker.tar"), &fx).unwrap();
+        std::fs::set_permissions(&fx, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        p.ok(&["load", "-q", "-i", fx.to_str().unwrap()]);
+        let c = p.buildah_ok(&["from", "--pull-never", "docker.io/library/multi:latest"]);
+        let c = c.trim();
+        p.buildah_ok(&[
+            "run",
+            "--runtime",
+            "runc",
+            "--network",
+            "none",
+            c,
+            "sh",
+            "-c",
+            script,
+        ]);
+        p.buildah_ok(&["commit", "-q", c, "bcommitted"]);
+        p.ok(&["create", "--name", "d", "--network", "none", "bcommitted"]);
+        seen.push(comparable(p.export_listing("d")));
+    }
+    assert!(
+        seen[0].iter().any(|l| l.starts_with("/opt/data2/new ")),
+        "{:#?}",
+        seen[0]
+    );
+    assert_eq!(
+        seen[0], seen[1],
+        "root: buildah commit on layerfs and on kernel overlayfs"
+    );
+    assert_eq!(
+        seen[2], seen[3],
+        "rootless: buildah commit on layerfs and on kernel overlayfs"
+    );
+}
+
+/// A container started and stopped 50 times back to back (podman mounts
+/// and unmounts its storage each time): every start sees what the last
+/// one wrote.
+#[test]
+fn a_container_started_fifty_times_keeps_its_changes() {
+    let Some(_turn) = require_root_podman() else {
+        return;
+    };
+    let p = Podman::new();
+    p.ok(&[
+        "load",
+        "-q",
+        "-i",
+        fixture("multi.docker.tar").to_str().unwrap(),
+    ]);
+    p.ok(&[
+        "create",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "multi",
+        "sh",
+        "-c",
+        "echo x >> /count; wc -l < /count",
+    ]);
+    for i in 1..=50 {
+        let out = p.run(&["start", "-a", "c"]);
+        assert!(
+            out.status.success(),
+            "start {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            i.to_string(),
+            "start {i}"
+        );
+    }
 }

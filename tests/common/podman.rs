@@ -112,10 +112,16 @@ impl Podman {
         // root default (nofile=1048576) is above the hard limit the
         // sandbox grants, and the runtime may not raise it.
         let containers_conf = dir.path().join("containers.conf");
+        // tmp_dir: podman's own (default /run/libpod, shared by every
+        // instance), where it keeps the "alive" mark whose absence makes it
+        // reset all its containers' state.
         std::fs::write(
             &containers_conf,
-            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
-             [engine]\nruntime = \"runc\"\n",
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [engine]\nruntime = \"runc\"\ntmp_dir = \"{}/libpod-tmp\"\n",
+                dir.path().display()
+            ),
         )
         .unwrap();
         Podman {
@@ -128,8 +134,25 @@ impl Podman {
 
     /// `podman ARGS` with this configuration.
     pub fn cmd(&self, args: &[&str]) -> Command {
+        self.tool("podman", args)
+    }
+
+    /// `buildah ARGS` with this configuration (the same storage), its
+    /// stdout; panics with buildah's stderr when it fails.
+    pub fn buildah_ok(&self, args: &[&str]) -> String {
+        let out = self.tool("buildah", args).output().expect("buildah");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `TOOL ARGS` (podman or buildah) with this configuration.
+    fn tool(&self, tool: &str, args: &[&str]) -> Command {
         let mut c = match &self.user {
-            None => Command::new("podman"),
+            None => Command::new(tool),
             Some((user, home)) => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", user, "--", "env"])
@@ -143,7 +166,7 @@ impl Podman {
                         "CONTAINERS_CONF={}",
                         self.containers_conf.display()
                     ))
-                    .arg("podman");
+                    .arg(tool);
                 c
             }
         };
@@ -183,10 +206,19 @@ impl Drop for Podman {
         // Unmounts every container's storage (through the mount program's
         // unmount path) and removes the containers and images, so no mount
         // outlives the test.
+        let _ = self.tool("buildah", &["rm", "--all"]).output();
         let _ = self.run(&["rm", "--all", "--force"]);
         let _ = self.run(&["umount", "--all", "--force"]);
-        let _ = self.run(&["system", "reset", "--force"]);
+        let _ = self.run(&["rmi", "--all", "--force"]);
     }
+}
+
+/// Held by each podman test for its whole run: podman instances share
+/// one lock segment (`/dev/shm/libpod_lock`) and runtime state whatever
+/// their storage roots, so the tests of a binary take turns.
+pub fn podman_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a rootless layerfs run is compared with.
