@@ -714,3 +714,230 @@ fn saved_archive_loads_into_podman_with_the_same_id() {
     let images = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
     assert_eq!(images.trim(), format!("sha256:{id}"));
 }
+
+/// `why` on a path created, chmod-ed, deleted and re-created across four
+/// layers (and a fifth that changes its content), and on a file that a
+/// parent's whiteout and an opaque parent remove: the steps computed by
+/// hand from the layers below.
+#[test]
+fn why_tells_the_history_of_a_path_across_layers() {
+    let m600 = Meta {
+        mode: 0o600,
+        ..M644
+    };
+    let mut l0 = Tar::new();
+    l0.dir("etc", 0o755)
+        .file("etc/f", b"one")
+        .dir("srv", 0o755)
+        .dir("srv/d", 0o755)
+        .file("srv/d/x", b"x");
+    let mut l1 = Tar::new();
+    l1.dir("etc", 0o755)
+        .file_m("etc/f", b"one", m600)
+        .dir("srv", 0o755)
+        .file("srv/.wh.d", b"");
+    let mut l2 = Tar::new();
+    l2.dir("etc", 0o755)
+        .file("etc/.wh.f", b"")
+        .dir("srv", 0o755)
+        .dir("srv/d", 0o755)
+        .file("srv/d/x", b"y");
+    let mut l3 = Tar::new();
+    l3.dir("etc", 0o755)
+        .file("etc/f", b"two")
+        .dir("srv", 0o755)
+        .file("srv/.wh..wh..opq", b"");
+    let mut l4 = Tar::new();
+    l4.dir("etc", 0o755).file_m("etc/f", b"three", m600);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("why.docker.tar");
+    docker_archive(
+        &archive,
+        &[
+            l0.finish(),
+            l1.finish(),
+            l2.finish(),
+            l3.finish(),
+            l4.finish(),
+        ],
+        &[
+            "make f",
+            "chmod 600 f",
+            "rm f",
+            "echo two > f",
+            "echo three > f; chmod 600 f",
+        ],
+    );
+    let store = TestStore::new();
+    let id = store.import(&archive, &[]);
+    let v = json(&store.ok(&["why", &id, "/etc/f", "--json"]));
+    let got: Vec<(u64, &str, &str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["event"].as_str().unwrap(),
+                r["detail"].as_str().unwrap(),
+                r["created_by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "created", "created (file)", "make f"),
+            (
+                1,
+                "metadata",
+                "mode changed, content the same",
+                "chmod 600 f"
+            ),
+            (2, "deleted", "deleted by a whiteout", "rm f"),
+            (
+                3,
+                "recreated",
+                "re-created (file) after a lower layer removed it",
+                "echo two > f"
+            ),
+            (
+                4,
+                "modified",
+                "content changed, and mode",
+                "echo three > f; chmod 600 f"
+            ),
+        ]
+    );
+    let text = store.ok(&["why", &id, "srv/d/x"]);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("    ")).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("0:") && lines[0].ends_with("created (file)"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("1:")
+            && lines[1].ends_with("deleted with its parent /srv/d (whiteout)"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("2:")
+            && lines[2].ends_with("re-created (file) after a lower layer removed it"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("3:") && lines[3].ends_with("hidden by the opaque directory /srv"),
+        "{text}"
+    );
+    // A path no layer has: a clear error.
+    let err = store.fails(&["why", &id, "/nowhere"]);
+    assert!(err.contains("/nowhere: no layer of image"), "{err}");
+}
+
+/// Every (path, type, size) of a `tree --json` row, directories' sizes as
+/// printed, and the change marks.
+fn tree_rows(v: &Value, path: &str, out: &mut Vec<(String, String, u64, String)>) {
+    let p = if path.is_empty() {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    out.push((
+        p.clone(),
+        v["type"].as_str().unwrap().to_string(),
+        v["size"].as_u64().unwrap(),
+        v["change"].as_str().unwrap_or("").to_string(),
+    ));
+    for c in v["children"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap();
+        let cp = if p.is_empty() {
+            name.to_string()
+        } else {
+            format!("{p}/{name}")
+        };
+        tree_rows(c, &cp, out);
+    }
+}
+
+/// `tree` of the multi fixture: its entries, types and sizes are the
+/// Python oracle's merged tree, with every directory's size the sum of
+/// the file sizes below it (summed here); as of layer 1 it marks what
+/// that layer changed, by hand: the whiteouts of layer 1 as D.
+#[test]
+fn tree_sizes_and_changes_match_the_oracle() {
+    let store = TestStore::new();
+    let fx = fixture("multi.docker.tar");
+    let id = store.import(&fx, &[]);
+    let merged = json(&oracle(&["--image", fx.to_str().unwrap()]));
+    let merged = merged.as_object().unwrap();
+    let mut expected: Vec<(String, String, u64)> = merged
+        .iter()
+        .map(|(p, e)| {
+            let kind = e["type"].as_str().unwrap().to_string();
+            let size = if kind == "dir" {
+                merged
+                    .iter()
+                    .filter(|(q, f)| {
+                        (p.is_empty() || q.starts_with(&format!("{p}/"))) && f["type"] == "file"
+                    })
+                    .map(|(_, f)| f["size"].as_u64().unwrap())
+                    .sum()
+            } else {
+                e["size"].as_u64().unwrap_or(0)
+            };
+            (p.clone(), kind, size)
+        })
+        .collect();
+    expected.sort();
+    let mut rows = Vec::new();
+    tree_rows(&json(&store.ok(&["tree", &id, "--json"])), "", &mut rows);
+    // Deleted entries (the top layer's, marked D) are not in the view.
+    let mut got: Vec<(String, String, u64)> = rows
+        .iter()
+        .filter(|r| r.3 != "D")
+        .map(|(p, k, s, _)| (p.clone(), k.clone(), *s))
+        .collect();
+    got.sort();
+    assert!(got.len() > 20, "{got:?}");
+    assert_eq!(got, expected);
+    // The top layer changed only /opt/data: its opaque marker deletes the
+    // four lower files and the one only in layer 0; `new` is added.
+    let mut rows = Vec::new();
+    let top = json(&store.ok(&["tree", &id, "/opt", "--only-changed", "--json"]));
+    tree_rows(&top, "opt", &mut rows);
+    let changed: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.3.as_str())).collect();
+    assert_eq!(
+        changed,
+        [
+            ("opt", "C"),
+            ("opt/data", "C"),
+            ("opt/data/file1", "D"),
+            ("opt/data/file2", "D"),
+            ("opt/data/file3", "D"),
+            ("opt/data/file4", "D"),
+            ("opt/data/new", "A"),
+            ("opt/data/old-only-in-layer0", "D"),
+        ]
+    );
+    // As of layer 1: its two whiteouts.
+    let text = store.ok(&["tree", &id, "--layer", "1", "--only-changed"]);
+    let marked: Vec<&str> = text.lines().filter(|l| l.contains(" D ")).collect();
+    assert_eq!(marked.len(), 2, "{text}");
+    assert!(
+        marked[0].ends_with("os-release-extra") && marked[1].ends_with("sub/"),
+        "{text}"
+    );
+    // Depth 1 shows the root's entries only, sizes summed all the same.
+    let d1 = store.ok(&["tree", &id, "--depth", "1"]);
+    assert_eq!(
+        d1.lines().count(),
+        1 + merged
+            .keys()
+            .filter(|k| !k.is_empty() && !k.contains('/'))
+            .count(),
+        "{d1}"
+    );
+    let err = store.fails(&["tree", &id, "--layer", "9"]);
+    assert!(err.contains("--layer 9: image"), "{err}");
+}

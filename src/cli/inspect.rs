@@ -8,10 +8,10 @@ use anyhow::{bail, Result};
 use super::branch::{branch_and_base, branch_of};
 use super::render::{
     emit, layer_label, ls_line, print_json, short, ChangeRow, LayerChangeRow, LayerRow,
-    LayersReport, LsRow,
+    LayersReport, LsRow, TreeRow, WhyRow,
 };
 use super::store::image_config;
-use super::{DiffArgs, LsArgs};
+use super::{DiffArgs, LsArgs, TreeArgs, TreeSort};
 use crate::image::commit::rw_diff;
 use crate::image::export::ImageLayers;
 use crate::layer::index::Index;
@@ -108,6 +108,62 @@ pub(crate) fn layers(
         wasted_bytes: stats.wasted_bytes,
     };
     emit(out, json, &report)
+}
+
+/// `tree IMAGE [PATH]`.
+pub(crate) fn tree(store: &Store, out: &mut impl Write, a: TreeArgs) -> Result<()> {
+    let id = store.resolve(&a.image)?;
+    let img = ImageLayers::open(store, &id)?;
+    let n = img.layers.len();
+    let want = a.layer.unwrap_or(n - 1);
+    if want >= n {
+        bail!(
+            "--layer {want}: image {} has layers 0 to {}",
+            short(&id),
+            n - 1
+        );
+    }
+    let Some(mut t) = inspect::tree(&img.layers, (n - 1 - want) as u16, a.path.as_bytes()) else {
+        bail!(
+            "{}: no such file or directory in image {} as of layer {want}",
+            a.path,
+            short(&id)
+        );
+    };
+    if a.only_changed {
+        t.only_changed();
+    }
+    if let TreeSort::Size = a.sort {
+        t.sort_by_size();
+    }
+    let root_name = inspect::components(a.path.as_bytes()).join(&b"/"[..]);
+    emit(out, a.json, &TreeRow::new(&t, &root_name, a.depth))
+}
+
+/// `why IMAGE PATH`.
+pub(crate) fn why(
+    store: &Store,
+    out: &mut impl Write,
+    image: &str,
+    path: &str,
+    json: bool,
+) -> Result<()> {
+    let id = store.resolve(image)?;
+    let img = ImageLayers::open(store, &id)?;
+    let n = img.layers.len();
+    let created_by = layer_created_by(&image_config(store, &id)?, n);
+    let steps = inspect::why(&img.layers, &img.tar_slices(), path.as_bytes());
+    if steps.is_empty() {
+        bail!(
+            "{path}: no layer of image {} has it or a parent of it",
+            short(&id)
+        );
+    }
+    let rows: Vec<WhyRow> = steps
+        .iter()
+        .map(|s| WhyRow::new(&img, s, &created_by[n - 1 - s.layer as usize]))
+        .collect();
+    emit(out, json, &rows[..])
 }
 
 /// `diff TARGET`: the changes of a branch against what it lies on.

@@ -116,6 +116,18 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         diff: Option<usize>,
     },
+    /// The merged tree as of a layer, with sizes (directories summed) and
+    /// what that layer did to each entry (A added, C changed, D deleted).
+    Tree(TreeArgs),
+    /// The history of one path: every layer (0 = bottom) that created,
+    /// changed, hid or re-created PATH or a parent of it, with the layer's
+    /// `created_by`.
+    Why {
+        image: String,
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// What a container changed against its image: A/C/D lines, from a
     /// read-write branch or a live read-write mount.
     Diff(DiffArgs),
@@ -233,6 +245,38 @@ pub(crate) struct LsArgs {
     json: bool,
 }
 
+// `layerfs tree`.
+#[derive(Args)]
+pub(crate) struct TreeArgs {
+    image: String,
+    /// The directory (or entry) to show.
+    #[arg(default_value = "/")]
+    path: String,
+    /// As of layer N (0 = bottom; default: the top layer).
+    #[arg(long, value_name = "N")]
+    layer: Option<usize>,
+    /// Show D levels below PATH (sizes still count everything).
+    #[arg(long, value_name = "D")]
+    depth: Option<usize>,
+    /// Order of each directory's entries.
+    #[arg(long, value_enum, default_value = "name")]
+    sort: TreeSort,
+    /// Only what the layer changed, and the directories leading to it.
+    #[arg(long)]
+    only_changed: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tree --sort`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum TreeSort {
+    /// By name.
+    Name,
+    /// Largest first.
+    Size,
+}
+
 // `layerfs diff`.
 #[derive(Args)]
 pub(crate) struct DiffArgs {
@@ -342,6 +386,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Umount { mountpoint } => mount::umount(store, &mountpoint),
         Cmd::Ls(a) => inspect::ls(store, out, a),
         Cmd::Layers { image, json, diff } => inspect::layers(store, out, &image, json, diff),
+        Cmd::Tree(a) => inspect::tree(store, out, a),
+        Cmd::Why { image, path, json } => inspect::why(store, out, &image, &path, json),
         Cmd::Diff(a) => inspect::diff(store, out, a),
         Cmd::Commit(a) => pack::commit(store, out, a),
         Cmd::Export(a) => pack::export(store, out, a),

@@ -13,11 +13,12 @@ use serde::Serialize;
 use crate::image::export::ImageLayers;
 use crate::layer::index::Kind;
 use crate::oci::rfc3339;
-use crate::union::inspect::{Change, Item, Status};
+use crate::union::inspect::{Change, Event, Item, Status, Step, TreeNode};
 
 /// Writes `v` as pretty JSON and a newline.
 pub(crate) fn print_json(out: &mut impl Write, v: &(impl Serialize + ?Sized)) -> Result<()> {
-    serde_json::to_writer_pretty(&mut *out, v)?;
+    // As an io::Error, so that a closed pipe is told apart (`| head`).
+    serde_json::to_writer_pretty(&mut *out, v).map_err(io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
@@ -514,5 +515,191 @@ impl Text for crate::image::check::Report {
             human_size(self.bytes_hashed),
             self.problems.len()
         )
+    }
+}
+
+/// One step of `why`: a layer and what it did to the path.
+#[derive(Serialize)]
+pub(crate) struct WhyRow {
+    /// Layer number, 0 = bottom.
+    pub index: usize,
+    /// The layer's chain id.
+    pub layer: String,
+    /// What happened, one word (`created`, `recreated`, `modified`,
+    /// `metadata`, `restated`, `replaced`, `deleted`, `hidden`,
+    /// `useless-whiteout`).
+    pub event: &'static str,
+    /// The same in words.
+    pub detail: String,
+    /// The path the event is about: PATH itself or a parent directory.
+    pub at: Option<String>,
+    /// The history's `created_by` of the layer (empty if it has none).
+    pub created_by: String,
+}
+
+impl WhyRow {
+    /// The row of `step` of image `img`, whose layer was made by `created_by`.
+    pub(crate) fn new(img: &ImageLayers, step: &Step, created_by: &str) -> WhyRow {
+        let n = img.layers.len();
+        let (event, detail, at): (&str, String, Option<&[u8]>) = match &step.event {
+            Event::Created(k) => ("created", format!("created ({})", kind_name(*k)), None),
+            Event::Recreated(k) => (
+                "recreated",
+                format!(
+                    "re-created ({}) after a lower layer removed it",
+                    kind_name(*k)
+                ),
+                None,
+            ),
+            Event::Modified { meta } if meta.is_empty() => {
+                ("modified", "content changed".to_string(), None)
+            }
+            Event::Modified { meta } => (
+                "modified",
+                format!("content changed, and {}", meta.join(", ")),
+                None,
+            ),
+            Event::MetadataOnly(meta) => (
+                "metadata",
+                format!("{} changed, content the same", meta.join(", ")),
+                None,
+            ),
+            Event::Restated => ("restated", "re-stated unchanged".to_string(), None),
+            Event::Replaced(a, b) => (
+                "replaced",
+                format!("replaced: {} -> {}", kind_name(*a), kind_name(*b)),
+                None,
+            ),
+            Event::WhitedOut => ("deleted", "deleted by a whiteout".to_string(), None),
+            Event::ParentWhitedOut(p) => (
+                "deleted",
+                format!("deleted with its parent {} (whiteout)", slash_path(p)),
+                Some(p),
+            ),
+            Event::ParentReplaced(p) => (
+                "deleted",
+                format!(
+                    "deleted: its parent {} became a non-directory",
+                    slash_path(p)
+                ),
+                Some(p),
+            ),
+            Event::HiddenByOpaque { dir, then: None } => (
+                "hidden",
+                format!("hidden by the opaque directory {}", slash_path(dir)),
+                Some(dir),
+            ),
+            Event::HiddenByOpaque { dir, then: Some(k) } => (
+                "hidden",
+                format!(
+                    "lower content hidden by the opaque directory {}; this layer's {} shown",
+                    slash_path(dir),
+                    kind_name(*k)
+                ),
+                Some(dir),
+            ),
+            Event::UselessWhiteout => (
+                "useless-whiteout",
+                "a whiteout of it, with nothing below to hide".to_string(),
+                None,
+            ),
+        };
+        let layer = &img.layers[step.layer as usize];
+        WhyRow {
+            index: n - 1 - step.layer as usize,
+            layer: layer.chain_id.clone(),
+            event,
+            detail,
+            at: at.map(slash_path),
+            created_by: created_by.to_string(),
+        }
+    }
+}
+
+impl Text for [WhyRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for r in self {
+            writeln!(out, "{}:{}  {}", r.index, short(&r.layer), r.detail)?;
+            if !r.created_by.is_empty() {
+                writeln!(out, "    {}", r.created_by)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `tree`: one entry and, to the depth asked, its entries.
+#[derive(Serialize)]
+pub(crate) struct TreeRow {
+    /// The entry's name (the first row: its path from the image root).
+    pub name: String,
+    /// Its type (`file`, `dir`, ...).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// File bytes, summed for a directory.
+    pub size: u64,
+    /// `A`, `C` or `D`: what the layer did to it; absent if nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<char>,
+    /// A directory's entries (left out below the depth asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<TreeRow>,
+}
+
+impl TreeRow {
+    /// The rows of `t`, at `path`, `depth` levels deep (all if `None`).
+    pub(crate) fn new(t: &TreeNode, path: &[u8], depth: Option<usize>) -> TreeRow {
+        let mut r = TreeRow::of(t, depth);
+        r.name = slash_path(path);
+        r
+    }
+
+    fn of(t: &TreeNode, depth: Option<usize>) -> TreeRow {
+        let children = match depth {
+            Some(0) => Vec::new(),
+            _ => t
+                .children
+                .iter()
+                .map(|c| TreeRow::of(c, depth.map(|d| d - 1)))
+                .collect(),
+        };
+        TreeRow {
+            name: String::from_utf8_lossy(&t.name).into_owned(),
+            kind: kind_name(t.kind),
+            size: t.size,
+            change: t.change.map(Change::letter),
+            children,
+        }
+    }
+
+    fn lines(&self, prefix: &str, last: bool, top: bool, out: &mut dyn Write) -> io::Result<()> {
+        let mark = self.change.unwrap_or(' ');
+        let slash = if self.kind == "dir" && !top { "/" } else { "" };
+        let branch = match (top, last) {
+            (true, _) => "",
+            (false, true) => "└── ",
+            (false, false) => "├── ",
+        };
+        writeln!(
+            out,
+            "{:>9} {mark} {prefix}{branch}{}{slash}",
+            human_size(self.size),
+            self.name
+        )?;
+        let inner = match (top, last) {
+            (true, _) => String::new(),
+            (false, true) => format!("{prefix}    "),
+            (false, false) => format!("{prefix}│   "),
+        };
+        for (i, c) in self.children.iter().enumerate() {
+            c.lines(&inner, i + 1 == self.children.len(), false, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl Text for TreeRow {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.lines("", true, true, out)
     }
 }

@@ -212,3 +212,36 @@ pub fn gnu_tar_of_branch(dir: &Path, out: &Path, numeric_owner: bool) {
         .arg(".");
     run_ok(&mut c);
 }
+
+/// A docker-archive (`docker save` layout: manifest.json, the config,
+/// one `<n>/layer.tar` per layer) at `out` of `layers` (bottom first),
+/// each made by the matching `created_by` of the config's history.
+pub fn docker_archive(out: &Path, layers: &[Vec<u8>], created_by: &[&str]) {
+    use sha2::{Digest, Sha256};
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| digest(l)).collect::<Vec<_>>()},
+        "history": created_by.iter().map(|c| serde_json::json!({"created_by": c})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", &digest(&config)[7..]);
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::json!([{"Config": config_name, "RepoTags": null, "Layers": names}]);
+    let mut t = Tar::create(out);
+    let meta = M644;
+    t.file_m(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+        meta,
+    );
+    t.file_m(&config_name, &config, meta);
+    for (name, l) in names.iter().zip(layers) {
+        t.file_m(name, l, meta);
+    }
+    t.finish();
+}

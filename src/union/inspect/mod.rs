@@ -14,9 +14,13 @@
 
 mod changes;
 mod stats;
+mod tree;
+mod why;
 
 pub use changes::*;
 pub use stats::*;
+pub use tree::*;
+pub use why::*;
 
 use std::collections::BTreeMap;
 
