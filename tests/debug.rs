@@ -941,3 +941,128 @@ fn tree_sizes_and_changes_match_the_oracle() {
     let err = store.fails(&["tree", &id, "--layer", "9"]);
     assert!(err.contains("--layer 9: image"), "{err}");
 }
+
+/// `diff --image A --image B` of the multi fixture and an image committed
+/// on it from a hand-made branch that moves a file unchanged, changes one,
+/// deletes a directory, adds a hard link: its A/C/D lines are those
+/// computed here from the Python oracle's merged trees of both images
+/// (B saved by layerfs, read by the oracle), with the move as one rename
+/// line and the link named.
+#[test]
+fn diff_of_two_images_matches_the_oracle_trees() {
+    let (store, work, rw) = multi_and_branch(&[
+        (".wh..wh.layerfs/work/", ""),
+        ("etc/.wh.passwd", ""),
+        ("etc/passwd.moved", "(the lower passwd, below)"),
+        ("etc/group", "changed\n"),
+        ("usr/share/.wh.doc", ""),
+        ("newdir/f", "n"),
+    ]);
+    std::fs::hard_link(rw.join("newdir/f"), rw.join("newdir/g")).unwrap();
+    // The moved file: the lower one's bytes (from `export`), mode and owner.
+    let flat = work.path().join("multi.tar");
+    store.ok(&["export", "multi", "-o", flat.to_str().unwrap()]);
+    let mut a = tar::Archive::new(std::fs::File::open(&flat).unwrap());
+    let mut passwd = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str().unwrap().trim_start_matches("./") == "etc/passwd" {
+            std::io::Read::read_to_end(&mut e, &mut passwd).unwrap();
+        }
+    }
+    assert!(!passwd.is_empty());
+    std::fs::write(rw.join("etc/passwd.moved"), &passwd).unwrap();
+    std::fs::set_permissions(
+        rw.join("etc/passwd.moved"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let b = store.ok(&[
+        "commit",
+        rw.to_str().unwrap(),
+        "--image",
+        "multi",
+        "--tag",
+        "b",
+    ]);
+    let b = b.trim();
+    let saved = work.path().join("b.tar");
+    store.ok(&["save", b, "-o", saved.to_str().unwrap()]);
+
+    let tree = |args: &[&str]| json(&oracle(args));
+    let ta = tree(&["--image", fixture("multi.docker.tar").to_str().unwrap()]);
+    let tb = tree(&["--image", saved.to_str().unwrap()]);
+    let (ta, tb) = (ta.as_object().unwrap(), tb.as_object().unwrap());
+    let same = |x: &Value, y: &Value| {
+        ["type", "mode", "uid", "gid", "size", "sha256", "target"]
+            .iter()
+            .all(|k| x.get(k) == y.get(k))
+    };
+    let mut expected: std::collections::BTreeMap<String, char> = Default::default();
+    for (p, x) in ta {
+        match tb.get(p) {
+            None => {
+                expected.insert(p.clone(), 'D');
+            }
+            Some(y) if !same(x, y) => {
+                expected.insert(p.clone(), 'C');
+            }
+            _ => {}
+        }
+    }
+    for p in tb.keys().filter(|p| !ta.contains_key(*p)) {
+        expected.insert(p.clone(), 'A');
+    }
+    let changed: Vec<String> = expected.keys().cloned().collect();
+    for p in changed {
+        let mut q = p.as_str();
+        while let Some(i) = q.rfind('/') {
+            q = &q[..i];
+            if ta.contains_key(q) && tb.contains_key(q) {
+                expected.entry(q.to_string()).or_insert('C');
+            }
+        }
+    }
+    expected.remove("");
+    let rows = json(&store.ok(&["diff", "--image", "multi", "--image", b, "--json"]));
+    let mut got: std::collections::BTreeMap<String, char> = Default::default();
+    let mut renames = Vec::new();
+    for r in rows.as_array().unwrap() {
+        let path = r["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        let c = r["change"].as_str().unwrap().chars().next().unwrap();
+        if c == 'R' {
+            let from = r["from"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string();
+            renames.push((from.clone(), path.clone()));
+            got.insert(from, 'D');
+            got.insert(path, 'A');
+        } else {
+            got.insert(path, c);
+        }
+    }
+    assert_eq!(got, expected, "{rows:#}");
+    assert_eq!(
+        renames,
+        [("etc/passwd".to_string(), "etc/passwd.moved".to_string())],
+        "{rows:#}"
+    );
+    let text = store.ok(&["diff", "--image", "multi", "--image", "b"]);
+    assert!(
+        text.contains("R /etc/passwd -> /etc/passwd.moved\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("A /newdir/g  (hard link of /newdir/f)\n"),
+        "{text}"
+    );
+    assert!(text.contains("D /usr/share/doc\n"), "{text}");
+    let err = store.fails(&["diff", "--image", "multi"]);
+    assert!(err.contains("--image A --image B"), "{err}");
+}

@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 
 use super::branch::{branch_and_base, branch_of};
 use super::render::{
-    emit, layer_label, ls_line, print_json, short, ChangeRow, LayerChangeRow, LayerRow,
-    LayersReport, LsRow, TreeRow, WhyRow,
+    emit, layer_label, ls_line, print_json, short, ChangeRow, ImageChangeRow, LayerChangeRow,
+    LayerRow, LayersReport, LsRow, TreeRow, WhyRow,
 };
 use super::store::image_config;
 use super::{DiffArgs, LsArgs, TreeArgs, TreeSort};
@@ -168,18 +168,51 @@ pub(crate) fn why(
 
 /// `diff TARGET`: the changes of a branch against what it lies on.
 pub(crate) fn diff(store: &Store, out: &mut impl Write, a: DiffArgs) -> Result<()> {
+    let target = match (a.target, a.image.as_slice()) {
+        (None, [x, y]) => return diff_images(store, out, x, y, a.json),
+        (None, _) => bail!("diff: give a branch, or --image A --image B to compare two images"),
+        (Some(_), [_, _, ..]) => {
+            bail!("diff: --image twice compares two images, and takes no branch")
+        }
+        (Some(t), _) => t,
+    };
     let changes = match a.lowerdir {
         Some(dirs) => {
-            let rw = branch_of(store, &a.target, a.plain)?.0;
+            let rw = branch_of(store, &target, a.plain)?.0;
             rw_diff(&index_dirs(split_dirs(&dirs))?, &rw)?
         }
-        None => match branch_and_base(store, &a.target, a.image.as_deref(), a.plain)? {
-            (rw, Source::Image(id)) => rw_diff(&ImageLayers::open(store, &id)?.layers, &rw)?,
-            (rw, Source::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
-        },
+        None => {
+            match branch_and_base(store, &target, a.image.first().map(String::as_str), a.plain)? {
+                (rw, Source::Image(id)) => rw_diff(&ImageLayers::open(store, &id)?.layers, &rw)?,
+                (rw, Source::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
+            }
+        }
     };
     let rows: Vec<ChangeRow> = changes.iter().map(|(c, p)| ChangeRow::new(*c, p)).collect();
     emit(out, a.json, &rows[..])
+}
+
+/// `diff --image A --image B`.
+fn diff_images(store: &Store, out: &mut impl Write, a: &str, b: &str, json: bool) -> Result<()> {
+    let (ia, ib) = (store.resolve(a)?, store.resolve(b)?);
+    let (la, lb) = (
+        ImageLayers::open(store, &ia)?,
+        ImageLayers::open(store, &ib)?,
+    );
+    let (ta, tb) = (la.tar_slices(), lb.tar_slices());
+    let va = inspect::View {
+        layers: &la.layers,
+        tars: &ta,
+    };
+    let vb = inspect::View {
+        layers: &lb.layers,
+        tars: &tb,
+    };
+    let rows: Vec<ImageChangeRow> = inspect::compare_views(&va, &vb)
+        .iter()
+        .map(|c| ImageChangeRow::new(c, &vb))
+        .collect();
+    emit(out, json, &rows[..])
 }
 
 /// A colon-separated list of directories (empty ones skipped).

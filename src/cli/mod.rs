@@ -280,11 +280,15 @@ pub(crate) enum TreeSort {
 // `layerfs diff`.
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// A read-write branch, or the mountpoint of a read-write mount.
-    target: PathBuf,
+    /// A read-write branch, or the mountpoint of a read-write mount
+    /// (none with `--image A --image B`).
+    #[arg(required_unless_present = "image")]
+    target: Option<PathBuf>,
     /// The image under the branch (found from the live mount if omitted).
-    #[arg(long, conflicts_with = "lowerdir")]
-    image: Option<String>,
+    /// Given twice without TARGET: what image B changes against image A
+    /// (renamed files as `R /old -> /new`, hard links named).
+    #[arg(long, conflicts_with = "lowerdir", value_name = "IMAGE")]
+    image: Vec<String>,
     /// Instead of an image: the directories under the branch, top
     /// first, colon separated (as mount-branches' lowerdir=).
     #[arg(long, value_name = "DIR[:DIR...]")]

@@ -11,9 +11,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::image::export::ImageLayers;
+use crate::layer::index::Index;
 use crate::layer::index::Kind;
 use crate::oci::rfc3339;
-use crate::union::inspect::{Change, Event, Item, Status, Step, TreeNode};
+use crate::union::inspect::{
+    link_names, Change, Event, Item, Status, Step, TreeNode, View, ViewChange,
+};
 
 /// Writes `v` as pretty JSON and a newline.
 pub(crate) fn print_json(out: &mut impl Write, v: &(impl Serialize + ?Sized)) -> Result<()> {
@@ -701,5 +704,63 @@ impl TreeRow {
 impl Text for TreeRow {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         self.lines("", true, true, out)
+    }
+}
+
+/// One line of `diff --image A --image B`.
+#[derive(Serialize)]
+pub(crate) struct ImageChangeRow {
+    /// `A`, `C`, `D`, or `R` (renamed).
+    pub change: char,
+    /// `/path` (for a rename, the new one).
+    pub path: String,
+    /// A rename's old path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// An added or changed file's other names in B (hard links).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+}
+
+impl ImageChangeRow {
+    /// The row of `c`, hard links looked up in view `b`.
+    pub(crate) fn new<L: AsRef<Index>>(c: &ViewChange, b: &View<'_, L>) -> ImageChangeRow {
+        match c {
+            ViewChange::Renamed(from, to) => ImageChangeRow {
+                change: 'R',
+                path: slash_path(to),
+                from: Some(slash_path(from)),
+                links: Vec::new(),
+            },
+            ViewChange::Plain(ch, p) => ImageChangeRow {
+                change: ch.letter(),
+                path: slash_path(p),
+                from: None,
+                links: if *ch == Change::Deleted {
+                    Vec::new()
+                } else {
+                    link_names(b, p).iter().map(|l| slash_path(l)).collect()
+                },
+            },
+        }
+    }
+}
+
+impl Text for [ImageChangeRow] {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for r in self {
+            match &r.from {
+                Some(f) => writeln!(out, "R {f} -> {}", r.path)?,
+                None if r.links.is_empty() => writeln!(out, "{} {}", r.change, r.path)?,
+                None => writeln!(
+                    out,
+                    "{} {}  (hard link of {})",
+                    r.change,
+                    r.path,
+                    r.links.join(", ")
+                )?,
+            }
+        }
+        Ok(())
     }
 }

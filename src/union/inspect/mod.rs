@@ -13,11 +13,13 @@
 //! ([`crate::union`]) decide visibility; this rule only names the culprit.
 
 mod changes;
+mod compare;
 mod stats;
 mod tree;
 mod why;
 
 pub use changes::*;
+pub use compare::*;
 pub use stats::*;
 pub use tree::*;
 pub use why::*;
