@@ -577,7 +577,7 @@ def build(name, work, sz, seed, rootfs=None):
 
 
 def selftest(out):
-    """Builds the --quick synth5 and depth16 images twice into `out` and
+    """Builds the --quick synth5, depth16 and pax5 images twice into `out` and
     checks that the bytes are the same (no root needed, no extraction);
     prints the archive paths, one a line."""
     sz = Sizes(quick=True)
