@@ -136,10 +136,12 @@ impl Filesystem for LayerFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         // readdirplus: a listing carries each entry's attributes, so a walk
-        // (`find`, `ls -l`) needs no lookup per name. AUTO lets the kernel
-        // use it only where it pays.
+        // (`find`, `ls -l`) needs no lookup per name. Every chunk, not
+        // READDIRPLUS_AUTO: that gives readdirplus only at offset 0 unless
+        // a lookup came in between, and `find` reads a directory to its end
+        // before it stats the entries, so every chunk after the first (a
+        // directory of more than ~200 names) cost one LOOKUP per name.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let caps = config.capabilities();
         // Passthrough only where some file is a whole real file, and only
         // for a daemon whose backing files the kernel accepts. Depth 1:
