@@ -1000,3 +1000,91 @@ fn writes_do_not_ask_for_capabilities_each_time() {
     let asked = log.lines().filter(|l| l.contains("GETXATTR")).count();
     assert!(asked <= 1, "{asked} GETXATTR requests for 100 writes");
 }
+
+/// A writable mount (mount-branches with an upperdir, over a lower
+/// directory of 1000 files): a walk of the directory gets every entry's
+/// attributes from READDIRPLUS, all chunks of it (no LOOKUP per name, as
+/// with READDIRPLUS_AUTO after the first chunk), and a second `ls -l` asks
+/// for no ACL (the kernel caches them: FUSE_POSIX_ACL on writable mounts).
+/// What the walk and `ls -l` print equals the same on the lower directory.
+#[test]
+fn walks_need_no_lookups_and_acls_are_asked_once() {
+    if !is_root() {
+        eprintln!("SKIP: an overlay-format upperdir needs root");
+        return;
+    }
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let base = tempfile::tempdir().unwrap();
+    let (l, u, w) = (
+        base.path().join("l"),
+        base.path().join("u"),
+        base.path().join("w"),
+    );
+    for d in [&l, &u, &w] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::create_dir(l.join("big")).unwrap();
+    for i in 0..1000 {
+        std::fs::write(l.join(format!("big/file-with-a-longish-name-{i:04}")), b"x").unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    let env = [("RUST_LOG", "fuser=debug")];
+    let listing = |dir: &Path| {
+        let find = run_ok(
+            Command::new("find")
+                .args(["big", "-type", "f", "-printf", "%s %m %U %G %p\n"])
+                .current_dir(dir),
+        );
+        let mut lines: Vec<&str> = find.lines().collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let want = listing(&l);
+    let (walk, ls1, ls2);
+    {
+        let m = Mount::branches_with_env(&store, &opts, &env);
+        walk = listing(&m.dir);
+        ls1 = run_ok(
+            Command::new("ls")
+                .args(["-ln", "--time-style=+"])
+                .arg(m.path("big")),
+        );
+        ls2 = run_ok(
+            Command::new("ls")
+                .args(["-ln", "--time-style=+"])
+                .arg(m.path("big")),
+        );
+    }
+    assert_eq!(walk, want, "the walk shows the lower directory");
+    let lower_ls = run_ok(
+        Command::new("ls")
+            .args(["-ln", "--time-style=+"])
+            .arg(l.join("big")),
+    );
+    assert_eq!(ls1, lower_ls);
+    assert_eq!(ls2, lower_ls);
+    let log = daemon_log(&store);
+    let lookups = log.lines().filter(|l| l.contains(" LOOKUP ")).count();
+    assert!(
+        lookups < 10,
+        "{lookups} LOOKUP requests for a walk of 1000 names"
+    );
+    let acl = log
+        .lines()
+        .filter(|l| l.contains("GETXATTR") && l.contains("posix_acl_access"))
+        .count();
+    // Once per inode (1000 files, big/, the root); uncached, it would be
+    // once per file and `ls -l`: 2000 and more.
+    assert!(
+        (1000..1010).contains(&acl),
+        "{acl} ACL GETXATTRs for two ls -l of 1000 files"
+    );
+}

@@ -684,6 +684,7 @@ fn caller() -> Caller {
             uid: libc::geteuid(),
             gid: libc::getegid(),
             pid: std::process::id(),
+            umask: 0,
         }
     }
 }

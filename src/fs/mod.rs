@@ -38,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -52,6 +52,7 @@ use crate::sys::TimeSpec;
 use crate::union::{root, Source};
 use crate::upper::Upper;
 
+mod acl;
 mod attr;
 mod copyup;
 mod error;
@@ -124,6 +125,9 @@ pub struct Caller {
     pub gid: u32,
     /// The caller's process (0 if unknown: then only `gid` counts).
     pub pid: u32,
+    /// The caller's umask: applied to a new object's mode here only where
+    /// the kernel leaves that to us ([`Vfs::set_kernel_acls`]).
+    pub umask: u32,
 }
 
 /// Attribute changes of a `setattr`.
@@ -185,6 +189,10 @@ pub struct Vfs {
     /// without syncing. Off: after a crash a copied-up file shows either
     /// its lower content or its complete copy, never a torn one.
     volatile: bool,
+    /// The kernel caches and enforces ACLs and sends create modes
+    /// unmasked (FUSE_POSIX_ACL and FUSE_DONT_MASK negotiated): new
+    /// objects get the umask or their parent's default ACL here.
+    kernel_acls: AtomicBool,
 }
 
 /// How many files of directory layers stay open for handle-less reads.
@@ -225,6 +233,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             owners: Owners::default(),
             volatile: false,
+            kernel_acls: AtomicBool::new(false),
         };
         if let Some(up) = &vfs.upper {
             if up.is_fresh() {
@@ -277,6 +286,23 @@ impl Vfs {
     /// Is the owner mapping the identity (no `uidmapping` and the like)?
     pub fn owners_identity(&self) -> bool {
         self.owners.is_identity()
+    }
+
+    /// May the kernel cache and enforce ACLs on this read-write mount
+    /// (FUSE_POSIX_ACL)? Only where the branch's own filesystem keeps
+    /// mode and access ACL in step (chmod updates the ACL mask, setting an
+    /// ACL the mode): a daemon that applies owners and modes itself (not
+    /// rootless, whose modes live in an xattr) and stores ids as shown
+    /// (no owner mapping: the ids inside an ACL are not mapped).
+    pub fn may_share_acls(&self) -> bool {
+        self.upper.as_ref().is_some_and(|u| !u.rootless()) && self.owners.is_identity()
+    }
+
+    /// The kernel now caches and enforces ACLs and leaves the umask to us
+    /// (FUSE_POSIX_ACL and FUSE_DONT_MASK negotiated at INIT): new objects
+    /// get their parent's default ACL or the creator's umask here.
+    pub fn set_kernel_acls(&self) {
+        self.kernel_acls.store(true, Ordering::Relaxed);
     }
 
     /// Does any layer read its files from a directory (`mount-branches`)?

@@ -8,10 +8,12 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::acl::{self, NewAcls};
 use super::inodes::Found;
 use super::{Attr, Caller, Error, ErrorContext, Handle, VResult, Vfs};
 use crate::idmap::OVERFLOW_ID;
@@ -42,8 +44,10 @@ impl Vfs {
         Ok(())
     }
 
-    /// The owner and mode of a new object in `parent`: a setgid directory
-    /// gives its group (and, to directories, its setgid bit).
+    /// The owner, mode and ACLs of a new object in `parent`: a setgid
+    /// directory gives its group (and, to directories, its setgid bit);
+    /// where the kernel leaves it to us, the parent's default ACL masks
+    /// the mode and is inherited (see `acl`), or else the umask applies.
     fn new_meta(
         &self,
         parent: u64,
@@ -51,8 +55,18 @@ impl Vfs {
         kind: Kind,
         perm: u32,
         rdev: u64,
-    ) -> VResult<Meta> {
+    ) -> VResult<(Meta, NewAcls)> {
         let pa = self.stored_attr(parent)?;
+        let mut acls = NewAcls::default();
+        let mut perm = perm & 0o7777;
+        if self.kernel_acls.load(Ordering::Relaxed) && kind != Kind::Symlink {
+            let default = match self.xattr(parent, acl::DEFAULT) {
+                Ok(v) => Some(v),
+                Err(e) if e.errno() == libc::ENODATA => None,
+                Err(e) => return Err(e),
+            };
+            (perm, acls) = acl::new_object(perm, kind == Kind::Dir, default.as_deref(), who.umask);
+        }
         // A creator no mapping covers gets the overflow id, as the kernel
         // does for ids a user namespace does not map.
         let mut meta = Meta {
@@ -68,7 +82,7 @@ impl Vfs {
                 meta.perm |= libc::S_ISGID;
             }
         }
-        Ok(meta)
+        Ok((meta, acls))
     }
 
     /// Publishes the finished object `t` as `name` in `parent` (whose upper
@@ -102,14 +116,14 @@ impl Vfs {
         &self,
         parent: u64,
         name: &[u8],
-        meta: Meta,
+        (meta, acls): (Meta, NewAcls),
         make: impl FnOnce(&Path) -> VResult<()>,
     ) -> VResult<u64> {
         Self::check_new_name(name)?;
         if self.exists(parent, name)?.is_some() {
             return Err(libc::EEXIST.into());
         }
-        self.create_new_node(parent, name, meta, make)
+        self.create_new_node(parent, name, (meta, acls), make)
     }
 
     /// `create_node` for a name known to be new (checked under the same
@@ -118,7 +132,7 @@ impl Vfs {
         &self,
         parent: u64,
         name: &[u8],
-        meta: Meta,
+        (meta, acls): (Meta, NewAcls),
         make: impl FnOnce(&Path) -> VResult<()>,
     ) -> VResult<u64> {
         let up = self.up()?;
@@ -129,6 +143,17 @@ impl Vfs {
             .and_then(|()| {
                 up.apply_meta(&t, &meta)
                     .context(|| format!("owner and mode of {}", t.display()))
+            })
+            .and_then(|()| {
+                // After the mode: the branch's filesystem sets the mode's
+                // bits from the access ACL (the same bits).
+                for (name, v) in [(acl::ACCESS, &acls.access), (acl::DEFAULT, &acls.default)] {
+                    if let Some(v) = v {
+                        sys::lsetxattr(&t, name, v, 0)
+                            .context(|| format!("inherited ACL of {}", t.display()))?;
+                    }
+                }
+                Ok(())
             })
             .and_then(|()| self.publish(&t, parent, &pp, name, meta.kind == Kind::Dir));
         if let Err(e) = r {
@@ -181,9 +206,9 @@ impl Vfs {
             _ => return Err(libc::EINVAL.into()),
         };
         let _w = self.ns.write();
-        let meta = self.new_meta(parent, who, kind, mode, rdev as u64)?;
+        let (meta, acls) = self.new_meta(parent, who, kind, mode, rdev as u64)?;
         let up = self.up()?;
-        let ino = self.create_node(parent, name, meta, |t| {
+        let ino = self.create_node(parent, name, (meta, acls), |t| {
             if kind == Kind::File {
                 Ok(sys::mknod(t, libc::S_IFREG | 0o600, 0)?)
             } else {
@@ -197,13 +222,13 @@ impl Vfs {
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
         self.up()?;
         let _w = self.ns.write();
-        let meta = self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?;
+        let (meta, _) = self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?;
         let meta = Meta {
             perm: 0o777,
             ..meta
         };
         let up = self.up()?;
-        let ino = self.create_node(parent, name, meta, |t| {
+        let ino = self.create_node(parent, name, (meta, NewAcls::default()), |t| {
             Ok(up.make_special(t, &meta, target)?)
         })?;
         self.attr(ino)

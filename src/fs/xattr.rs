@@ -42,7 +42,7 @@ impl Vfs {
         self.xattr(ino, name)
     }
 
-    fn xattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
+    pub(super) fn xattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
         if name == PROVENANCE_XATTR {
             return self.provenance(ino);
         }

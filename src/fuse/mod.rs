@@ -28,9 +28,7 @@
 //! the file and the step). Each request runs in a debug-level span named
 //! after it, with its inode.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,17 +36,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    AccessFlags, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+mod io;
 mod reply;
 
+use io::{IoModes, OpenMode};
 use reply::{
-    caller, file_type, fuse_attr, negative_attr, reply_empty, reply_entry, reply_error,
-    reply_read_only_open, reply_xattr, time_spec,
+    caller, caller_with_umask, file_type, fuse_attr, negative_attr, reply_empty, reply_entry,
+    reply_error, reply_read_only_open, reply_xattr, time_spec,
 };
 
 use crate::fs::{Error, SetAttr, Vfs};
@@ -67,6 +67,9 @@ pub struct LayerFs {
     /// Read-only and no xattr anywhere: GETXATTR answers ENOSYS, after
     /// which the kernel answers every getxattr(2) with EOPNOTSUPP itself.
     no_getxattr: bool,
+    /// `-o noxattrs=1`: a mount without extended attributes; every xattr
+    /// request answers ENOSYS (the kernel then answers EOPNOTSUPP itself).
+    no_xattrs: bool,
     /// FUSE_HANDLE_KILLPRIV_V2 negotiated (read-write mounts): the kernel
     /// no longer asks for security.capability before every write (one
     /// GETXATTR per inode, where it was one per write(2)), and leaves
@@ -81,40 +84,13 @@ pub struct LayerFs {
     io: parking_lot::Mutex<IoModes>,
 }
 
-/// How the open handles of one inode do their I/O.
-#[derive(Default)]
-struct InodeIo {
-    /// Handles opened through the page cache (READ/WRITE requests).
-    cached: u32,
-    /// Handles opened for passthrough, all to `backing`.
-    passthrough: u32,
-    /// The inode's backing id, while `passthrough` > 0.
-    backing: Option<Arc<BackingId>>,
-    /// Was ever open for passthrough: the inode's page cache may be older
-    /// than the file, so a later cached open must not keep it.
-    was_passthrough: bool,
-}
-
-/// The I/O mode of every open file handle (see the module doc).
-#[derive(Default)]
-struct IoModes {
-    inodes: HashMap<u64, InodeIo>,
-    /// Handle -> (inode, opened for passthrough).
-    handles: HashMap<u64, (u64, bool)>,
-}
-
-/// How to answer an OPEN or CREATE.
-enum OpenMode {
-    Passthrough(Arc<BackingId>),
-    Cached(FopenFlags),
-}
-
 impl LayerFs {
     /// The filesystem of `vfs`, with passthrough allowed and nothing
     /// negotiated yet.
     pub fn new(vfs: Arc<Vfs>) -> LayerFs {
         LayerFs {
             no_getxattr: vfs.has_no_xattrs(),
+            no_xattrs: false,
             vfs,
             no_open: false,
             no_opendir: false,
@@ -132,73 +108,14 @@ impl LayerFs {
         self
     }
 
-    /// Decides how handle `fh` of inode `ino` is opened and records it.
-    /// `open_backing` registers a backing file with the kernel (the
-    /// reply's own, for OPEN or CREATE).
-    fn open_mode(
-        &self,
-        ino: u64,
-        fh: u64,
-        open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
-    ) -> OpenMode {
-        let mut io = self.io.lock();
-        let IoModes { inodes, handles } = &mut *io;
-        let st = inodes.entry(ino).or_default();
-        let mut backing = None;
-        if st.passthrough > 0 {
-            // The kernel accepts only passthrough to the same backing now.
-            backing = st.backing.clone();
-        } else if st.cached == 0 && self.passthrough.load(Ordering::Relaxed) {
-            // A setuid/setgid file's writes must reach us, to clear the
-            // bits (killpriv): the kernel does not for passthrough writes.
-            let file = self.vfs.backing_file(fh);
-            if let Some(f) = file.filter(|f| !(self.killpriv && self.vfs.file_is_setid(f))) {
-                match open_backing(&f) {
-                    Ok(b) => backing = Some(Arc::new(b)),
-                    Err(e) => self.backing_failed(ino, e),
-                }
-            }
-        }
-        let mode = match backing {
-            Some(b) => {
-                st.passthrough += 1;
-                st.was_passthrough = true;
-                st.backing = Some(b.clone());
-                OpenMode::Passthrough(b)
-            }
-            None => {
-                st.cached += 1;
-                OpenMode::Cached(if st.was_passthrough {
-                    FopenFlags::empty()
-                } else {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                })
-            }
-        };
-        handles.insert(fh, (ino, matches!(mode, OpenMode::Passthrough(_))));
-        tracing::debug!(
-            ino,
-            fh,
-            passthrough = matches!(mode, OpenMode::Passthrough(_)),
-            "open"
-        );
-        mode
-    }
-
-    /// A backing file could not be registered: this open goes through the
-    /// page cache; if the kernel refuses registrations for good (no
-    /// CAP_SYS_ADMIN in its user namespace, no support), stop trying.
-    fn backing_failed(&self, ino: u64, e: std::io::Error) {
-        let fatal = matches!(
-            e.raw_os_error(),
-            Some(libc::EPERM | libc::ENOTTY | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
-        );
-        if fatal {
-            self.passthrough.store(false, Ordering::Relaxed);
-            tracing::info!("passthrough unavailable ({e}): reads and writes go through the daemon");
-        } else {
-            tracing::debug!(ino, "no passthrough for this file: {e}");
-        }
+    /// `-o noxattrs=1` (fuse-overlayfs' option): no extended attributes
+    /// at all, get, set, list or remove (and so no ACLs), for the price of
+    /// no xattr round trip ever (`ls -l` asks every file for
+    /// security.selinux, which no kernel cache keeps).
+    pub fn without_xattrs(mut self, on: bool) -> LayerFs {
+        self.no_xattrs = on;
+        self.no_getxattr |= on;
+        self
     }
 
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
@@ -212,30 +129,6 @@ impl LayerFs {
             tracing::warn!(ino, "clearing setuid/setgid: {e}");
         }
     }
-
-    /// Handle `fh` was released.
-    fn closed(&self, fh: u64) {
-        let mut io = self.io.lock();
-        let IoModes { inodes, handles } = &mut *io;
-        let Some((ino, pt)) = handles.remove(&fh) else {
-            return;
-        };
-        let Some(st) = inodes.get_mut(&ino) else {
-            return;
-        };
-        if pt {
-            st.passthrough = st.passthrough.saturating_sub(1);
-            if st.passthrough == 0 {
-                // Unregisters it (the kernel let go of it first).
-                st.backing = None;
-            }
-        } else {
-            st.cached = st.cached.saturating_sub(1);
-        }
-        if st.cached == 0 && st.passthrough == 0 && !st.was_passthrough {
-            inodes.remove(&ino);
-        }
-    }
 }
 
 impl Filesystem for LayerFs {
@@ -243,10 +136,12 @@ impl Filesystem for LayerFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         // readdirplus: a listing carries each entry's attributes, so a walk
-        // (`find`, `ls -l`) needs no lookup per name. AUTO lets the kernel
-        // use it only where it pays.
+        // (`find`, `ls -l`) needs no lookup per name. Every chunk, not
+        // READDIRPLUS_AUTO: that gives readdirplus only at offset 0 unless
+        // a lookup came in between, and `find` reads a directory to its end
+        // before it stats the entries, so every chunk after the first (a
+        // directory of more than ~200 names) cost one LOOKUP per name.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let caps = config.capabilities();
         // Passthrough only where some file is a whole real file, and only
         // for a daemon whose backing files the kernel accepts. Depth 1:
@@ -273,6 +168,21 @@ impl Filesystem for LayerFs {
                 && config
                     .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
                     .is_ok();
+            // Kernel-cached ACLs (`ls -l` asks every file for its ACL) also
+            // on writable mounts, where the branch's filesystem keeps mode
+            // and ACL in step. Both or neither: with FUSE_POSIX_ACL the
+            // VFS no longer applies the umask, and FUSE_DONT_MASK makes
+            // the kernel send modes unmasked, so a new object gets its
+            // parent's default ACL or the umask here (see doc/SEMANTICS.md,
+            // "ACLs on writable mounts").
+            let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+            if self.vfs.may_share_acls()
+                && !self.no_xattrs
+                && caps.contains(acl)
+                && config.add_capabilities(acl).is_ok()
+            {
+                self.vfs.set_kernel_acls();
+            }
         } else {
             // Zero-message opens even with directory layers: an OPEN and a
             // RELEASE round trip per file cost far more (7x overlay reading
@@ -280,13 +190,12 @@ impl Filesystem for LayerFs {
             // their reads then open the file by path (an LRU of fds).
             self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
             self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
-            if self.vfs.owners_identity() {
+            if self.vfs.owners_identity() && !self.no_xattrs {
                 // The kernel then reads system.posix_acl_* once per inode
                 // and caches it (and enforces ACLs a layer carries): `ls -l`
-                // asks for them on every file. Only read-only mounts (with
-                // ACLs on, a new file's mode would need default-ACL handling
-                // here) without owner mapping (the ids inside an ACL are
-                // stored ids, which the kernel would not map).
+                // asks for them on every file. Not with owner mapping (the
+                // ids inside an ACL are stored ids, which the kernel would
+                // not map). Nothing is created here, so no umask to apply.
                 let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
             }
         }
@@ -565,6 +474,9 @@ impl Filesystem for LayerFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _s = tracing::debug_span!("listxattr", ino = ino.0).entered();
+        if self.no_xattrs {
+            return reply_error(reply, "listxattr", ino.0, Error::new(libc::ENOSYS));
+        }
         match self.vfs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, "listxattr", ino.0, size, &v),
             Err(e) => reply_error(reply, "listxattr", ino.0, e),
@@ -625,14 +537,13 @@ impl Filesystem for LayerFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("mknod", ino = parent.0, ?name).entered();
-        let r = self
-            .vfs
-            .mknod(parent.0, name.as_bytes(), mode, rdev, caller(req));
+        let who = caller_with_umask(req, umask);
+        let r = self.vfs.mknod(parent.0, name.as_bytes(), mode, rdev, who);
         reply_entry(reply, "mknod", parent.0, r);
     }
 
@@ -642,11 +553,12 @@ impl Filesystem for LayerFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("mkdir", ino = parent.0, ?name).entered();
-        let r = self.vfs.mkdir(parent.0, name.as_bytes(), mode, caller(req));
+        let who = caller_with_umask(req, umask);
+        let r = self.vfs.mkdir(parent.0, name.as_bytes(), mode, who);
         reply_entry(reply, "mkdir", parent.0, r);
     }
 
@@ -728,15 +640,13 @@ impl Filesystem for LayerFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let _s = tracing::debug_span!("create", ino = parent.0, ?name).entered();
-        match self
-            .vfs
-            .create(parent.0, name.as_bytes(), mode, flags, caller(req))
-        {
+        let who = caller_with_umask(req, umask);
+        match self.vfs.create(parent.0, name.as_bytes(), mode, flags, who) {
             Ok((a, fh)) => match self.open_mode(a.ino, fh, |f| reply.open_backing(f)) {
                 OpenMode::Passthrough(b) => reply.created_passthrough(
                     &TTL,
@@ -765,12 +675,18 @@ impl Filesystem for LayerFs {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("setxattr", ino = ino.0, ?name).entered();
+        if self.no_xattrs {
+            return reply_error(reply, "setxattr", ino.0, Error::new(libc::ENOSYS));
+        }
         let r = self.vfs.setxattr(ino.0, name.as_bytes(), value, flags);
         reply_empty(reply, "setxattr", ino.0, r);
     }
 
     fn removexattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
+        if self.no_xattrs {
+            return reply_error(reply, "removexattr", ino.0, Error::new(libc::ENOSYS));
+        }
         let r = self.vfs.removexattr(ino.0, name.as_bytes());
         reply_empty(reply, "removexattr", ino.0, r);
     }

@@ -163,10 +163,17 @@ pub(super) fn time_spec(t: Option<TimeOrNow>) -> Option<TimeSpec> {
 }
 
 pub(super) fn caller(req: &Request) -> Caller {
+    caller_with_umask(req, 0)
+}
+
+/// [`caller`] of a request that carries the caller's umask (create,
+/// mkdir, mknod).
+pub(super) fn caller_with_umask(req: &Request, umask: u32) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask,
     }
 }
 

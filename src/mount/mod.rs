@@ -150,6 +150,22 @@ fn volatile_option(opts: &mut Vec<String>) -> Result<bool> {
     })
 }
 
+/// Takes `-o noxattrs=1|0` (fuse-overlayfs's spelling; plain `noxattrs`
+/// too) out of the options: a mount without extended attributes, where
+/// every xattr request answers ENOSYS, after which the kernel itself
+/// answers getxattr, setxattr, listxattr and removexattr with EOPNOTSUPP
+/// (and ACLs are not there) without asking the daemon.
+fn noxattrs_option(opts: &mut Vec<String>) -> Result<bool> {
+    take_switch(opts, false, |o| match o {
+        "noxattrs" | "noxattrs=1" => Some(Ok(true)),
+        "noxattrs=0" => Some(Ok(false)),
+        _ if o.starts_with("noxattrs=") => {
+            Some(Err(format!("-o {o}: give noxattrs=1 or noxattrs=0")))
+        }
+        _ => None,
+    })
+}
+
 /// Takes `-o passthrough=on|off` out of the options: whether files backed
 /// by whole real files may use FUSE passthrough (default on; it needs
 /// CAP_SYS_ADMIN, else it is off anyway).
@@ -327,6 +343,7 @@ fn serve(
     let owners = Owners::from_options(&mut fuse_opts.options).map_err(|e| anyhow!(e))?;
     let passthrough = passthrough_option(&mut fuse_opts.options)?;
     let volatile = volatile_option(&mut fuse_opts.options)?;
+    let noxattrs = noxattrs_option(&mut fuse_opts.options)?;
     let opts = &fuse_opts;
     let vfs = Arc::new(
         Vfs::with_upper(layers, upper)?
@@ -339,7 +356,9 @@ fn serve(
     };
     let (cfg, fusermount_opts) = fuse_config(fsname, opts)?;
     let sigset = crate::sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-    let fs = LayerFs::new(vfs).with_passthrough(passthrough);
+    let fs = LayerFs::new(vfs)
+        .with_passthrough(passthrough)
+        .without_xattrs(noxattrs);
     let mountpoint_owned = mountpoint.to_path_buf();
     // Root mounts with mount(2) through fuser; anyone else goes through the
     // setuid fusermount3, which also works where /dev/fuse is root-only.
@@ -685,6 +704,17 @@ mod tests {
         assert_eq!(o, opts(&["ro"]));
         let err = volatile_option(&mut opts(&["fsync=yes"])).unwrap_err();
         assert!(err.to_string().contains("fsync=yes"), "{err}");
+    }
+
+    #[test]
+    fn noxattrs_switch() {
+        let mut o = opts(&["noxattrs=1", "ro"]);
+        assert!(noxattrs_option(&mut o).unwrap());
+        assert_eq!(o, opts(&["ro"]));
+        let mut o = opts(&["noxattrs", "noxattrs=0"]);
+        assert!(!noxattrs_option(&mut o).unwrap());
+        assert!(noxattrs_option(&mut opts(&["noxattrs=yes"])).is_err());
+        assert!(!noxattrs_option(&mut opts(&["ro"])).unwrap());
     }
 
     #[test]

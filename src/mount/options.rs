@@ -53,7 +53,6 @@ fn fuse_overlayfs_only(opt: &str) -> bool {
             | "threaded"
             | "timeout"
             | "writeback"
-            | "noxattrs"
             | "xattr_permissions"
             | "max_idle_threads"
             | "plugins"

@@ -620,6 +620,19 @@ def workloads(sz):
           "read every file (`tar -c` piped to `cat`), cold"),
         W("read-all-warm", "synth5", READ_ALL, "warm",
           "read every file, warm"),
+        # the same reads on writable mounts (an empty upper dir), where
+        # containers run: layerfs --rw, upperdir= for the others
+        W("walk-cold-rw", "synth5", WALK, "cold",
+          "`find -printf` walk, cold, writable mount", rw=True),
+        W("walk-warm-rw", "synth5", WALK, "warm",
+          "`find -printf` walk, warm, writable mount", rw=True),
+        W("ls-l-wide-rw", "synth5", ls_wide(5), "warm",
+          "`ls -l` of the %d-entry dir, 5 times, warm, writable mount"
+          % sz.synth_wide, rw=True),
+        W("read-all-cold-rw", "synth5", READ_ALL, "cold",
+          "read every file, cold, writable mount", rw=True),
+        W("read-all-warm-rw", "synth5", READ_ALL, "warm",
+          "read every file, warm, writable mount", rw=True),
         W("seq-read-cold", "big1g", SEQ_READ, "cold",
           "%s sequential read (dd bs=1M), cold" % human(sz.big_bytes)),
         W("seq-read-warm", "big1g", SEQ_READ, "warm",
@@ -639,6 +652,16 @@ def workloads(sz):
         ws.append(W("walk-cold-depth%d" % d, "depth%d" % d, WALK, "cold",
                     "cold walk, same %d files in %d layer%s" % (
                         sz.depth_files, d, "s" if d > 1 else "")))
+    for n in sz.tar_layers:
+        # issue 17's second harness: Python tarfile (PAX) layers
+        for rw in (False, True):
+            ws.append(W("walk-cold-pax%d%s" % (n, "-rw" if rw else ""),
+                        "pax%d" % n, WALK, "cold",
+                        "cold walk, %d tarfile-made layer%s (%d files + a "
+                        "%d-entry dir)%s" % (
+                            n, "s" if n > 1 else "", sz.tar_files,
+                            sz.tar_wide, ", writable" if rw else ""),
+                        rw=rw))
     ws += [
         W("debian-walk-cold", "debian", WALK, "cold",
           "Debian minbase rootfs (4 layers): walk, cold"),

@@ -61,6 +61,7 @@ class Sizes:
             self.big_bytes = 8 << 20
             self.many_files, self.many_layers = 1000, 4
             self.create_files = 50
+            self.tar_files, self.tar_wide, self.tar_layers = 200, 100, [1, 5]
         else:
             self.synth_layers, self.synth_files = 5, 4000
             self.synth_chmod, self.synth_wide = 500, 10000
@@ -71,6 +72,8 @@ class Sizes:
             self.big_bytes = 1 << 30
             self.many_files, self.many_layers = 100000, 4
             self.create_files = 5000
+            self.tar_files, self.tar_wide = 20000, 10000
+            self.tar_layers = [1, 5]
 
 
 # --------------------------------------------------------------------------
@@ -120,12 +123,11 @@ class LayerWriter:
     returns its sha256 (the diff id). Parent directories are written as
     explicit entries the first time a path needs them."""
 
-    def __init__(self, path):
+    def __init__(self, path, fmt=tarfile.GNU_FORMAT):
         self.path = path
         self.f = open(path, "wb")
         self.hw = HashWriter(self.f)
-        self.tar = tarfile.open(fileobj=self.hw, mode="w",
-                                format=tarfile.GNU_FORMAT)
+        self.tar = tarfile.open(fileobj=self.hw, mode="w", format=fmt)
         self.dirs = set()
 
     def _info(self, name, typ, mode, size=0):
@@ -204,9 +206,9 @@ class Image:
         self.archive = os.path.join(self.dir, name + ".docker.tar")
         self.notes = {}
 
-    def layer(self, k):
+    def layer(self, k, fmt=tarfile.GNU_FORMAT):
         os.makedirs(self.dir, exist_ok=True)
-        return LayerWriter(os.path.join(self.dir, "layer-%d.tar" % k))
+        return LayerWriter(os.path.join(self.dir, "layer-%d.tar" % k), fmt)
 
     def ovl_for(self, user):
         """The overlay dirs an implementation mounts: the root-owned ones,
@@ -291,6 +293,44 @@ def make_synth5(img, sz, seed):
         img.layers.append((w.path, w.close()))
     img.notes = {"layer_files": files, "merged_tree_files": len(live)
                  + sz.synth_chmod, "wide_entries": sz.synth_wide}
+
+
+def make_pax(img, sz, seed, n):
+    """The second harness's recipe (issue 17), in Python tarfile's PAX
+    format, each directory's entries sorted, directories before their
+    contents: layer L holds usr/dNN/fL_i for i < tar_files/n in 50
+    directories (NN = i mod 50), seeded random contents of
+    512 + (i*37 mod 8192) bytes, and big/eL_j for j < tar_wide/n (empty);
+    every layer above the bottom overrides one bottom file of usr/d00 and
+    whites out another."""
+    pool = pool_bytes(seed + 7)
+    per, wide = sz.tar_files // n, sz.tar_wide // n
+    for k in range(n):
+        w = img.layer(k, tarfile.PAX_FORMAT)
+        entries = {}            # path -> data (None: directory)
+        for i in range(per):
+            entries["usr/d%02d/f%d_%d" % (i % 50, k, i)] = \
+                content(pool, k * per + i, 512 + (i * 37) % 8192)
+        for j in range(wide):
+            entries["big/e%d_%d" % (k, j)] = b""
+        if k > 0:
+            entries["usr/d00/f0_%d" % (50 * k)] = content(pool, 10**6 + k, 600)
+            entries["usr/d00/.wh.f0_%d" % (50 * (k + n))] = b""
+        for p in list(entries):
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                entries.setdefault("/".join(parts[:i]), None)
+
+        def key(p):             # a directory's entries sorted, dirs first
+            return p.split("/")
+        for p in sorted(entries, key=key):
+            if entries[p] is None:
+                w.dirs.add(p)
+                w.tar.addfile(w._info(p + "/", tarfile.DIRTYPE, 0o755))
+            else:
+                w.file(p, entries[p])
+        img.layers.append((w.path, w.close()))
+    img.notes = {"layer_files": n * (per + wide)}
 
 
 def make_depth(img, sz, seed, depth):
@@ -522,6 +562,8 @@ def build(name, work, sz, seed, rootfs=None):
         make_synth5(img, sz, seed)
     elif name.startswith("depth"):
         make_depth(img, sz, seed, int(name[5:]))
+    elif name.startswith("pax"):
+        make_pax(img, sz, seed, int(name[3:]))
     elif name == "big1g":
         make_big(img, sz, seed)
     elif name == "files100k":
@@ -535,14 +577,14 @@ def build(name, work, sz, seed, rootfs=None):
 
 
 def selftest(out):
-    """Builds the --quick synth5 and depth16 images twice into `out` and
+    """Builds the --quick synth5, depth16 and pax5 images twice into `out` and
     checks that the bytes are the same (no root needed, no extraction);
     prints the archive paths, one a line."""
     sz = Sizes(quick=True)
     ids = []
     for run in ("a", "b"):
         got = []
-        for name in ("synth5", "depth16"):
+        for name in ("synth5", "depth16", "pax5"):
             img = build(name, os.path.join(out, run), sz, 6)
             got.append((img.archive, [d for _, d in img.layers],
                         img.config_digest))
