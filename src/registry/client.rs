@@ -57,13 +57,23 @@ pub fn query_escape(s: &str) -> String {
 /// Is this transport error worth another try (the connection, not the
 /// request, failed)?
 fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Timeout(_)
-            | ureq::Error::Protocol(_)
-    )
+    use std::io::ErrorKind as K;
+    match e {
+        // Not a refused certificate or a TLS handshake (InvalidData):
+        // those fail the same way every time.
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionReset
+                | K::ConnectionAborted
+                | K::ConnectionRefused
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::TimedOut
+                | K::Interrupted
+        ),
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => true,
+        _ => false,
+    }
 }
 
 fn backoff(attempt: u32) {
@@ -158,7 +168,14 @@ impl Client {
                     backoff(attempt);
                     attempt += 1;
                 }
-                Err(e) => bail!("{}: {what}: {e}", self.reference),
+                Err(e) => {
+                    let hint = if e.to_string().contains("certificate") {
+                        " (a registry with a private CA: SSL_CERT_FILE=CA.pem; a local test registry: --tls-verify=false)"
+                    } else {
+                        ""
+                    };
+                    bail!("{}: {what}: {e}{hint}", self.reference)
+                }
                 Ok(r) if r.status().as_u16() == 401 && !authenticated => {
                     let challenges: Vec<Challenge> = r
                         .headers()
