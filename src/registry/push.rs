@@ -4,7 +4,8 @@
 //! manifest is put under the tag. The store keeps each layer as its
 //! uncompressed tar, so layers go up uncompressed (their digest is the
 //! diff id): the image id (the config digest) is the one pulled, the
-//! manifest digest is new (see ARCHITECTURE.md, "Registries").
+//! manifest digest is new (ARCHITECTURE.md, "Push, and why a pulled
+//! image's manifest digest changes").
 
 use std::fs::File;
 use std::path::Path;
