@@ -596,11 +596,13 @@ fn pushed_images_keep_their_id_through_skopeo() {
 /// Bearer token from `/token` (which checks the scope); it serves repo
 /// `x` with tag `good` (a correct image) and `bad` (the same manifest
 /// shape, but the layer bytes it sends have one byte changed), and
-/// `flaky` (answers 503 once, then as `good`).
+/// `flaky` (answers 503 once, then as `good`), `reset` (the first
+/// download of the layer stops halfway, the connection closed) and
+/// `slow` (the layer stalls halfway, and a marker file says so).
 const FAKE: &str = r#"
-import hashlib, json, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-port = int(sys.argv[1]); layer = open(sys.argv[2], 'rb').read()
+import hashlib, json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port = int(sys.argv[1]); layer = open(sys.argv[2], 'rb').read(); marker = sys.argv[3]
 bad = bytearray(layer); bad[600] ^= 1; bad = bytes(bad)
 def d(b): return 'sha256:' + hashlib.sha256(b).hexdigest()
 config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
@@ -609,7 +611,7 @@ manifest = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config), "size": len(config)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
-state = {"bad": False, "flaky": 0}
+state = {"mode": "good", "flaky": 0, "resets": 0}
 class H(BaseHTTPRequestHandler):
     def send(self, code, body=b"", ctype="application/json", extra={}):
         self.send_response(code)
@@ -631,16 +633,34 @@ class H(BaseHTTPRequestHandler):
             state["flaky"] += 1
             if state["flaky"] == 1:
                 return self.send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try again"}]}')
-        if p in ("/v2/x/manifests/good", "/v2/x/manifests/bad", "/v2/x/manifests/flaky"):
-            state["bad"] = p.endswith("bad")
+        tag = p.rsplit("/", 1)[-1]
+        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow"):
+            state["mode"] = tag
             return self.send(200, manifest, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(config): return self.send(200, config, "application/octet-stream")
         if p == "/v2/x/blobs/" + d(layer):
-            return self.send(200, bad if state["bad"] else layer, "application/octet-stream")
+            mode = state["mode"]
+            if mode == "bad":
+                return self.send(200, bad, "application/octet-stream")
+            if mode == "slow" or (mode == "reset" and state["resets"] == 0):
+                # Half the bytes, then the connection drops (reset, once)
+                # or stalls until the client is killed (slow).
+                state["resets"] += mode == "reset"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(layer)))
+                self.end_headers()
+                self.wfile.write(layer[: len(layer) // 2])
+                self.wfile.flush()
+                if mode == "slow":
+                    open(marker, "w").close()
+                    time.sleep(60)
+                self.close_connection = True
+                return
+            return self.send(200, layer, "application/octet-stream")
         self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
-HTTPServer(("127.0.0.1", port), H).serve_forever()
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
 #[test]
@@ -656,6 +676,7 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         .arg(&script)
         .arg(port.to_string())
         .arg(fixture("edge/layer0.tar"))
+        .arg(dir.path().join("stalled"))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
         .spawn()
@@ -701,6 +722,56 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
             .trim(),
         config_id
     );
+    // A pull killed -9 halfway through a layer leaves the store as it
+    // was; the next writer removes its staging, and a pull completes.
+    let store2 = TestStore::new();
+    store2.import(&fixture("multi.docker.tar"), &[]);
+    let before2 = store2.fingerprint();
+    let mut pulling = store2
+        .cmd()
+        .args([
+            "pull",
+            &format!("127.0.0.1:{port}/x:slow"),
+            "--tls-verify=false",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.path().join("stalled").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pull did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !store_tmp_is_empty(&store2),
+        "the killed pull was staging nothing"
+    );
+    pulling.kill().unwrap();
+    pulling.wait().unwrap();
+    assert_eq!(
+        store2.fingerprint(),
+        before2,
+        "a killed pull changed the store"
+    );
+    let good2 = format!("127.0.0.1:{port}/x:good");
+    assert_eq!(
+        store2
+            .ok(&["pull", "-q", &good2, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    assert!(store_tmp_is_empty(&store2));
+    // A connection lost halfway through a blob: downloaded again.
+    let reset = format!("127.0.0.1:{port}/x:reset");
+    let out = TestStore::new().run(&["-v", "pull", "-q", &reset, "--tls-verify=false"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
+    assert!(err.contains("downloading again"), "{err}");
     // A 503 is retried.
     let flaky = format!("127.0.0.1:{port}/x:flaky");
     assert_eq!(
