@@ -787,3 +787,94 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
     ]);
     assert!(err.contains("/x:none") && err.contains("404"), "{err}");
 }
+
+#[test]
+fn login_writes_podmans_auth_file_and_logout_removes_it() {
+    if !tools_available() {
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::tls_auth();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let run = reg.dir.path().join("xdg-run");
+    let file = run.join("containers/auth.json");
+    let store = TestStore::new();
+    let layerfs = |args: &[&str], stdin: &str| {
+        let mut c = store.cmd();
+        c.args(args)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let host = reg.host();
+    let login = [
+        "login",
+        &host,
+        "-u",
+        "tester",
+        "--password-stdin",
+        "--tls-verify=false",
+    ];
+    let out = layerfs(&login, "wrong\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains(&host),
+        "{err}"
+    );
+    assert!(!file.exists(), "a failed login wrote the auth file");
+    let out = layerfs(&login, "s3cret\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // skopeo (containers/image, podman's library) reads the file we wrote.
+    let ok = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(&file)
+        .arg(format!("docker://{host}/t/multi:1"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let r = format!("{host}/t/multi:1");
+    let out = layerfs(&["pull", "-q", &r, "--tls-verify=false"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        config_digest(&reg.raw_manifest("t/multi:1"))
+    );
+    // Logout: the entry is gone, and a pull needs credentials again.
+    assert!(layerfs(&["logout", &host], "").status.success());
+    let err = String::from_utf8_lossy(&layerfs(&["pull", &r, "--tls-verify=false"], "").stderr)
+        .into_owned();
+    assert!(err.contains("--creds"), "{err}");
+    let out = layerfs(&["logout", &host], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not logged in"),
+        "{err}"
+    );
+}

@@ -1,4 +1,4 @@
-//! `pull` and `push`: the registry commands. The work is in
+//! `pull`, `push`, `login` and `logout`: the registry commands. The work is in
 //! [`crate::registry`]; here are the flags and the output (the image id as
 //! text, or a JSON object with `--json`).
 
@@ -9,9 +9,10 @@ use anyhow::Result;
 use clap::Args;
 
 use super::render::print_json;
+use crate::registry::auth::Credentials;
 use crate::registry::pull::{pull as pull_image, PullOptions};
 use crate::registry::push::push as push_image;
-use crate::registry::RegistryOptions;
+use crate::registry::{login as login_to, logout as logout_from, RegistryOptions};
 use crate::store::Store;
 
 // The connection flags `pull` and `push` share.
@@ -105,5 +106,79 @@ pub(crate) fn push(store: &Store, out: &mut impl Write, a: PushArgs) -> Result<(
         p.reference, p.uploaded, p.present, p.manifest_digest
     );
     writeln!(out, "{}", p.id)?;
+    Ok(())
+}
+
+// `layerfs login`.
+#[derive(Args)]
+pub(crate) struct LoginArgs {
+    /// The registry: HOST[:PORT] (docker.io for Docker Hub).
+    registry: String,
+    #[arg(long, short)]
+    username: String,
+    /// The password (visible to other users in the process list; prefer
+    /// --password-stdin).
+    #[arg(long, short, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from stdin (its first line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Verify the registry's TLS certificate; false also allows plain HTTP.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// The auth file to write (default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+// `layerfs logout`.
+#[derive(Args)]
+pub(crate) struct LogoutArgs {
+    /// The registry: HOST[:PORT].
+    registry: String,
+    /// The auth file (default as for `login`).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+/// `login`.
+pub(crate) fn login(out: &mut impl Write, a: LoginArgs) -> Result<()> {
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => anyhow::bail!("login: give --password-stdin (or --password)"),
+    };
+    let opts = RegistryOptions {
+        tls_verify: a.tls_verify,
+        creds: None,
+        authfile: a.authfile,
+    };
+    let creds = Credentials {
+        user: a.username,
+        password,
+    };
+    let file = login_to(&a.registry, creds, &opts)?;
+    writeln!(out, "Login Succeeded ({})", file.display())?;
+    Ok(())
+}
+
+/// `logout`.
+pub(crate) fn logout(out: &mut impl Write, a: LogoutArgs) -> Result<()> {
+    let opts = RegistryOptions {
+        authfile: a.authfile,
+        ..RegistryOptions::default()
+    };
+    let file = logout_from(&a.registry, &opts)?;
+    writeln!(
+        out,
+        "Removed the login to {} from {}",
+        a.registry,
+        file.display()
+    )?;
     Ok(())
 }

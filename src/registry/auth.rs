@@ -221,8 +221,90 @@ pub fn lookup_auth(
     Ok(None)
 }
 
+/// An auth file's text with the entry of `registry` set to `creds`
+/// (login) or removed (`None`, logout); every other entry and field is
+/// kept. `text` is the file as it is (`None`: no file yet). `Ok(None)` from
+/// a logout means there was no entry.
+pub fn edit_auth(
+    text: Option<&str>,
+    registry: &str,
+    creds: Option<&Credentials>,
+) -> Result<Option<String>, String> {
+    let mut v: Value = match text {
+        Some(t) if !t.trim().is_empty() => {
+            serde_json::from_str(t).map_err(|e| format!("not valid JSON: {e}"))?
+        }
+        _ => serde_json::json!({}),
+    };
+    let root = v.as_object_mut().ok_or("not a JSON object")?;
+    let auths = root
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or("\"auths\" is not an object")?;
+    // Every key that names this registry (docker writes Docker Hub as
+    // https://index.docker.io/v1/).
+    let keys: Vec<String> = auths
+        .keys()
+        .filter(|k| normalize_auth_key(k) == registry)
+        .cloned()
+        .collect();
+    match creds {
+        Some(c) => {
+            let raw = format!("{}:{}", c.user, c.password);
+            let entry = serde_json::json!({
+                "auth": base64::engine::general_purpose::STANDARD.encode(raw)
+            });
+            for k in &keys {
+                auths.remove(k);
+            }
+            auths.insert(registry.to_string(), entry);
+        }
+        None => {
+            if keys.is_empty() {
+                return Ok(None);
+            }
+            for k in &keys {
+                auths.remove(k);
+            }
+        }
+    }
+    Ok(Some(serde_json::to_string_pretty(&v).expect("json") + "\n"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn login_and_logout_edit_only_their_entry() {
+        let c = Credentials::parse("me:pw").unwrap();
+        let t = edit_auth(None, "reg:5000", Some(&c)).unwrap().unwrap();
+        assert_eq!(lookup_auth(&t, "reg:5000", "a/b").unwrap(), Some(c.clone()));
+        let other = serde_json::json!({"auths": {"quay.io": {"auth": "cTp4"}},
+            "credHelpers": {"gcr.io": "gcloud"}})
+        .to_string();
+        let t = edit_auth(Some(&other), "docker.io", Some(&c))
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["auths"]["quay.io"]["auth"], "cTp4");
+        assert_eq!(v["credHelpers"]["gcr.io"], "gcloud");
+        assert_eq!(
+            lookup_auth(&t, "docker.io", "library/x")
+                .unwrap()
+                .unwrap()
+                .user,
+            "me"
+        );
+        // Logout removes docker's spelling of Docker Hub too.
+        let hub = serde_json::json!({"auths": {"https://index.docker.io/v1/": {"auth": "eDp5"}}})
+            .to_string();
+        let t = edit_auth(Some(&hub), "docker.io", None).unwrap().unwrap();
+        assert_eq!(lookup_auth(&t, "docker.io", "library/x").unwrap(), None);
+        assert_eq!(edit_auth(Some(&t), "docker.io", None).unwrap(), None);
+        assert!(edit_auth(Some("[1]"), "x", None).is_err());
+        assert!(edit_auth(Some("{"), "x", None).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -210,8 +210,11 @@ impl Client {
             if let Some(s) = b.param("service") {
                 url.push_str(&format!("service={}&", query_escape(s)));
             }
-            let scope = format!("repository:{}:{}", r.repository, self.actions);
-            url.push_str(&format!("scope={}", query_escape(&scope)));
+            // A login names no repository, and asks for no scope.
+            if !r.repository.is_empty() {
+                let scope = format!("repository:{}:{}", r.repository, self.actions);
+                url.push_str(&format!("scope={}", query_escape(&scope)));
+            }
             let basic = self.creds.as_ref().map(Credentials::basic_header);
             let resp = self.send("getting a token", &|a, _| {
                 let mut q = a.get(&url);
