@@ -78,7 +78,7 @@ enum Blob<'a> {
 fn upload(c: &Client, hex: &str, blob: Blob<'_>, what: &str) -> Result<()> {
     let start = c.url("blobs/uploads/");
     let resp = c.send(what, &|a, auth| {
-        let mut q = a.post(&start).header("Content-Length", "0");
+        let mut q = a.post(&start);
         if let Some(h) = auth {
             q = q.header("Authorization", h);
         }
