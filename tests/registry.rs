@@ -210,14 +210,21 @@ impl Registry {
     /// `skopeo copy docker-archive:FIXTURE docker://HOST/REPO` with extra
     /// flags (compression).
     fn put(&self, fixture_name: &str, repo: &str, extra: &[&str]) {
+        self.put_from(
+            &format!("docker-archive:{}", fixture(fixture_name).display()),
+            repo,
+            extra,
+        );
+    }
+
+    /// `skopeo copy SOURCE docker://HOST/REPO` (SOURCE in skopeo's
+    /// transport syntax).
+    fn put_from(&self, source: &str, repo: &str, extra: &[&str]) {
         let mut c = Command::new("skopeo");
         c.args(["copy", "-q"])
             .args(self.skopeo_flags("dest-"))
             .args(extra);
-        c.arg(format!(
-            "docker-archive:{}",
-            fixture(fixture_name).display()
-        ));
+        c.arg(source);
         c.arg(format!("docker://{}/{repo}", self.host()));
         run_ok(&mut c);
     }
@@ -301,15 +308,49 @@ fn pulls_of_each_compression_match_import_and_a_second_pull_downloads_nothing() 
         return;
     }
     let reg = Registry::plain();
-    let imported = TestStore::new();
-    let want = imported.import(&fixture("multi.docker.tar"), &[]);
-    for (tag, flags) in [
-        ("gzip", &[][..]),
-        ("zstd", &["--dest-compress-format", "zstd"][..]),
-        ("raw", &["--dest-compress=false"][..]),
+    // skopeo's blob-info cache would hand the registry blobs it already
+    // has in another compression: --preserve-digests copies the source's
+    // own blobs (zstd from the OCI fixture, uncompressed from the
+    // docker-archive), and each case checks what the registry holds.
+    let archive = format!("docker-archive:{}", fixture("multi.docker.tar").display());
+    let zstd_oci = format!("oci:{}:multi:latest", fixture("multi-zstd.oci").display());
+    for (tag, source, fixture_name, flags) in [
+        ("gzip", &archive, "multi.docker.tar", &[][..]),
+        (
+            "zstd",
+            &zstd_oci,
+            "multi-zstd.oci",
+            &["--preserve-digests"][..],
+        ),
+        (
+            "raw",
+            &archive,
+            "multi.docker.tar",
+            &["--preserve-digests", "--dest-compress=false"][..],
+        ),
     ] {
-        let repo = format!("t/multi:{tag}");
-        reg.put("multi.docker.tar", &repo, flags);
+        let imported = TestStore::new();
+        let want = imported.import(&fixture(fixture_name), &[]);
+        let repo = format!("t/{tag}:1");
+        reg.put_from(source, &repo, flags);
+        let m: serde_json::Value = serde_json::from_slice(&reg.raw_manifest(&repo)).unwrap();
+        let config = json(&imported.ok(&["inspect", &want]));
+        for (l, diff_id) in m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+        {
+            let (mt, digest) = (l["mediaType"].as_str().unwrap(), &l["digest"]);
+            match tag {
+                "gzip" => assert!(mt.ends_with("gzip") && digest != diff_id, "{tag}: {l}"),
+                "zstd" => assert!(mt.ends_with("+zstd") && digest != diff_id, "{tag}: {l}"),
+                _ => assert_eq!(
+                    digest, diff_id,
+                    "{tag}: the registry holds a compressed blob"
+                ),
+            }
+        }
         let r = format!("{}/{repo}", reg.host());
         let store = TestStore::new();
         let before = reg.layerfs_blob_gets();
