@@ -639,7 +639,9 @@ fn pushed_images_keep_their_id_through_skopeo() {
 /// shape, but the layer bytes it sends have one byte changed), and
 /// `flaky` (answers 503 once, then as `good`), `reset` (the first
 /// download of the layer stops halfway, the connection closed) and
-/// `slow` (the layer stalls halfway, and a marker file says so).
+/// `slow` (the layer stalls halfway, and a marker file says so),
+/// `redirect` (the layer is a 307 to "blob storage", which refuses
+/// requests that carry the token) and `foreign` (a foreign layer).
 const FAKE: &str = r#"
 import hashlib, json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -652,6 +654,11 @@ manifest = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config), "size": len(config)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
+foreign = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": d(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": d(layer),
+                "size": len(layer), "urls": ["https://example.com/layer"]}]}).encode()
 state = {"mode": "good", "flaky": 0, "resets": 0}
 class H(BaseHTTPRequestHandler):
     def send(self, code, body=b"", ctype="application/json", extra={}):
@@ -665,6 +672,11 @@ class H(BaseHTTPRequestHandler):
         if self.path.startswith("/token?"):
             ok = "scope=repository%3Ax%3Apull" in self.path and "service=fake" in self.path
             return self.send(200 if ok else 400, json.dumps({"token": "t0k"}).encode())
+        if self.path == "/storage/layer":
+            # Blob storage: reached by redirect, without the registry's token.
+            if self.headers.get("Authorization"):
+                return self.send(400, b"credentials leaked to blob storage")
+            return self.send(200, layer, "application/octet-stream")
         if self.headers.get("Authorization") != "Bearer t0k":
             return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}', extra={
                 "WWW-Authenticate": 'Bearer realm="http://127.0.0.1:%d/token",service="fake"' % port})
@@ -675,7 +687,9 @@ class H(BaseHTTPRequestHandler):
             if state["flaky"] == 1:
                 return self.send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try again"}]}')
         tag = p.rsplit("/", 1)[-1]
-        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow"):
+        if p == "/v2/x/manifests/foreign":
+            return self.send(200, foreign, "application/vnd.docker.distribution.manifest.v2+json")
+        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow", "redirect"):
             state["mode"] = tag
             return self.send(200, manifest, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(config): return self.send(200, config, "application/octet-stream")
@@ -683,6 +697,8 @@ class H(BaseHTTPRequestHandler):
             mode = state["mode"]
             if mode == "bad":
                 return self.send(200, bad, "application/octet-stream")
+            if mode == "redirect":
+                return self.send(307, b"", extra={"Location": "http://127.0.0.1:%d/storage/layer" % port})
             if mode == "slow" or (mode == "reset" and state["resets"] == 0):
                 # Half the bytes, then the connection drops (reset, once)
                 # or stalls until the client is killed (slow).
@@ -813,6 +829,21 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
     assert!(out.status.success(), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
     assert!(err.contains("downloading again"), "{err}");
+    // A redirect to blob storage is followed, without the token.
+    let redirect = format!("127.0.0.1:{port}/x:redirect");
+    assert_eq!(
+        TestStore::new()
+            .ok(&["pull", "-q", &redirect, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    // A foreign layer is refused, naming the reference.
+    let foreign = format!("127.0.0.1:{port}/x:foreign");
+    let err = store.fails(&["pull", &foreign, "--tls-verify=false"]);
+    assert!(
+        err.contains(&foreign) && err.contains("foreign (non-distributable) layer"),
+        "{err}"
+    );
     // A 503 is retried.
     let flaky = format!("127.0.0.1:{port}/x:flaky");
     assert_eq!(
