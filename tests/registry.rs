@@ -2,7 +2,7 @@
 //! `docker-registry` (the distribution project's `registry`) started here
 //! on 127.0.0.1, once over plain HTTP, once with TLS (a CA and server
 //! certificate made by openssl) and htpasswd Basic auth; images put there
-//! and read back by skopeo, the oracle. A tiny fake registry (Python)
+//! and read back by skopeo and podman, the oracles. A tiny fake registry (Python)
 //! serves Bearer token challenges and a blob whose bytes do not match its
 //! digest.
 
@@ -570,7 +570,7 @@ fn tls_and_basic_auth_with_creds_authfile_and_ca_file() {
 }
 
 #[test]
-fn pushed_images_keep_their_id_through_skopeo() {
+fn pushed_images_keep_their_id_through_skopeo_and_podman() {
     if !tools_available() {
         return;
     }
@@ -630,6 +630,38 @@ fn pushed_images_keep_their_id_through_skopeo() {
             pull.push(&c);
         }
         assert_eq!(TestStore::new().ok(&pull).trim(), id);
+        // podman pulls what layerfs pushed (into a storage of its own) to
+        // the same id. (Not edge: one of its layers has a path twice, on
+        // purpose, which podman refuses to apply from any source.)
+        let multi = store.import(&fixture("multi.docker.tar"), &[]);
+        let to = format!("{}/p/multi:v1", reg.host());
+        let mut push = vec!["push", &multi, &to, "--tls-verify=false"];
+        if reg.creds.is_some() {
+            push.push(&c);
+        }
+        store.ok(&push);
+        let pdir = tempfile::tempdir().unwrap();
+        let conf = pdir.path().join("storage.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                pdir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut p = Command::new("podman");
+        p.env("CONTAINERS_STORAGE_CONF", &conf)
+            .args(["pull", "-q", "--tls-verify=false"]);
+        if reg.creds.is_some() {
+            p.arg(&c);
+        }
+        let got = run_ok(p.arg(&to));
+        assert_eq!(got.trim(), multi, "podman pull");
+        let _ = Command::new("podman")
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .args(["rmi", "--all", "--force"])
+            .output();
     }
 }
 
