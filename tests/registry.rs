@@ -982,3 +982,40 @@ fn login_writes_podmans_auth_file_and_logout_removes_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_committed_image_pushes_and_pulls_back() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    let store = TestStore::new();
+    let base = store.import(&fixture("multi.docker.tar"), &[]);
+    // A layer diff as a plain directory: one new file.
+    let diff = tempfile::tempdir().unwrap();
+    std::fs::create_dir(diff.path().join("etc")).unwrap();
+    std::fs::write(diff.path().join("etc/committed"), "yes\n").unwrap();
+    let d = diff.path().to_str().unwrap();
+    let id = store.ok(&["commit", d, "--image", &base, "--plain", "-m", "x"]);
+    let id = id.trim();
+    assert_ne!(id, base);
+    let to = format!("{}/p/committed:1", reg.host());
+    store.ok(&["push", id, &to, "--tls-verify=false"]);
+    assert_eq!(config_digest(&reg.raw_manifest("p/committed:1")), id);
+    // Another tag in the same repository: every blob is there already.
+    let again = format!("{}/p/committed:2", reg.host());
+    let out = json(&store.ok(&["push", id, &again, "--tls-verify=false", "--json"]));
+    assert_eq!(
+        (out["uploaded"].as_u64(), out["present"].as_u64()),
+        (Some(0), Some(5))
+    );
+    let other = TestStore::new();
+    other.import(&fixture("multi.docker.tar"), &[]);
+    let pulled = json(&other.ok(&["pull", &to, "--tls-verify=false", "--json"]));
+    assert_eq!(pulled["id"], id);
+    assert_eq!(pulled["downloaded"], 1, "the base layers were in the store");
+    assert_eq!(
+        other.ok(&["ls", &to, "/etc/committed", "-l"]),
+        store.ok(&["ls", id, "/etc/committed", "-l"])
+    );
+}
