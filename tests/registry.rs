@@ -673,7 +673,8 @@ fn pushed_images_keep_their_id_through_skopeo_and_podman() {
 /// download of the layer stops halfway, the connection closed) and
 /// `slow` (the layer stalls halfway, and a marker file says so),
 /// `redirect` (the layer is a 307 to "blob storage", which refuses
-/// requests that carry the token) and `foreign` (a foreign layer).
+/// requests that carry the token), `foreign` (a foreign layer) and
+/// `diffid` (a right blob, but the config gives another diff id).
 const FAKE: &str = r#"
 import hashlib, json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -685,6 +686,13 @@ config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
 manifest = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
+# A config whose diff id is not the layer's (the blob itself is right).
+wrong_config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+wrong = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(wrong_config), "size": len(wrong_config)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
 foreign = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -719,6 +727,10 @@ class H(BaseHTTPRequestHandler):
             if state["flaky"] == 1:
                 return self.send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try again"}]}')
         tag = p.rsplit("/", 1)[-1]
+        if p == "/v2/x/manifests/diffid":
+            state["mode"] = "good"
+            return self.send(200, wrong, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(wrong_config): return self.send(200, wrong_config, "application/octet-stream")
         if p == "/v2/x/manifests/foreign":
             return self.send(200, foreign, "application/vnd.docker.distribution.manifest.v2+json")
         if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow", "redirect"):
@@ -869,6 +881,16 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
             .trim(),
         config_id
     );
+    // A config whose diff id is not the layer's: refused, store unchanged.
+    let before = store.fingerprint();
+    let diffid = format!("127.0.0.1:{port}/x:diffid");
+    let err = store.fails(&["pull", &diffid, "--tls-verify=false"]);
+    assert!(
+        err.contains(&diffid) && err.contains("diff_id mismatch"),
+        "{err}"
+    );
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
     // A foreign layer is refused, naming the reference.
     let foreign = format!("127.0.0.1:{port}/x:foreign");
     let err = store.fails(&["pull", &foreign, "--tls-verify=false"]);
