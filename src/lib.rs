@@ -8,6 +8,7 @@
 //! [`cli`] is the command line (the `layerfs` subcommands, their text and
 //! `--json` output; `src/main.rs` only calls it);
 //! [`mount`] runs mounts (daemon lifecycle, mount options, fusermount);
+//! [`registry`] pulls images from and pushes them to OCI registries;
 //! [`image`] brings images in and takes them out of the store;
 //! [`fuse`] adapts [`fs`], the filesystem without FUSE, to fuser;
 //! [`upper`] is the read-write branch on disk; [`union`] holds the merge
@@ -26,6 +27,7 @@ pub mod image;
 pub mod layer;
 pub mod mount;
 pub mod oci;
+pub mod registry;
 pub mod store;
 pub mod sys;
 pub mod union;

@@ -38,6 +38,13 @@ fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // rustls-platform-verifier logs every refused certificate as an
+    // error; the refusal is reported once, as the command's error.
+    let default = if verbose < 2 {
+        format!("{default},rustls_platform_verifier=off")
+    } else {
+        default.to_string()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -188,6 +188,117 @@ pub fn validate_tag(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An image reference as docker and podman read it: `alpine` is
+/// `docker.io/library/alpine:latest`, `host:port/repo:tag`,
+/// `repo@sha256:HEX` (a digest wins over a tag given with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The registry, `host[:port]` (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// The repository path (`library/alpine`).
+    pub repository: String,
+    /// The tag, if the reference has one (`latest` when it has neither
+    /// tag nor digest).
+    pub tag: Option<String>,
+    /// The manifest digest (`sha256:HEX`), if given.
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    /// Parses `r` by the distribution/reference grammar (see
+    /// [`validate_tag`]), filling in podman's defaults.
+    pub fn parse(r: &str) -> Result<Reference, String> {
+        let (named, digest) = match r.split_once('@') {
+            Some((n, d)) => {
+                if parse_digest(d).is_none() || !d.starts_with("sha256:") {
+                    return Err(format!(
+                        "invalid reference {r:?}: the digest must be sha256:<64 hex digits>"
+                    ));
+                }
+                (n, Some(d.to_string()))
+            }
+            None => (r, None),
+        };
+        validate_tag(named).map_err(|e| e.replacen("invalid tag", "invalid reference", 1))?;
+        let (name, tag) = match named.rfind(':') {
+            Some(i) if !named[i..].contains('/') => (&named[..i], Some(named[i + 1..].to_string())),
+            _ => (named, None),
+        };
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        let registry = if registry == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            registry
+        };
+        let repository = if registry == "docker.io" && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
+    }
+
+    /// What the manifest is asked for by: the digest if given, else the tag.
+    pub fn manifest_ref(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+
+    /// The host the API is reached at (Docker Hub's API is not at
+    /// `docker.io`).
+    pub fn api_host(&self) -> &str {
+        if self.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.registry
+        }
+    }
+
+    /// The store tag of this reference (`name:tag`, normalized as
+    /// [`normalize_ref`] keys tags), or `None` for a digest-only reference.
+    pub fn store_tag(&self) -> Option<String> {
+        let tag = self.tag.as_ref()?;
+        Some(normalize_ref(&format!(
+            "{}/{}:{tag}",
+            self.registry, self.repository
+        )))
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
 fn path_component_ok(c: &str) -> bool {
     let b = c.as_bytes();
@@ -260,6 +371,58 @@ pub fn rfc3339(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn references_parse_like_podman() {
+        let p = |r: &str| Reference::parse(r).unwrap();
+        let a = p("alpine");
+        assert_eq!(
+            (a.registry.as_str(), a.repository.as_str()),
+            ("docker.io", "library/alpine")
+        );
+        assert_eq!(a.tag.as_deref(), Some("latest"));
+        assert_eq!(a.api_host(), "registry-1.docker.io");
+        assert_eq!(a.store_tag().as_deref(), Some("alpine:latest"));
+        assert_eq!(a.to_string(), "docker.io/library/alpine:latest");
+        let u = p("user/app:v2");
+        assert_eq!(
+            (u.registry.as_str(), u.repository.as_str()),
+            ("docker.io", "user/app")
+        );
+        assert_eq!(u.store_tag().as_deref(), Some("user/app:v2"));
+        let l = p("127.0.0.1:5000/test/deb:1");
+        assert_eq!(
+            (l.registry.as_str(), l.repository.as_str()),
+            ("127.0.0.1:5000", "test/deb")
+        );
+        assert_eq!(l.manifest_ref(), "1");
+        assert_eq!(l.api_host(), "127.0.0.1:5000");
+        assert_eq!(l.store_tag().as_deref(), Some("127.0.0.1:5000/test/deb:1"));
+        assert_eq!(p("localhost/x").registry, "localhost");
+        assert_eq!(p("index.docker.io/library/busybox").registry, "docker.io");
+        let h = "a".repeat(64);
+        let d = p(&format!("quay.io/x/y@sha256:{h}"));
+        assert_eq!(d.tag, None);
+        assert_eq!(d.manifest_ref(), format!("sha256:{h}"));
+        assert_eq!(d.store_tag(), None);
+        let td = p(&format!("ghcr.io/o/r:1.0@sha256:{h}"));
+        assert_eq!(td.tag.as_deref(), Some("1.0"));
+        assert_eq!(td.manifest_ref(), format!("sha256:{h}"));
+        for bad in [
+            "",
+            "UPPER",
+            "a@sha256:12",
+            "a@md5:00",
+            "host:port/x",
+            "a b",
+            "a:",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Reference::parse("a@sha256:zz")
+            .unwrap_err()
+            .contains("sha256"));
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

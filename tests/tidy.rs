@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main", "cli"],
     &["mount"],
+    &["registry"],
     &["image"],
     &["fuse"],
     &["fs"],

@@ -1,7 +1,9 @@
 //! The `layerfs` command line: the clap definitions ([`Cli`]) and [`run`],
 //! which calls one function per command. The commands are grouped by
 //! concern: `store` (import, images, history, inspect, rm, tag), `mount`
-//! (mount, mount-branches, bundle, umount), `inspect` (ls, layers, diff),
+//! (mount, mount-branches, bundle, umount), `registry` (pull, push, login,
+//! logout),
+//! `inspect` (ls, layers, diff),
 //! `pack` (commit, export, save); `branch` finds the branch of a `diff` or
 //! `commit` target and what it lies on; `render` holds the output rows
 //! (`--json` and text). The work itself is done by the modules below.
@@ -19,6 +21,7 @@ mod branch;
 mod inspect;
 mod mount;
 mod pack;
+mod registry;
 mod render;
 mod store;
 
@@ -55,6 +58,17 @@ enum Cmd {
         #[arg(long = "tag", value_name = "NAME")]
         tags: Vec<String>,
     },
+    /// Pull an image from a registry (verified, all or nothing); prints
+    /// its id and tags it with REFERENCE.
+    Pull(registry::PullArgs),
+    /// Push a stored image to a registry (layers uncompressed); prints its
+    /// id.
+    Push(registry::PushArgs),
+    /// Check credentials with a registry and store them in podman's auth
+    /// file.
+    Login(registry::LoginArgs),
+    /// Remove a registry's credentials from the auth file.
+    Logout(registry::LogoutArgs),
     /// List images: ID, TAGS, LAYERS, SIZE, CREATED.
     Images {
         #[arg(long)]
@@ -374,6 +388,10 @@ fn dispatch(cli: Cli) -> Result<()> {
     let out = &mut std::io::stdout().lock();
     match cli.cmd {
         Cmd::Import { path, tags } => store::import(store, out, &path, tags),
+        Cmd::Pull(a) => registry::pull(store, out, a),
+        Cmd::Push(a) => registry::push(store, out, a),
+        Cmd::Login(a) => registry::login(out, a),
+        Cmd::Logout(a) => registry::logout(out, a),
         Cmd::Images { json } => store::images(store, out, json),
         Cmd::History { image, json } => store::history(store, out, &image, json),
         Cmd::Inspect { image } => store::inspect(store, out, &image),

@@ -673,7 +673,7 @@ def workloads(sz):
     return ws
 
 
-SPECIAL = ["mount-128", "import-1g", "rss-100k"]
+SPECIAL = ["mount-128", "import-1g", "rss-100k", "pull"]
 
 
 def human(n):
@@ -995,6 +995,93 @@ class Bench:
                 human(self.sz.big_bytes), len(img.layers)),
             "samples": {k: stats(v) for k, v in s.items()}}
 
+    def pull_time(self):
+        """layerfs pull vs podman pull vs skopeo copy to a docker-archive +
+        layerfs import, of the Debian and a 10-layer image put (gzip) into
+        a local docker-registry by skopeo (issue 13). Each round pulls into
+        an empty store; the registry's files are warm."""
+        need = [t for t in ("docker-registry", "skopeo")
+                if not shutil.which(t)]
+        if need:
+            self.extra["pull"] = {"skipped": "not installed: " +
+                                  ", ".join(need)}
+            return
+        import socket
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        rdir = os.path.join(self.work, "registry")
+        os.makedirs(rdir, exist_ok=True)
+        cfg = os.path.join(rdir, "config.yml")
+        with open(cfg, "w") as f:
+            f.write("version: 0.1\nlog:\n  level: error\n  accesslog:\n"
+                    "    disabled: true\nstorage:\n  filesystem:\n"
+                    "    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%d\n"
+                    % (os.path.join(rdir, "data"), port))
+        dn = subprocess.DEVNULL
+        proc = subprocess.Popen(["docker-registry", "serve", cfg],
+                                stdout=dn, stderr=dn)
+        try:
+            deadline = time.time() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        self.extra["pull"] = {
+                            "skipped": "error: docker-registry did not start"}
+                        return
+                    time.sleep(0.05)
+            res = {"desc": "pull from a local docker-registry (gzip layers "
+                   "as skopeo pushes them) into an empty store", "images": {}}
+            podman = shutil.which("podman")
+            for name in ("debian", "depth10"):
+                try:
+                    img = self.image(name)
+                except Skip as e:
+                    res["images"][name] = {"skipped": str(e)}
+                    continue
+                ref = "127.0.0.1:%d/bench/%s:1" % (port, name)
+                run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
+                     "docker-archive:" + img.archive, "docker://" + ref])
+                s = {"layerfs pull": [], "podman pull": [],
+                     "skopeo copy + import": []}
+                root = os.path.join(self.work, "pull-store")
+                arch = os.path.join(self.work, "pull.tar")
+                for r in range(self.args.rounds):
+                    t = time.perf_counter()
+                    run([self.args.layerfs, "--root", root, "pull", "-q",
+                         "--tls-verify=false", ref], stdout=dn)
+                    s["layerfs pull"].append(time.perf_counter() - t)
+                    shutil.rmtree(root)
+                    t = time.perf_counter()
+                    run(["skopeo", "copy", "-q", "--src-tls-verify=false",
+                         "docker://" + ref, "docker-archive:" + arch])
+                    run([self.args.layerfs, "--root", root, "import", arch],
+                        stdout=dn)
+                    s["skopeo copy + import"].append(time.perf_counter() - t)
+                    shutil.rmtree(root)
+                    os.unlink(arch)
+                    if podman:
+                        subprocess.run(["podman", "rmi", "-f", ref],
+                                       stdout=dn, stderr=dn)
+                        t = time.perf_counter()
+                        run(["podman", "pull", "-q", "--tls-verify=false",
+                             ref], stdout=dn)
+                        s["podman pull"].append(time.perf_counter() - t)
+                        subprocess.run(["podman", "rmi", "-f", ref],
+                                       stdout=dn, stderr=dn)
+                    log("pull %s round %d: %s" % (name, r + 1, "  ".join(
+                        "%s %.2fs" % (k, v[-1]) for k, v in s.items() if v)))
+                res["images"][name] = {
+                    "layers": len(img.layers),
+                    "samples": {k: stats(v) for k, v in s.items() if v}}
+            self.extra["pull"] = res
+        finally:
+            proc.kill()
+            proc.wait()
+
     def rss(self):
         """Daemon RSS after a walk of the 100k-file image."""
         try:
@@ -1069,6 +1156,9 @@ class Bench:
         if not sel or "import-1g" in sel:
             log("import vs tar -x")
             self.import_time()
+        if not sel or "pull" in sel:
+            log("pull from a local registry")
+            self.pull_time()
         if not sel or "rss-100k" in sel:
             log("daemon RSS after walking the many-file image")
             self.rss()
@@ -1247,6 +1337,25 @@ def render(out):
                 lines.append("| %s | %s | %s | %s |" % (
                     "until the command returns" if not suffix else
                     "including sync", cell(a), cell(b), ratio(b, a)))
+    pull = out["extra"].get("pull")
+    if pull:
+        lines += ["", "Pull from a registry:", ""]
+        if "skipped" in pull:
+            lines.append(pull["skipped"])
+        else:
+            lines += [pull["desc"] + ":", "",
+                      "| image | layerfs pull | podman pull | skopeo copy + "
+                      "import | podman / layerfs |", "|---|---|---|---|---|"]
+            for name, v in pull["images"].items():
+                if "skipped" in v:
+                    lines.append("| %s | skipped: %s | | | |" % (
+                        name, v["skipped"]))
+                    continue
+                s = v["samples"]
+                lp, pp = s["layerfs pull"], s.get("podman pull")
+                lines.append("| %s (%d layers) | %s | %s | %s | %s |" % (
+                    name, v["layers"], cell(lp), cell(pp),
+                    cell(s["skopeo copy + import"]), ratio(pp, lp)))
     rss = out["extra"].get("rss")
     if rss:
         lines += ["", "Daemon memory:", ""]

@@ -551,11 +551,28 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
 /// published exactly as for any import. Used by `commit`.
 pub fn import_staged(
     store: &Store,
-    _lock: &StoreLock,
+    lock: &StoreLock,
     dir: &Path,
     config: Vec<u8>,
     layers: Vec<String>,
     tags: &[String],
+) -> Result<String> {
+    let layers = layers.into_iter().map(|l| (l, None)).collect();
+    import_blobs(store, lock, dir, config, layers, tags, "commit")
+}
+
+/// Like [`import_staged`], for layer blobs (compressed or not) with the
+/// digests their manifest gives, checked again as they are staged: each
+/// layer is `(path relative to dir, descriptor digest)`. Used by `pull`,
+/// whose downloads land in `dir`; `source` is recorded in the image.
+pub fn import_blobs(
+    store: &Store,
+    _lock: &StoreLock,
+    dir: &Path,
+    config: Vec<u8>,
+    layers: Vec<(String, Option<String>)>,
+    tags: &[String],
+    source: &'static str,
 ) -> Result<String> {
     for t in tags {
         validate_tag(t).map_err(|e| anyhow!(e))?;
@@ -571,9 +588,9 @@ pub fn import_staged(
     let cand = Candidate {
         id: sha256_hex(&config),
         config,
-        layers: layers.into_iter().map(|l| (l, None)).collect(),
+        layers,
         tags: tags.to_vec(),
-        source: "commit",
+        source,
         diff_ids: None,
     };
     let id = plan.add(&src, cand)?;

@@ -1,0 +1,184 @@
+//! `pull`, `push`, `login` and `logout`: the registry commands. The work is in
+//! [`crate::registry`]; here are the flags and the output (the image id as
+//! text, or a JSON object with `--json`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::render::print_json;
+use crate::registry::auth::Credentials;
+use crate::registry::pull::{pull as pull_image, PullOptions};
+use crate::registry::push::push as push_image;
+use crate::registry::{login as login_to, logout as logout_from, RegistryOptions};
+use crate::store::Store;
+
+// The connection flags `pull` and `push` share.
+#[derive(Args)]
+pub(crate) struct ConnArgs {
+    /// Verify the registry's TLS certificate (against the system's roots,
+    /// or SSL_CERT_FILE); `--tls-verify=false` also allows plain HTTP.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// USER:PASSWORD for the registry (over any auth file).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The auth file to read (default: $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ConnArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            tls_verify: self.tls_verify,
+            creds: self.creds.clone(),
+            authfile: self.authfile.clone(),
+        }
+    }
+}
+
+// `layerfs pull`.
+#[derive(Args)]
+pub(crate) struct PullArgs {
+    /// The image: `alpine`, `host:port/repo:tag`, `repo@sha256:...`.
+    reference: String,
+    /// The platform to pick from a multi-platform image (default: this
+    /// machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 3)]
+    jobs: usize,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+// `layerfs push`.
+#[derive(Args)]
+pub(crate) struct PushArgs {
+    /// The stored image (id, tag or id prefix).
+    image: String,
+    /// Where to: `host:port/repo:tag`.
+    reference: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// `pull`.
+pub(crate) fn pull(store: &Store, out: &mut impl Write, a: PullArgs) -> Result<()> {
+    let opts = PullOptions {
+        registry: a.conn.options(),
+        platform: a.platform,
+        jobs: a.jobs,
+        quiet: a.quiet,
+    };
+    let p = pull_image(store, &a.reference, &opts)?;
+    if a.conn.json {
+        return print_json(out, &p);
+    }
+    if !a.quiet {
+        eprintln!(
+            "{}: {} layers, {} downloaded ({} bytes)",
+            p.reference, p.layers, p.downloaded, p.bytes
+        );
+    }
+    writeln!(out, "{}", p.id)?;
+    Ok(())
+}
+
+/// `push`.
+pub(crate) fn push(store: &Store, out: &mut impl Write, a: PushArgs) -> Result<()> {
+    let p = push_image(store, &a.image, &a.reference, &a.conn.options())?;
+    if a.conn.json {
+        return print_json(out, &p);
+    }
+    eprintln!(
+        "{}: {} blobs uploaded, {} already there; manifest {}",
+        p.reference, p.uploaded, p.present, p.manifest_digest
+    );
+    writeln!(out, "{}", p.id)?;
+    Ok(())
+}
+
+// `layerfs login`.
+#[derive(Args)]
+pub(crate) struct LoginArgs {
+    /// The registry: HOST[:PORT] (docker.io for Docker Hub).
+    registry: String,
+    #[arg(long, short)]
+    username: String,
+    /// The password (visible to other users in the process list; prefer
+    /// --password-stdin).
+    #[arg(long, short, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from stdin (its first line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Verify the registry's TLS certificate; false also allows plain HTTP.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// The auth file to write (default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+// `layerfs logout`.
+#[derive(Args)]
+pub(crate) struct LogoutArgs {
+    /// The registry: HOST[:PORT].
+    registry: String,
+    /// The auth file (default as for `login`).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+/// `login`.
+pub(crate) fn login(out: &mut impl Write, a: LoginArgs) -> Result<()> {
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => anyhow::bail!("login: give --password-stdin (or --password)"),
+    };
+    let opts = RegistryOptions {
+        tls_verify: a.tls_verify,
+        creds: None,
+        authfile: a.authfile,
+    };
+    let creds = Credentials {
+        user: a.username,
+        password,
+    };
+    let file = login_to(&a.registry, creds, &opts)?;
+    writeln!(out, "Login Succeeded ({})", file.display())?;
+    Ok(())
+}
+
+/// `logout`.
+pub(crate) fn logout(out: &mut impl Write, a: LogoutArgs) -> Result<()> {
+    let opts = RegistryOptions {
+        authfile: a.authfile,
+        ..RegistryOptions::default()
+    };
+    let file = logout_from(&a.registry, &opts)?;
+    writeln!(
+        out,
+        "Removed the login to {} from {}",
+        a.registry,
+        file.display()
+    )?;
+    Ok(())
+}

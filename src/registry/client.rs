@@ -1,0 +1,407 @@
+//! The HTTP side of the distribution API, on ureq (sync, rustls): the
+//! scheme and TLS choice, authentication (anonymous, Basic, Bearer tokens
+//! from `WWW-Authenticate` challenges), retries with backoff on 5xx and
+//! connection errors, and errors that name the reference. Redirects (to
+//! blob storage) are followed by ureq, which drops `Authorization` on them;
+//! proxies come from `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` (ureq's default).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use ureq::http::Response;
+use ureq::tls::{RootCerts, TlsConfig};
+use ureq::{Agent, Body};
+
+use super::auth::{parse_challenges, token_of, Challenge, Credentials};
+use super::manifest::Descriptor;
+use crate::oci::Reference;
+
+/// Builds and sends one request, given the agent and the current
+/// `Authorization` value.
+pub type MakeRequest<'a> =
+    dyn Fn(&Agent, Option<&str>) -> std::result::Result<Response<Body>, ureq::Error> + 'a;
+
+/// How many times a request is sent before its error is reported.
+const ATTEMPTS: u32 = 4;
+
+/// A connection to one repository of one registry.
+pub struct Client {
+    agent: Agent,
+    /// `https://host[:port]` or `http://...`.
+    base: String,
+    reference: Reference,
+    creds: Option<Credentials>,
+    /// The `Authorization` value in use, once a challenge asked for one.
+    auth: Mutex<Option<String>>,
+    /// The token scope's actions: `pull` or `pull,push`.
+    actions: &'static str,
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Is this transport error worth another try (the connection, not the
+/// request, failed)?
+fn transient(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        // Not a refused certificate or a TLS handshake (InvalidData):
+        // those fail the same way every time.
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionReset
+                | K::ConnectionAborted
+                | K::ConnectionRefused
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::TimedOut
+                | K::Interrupted
+        ),
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+fn backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(250 << attempt));
+}
+
+impl Client {
+    /// Connects to `reference`'s registry: HTTPS verified against the
+    /// system's roots (rustls-platform-verifier; `SSL_CERT_FILE` is
+    /// honoured), or with `tls_verify` false unverified HTTPS, falling back
+    /// to plain HTTP when the registry speaks no TLS. Sends `GET /v2/`
+    /// once, and authenticates if it is asked to.
+    pub fn connect(
+        reference: &Reference,
+        tls_verify: bool,
+        creds: Option<Credentials>,
+        push: bool,
+    ) -> Result<Client> {
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::PlatformVerifier)
+            .disable_verification(!tls_verify)
+            .build();
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .user_agent(concat!("layerfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let mut client = Client {
+            agent,
+            base: format!("https://{}", reference.api_host()),
+            reference: reference.clone(),
+            creds,
+            auth: Mutex::new(None),
+            actions: if push { "pull,push" } else { "pull" },
+        };
+        if !tls_verify {
+            // One plain try: a registry without TLS fails the handshake at
+            // once, and retrying that would only wait.
+            if let Err(e) = client.agent.get(format!("{}/v2/", client.base)).call() {
+                tracing::info!("HTTPS failed ({e}); using plain HTTP");
+                client.base = format!("http://{}", reference.api_host());
+            }
+        }
+        let ping = format!("{}/v2/", client.base);
+        let resp = client.send("contacting the registry", &|a, auth| {
+            let mut r = a.get(&ping);
+            if let Some(h) = auth {
+                r = r.header("Authorization", h);
+            }
+            r.call()
+        })?;
+        client.expect(resp, "contacting the registry", &[200])?;
+        Ok(client)
+    }
+
+    /// The reference, for messages.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// `https://host/v2/REPO/` + `rest`.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base, self.reference.repository)
+    }
+
+    /// An absolute URL for a `Location` header (which may be relative).
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            format!("{}/{location}", self.base)
+        }
+    }
+
+    /// Sends the request `mk` builds (given the agent and the current
+    /// `Authorization`), retrying transient failures and 5xx answers with
+    /// backoff, and answering one 401 challenge. Any other status is
+    /// returned for the caller to judge.
+    pub fn send(&self, what: &str, mk: &MakeRequest<'_>) -> Result<Response<Body>> {
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            let auth = self.auth.lock().expect("auth lock").clone();
+            match mk(&self.agent, auth.as_deref()) {
+                Err(e) if transient(&e) && attempt + 1 < ATTEMPTS => {
+                    tracing::info!("{}: {what}: {e}; retrying", self.reference);
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let hint = if e.to_string().contains("certificate") {
+                        " (a registry with a private CA: SSL_CERT_FILE=CA.pem; a local test registry: --tls-verify=false)"
+                    } else {
+                        ""
+                    };
+                    bail!("{}: {what}: {e}{hint}", self.reference)
+                }
+                Ok(r) if r.status().as_u16() == 401 && !authenticated => {
+                    let challenges: Vec<Challenge> = r
+                        .headers()
+                        .get_all("www-authenticate")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(parse_challenges)
+                        .collect();
+                    self.authenticate(&challenges)?;
+                    authenticated = true;
+                }
+                Ok(r) if r.status().is_server_error() && attempt + 1 < ATTEMPTS => {
+                    tracing::info!("{}: {what}: {}; retrying", self.reference, r.status());
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    /// Answers a 401: a Bearer challenge is taken to its token server
+    /// (with the credentials, if any, as Basic auth), a Basic one is
+    /// answered with the credentials.
+    fn authenticate(&self, challenges: &[Challenge]) -> Result<()> {
+        let r = &self.reference;
+        if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let realm = b
+                .param("realm")
+                .ok_or_else(|| anyhow!("{r}: the registry's Bearer challenge names no realm"))?;
+            let mut url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
+            if let Some(s) = b.param("service") {
+                url.push_str(&format!("service={}&", query_escape(s)));
+            }
+            // A login names no repository, and asks for no scope.
+            if !r.repository.is_empty() {
+                let scope = format!("repository:{}:{}", r.repository, self.actions);
+                url.push_str(&format!("scope={}", query_escape(&scope)));
+            }
+            let basic = self.creds.as_ref().map(Credentials::basic_header);
+            let resp = self.send("getting a token", &|a, _| {
+                let mut q = a.get(&url);
+                if let Some(h) = &basic {
+                    q = q.header("Authorization", h);
+                }
+                q.call()
+            });
+            let resp = resp?;
+            let mut resp = self.expect(resp, &format!("getting a token from {realm}"), &[200])?;
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_vec()
+                .with_context(|| format!("{r}: reading the answer of the token server {realm}"))?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .with_context(|| format!("{r}: the token server {realm} answered no JSON"))?;
+            let token = token_of(&v)
+                .ok_or_else(|| anyhow!("{r}: the token server {realm} answered no token"))?;
+            *self.auth.lock().expect("auth lock") = Some(format!("Bearer {token}"));
+            return Ok(());
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            let Some(c) = &self.creds else {
+                bail!("{r}: the registry wants a user name and password (401 Unauthorized): give --creds USER:PASSWORD or an auth file (--authfile)");
+            };
+            *self.auth.lock().expect("auth lock") = Some(c.basic_header());
+            return Ok(());
+        }
+        bail!("{r}: 401 Unauthorized, with no challenge layerfs can answer (Basic or Bearer)")
+    }
+
+    /// `resp` if its status is one of `ok`, else an error naming the
+    /// reference, what was being done, and the registry's own message.
+    pub fn expect(
+        &self,
+        mut resp: Response<Body>,
+        what: &str,
+        ok: &[u16],
+    ) -> Result<Response<Body>> {
+        let status = resp.status().as_u16();
+        if ok.contains(&status) {
+            return Ok(resp);
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_to_string()
+            .unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let e = v.pointer("/errors/0")?;
+                Some(format!(
+                    "{}: {}",
+                    e.get("code")?.as_str()?,
+                    e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                ))
+            })
+            .map(|d| format!(" [{d}]"))
+            .unwrap_or_default();
+        let r = &self.reference;
+        let why = match status {
+            401 => "authentication failed (401 Unauthorized): the credentials were refused or are missing (--creds USER:PASSWORD, --authfile)".to_string(),
+            403 => "access denied (403 Forbidden)".to_string(),
+            404 => "not found (404): no such repository, tag or blob".to_string(),
+            429 => "the registry is rate limiting this client (429 Too Many Requests); try again later".to_string(),
+            s => format!("the registry answered {s}"),
+        };
+        bail!("{r}: {what}: {why}{detail}")
+    }
+
+    /// A small document (a manifest or config), at most 64 MiB: its
+    /// bytes and Content-Type.
+    pub fn get_small(&self, url: &str, accept: &str, what: &str) -> Result<(Vec<u8>, String)> {
+        let resp = self.send(what, &|a, auth| {
+            let mut q = a.get(url).header("Accept", accept);
+            if let Some(h) = auth {
+                q = q.header("Authorization", h);
+            }
+            q.call()
+        })?;
+        let mut resp = self.expect(resp, what, &[200])?;
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .with_context(|| format!("{}: {what}: reading", self.reference))?;
+        Ok((bytes, ct))
+    }
+
+    /// Downloads blob `d` to `dst`, checking its size and sha256 as it
+    /// streams, with its progress bar if any. A connection lost midway is
+    /// retried from the start (up to 4 times).
+    pub fn download_blob(
+        &self,
+        d: &Descriptor,
+        dst: &Path,
+        what: &str,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<()> {
+        let url = self.url(&format!("blobs/sha256:{}", d.digest));
+        let mut attempt = 0;
+        loop {
+            let resp = self.send(what, &|a, auth| {
+                let mut q = a.get(&url);
+                if let Some(h) = auth {
+                    q = q.header("Authorization", h);
+                }
+                q.call()
+            })?;
+            let resp = self.expect(resp, what, &[200])?;
+            let mut body = resp.into_body().into_reader();
+            let mut out =
+                std::io::BufWriter::with_capacity(1 << 20, crate::store::create_private(dst)?);
+            let mut h = Sha256::new();
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            let res: std::io::Result<()> = loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        got += n as u64;
+                        if got > d.size {
+                            bail!("{}: {what}: the registry sent more than the {} bytes the manifest gives blob sha256:{}", self.reference, d.size, d.digest);
+                        }
+                        h.update(&buf[..n]);
+                        out.write_all(&buf[..n])?;
+                        if let Some(p) = progress {
+                            p.inc(n as u64);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            if let Err(e) = res {
+                if attempt + 1 < ATTEMPTS {
+                    tracing::info!("{}: {what}: {e}; downloading again", self.reference);
+                    if let Some(p) = progress {
+                        p.set_position(0);
+                    }
+                    backoff(attempt);
+                    attempt += 1;
+                    continue;
+                }
+                bail!("{}: {what}: {e}", self.reference);
+            }
+            if got != d.size {
+                bail!(
+                    "{}: {what}: blob sha256:{} is {got} bytes, the manifest says {}",
+                    self.reference,
+                    d.digest,
+                    d.size
+                );
+            }
+            let digest = hex::encode(h.finalize());
+            if digest != d.digest {
+                bail!("{}: {what}: blob does not match its digest: the manifest says sha256:{}, the registry sent sha256:{digest}", self.reference, d.digest);
+            }
+            let f = out.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(
+            super::query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        assert_eq!(
+            super::query_escape("registry.docker.io"),
+            "registry.docker.io"
+        );
+    }
+}

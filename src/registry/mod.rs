@@ -1,0 +1,189 @@
+//! Images from and to OCI registries (the distribution API): `pull` and
+//! `push`, `login` and `logout`. The protocol's pure parts are apart from its I/O: references
+//! are in [`crate::oci::Reference`], challenges and auth files in
+//! [`auth`], manifests and platform selection in [`manifest`]; [`client`]
+//! is the HTTP side (ureq with rustls). A pull hands its verified
+//! downloads to the import staging of [`crate::image::import`], so it is
+//! all or nothing like any import.
+
+pub mod auth;
+pub mod client;
+pub mod manifest;
+pub mod pull;
+pub mod push;
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::oci::Reference;
+use auth::{edit_auth, lookup_auth, Credentials};
+
+/// How to reach a registry and whom to be there.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Verify TLS certificates (false: also allow plain HTTP).
+    pub tls_verify: bool,
+    /// `USER:PASSWORD`, over any auth file.
+    pub creds: Option<String>,
+    /// The auth file to read instead of podman's and docker's.
+    pub authfile: Option<PathBuf>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            tls_verify: true,
+            creds: None,
+            authfile: None,
+        }
+    }
+}
+
+/// The auth files read when `--authfile` is not given, in order: podman's
+/// (`$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`),
+/// then docker's (`$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`).
+pub fn default_auth_files() -> Vec<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let mut out = Vec::new();
+    if let Some(f) = env("REGISTRY_AUTH_FILE") {
+        out.push(PathBuf::from(f));
+    }
+    if let Some(d) = env("XDG_RUNTIME_DIR") {
+        out.push(PathBuf::from(d).join("containers/auth.json"));
+    }
+    if let Some(d) = env("DOCKER_CONFIG") {
+        out.push(PathBuf::from(d).join("config.json"));
+    } else if let Some(h) = env("HOME") {
+        out.push(PathBuf::from(h).join(".docker/config.json"));
+    }
+    out
+}
+
+/// The credentials for `r`: `--creds`, else the first auth file with an
+/// entry for it (a given `--authfile` must exist), else none (anonymous).
+pub fn credentials(opts: &RegistryOptions, r: &Reference) -> Result<Option<Credentials>> {
+    if let Some(c) = &opts.creds {
+        return Credentials::parse(c).map(Some).map_err(|e| anyhow!(e));
+    }
+    let files = match &opts.authfile {
+        Some(f) => vec![f.clone()],
+        None => default_auth_files(),
+    };
+    for f in files {
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.authfile.is_none() => {
+                continue
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading auth file {}", f.display())),
+        };
+        if let Some(c) = lookup_auth(&text, &r.registry, &r.repository)
+            .map_err(|e| anyhow!("auth file {}: {e}", f.display()))?
+        {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// The auth file `login` and `logout` write: `--authfile`, else
+/// `$REGISTRY_AUTH_FILE`, else podman's `$XDG_RUNTIME_DIR/containers/auth.json`
+/// (`/run/containers/UID/auth.json` without `XDG_RUNTIME_DIR`).
+pub fn login_auth_file(opts: &RegistryOptions) -> PathBuf {
+    if let Some(f) = &opts.authfile {
+        return f.clone();
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(f) = env("REGISTRY_AUTH_FILE") {
+        return PathBuf::from(f);
+    }
+    match env("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("containers/auth.json"),
+        None => PathBuf::from(format!(
+            "/run/containers/{}/auth.json",
+            crate::sys::process::uid()
+        )),
+    }
+}
+
+/// A registry as `login` takes it: `host[:port]`, with any `https://`
+/// and trailing `/` dropped; Docker Hub's names are `docker.io`.
+fn registry_reference(registry: &str) -> Result<Reference> {
+    let r = registry
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let r = match r {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        r => r,
+    };
+    if r.is_empty() || r.contains('/') {
+        anyhow::bail!("{registry:?}: a registry is HOST[:PORT]");
+    }
+    // Checked by the reference grammar, as a registry of some repository.
+    Reference::parse(&format!("{r}/x")).map_err(|e| anyhow!("{registry:?}: {e}"))?;
+    Ok(Reference {
+        registry: r.to_string(),
+        repository: String::new(),
+        tag: None,
+        digest: None,
+    })
+}
+
+/// `login`: checks `creds` against `registry` (`GET /v2/`, answering its
+/// challenge), then stores them in the auth file; returns the file.
+pub fn login(registry: &str, creds: Credentials, opts: &RegistryOptions) -> Result<PathBuf> {
+    let r = registry_reference(registry)?;
+    client::Client::connect(&r, opts.tls_verify, Some(creds.clone()), false)
+        .with_context(|| format!("logging in to {}", r.registry))?;
+    let file = login_auth_file(opts);
+    let old = match std::fs::read_to_string(&file) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading auth file {}", file.display())),
+    };
+    let text = edit_auth(old.as_deref(), &r.registry, Some(&creds))
+        .map_err(|e| anyhow!("auth file {}: {e}", file.display()))?
+        .expect("a login always writes");
+    write_auth_file(&file, &text)?;
+    Ok(file)
+}
+
+/// `logout`: removes `registry`'s entry from the auth file; returns the
+/// file. An error when there was none.
+pub fn logout(registry: &str, opts: &RegistryOptions) -> Result<PathBuf> {
+    let r = registry_reference(registry)?;
+    let file = login_auth_file(opts);
+    let old = match std::fs::read_to_string(&file) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading auth file {}", file.display())),
+    };
+    match edit_auth(old.as_deref(), &r.registry, None)
+        .map_err(|e| anyhow!("auth file {}: {e}", file.display()))?
+    {
+        Some(text) => write_auth_file(&file, &text)?,
+        None => anyhow::bail!(
+            "not logged in to {} (no entry in {})",
+            r.registry,
+            file.display()
+        ),
+    }
+    Ok(file)
+}
+
+fn write_auth_file(file: &std::path::Path, text: &str) -> Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::store::write_atomic(file, text.as_bytes())
+        .with_context(|| format!("writing auth file {}", file.display()))
+}

@@ -1,0 +1,216 @@
+//! `pull`: an image from a registry into the store. The manifest (an
+//! index resolved to the wanted platform), the config, then every layer the
+//! store lacks, downloaded in parallel into a staging directory, each blob
+//! checked against its digest and size as it streams; then the import
+//! staging does the rest (decompress, diff ids against the config, index,
+//! publish all or nothing).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use super::client::Client;
+use super::manifest::{
+    accept_header, parse_manifest, select_platform, Descriptor, Manifest, Platform,
+};
+use super::{credentials, RegistryOptions};
+use crate::image::import::import_blobs;
+use crate::oci::{chain_ids, config_diff_ids, sha256_hex, Reference};
+use crate::store::Store;
+
+/// Options of one `layerfs pull`.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Connection and credentials.
+    pub registry: RegistryOptions,
+    /// `OS/ARCH[/VARIANT]` to pick from an index (default: the host's).
+    pub platform: Option<String>,
+    /// Parallel layer downloads (at least 1).
+    pub jobs: usize,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pulled {
+    /// The image id (sha256 of the config).
+    pub id: String,
+    /// The reference, fully spelled out.
+    pub reference: String,
+    /// The store tag set, if the reference had a tag.
+    pub tag: Option<String>,
+    /// The digest of the image manifest pulled (`sha256:...`).
+    pub manifest_digest: String,
+    /// The image's layers.
+    pub layers: usize,
+    /// The layers downloaded (the others were in the store).
+    pub downloaded: usize,
+    /// Bytes downloaded for them (compressed, as the registry sent them).
+    pub bytes: u64,
+}
+
+/// Fetches a manifest by tag or digest; a digest is checked.
+fn fetch_manifest(c: &Client, reference: &str, what: &str) -> Result<(Vec<u8>, String)> {
+    let (bytes, ct) = c.get_small(
+        &c.url(&format!("manifests/{reference}")),
+        &accept_header(),
+        what,
+    )?;
+    if let Some(want) = reference.strip_prefix("sha256:") {
+        let got = sha256_hex(&bytes);
+        if got != want {
+            bail!("{}: {what}: the manifest does not match its digest (sha256:{want} asked, sha256:{got} received)", c.reference());
+        }
+    }
+    Ok((bytes, ct))
+}
+
+/// Pulls `reference` into `store`; see the module doc.
+pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled> {
+    let r = Reference::parse(reference).map_err(|e| anyhow!(e))?;
+    let want = match &opts.platform {
+        Some(p) => Platform::parse(p).map_err(|e| anyhow!(e))?,
+        None => Platform::host(),
+    };
+    let creds = credentials(&opts.registry, &r)?;
+    let c = Client::connect(&r, opts.registry.tls_verify, creds, false)?;
+
+    let (mut bytes, mut ct) = fetch_manifest(&c, r.manifest_ref(), "fetching the manifest")?;
+    let mut parsed = parse_manifest(&bytes, &ct).map_err(|e| anyhow!("{r}: {e}"))?;
+    if let Manifest::Index(entries) = &parsed {
+        let d = select_platform(entries, &want).map_err(|e| anyhow!("{r}: {e}"))?;
+        (bytes, ct) = fetch_manifest(
+            &c,
+            &format!("sha256:{}", d.digest),
+            &format!("fetching the {want} manifest"),
+        )?;
+        parsed = parse_manifest(&bytes, &ct).map_err(|e| anyhow!("{r}: {e}"))?;
+    }
+    let manifest_digest = format!("sha256:{}", sha256_hex(&bytes));
+    let Manifest::Image {
+        config: cdesc,
+        layers,
+    } = parsed
+    else {
+        bail!("{r}: an index inside an index; layerfs expects an image manifest there");
+    };
+
+    let (config, _) = c.get_small(
+        &c.url(&format!("blobs/sha256:{}", cdesc.digest)),
+        "*/*",
+        "fetching the image config",
+    )?;
+    let id = sha256_hex(&config);
+    if id != cdesc.digest {
+        bail!("{r}: the image config does not match its digest (the manifest says sha256:{}, the registry sent sha256:{id})", cdesc.digest);
+    }
+    let cv: Value = serde_json::from_slice(&config)
+        .with_context(|| format!("{r}: the image config is not JSON"))?;
+    let diff_ids = config_diff_ids(&cv).map_err(|e| anyhow!("{r}: {e}"))?;
+    if diff_ids.len() != layers.len() {
+        bail!(
+            "{r}: the config lists {} layers (rootfs.diff_ids) but the manifest has {}",
+            diff_ids.len(),
+            layers.len()
+        );
+    }
+    let chains = chain_ids(&diff_ids);
+
+    let lock = store.lock()?;
+    let staging = store.staging("pull")?;
+    // The layers to download, each blob once.
+    let mut todo: Vec<(usize, Descriptor)> = Vec::new();
+    for (i, d) in layers.iter().enumerate() {
+        if !store.has_layer(&chains[i]) && !todo.iter().any(|(_, t)| t.digest == d.digest) {
+            todo.push((i, d.clone()));
+        }
+    }
+    let bytes_total: u64 = todo.iter().map(|(_, d)| d.size).sum();
+    download_all(&c, &todo, staging.path(), opts)?;
+
+    // Each blob lies in the staging directory under its digest.
+    let layer_list = layers
+        .iter()
+        .map(|d| (d.digest.clone(), Some(d.digest.clone())))
+        .collect();
+    let tag = r.store_tag();
+    let tags: Vec<String> = tag.iter().cloned().collect();
+    let got = import_blobs(
+        store,
+        &lock,
+        staging.path(),
+        config,
+        layer_list,
+        &tags,
+        "registry",
+    )
+    .with_context(|| format!("{r}: importing"))?;
+    debug_assert_eq!(got, id);
+    Ok(Pulled {
+        id,
+        reference: r.to_string(),
+        tag,
+        manifest_digest,
+        layers: layers.len(),
+        downloaded: todo.len(),
+        bytes: bytes_total,
+    })
+}
+
+/// Downloads the blobs of `todo` into `dir/<hex>`, `opts.jobs` at a time;
+/// the first error stops the others from starting new blobs.
+fn download_all(
+    c: &Client,
+    todo: &[(usize, Descriptor)],
+    dir: &Path,
+    opts: &PullOptions,
+) -> Result<()> {
+    let multi = (!opts.quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .expect("template")
+    .progress_chars("=> ");
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let jobs = opts.jobs.clamp(1, 16).min(todo.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if failed.lock().expect("lock").is_some() {
+                    return;
+                }
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some((i, d)) = todo.get(k) else { return };
+                let bar = multi.as_ref().map(|m| {
+                    let b = m.add(ProgressBar::new(d.size));
+                    b.set_style(style.clone());
+                    b.set_prefix(d.digest[..12].to_string());
+                    b
+                });
+                let dst: PathBuf = dir.join(&d.digest);
+                let what = format!("layer {i} (sha256:{})", &d.digest[..12]);
+                if let Err(e) = c.download_blob(d, &dst, &what, bar.as_ref()) {
+                    failed.lock().expect("lock").get_or_insert(e);
+                    return;
+                }
+                if let Some(b) = bar {
+                    b.finish();
+                }
+            });
+        }
+    });
+    if let Some(m) = &multi {
+        let _ = m.clear();
+    }
+    match failed.into_inner().expect("lock") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

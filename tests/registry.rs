@@ -1,0 +1,1043 @@
+//! `layerfs pull` and `push` against real registries: Debian's
+//! `docker-registry` (the distribution project's `registry`) started here
+//! on 127.0.0.1, once over plain HTTP, once with TLS (a CA and server
+//! certificate made by openssl) and htpasswd Basic auth; images put there
+//! and read back by skopeo and podman, the oracles. A tiny fake registry (Python)
+//! serves Bearer token challenges and a blob whose bytes do not match its
+//! digest.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixture, fuse_available, run_ok, snapshot, Mount, TestStore};
+
+/// The tools these tests need; without them the tests are skipped with a
+/// message, except under CI, where that is a failure.
+fn tools_available() -> bool {
+    let missing: Vec<&str> = [
+        "docker-registry",
+        "skopeo",
+        "openssl",
+        "htpasswd",
+        "python3",
+    ]
+    .into_iter()
+    .filter(|t| {
+        !Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("missing {missing:?} and CI is set: the registry tests must run in CI");
+    }
+    eprintln!("SKIP: missing {missing:?} (set CI=1 to make this a failure)");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "the registry exited ({st}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the registry did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A registry process, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// With TLS and auth: (user, password).
+    creds: Option<(&'static str, &'static str)>,
+}
+
+impl Registry {
+    /// Plain HTTP, anonymous.
+    fn plain() -> Registry {
+        Registry::start(false)
+    }
+
+    /// HTTPS with a certificate of the test's own CA (`ca.pem`), and
+    /// htpasswd Basic auth for user `tester`.
+    fn tls_auth() -> Registry {
+        Registry::start(true)
+    }
+
+    fn start(tls: bool) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("layerfs-registry")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            d.join("data").display()
+        );
+        let mut creds = None;
+        if tls {
+            let ssl = |args: &[&str]| {
+                run_ok(Command::new("openssl").current_dir(d).args(args));
+            };
+            ssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=layerfs test CA",
+            ]);
+            ssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            std::fs::write(
+                d.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            ssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ]);
+            run_ok(
+                Command::new("htpasswd")
+                    .current_dir(d)
+                    .args(["-Bbc", "htpasswd", "tester", "s3cret"]),
+            );
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: layerfs-test\n    path: {}\n",
+                d.join("server.pem").display(),
+                d.join("server.key").display(),
+                d.join("htpasswd").display()
+            ));
+            creds = Some(("tester", "s3cret"));
+        }
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let log = d.join("registry.log");
+        let mut child = Command::new("docker-registry")
+            .args(["serve", d.join("config.yml").to_str().unwrap()])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(d.join("registry.err")).unwrap())
+            .spawn()
+            .expect("starting docker-registry");
+        wait_for_port(port, &mut child, &d.join("registry.err"));
+        Registry {
+            child,
+            port,
+            dir,
+            creds,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn creds_arg(&self) -> String {
+        let (u, p) = self.creds.expect("a registry with auth");
+        format!("{u}:{p}")
+    }
+
+    /// skopeo's flags for this registry (TLS unverified, the credentials).
+    fn skopeo_flags(&self, prefix: &str) -> Vec<String> {
+        let mut f = vec![format!("--{prefix}tls-verify=false")];
+        if self.creds.is_some() {
+            f.push(format!("--{prefix}creds={}", self.creds_arg()));
+        }
+        f
+    }
+
+    /// `skopeo copy docker-archive:FIXTURE docker://HOST/REPO` with extra
+    /// flags (compression).
+    fn put(&self, fixture_name: &str, repo: &str, extra: &[&str]) {
+        self.put_from(
+            &format!("docker-archive:{}", fixture(fixture_name).display()),
+            repo,
+            extra,
+        );
+    }
+
+    /// `skopeo copy SOURCE docker://HOST/REPO` (SOURCE in skopeo's
+    /// transport syntax).
+    fn put_from(&self, source: &str, repo: &str, extra: &[&str]) {
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "-q"])
+            .args(self.skopeo_flags("dest-"))
+            .args(extra);
+        c.arg(source);
+        c.arg(format!("docker://{}/{repo}", self.host()));
+        run_ok(&mut c);
+    }
+
+    /// The raw manifest of `repo` as skopeo reads it.
+    fn raw_manifest(&self, repo: &str) -> Vec<u8> {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .args(self.skopeo_flags(""))
+            .arg("--raw")
+            .arg(format!("docker://{}/{repo}", self.host()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Blob downloads by layerfs so far, from the registry's access log.
+    fn layerfs_blob_gets(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("registry.log"))
+            .unwrap_or_default()
+            .lines()
+            .chain(
+                std::fs::read_to_string(self.dir.path().join("registry.err"))
+                    .unwrap_or_default()
+                    .lines(),
+            )
+            .filter(|l| {
+                l.contains("\"GET /v2/") && l.contains("/blobs/sha256:") && l.contains("layerfs/")
+            })
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b))
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The config digest (the image id) of a manifest.
+fn config_digest(manifest: &[u8]) -> String {
+    let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    m["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+/// The image at `id` in `a` mounts to the same tree as `id` in `b`.
+fn same_mounted_tree(a: &TestStore, b: &TestStore, id: &str) {
+    let ma = Mount::new(a, id, &[]);
+    let mb = Mount::new(b, id, &[]);
+    common::assert_same_tree(id, &snapshot(&mb.dir), &snapshot(&ma.dir), &[]);
+}
+
+fn store_tmp_is_empty(s: &TestStore) -> bool {
+    std::fs::read_dir(s.root().join("tmp"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)
+}
+
+#[test]
+fn pulls_of_each_compression_match_import_and_a_second_pull_downloads_nothing() {
+    if !tools_available() || !fuse_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    // skopeo's blob-info cache would hand the registry blobs it already
+    // has in another compression: --preserve-digests copies the source's
+    // own blobs (zstd from the OCI fixture, uncompressed from the
+    // docker-archive), and each case checks what the registry holds.
+    let archive = format!("docker-archive:{}", fixture("multi.docker.tar").display());
+    let zstd_oci = format!("oci:{}:multi:latest", fixture("multi-zstd.oci").display());
+    for (tag, source, fixture_name, flags) in [
+        ("gzip", &archive, "multi.docker.tar", &[][..]),
+        (
+            "zstd",
+            &zstd_oci,
+            "multi-zstd.oci",
+            &["--preserve-digests"][..],
+        ),
+        (
+            "raw",
+            &archive,
+            "multi.docker.tar",
+            &["--preserve-digests", "--dest-compress=false"][..],
+        ),
+    ] {
+        let imported = TestStore::new();
+        let want = imported.import(&fixture(fixture_name), &[]);
+        let repo = format!("t/{tag}:1");
+        reg.put_from(source, &repo, flags);
+        let m: serde_json::Value = serde_json::from_slice(&reg.raw_manifest(&repo)).unwrap();
+        let config = json(&imported.ok(&["inspect", &want]));
+        for (l, diff_id) in m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+        {
+            let (mt, digest) = (l["mediaType"].as_str().unwrap(), &l["digest"]);
+            match tag {
+                "gzip" => assert!(mt.ends_with("gzip") && digest != diff_id, "{tag}: {l}"),
+                "zstd" => assert!(mt.ends_with("+zstd") && digest != diff_id, "{tag}: {l}"),
+                _ => assert_eq!(
+                    digest, diff_id,
+                    "{tag}: the registry holds a compressed blob"
+                ),
+            }
+        }
+        let r = format!("{}/{repo}", reg.host());
+        let store = TestStore::new();
+        let before = reg.layerfs_blob_gets();
+        let out = json(&store.ok(&["pull", &r, "--tls-verify=false", "--json"]));
+        assert_eq!(out["id"], want.as_str(), "{tag}: {out}");
+        assert_eq!(out["layers"], 3);
+        assert_eq!(out["downloaded"], 3);
+        // Three layer blobs (the config is a blob too).
+        assert_eq!(reg.layerfs_blob_gets() - before, 4, "{tag}");
+        let manifest = reg.raw_manifest(&repo);
+        assert_eq!(
+            out["manifest_digest"],
+            format!("sha256:{}", sha256_hex(&manifest))
+        );
+        assert_eq!(config_digest(&manifest), want);
+        // Tagged with the reference; mounts as the import does.
+        assert_eq!(store.ok(&["inspect", &r]), imported.ok(&["inspect", &want]));
+        same_mounted_tree(&store, &imported, &want);
+        // Again: the layers are in the store, only the config is fetched.
+        let before = reg.layerfs_blob_gets();
+        let again = json(&store.ok(&["pull", &r, "--tls-verify=false", "--json"]));
+        assert_eq!(again["id"], want.as_str());
+        assert_eq!(again["downloaded"], 0);
+        assert_eq!(
+            reg.layerfs_blob_gets() - before,
+            1,
+            "{tag}: the second pull downloaded layers"
+        );
+        assert!(store_tmp_is_empty(&store));
+    }
+}
+
+#[test]
+fn a_missing_tag_fails_naming_the_reference_and_leaves_the_store() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let store = TestStore::new();
+    store.import(&fixture("edge.docker.tar"), &[]);
+    let before = store.fingerprint();
+    for r in [
+        format!("{}/t/multi:nope", reg.host()),
+        format!("{}/t/other:1", reg.host()),
+    ] {
+        let err = store.fails(&["pull", &r, "--tls-verify=false"]);
+        assert!(err.contains(&r) && err.contains("404"), "{err}");
+    }
+    // A registry that is not there: a connection error naming it.
+    let err = store.fails(&[
+        "pull",
+        &format!("127.0.0.1:{}/x:1", free_port()),
+        "--tls-verify=false",
+    ]);
+    assert!(
+        err.contains("/x:1") && err.contains("contacting the registry"),
+        "{err}"
+    );
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
+}
+
+#[test]
+fn the_platform_is_picked_from_an_index() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    let ids = TestStore::new();
+    let multi = ids.import(&fixture("multi.docker.tar"), &[]);
+    let edge = ids.import(&fixture("edge.docker.tar"), &[]);
+    reg.put("multi.docker.tar", "t/m:amd64", &[]);
+    reg.put("edge.docker.tar", "t/m:arm64", &[]);
+    let desc = |tag: &str, arch: &str| {
+        let m = reg.raw_manifest(&format!("t/m:{tag}"));
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        serde_json::json!({"mediaType": v["mediaType"], "digest": format!("sha256:{}", sha256_hex(&m)),
+            "size": m.len(), "platform": {"os": "linux", "architecture": arch}})
+    };
+    let index = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [desc("arm64", "arm64"), desc("amd64", "amd64")]});
+    let f = reg.dir.path().join("index.json");
+    std::fs::write(&f, serde_json::to_vec(&index).unwrap()).unwrap();
+    // Put the index by hand, as the distribution API takes it.
+    run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, urllib.request as u
+r = u.Request(sys.argv[1], data=open(sys.argv[2], 'rb').read(), method='PUT',
+    headers={'Content-Type': 'application/vnd.oci.image.index.v1+json'})
+print(u.urlopen(r).status)",
+            )
+            .arg(format!("http://{}/v2/t/m/manifests/all", reg.host()))
+            .arg(&f),
+    );
+    let store = TestStore::new();
+    let r = format!("{}/t/m:all", reg.host());
+    let host_is_amd64 = std::env::consts::ARCH == "x86_64";
+    if host_is_amd64 {
+        assert_eq!(
+            store.ok(&["pull", &r, "--tls-verify=false", "-q"]).trim(),
+            multi
+        );
+    }
+    let got = store.ok(&[
+        "pull",
+        &r,
+        "--tls-verify=false",
+        "-q",
+        "--platform",
+        "linux/arm64",
+    ]);
+    assert_eq!(got.trim(), edge);
+    let got = store.ok(&[
+        "pull",
+        &r,
+        "--tls-verify=false",
+        "-q",
+        "--platform",
+        "linux/amd64",
+    ]);
+    assert_eq!(got.trim(), multi);
+    let before = store.fingerprint();
+    let err = store.fails(&[
+        "pull",
+        &r,
+        "--tls-verify=false",
+        "--platform",
+        "linux/s390x",
+    ]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64, linux/amd64"),
+        "{err}"
+    );
+    assert_eq!(store.fingerprint(), before);
+}
+
+#[test]
+fn tls_and_basic_auth_with_creds_authfile_and_ca_file() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::tls_auth();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let want = TestStore::new().import(&fixture("multi.docker.tar"), &[]);
+    let r = format!("{}/t/multi:1", reg.host());
+    let store = TestStore::new();
+
+    // Not verified: refused by default (our CA is not a system root).
+    let err = store.fails(&["pull", &r, "--creds", &reg.creds_arg()]);
+    assert!(
+        err.contains(&r) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // No credentials, wrong password: clear errors, store unchanged.
+    let before = store.fingerprint();
+    let err = store.fails(&["pull", &r, "--tls-verify=false"]);
+    assert!(err.contains(&r) && err.contains("--creds"), "{err}");
+    let err = store.fails(&["pull", &r, "--tls-verify=false", "--creds", "tester:wrong"]);
+    assert!(err.contains(&r) && err.contains("401"), "{err}");
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
+
+    // --creds, TLS unverified.
+    let got = store.ok(&[
+        "pull",
+        &r,
+        "--tls-verify=false",
+        "--creds",
+        &reg.creds_arg(),
+    ]);
+    assert_eq!(got.trim(), want);
+
+    // An auth file as podman writes it, and TLS verified against our CA
+    // through SSL_CERT_FILE.
+    let store2 = TestStore::new();
+    let authfile = reg.dir.path().join("auth.json");
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(reg.creds_arg());
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"auths": {reg.host(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let out = store2
+        .cmd()
+        .args(["pull", &r, "--authfile", authfile.to_str().unwrap()])
+        .env("SSL_CERT_FILE", reg.ca())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    // The same file found where podman keeps it.
+    let run = reg.dir.path().join("run");
+    std::fs::create_dir_all(run.join("containers")).unwrap();
+    std::fs::copy(&authfile, run.join("containers/auth.json")).unwrap();
+    let out = TestStore::new()
+        .cmd()
+        .args(["pull", &r, "--tls-verify=false", "-q"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+}
+
+#[test]
+fn pushed_images_keep_their_id_through_skopeo_and_podman() {
+    if !tools_available() {
+        return;
+    }
+    for reg in [Registry::plain(), Registry::tls_auth()] {
+        let store = TestStore::new();
+        let id = store.import(&fixture("edge.docker.tar"), &[]);
+        let mut args = vec![
+            "push".to_string(),
+            id.clone(),
+            format!("{}/p/edge:v1", reg.host()),
+        ];
+        args.push("--tls-verify=false".into());
+        if reg.creds.is_some() {
+            let err = store.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(
+                err.contains("p/edge:v1") && err.contains("--creds"),
+                "{err}"
+            );
+            args.push(format!("--creds={}", reg.creds_arg()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut json_args = args.clone();
+        json_args.push("--json");
+        let out = json(&store.ok(&json_args));
+        assert_eq!(out["id"], id.as_str());
+        assert_eq!(out["uploaded"], 5, "4 layers and the config: {out}");
+        let manifest = reg.raw_manifest("p/edge:v1");
+        assert_eq!(config_digest(&manifest), id);
+        assert_eq!(
+            out["manifest_digest"],
+            format!("sha256:{}", sha256_hex(&manifest))
+        );
+        // Again: every blob is there already, the manifest is the same.
+        let again = json(&store.ok(&json_args));
+        assert_eq!(
+            (again["uploaded"].as_u64(), again["present"].as_u64()),
+            (Some(0), Some(5))
+        );
+        assert_eq!(again["manifest_digest"], out["manifest_digest"]);
+        // skopeo copies it back to a docker-archive; its import is the image.
+        let back = reg.dir.path().join("back.tar");
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "-q"]).args(reg.skopeo_flags("src-"));
+        c.arg(format!("docker://{}/p/edge:v1", reg.host()));
+        c.arg(format!("docker-archive:{}", back.display()));
+        run_ok(&mut c);
+        assert_eq!(TestStore::new().import(&back, &[]), id);
+        // And layerfs pulls it back to the same id.
+        let mut pull = vec!["pull", "-q", &args[2], "--tls-verify=false"];
+        let c = format!(
+            "--creds={}",
+            reg.creds
+                .map(|(u, p)| format!("{u}:{p}"))
+                .unwrap_or_default()
+        );
+        if reg.creds.is_some() {
+            pull.push(&c);
+        }
+        assert_eq!(TestStore::new().ok(&pull).trim(), id);
+        // podman pulls what layerfs pushed (into a storage of its own) to
+        // the same id. (Not edge: one of its layers has a path twice, on
+        // purpose, which podman refuses to apply from any source.)
+        let multi = store.import(&fixture("multi.docker.tar"), &[]);
+        let to = format!("{}/p/multi:v1", reg.host());
+        let mut push = vec!["push", &multi, &to, "--tls-verify=false"];
+        if reg.creds.is_some() {
+            push.push(&c);
+        }
+        store.ok(&push);
+        let pdir = tempfile::tempdir().unwrap();
+        let conf = pdir.path().join("storage.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                pdir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut p = Command::new("podman");
+        p.env("CONTAINERS_STORAGE_CONF", &conf)
+            .args(["pull", "-q", "--tls-verify=false"]);
+        if reg.creds.is_some() {
+            p.arg(&c);
+        }
+        let got = run_ok(p.arg(&to));
+        assert_eq!(got.trim(), multi, "podman pull");
+        let _ = Command::new("podman")
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .args(["rmi", "--all", "--force"])
+            .output();
+    }
+}
+
+/// A fake registry in Python: `/v2/` and everything under it want a
+/// Bearer token from `/token` (which checks the scope); it serves repo
+/// `x` with tag `good` (a correct image) and `bad` (the same manifest
+/// shape, but the layer bytes it sends have one byte changed), and
+/// `flaky` (answers 503 once, then as `good`), `reset` (the first
+/// download of the layer stops halfway, the connection closed) and
+/// `slow` (the layer stalls halfway, and a marker file says so),
+/// `redirect` (the layer is a 307 to "blob storage", which refuses
+/// requests that carry the token), `foreign` (a foreign layer) and
+/// `diffid` (a right blob, but the config gives another diff id).
+const FAKE: &str = r#"
+import hashlib, json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port = int(sys.argv[1]); layer = open(sys.argv[2], 'rb').read(); marker = sys.argv[3]
+bad = bytearray(layer); bad[600] ^= 1; bad = bytes(bad)
+def d(b): return 'sha256:' + hashlib.sha256(b).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": [d(layer)]}}).encode()
+manifest = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
+# A config whose diff id is not the layer's (the blob itself is right).
+wrong_config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+wrong = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(wrong_config), "size": len(wrong_config)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(layer), "size": len(layer)}]}).encode()
+foreign = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": d(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": d(layer),
+                "size": len(layer), "urls": ["https://example.com/layer"]}]}).encode()
+state = {"mode": "good", "flaky": 0, "resets": 0}
+class H(BaseHTTPRequestHandler):
+    def send(self, code, body=b"", ctype="application/json", extra={}):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra.items(): self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path.startswith("/token?"):
+            ok = "scope=repository%3Ax%3Apull" in self.path and "service=fake" in self.path
+            return self.send(200 if ok else 400, json.dumps({"token": "t0k"}).encode())
+        if self.path == "/storage/layer":
+            # Blob storage: reached by redirect, without the registry's token.
+            if self.headers.get("Authorization"):
+                return self.send(400, b"credentials leaked to blob storage")
+            return self.send(200, layer, "application/octet-stream")
+        if self.headers.get("Authorization") != "Bearer t0k":
+            return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}', extra={
+                "WWW-Authenticate": 'Bearer realm="http://127.0.0.1:%d/token",service="fake"' % port})
+        p = self.path
+        if p == "/v2/": return self.send(200, b"{}")
+        if p == "/v2/x/manifests/flaky":
+            state["flaky"] += 1
+            if state["flaky"] == 1:
+                return self.send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try again"}]}')
+        tag = p.rsplit("/", 1)[-1]
+        if p == "/v2/x/manifests/diffid":
+            state["mode"] = "good"
+            return self.send(200, wrong, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(wrong_config): return self.send(200, wrong_config, "application/octet-stream")
+        if p == "/v2/x/manifests/foreign":
+            return self.send(200, foreign, "application/vnd.docker.distribution.manifest.v2+json")
+        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow", "redirect"):
+            state["mode"] = tag
+            return self.send(200, manifest, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(config): return self.send(200, config, "application/octet-stream")
+        if p == "/v2/x/blobs/" + d(layer):
+            mode = state["mode"]
+            if mode == "bad":
+                return self.send(200, bad, "application/octet-stream")
+            if mode == "redirect":
+                return self.send(307, b"", extra={"Location": "http://127.0.0.1:%d/storage/layer" % port})
+            if mode == "slow" or (mode == "reset" and state["resets"] == 0):
+                # Half the bytes, then the connection drops (reset, once)
+                # or stalls until the client is killed (slow).
+                state["resets"] += mode == "reset"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(layer)))
+                self.end_headers()
+                self.wfile.write(layer[: len(layer) // 2])
+                self.wfile.flush()
+                if mode == "slow":
+                    open(marker, "w").close()
+                    time.sleep(60)
+                self.close_connection = True
+                return
+            return self.send(200, layer, "application/octet-stream")
+        self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
+    def log_message(self, *a): pass
+print(hashlib.sha256(config).hexdigest(), flush=True)
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+#[test]
+fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake.py");
+    std::fs::write(&script, FAKE).unwrap();
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(fixture("edge/layer0.tar"))
+        .arg(dir.path().join("stalled"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    wait_for_port(port, &mut child, &dir.path().join("err"));
+    let _guard = Kill(child);
+    let config_id = line.trim().to_string();
+
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let before = store.fingerprint();
+    let bad = format!("127.0.0.1:{port}/x:bad");
+    let err = store.fails(&["pull", &bad, "--tls-verify=false"]);
+    assert!(
+        err.contains(&bad) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    assert_eq!(
+        store.fingerprint(),
+        before,
+        "a failed pull changed the store"
+    );
+    assert!(store_tmp_is_empty(&store));
+
+    // The same image with the right bytes, through the same token dance.
+    let good = format!("127.0.0.1:{port}/x:good");
+    assert_eq!(
+        store
+            .ok(&["pull", "-q", &good, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    // A pull killed -9 halfway through a layer leaves the store as it
+    // was; the next writer removes its staging, and a pull completes.
+    let store2 = TestStore::new();
+    store2.import(&fixture("multi.docker.tar"), &[]);
+    let before2 = store2.fingerprint();
+    let mut pulling = store2
+        .cmd()
+        .args([
+            "pull",
+            &format!("127.0.0.1:{port}/x:slow"),
+            "--tls-verify=false",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.path().join("stalled").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pull did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !store_tmp_is_empty(&store2),
+        "the killed pull was staging nothing"
+    );
+    pulling.kill().unwrap();
+    pulling.wait().unwrap();
+    assert_eq!(
+        store2.fingerprint(),
+        before2,
+        "a killed pull changed the store"
+    );
+    let good2 = format!("127.0.0.1:{port}/x:good");
+    assert_eq!(
+        store2
+            .ok(&["pull", "-q", &good2, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    assert!(store_tmp_is_empty(&store2));
+    // A connection lost halfway through a blob: downloaded again.
+    let reset = format!("127.0.0.1:{port}/x:reset");
+    let out = TestStore::new().run(&["-v", "pull", "-q", &reset, "--tls-verify=false"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
+    assert!(err.contains("downloading again"), "{err}");
+    // A redirect to blob storage is followed, without the token.
+    let redirect = format!("127.0.0.1:{port}/x:redirect");
+    assert_eq!(
+        TestStore::new()
+            .ok(&["pull", "-q", &redirect, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    // A config whose diff id is not the layer's: refused, store unchanged.
+    let before = store.fingerprint();
+    let diffid = format!("127.0.0.1:{port}/x:diffid");
+    let err = store.fails(&["pull", &diffid, "--tls-verify=false"]);
+    assert!(
+        err.contains(&diffid) && err.contains("diff_id mismatch"),
+        "{err}"
+    );
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
+    // A foreign layer is refused, naming the reference.
+    let foreign = format!("127.0.0.1:{port}/x:foreign");
+    let err = store.fails(&["pull", &foreign, "--tls-verify=false"]);
+    assert!(
+        err.contains(&foreign) && err.contains("foreign (non-distributable) layer"),
+        "{err}"
+    );
+    // A 503 is retried.
+    let flaky = format!("127.0.0.1:{port}/x:flaky");
+    assert_eq!(
+        store
+            .ok(&["pull", "-q", &flaky, "--tls-verify=false"])
+            .trim(),
+        config_id
+    );
+    let err = store.fails(&[
+        "pull",
+        &format!("127.0.0.1:{port}/x:none"),
+        "--tls-verify=false",
+    ]);
+    assert!(err.contains("/x:none") && err.contains("404"), "{err}");
+}
+
+#[test]
+fn login_writes_podmans_auth_file_and_logout_removes_it() {
+    if !tools_available() {
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::tls_auth();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let run = reg.dir.path().join("xdg-run");
+    let file = run.join("containers/auth.json");
+    let store = TestStore::new();
+    let layerfs = |args: &[&str], stdin: &str| {
+        let mut c = store.cmd();
+        c.args(args)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let host = reg.host();
+    let login = [
+        "login",
+        &host,
+        "-u",
+        "tester",
+        "--password-stdin",
+        "--tls-verify=false",
+    ];
+    let out = layerfs(&login, "wrong\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains(&host),
+        "{err}"
+    );
+    assert!(!file.exists(), "a failed login wrote the auth file");
+    let out = layerfs(&login, "s3cret\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // skopeo (containers/image, podman's library) reads the file we wrote.
+    let ok = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(&file)
+        .arg(format!("docker://{host}/t/multi:1"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let r = format!("{host}/t/multi:1");
+    let out = layerfs(&["pull", "-q", &r, "--tls-verify=false"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        config_digest(&reg.raw_manifest("t/multi:1"))
+    );
+    // Logout: the entry is gone, and a pull needs credentials again.
+    assert!(layerfs(&["logout", &host], "").status.success());
+    let err = String::from_utf8_lossy(&layerfs(&["pull", &r, "--tls-verify=false"], "").stderr)
+        .into_owned();
+    assert!(err.contains("--creds"), "{err}");
+    let out = layerfs(&["logout", &host], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not logged in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_committed_image_pushes_and_pulls_back() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    let store = TestStore::new();
+    let base = store.import(&fixture("multi.docker.tar"), &[]);
+    // A layer diff as a plain directory: one new file.
+    let diff = tempfile::tempdir().unwrap();
+    std::fs::create_dir(diff.path().join("etc")).unwrap();
+    std::fs::write(diff.path().join("etc/committed"), "yes\n").unwrap();
+    let d = diff.path().to_str().unwrap();
+    let id = store.ok(&["commit", d, "--image", &base, "--plain", "-m", "x"]);
+    let id = id.trim();
+    assert_ne!(id, base);
+    let to = format!("{}/p/committed:1", reg.host());
+    store.ok(&["push", id, &to, "--tls-verify=false"]);
+    assert_eq!(config_digest(&reg.raw_manifest("p/committed:1")), id);
+    // Another tag in the same repository: every blob is there already.
+    let again = format!("{}/p/committed:2", reg.host());
+    let out = json(&store.ok(&["push", id, &again, "--tls-verify=false", "--json"]));
+    assert_eq!(
+        (out["uploaded"].as_u64(), out["present"].as_u64()),
+        (Some(0), Some(5))
+    );
+    let other = TestStore::new();
+    other.import(&fixture("multi.docker.tar"), &[]);
+    let pulled = json(&other.ok(&["pull", &to, "--tls-verify=false", "--json"]));
+    assert_eq!(pulled["id"], id);
+    assert_eq!(pulled["downloaded"], 1, "the base layers were in the store");
+    assert_eq!(
+        other.ok(&["ls", &to, "/etc/committed", "-l"]),
+        store.ok(&["ls", id, "/etc/committed", "-l"])
+    );
+}
