@@ -1041,3 +1041,53 @@ fn a_committed_image_pushes_and_pulls_back() {
         store.ok(&["ls", id, "/etc/committed", "-l"])
     );
 }
+
+/// `mount REF` and `bundle REF` pull an image the store does not have
+/// (`--pull missing`, the default), then mount it as an import of the
+/// same fixture mounts; `--pull never` refuses with the store's message
+/// and downloads nothing; a stored image is not pulled again.
+#[test]
+fn mount_and_bundle_pull_a_missing_image_first() {
+    if !tools_available() || !fuse_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let r = format!("{}/t/multi:1", reg.host());
+    let store = TestStore::new();
+    let mnt = tempfile::tempdir().unwrap();
+    let mp = mnt.path().to_str().unwrap();
+
+    let err = store.fails(&["mount", &r, mp, "--pull", "never"]);
+    assert!(err.contains("no image"), "{err}");
+    assert_eq!(reg.layerfs_blob_gets(), 0);
+
+    let out = store.run(&["mount", &r, mp, "--tls-verify=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Mount::adopt(&store, mnt.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pulling"));
+    let reference = TestStore::new();
+    let id = reference.import(&fixture("multi.docker.tar"), &[]);
+    let mr = Mount::new(&reference, &id, &[]);
+    common::assert_same_tree(&r, &snapshot(&mr.dir), &snapshot(&m.dir), &[]);
+    drop(m);
+    let gets = reg.layerfs_blob_gets();
+    assert!(gets > 0);
+
+    // Stored now: a bundle of it pulls nothing more.
+    let bundle = tempfile::tempdir().unwrap();
+    let b = bundle.path().join("b");
+    store.ok(&["bundle", &r, b.to_str().unwrap(), "--tls-verify=false"]);
+    let _unmounted_if_this_fails = common::LazyUnmount(b.join("rootfs"));
+    assert!(b.join("rootfs/bin/busybox").exists());
+    store.ok(&["bundle", "--umount", b.to_str().unwrap()]);
+    assert_eq!(
+        reg.layerfs_blob_gets(),
+        gets,
+        "the stored image was pulled again"
+    );
+}

@@ -186,6 +186,8 @@ pub(crate) struct MountArgs {
     init_layer: bool,
     #[arg(long, hide = true)]
     notify_ready: bool,
+    #[command(flatten)]
+    pull: registry::PullFirst,
 }
 
 // `layerfs mount-branches`.
@@ -211,6 +213,8 @@ pub(crate) struct MountBranchesArgs {
 pub(crate) struct BundleArgs {
     /// The image (with --umount: the bundle directory).
     image: String,
+    #[command(flatten)]
+    pull: registry::PullFirst,
     /// The bundle directory (created if missing).
     bundle: Option<PathBuf>,
     /// Read-write branch for the rootfs (else the rootfs is read-only).

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::registry::resolve_or_pull;
 use super::store::image_config;
 use super::{absolute, split_options, BundleArgs, MountArgs, MountBranchesArgs};
 use crate::bundle::{image_user, resolve_user, rootless_mount_options, SpecOptions};
@@ -27,7 +28,7 @@ fn free_mountpoint(store: &Store, mountpoint: &Path) -> Result<PathBuf> {
 
 /// `mount IMAGE MOUNTPOINT`.
 pub(crate) fn mount(store: &Store, a: MountArgs) -> Result<()> {
-    let id = store.resolve(&a.image)?;
+    let id = resolve_or_pull(store, &a.image, &a.pull)?;
     let mp = free_mountpoint(store, &a.mountpoint)?;
     let opts = MountOptions {
         options: split_options(&a.options),
@@ -117,7 +118,7 @@ pub(crate) fn bundle(store: &Store, a: BundleArgs) -> Result<()> {
     let dir = a.bundle.ok_or_else(|| {
         anyhow::anyhow!("usage: layerfs bundle IMAGE BUNDLE (or --umount BUNDLE)")
     })?;
-    let id = store.resolve(&a.image)?;
+    let id = resolve_or_pull(store, &a.image, &a.pull)?;
     let mut options = split_options(&a.options);
     let (uid, gid) = (crate::sys::uid(), crate::sys::gid());
     if a.rootless {

@@ -29,8 +29,6 @@ pub(crate) struct ConnArgs {
     /// $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
 }
 
 impl ConnArgs {
@@ -41,6 +39,45 @@ impl ConnArgs {
             authfile: self.authfile.clone(),
         }
     }
+}
+
+/// When `mount` and `bundle` pull their image.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PullPolicy {
+    /// When it is not in the store (and names a registry image).
+    Missing,
+    /// Never: an image not in the store is an error.
+    Never,
+}
+
+// `--pull` and the connection flags of `mount` and `bundle`.
+#[derive(Args)]
+pub(crate) struct PullFirst {
+    /// Pull IMAGE from its registry first if the store does not have it.
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: PullPolicy,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// The id of `image`: from the store, else (with `--pull missing`, for a
+/// name that is a registry reference) pulled now, with a line on stderr.
+pub(crate) fn resolve_or_pull(store: &Store, image: &str, how: &PullFirst) -> Result<String> {
+    if let Some(id) = store.find(image)? {
+        return Ok(id);
+    }
+    if how.pull == PullPolicy::Never || crate::oci::Reference::parse(image).is_err() {
+        // The store's own message (known tags).
+        return store.resolve(image);
+    }
+    eprintln!("{image}: not in the store; pulling it");
+    let opts = PullOptions {
+        registry: how.conn.options(),
+        platform: None,
+        jobs: 3,
+        quiet: true,
+    };
+    Ok(pull_image(store, image, &opts)?.id)
 }
 
 // `layerfs pull`.
@@ -60,6 +97,8 @@ pub(crate) struct PullArgs {
     quiet: bool,
     #[command(flatten)]
     conn: ConnArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 // `layerfs push`.
@@ -71,6 +110,8 @@ pub(crate) struct PushArgs {
     reference: String,
     #[command(flatten)]
     conn: ConnArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 /// `pull`.
@@ -82,7 +123,7 @@ pub(crate) fn pull(store: &Store, out: &mut impl Write, a: PullArgs) -> Result<(
         quiet: a.quiet,
     };
     let p = pull_image(store, &a.reference, &opts)?;
-    if a.conn.json {
+    if a.json {
         return print_json(out, &p);
     }
     if !a.quiet {
@@ -98,7 +139,7 @@ pub(crate) fn pull(store: &Store, out: &mut impl Write, a: PullArgs) -> Result<(
 /// `push`.
 pub(crate) fn push(store: &Store, out: &mut impl Write, a: PushArgs) -> Result<()> {
     let p = push_image(store, &a.image, &a.reference, &a.conn.options())?;
-    if a.conn.json {
+    if a.json {
         return print_json(out, &p);
     }
     eprintln!(

@@ -477,15 +477,32 @@ impl Store {
     /// Resolves a user's image reference: a full id (optionally
     /// `sha256:`-prefixed), a tag, or a unique id prefix.
     pub fn resolve(&self, reference: &str) -> Result<String> {
+        if let Some(id) = self.find(reference)? {
+            return Ok(id);
+        }
+        let tags = self.tags()?;
+        let known: Vec<String> = tags.keys().cloned().collect();
+        if known.is_empty() {
+            bail!(
+                "no image {reference:?} in the store {}",
+                self.root.display()
+            );
+        }
+        bail!("no image {reference:?}; known tags: {}", known.join(", "))
+    }
+
+    /// [`Store::resolve`], with `None` where no image matches (an
+    /// ambiguous id prefix is still an error).
+    pub fn find(&self, reference: &str) -> Result<Option<String>> {
         if let Some(h) = parse_digest(reference) {
             if self.has_image(h) {
-                return Ok(h.to_string());
+                return Ok(Some(h.to_string()));
             }
         }
         let tags = self.tags()?;
         if let Some(id) = tags.get(&normalize_ref(reference)) {
             if self.has_image(id) {
-                return Ok(id.clone());
+                return Ok(Some(id.clone()));
             }
         }
         let prefix = reference.strip_prefix("sha256:").unwrap_or(reference);
@@ -499,7 +516,7 @@ impl Store {
                 .filter(|id| id.starts_with(&prefix))
                 .collect();
             match matches.len() {
-                1 => return Ok(matches[0].clone()),
+                1 => return Ok(Some(matches[0].clone())),
                 0 => {}
                 _ => bail!(
                     "image reference {reference:?} is ambiguous; it matches:\n  {}",
@@ -507,14 +524,7 @@ impl Store {
                 ),
             }
         }
-        let known: Vec<String> = tags.keys().cloned().collect();
-        if known.is_empty() {
-            bail!(
-                "no image {reference:?} in the store {}",
-                self.root.display()
-            );
-        }
-        bail!("no image {reference:?}; known tags: {}", known.join(", "))
+        Ok(None)
     }
 
     /// Removes an image and the layers no other image uses. Refused while
