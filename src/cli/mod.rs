@@ -24,6 +24,7 @@ mod pack;
 mod registry;
 mod render;
 mod store;
+mod waste;
 
 // Doc comments on the clap types become help text: the argument and
 // command structs below have plain comments instead (the help of a
@@ -127,8 +128,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// List the changes of layer N (0 = bottom): A/C/D lines.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "wasted")]
         diff: Option<usize>,
+        /// List, per layer, the files that make up its wasted bytes,
+        /// largest first, with the layer that replaced or deleted each.
+        #[arg(long)]
+        wasted: bool,
     },
     /// The merged tree as of a layer, with sizes (directories summed) and
     /// what that layer did to each entry (A added, C changed, D deleted).
@@ -407,7 +412,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Bundle(a) => mount::bundle(store, a),
         Cmd::Umount { mountpoint } => mount::umount(store, &mountpoint),
         Cmd::Ls(a) => inspect::ls(store, out, a),
-        Cmd::Layers { image, json, diff } => inspect::layers(store, out, &image, json, diff),
+        Cmd::Layers {
+            image,
+            json,
+            diff,
+            wasted,
+        } => inspect::layers(store, out, &image, json, diff, wasted),
         Cmd::Tree(a) => inspect::tree(store, out, a),
         Cmd::Why { image, path, json } => inspect::why(store, out, &image, &path, json),
         Cmd::Diff(a) => inspect::diff(store, out, a),
