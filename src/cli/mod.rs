@@ -18,6 +18,7 @@ use crate::image::export::SaveFormat;
 use crate::store::{default_root, Store};
 
 mod branch;
+mod explore;
 mod inspect;
 mod mount;
 mod pack;
@@ -138,6 +139,11 @@ enum Cmd {
     /// The merged tree as of a layer, with sizes (directories summed) and
     /// what that layer did to each entry (A added, C changed, D deleted).
     Tree(TreeArgs),
+    /// A terminal UI as dive's: the layers on the left, the tree as of the
+    /// selected layer on the right with its A/C/D marks. Keys: up/down or
+    /// j/k move, Tab switches pane, Enter/Space collapses a directory, c
+    /// shows only the layer's changes, / filters by name, q quits.
+    Explore { image: String },
     /// The history of one path: every layer (0 = bottom) that created,
     /// changed, hid or re-created PATH or a parent of it, with the layer's
     /// `created_by`.
@@ -419,6 +425,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             wasted,
         } => inspect::layers(store, out, &image, json, diff, wasted),
         Cmd::Tree(a) => inspect::tree(store, out, a),
+        Cmd::Explore { image } => explore::explore(store, &image),
         Cmd::Why { image, path, json } => inspect::why(store, out, &image, &path, json),
         Cmd::Diff(a) => inspect::diff(store, out, a),
         Cmd::Commit(a) => pack::commit(store, out, a),
