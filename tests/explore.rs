@@ -93,14 +93,19 @@ fn squeeze(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `tree multi --layer N [--only-changed]` lines without the root line,
+/// `tree IMAGE --layer N [--only-changed]` lines without the root line,
 /// squeezed.
-fn tree_cli(store: &TestStore, layer: &str, only_changed: bool) -> Vec<String> {
-    let mut args = vec!["tree", "multi", "--layer", layer];
+fn tree_of(store: &TestStore, image: &str, layer: &str, only_changed: bool) -> Vec<String> {
+    let mut args = vec!["tree", image, "--layer", layer];
     if only_changed {
         args.push("--only-changed");
     }
     store.ok(&args).lines().skip(1).map(squeeze).collect()
+}
+
+/// `tree_of` the `multi` image.
+fn tree_cli(store: &TestStore, layer: &str, only_changed: bool) -> Vec<String> {
+    tree_of(store, "multi", layer, only_changed)
 }
 
 /// The title line of the tree pane.
@@ -247,9 +252,61 @@ fn explore_under_tmux_shows_layers_tree_marks_changes_and_quits() {
 }
 
 #[test]
+fn explore_under_tmux_an_empty_layer_changes_nothing() {
+    // edge (fixtures/README.md): layer 3 is an empty tar (RUN true).
+    let store = TestStore::new();
+    store.import(&fixture("edge.docker.tar"), &[]);
+    assert_eq!(tree_of(&store, "edge", "3", true), Vec::<String>::new());
+    let tmux = Tmux::new();
+    let cmd = format!(
+        "{} --root {} explore edge; echo EXIT=$?; sleep 600",
+        bin(),
+        store.root().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "x",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    tmux.wait("layer 0", |s| title(s).contains("Layer 0 ("));
+    tmux.keys(&["j", "j", "j", "c"]);
+    let s = tmux.wait("layer 3's changes", |s| {
+        title(s).contains("Layer 3 (") && title(s).contains("[changes only]")
+    });
+    assert_eq!(tree_rows(&s), vec!["(this layer changes nothing)"], "{s}");
+    // Back to layer 2, which changes things, then quit.
+    tmux.keys(&["k"]);
+    let want = tree_of(&store, "edge", "2", true);
+    assert!(!want.is_empty());
+    // Its long ustar names are cut at the pane's edge.
+    let s = tmux.wait("layer 2's changes", |s| {
+        let rows = tree_rows(s);
+        rows.len() == want.len()
+            && rows
+                .iter()
+                .zip(&want)
+                .all(|(r, w)| w.starts_with(r.as_str()))
+    });
+    assert!(s.contains("ustar-prefix-uuuu"), "{s}");
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the exit", |s| s.contains("EXIT="));
+    assert!(s.contains("EXIT=0"), "{s}");
+}
+
+#[test]
 fn explore_without_a_terminal_says_so() {
     let store = TestStore::new();
     store.import(&fixture("multi.docker.tar"), &[]);
     let err = store.fails(&["explore", "multi"]);
     assert!(err.contains("explore needs a terminal"), "{err}");
+    let err = store.fails(&["explore", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
 }

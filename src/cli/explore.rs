@@ -103,12 +103,18 @@ impl Row {
     }
 }
 
+/// Builds the tree as of a layer (by position in the list).
+type Loader<'a> = Box<dyn FnMut(usize) -> TreeNode + 'a>;
+
 /// The state of the UI.
-pub(crate) struct Explorer {
+pub(crate) struct Explorer<'a> {
     /// Bottom first (as dive lists them).
     layers: Vec<LayerInfo>,
-    /// The tree as of each layer, same order.
-    trees: Vec<TreeNode>,
+    /// The tree as of each layer, same order, built when the layer is
+    /// first selected (an image of many layers opens as fast as one).
+    trees: Vec<Option<TreeNode>>,
+    /// Builds `trees`.
+    load: Loader<'a>,
     /// Selected layer (position in `layers`).
     pub layer: usize,
     /// Selected row of the tree pane.
@@ -129,14 +135,19 @@ pub(crate) struct Explorer {
     pub quit: bool,
 }
 
-impl Explorer {
-    /// The state for `layers` (bottom first) and the tree as of each;
-    /// layer 0 selected, the layer pane focused.
-    pub(crate) fn new(layers: Vec<LayerInfo>, trees: Vec<TreeNode>) -> Explorer {
-        assert_eq!(layers.len(), trees.len());
-        Explorer {
+impl<'a> Explorer<'a> {
+    /// The state for `layers` (bottom first, at least one), `load(i)`
+    /// giving the tree as of `layers[i]`; layer 0 selected, the layer pane
+    /// focused.
+    pub(crate) fn new(
+        layers: Vec<LayerInfo>,
+        load: impl FnMut(usize) -> TreeNode + 'a,
+    ) -> Explorer<'a> {
+        assert!(!layers.is_empty());
+        let mut e = Explorer {
+            trees: vec![None; layers.len()],
             layers,
-            trees,
+            load: Box::new(load),
             layer: 0,
             cursor: 0,
             pane: Pane::Layers,
@@ -145,7 +156,9 @@ impl Explorer {
             filter: String::new(),
             editing: false,
             quit: false,
-        }
+        };
+        e.select();
+        e
     }
 
     /// The selected layer.
@@ -175,7 +188,10 @@ impl Explorer {
     /// The rows of the tree pane, top to bottom.
     pub(crate) fn rows(&self) -> Vec<Row> {
         let mut out = Vec::new();
-        self.walk(&self.trees[self.layer], &[], "", &mut out);
+        let tree = self.trees[self.layer]
+            .as_ref()
+            .expect("loaded on selection");
+        self.walk(tree, &[], "", &mut out);
         out
     }
 
@@ -246,7 +262,21 @@ impl Explorer {
             }
             _ => {}
         }
+        self.select();
         self.clamp();
+    }
+
+    /// Builds the selected layer's tree if it is not built yet.
+    fn select(&mut self) {
+        if self.trees[self.layer].is_none() {
+            self.trees[self.layer] = Some((self.load)(self.layer));
+        }
+    }
+
+    /// How many layers' trees are built.
+    #[cfg(test)]
+    fn loaded(&self) -> usize {
+        self.trees.iter().filter(|t| t.is_some()).count()
     }
 
     /// Keeps the tree cursor on a row.
@@ -258,16 +288,15 @@ impl Explorer {
 
 /// `explore IMAGE`.
 pub(crate) fn explore(store: &Store, image: &str) -> Result<()> {
+    let id = store.resolve(image)?;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("explore needs a terminal (use `layerfs tree` or `layers` in scripts)");
     }
-    let id = store.resolve(image)?;
     let img = ImageLayers::open(store, &id)?;
     let rec = store.image(&id)?;
     let n = img.layers.len();
     let created_by = layer_created_by(&image_config(store, &id)?, n);
     let mut layers = Vec::new();
-    let mut trees = Vec::new();
     for (i, created_by) in created_by.into_iter().enumerate() {
         let pos = (n - 1 - i) as u16;
         layers.push(LayerInfo {
@@ -276,19 +305,25 @@ pub(crate) fn explore(store: &Store, image: &str) -> Result<()> {
             size: store.layer(&rec.layers[i])?.size,
             created_by,
         });
-        let Some(t) = inspect::tree(&img.layers, pos, b"") else {
-            bail!("image {}: no root as of layer {i}", short(&id));
-        };
-        trees.push(t);
     }
-    let mut ui = Explorer::new(layers, trees);
+    // The root is in every view: `tree` of "" always gives a node.
+    let load = |i: usize| {
+        inspect::tree(&img.layers, (n - 1 - i) as u16, b"").unwrap_or(TreeNode {
+            name: Vec::new(),
+            kind: Kind::Dir,
+            size: 0,
+            change: None,
+            children: Vec::new(),
+        })
+    };
+    let mut ui = Explorer::new(layers, load);
     let mut term = ratatui::init();
     let res = run(&mut term, &mut ui);
     ratatui::restore();
     res
 }
 
-fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer) -> Result<()> {
+fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer<'_>) -> Result<()> {
     while !ui.quit {
         term.draw(|f| draw(f, ui))?;
         if let Event::Key(k) = event::read()? {
@@ -312,7 +347,7 @@ fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer) -> Result<()> {
     Ok(())
 }
 
-fn draw(f: &mut ratatui::Frame, ui: &Explorer) {
+fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
     let [main, status] = Layout::default()
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(3), Constraint::Length(1)])
@@ -357,7 +392,17 @@ fn draw(f: &mut ratatui::Frame, ui: &Explorer) {
     if ui.pane == Pane::Tree {
         title.push_str("* ");
     }
-    let tree = List::new(rows.iter().map(Row::line).collect::<Vec<_>>())
+    let mut lines: Vec<String> = rows.iter().map(Row::line).collect();
+    if lines.is_empty() {
+        lines.push(if !ui.filter.is_empty() {
+            "(no name contains the filter)".into()
+        } else if ui.only_changed {
+            "(this layer changes nothing)".into()
+        } else {
+            "(empty)".into()
+        });
+    }
+    let tree = List::new(lines)
         .block(
             Block::default()
                 .borders(Borders::ALL)
@@ -403,7 +448,7 @@ mod tests {
 
     /// Two layers: layer 0 adds etc/{passwd,motd} and opt/a; layer 1
     /// changes etc/passwd and deletes opt/a.
-    fn sample() -> Explorer {
+    fn sample() -> Explorer<'static> {
         let l0 = node(
             "",
             Kind::Dir,
@@ -460,10 +505,11 @@ mod tests {
             size: 1000 * (i as u64 + 1),
             created_by: format!("step {i}"),
         };
-        Explorer::new(vec![info(0), info(1)], vec![l0, l1])
+        let trees = [l0, l1];
+        Explorer::new(vec![info(0), info(1)], move |i| trees[i].clone())
     }
 
-    fn lines(e: &Explorer) -> Vec<String> {
+    fn lines(e: &Explorer<'_>) -> Vec<String> {
         e.rows().iter().map(Row::line).collect()
     }
 
@@ -485,7 +531,7 @@ mod tests {
             ]
         );
         e.key(Key::Down);
-        assert_eq!(e.layer, 1);
+        assert_eq!((e.layer, e.loaded()), (1, 2));
         assert_eq!(
             lines(&e),
             vec![
