@@ -213,6 +213,32 @@ print(json.dumps({
 }))
 "#;
 
+/// Appended to `LAYERS_MODEL`: a second JSON line with, per layer (top
+/// first), the files whose bytes the final view does not show, largest
+/// first, each with the nearest layer above that replaced or deleted it.
+const WASTED_MODEL: &str = r#"
+def hider(i, p):
+    comps = p.split("/")
+    anc = ["/".join(comps[:k]) for k in range(len(comps))]
+    for j in range(i + 1, len(layers)):
+        own, wh, opq, _ = layers[j]
+        if p in own:
+            return j, "replaced"
+        if p in wh or any(a in opq or a in wh or (a in own and own[a][0] != "dir") for a in anc):
+            return j, "deleted"
+    return None, "deleted"
+res = []
+for i, (own, wh, opq, size) in enumerate(layers):
+    files = []
+    for p, (k, sz) in own.items():
+        if k == "file" and sz > 0 and view.get(p, (None,))[0] != i:
+            j, how = hider(i, p)
+            files.append(["/" + p, sz, j, how])
+    files.sort(key=lambda f: (-f[1], f[0]))
+    res.append({"index": i, "wasted": sum(f[1] for f in files), "files": files})
+print(json.dumps(res[::-1]))
+"#;
+
 fn python(script: &str, args: &[&str]) -> String {
     run_ok(Command::new("python3").arg("-c").arg(script).args(args))
 }
@@ -268,9 +294,107 @@ fn layers_figures_agree_with_a_second_computation() {
     );
     let text = store.ok(&["layers", "multi"]);
     assert!(text.starts_with("INDEX"), "{text}");
-    assert!(text.contains("efficiency (dive)"), "{text}");
+    assert!(text.contains("dive's measure"), "{text}");
     let err = store.fails(&["layers", "multi", "--diff", "3"]);
     assert!(err.contains("layers 0 to 2"), "{err}");
+}
+
+/// `[path, size, hidden_by index, how]` of the files of `layers --wasted
+/// --json`'s layers.
+fn wasted_files(layer: &Value) -> Value {
+    let files: Vec<Value> = layer["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::json!([f["path"], f["size"], f["hidden_by"]["index"], f["how"]]))
+        .collect();
+    Value::Array(files)
+}
+
+#[test]
+fn layers_wasted_lists_the_files_that_make_up_the_wasted_column() {
+    for fx in ["multi.docker.tar", "edge.docker.tar"] {
+        let store = TestStore::new();
+        let id = store.import(&fixture(fx), &[]);
+        let got = json(&store.ok(&["layers", &id, "--wasted", "--json"]));
+        let script = format!("{LAYERS_MODEL}{WASTED_MODEL}");
+        let out = python(&script, &[fixture(fx).to_str().unwrap()]);
+        let want = json(out.lines().last().unwrap());
+        let column = json(&store.ok(&["layers", &id, "--json"]));
+        let gl = got["layers"].as_array().unwrap();
+        let wl = want.as_array().unwrap();
+        assert_eq!(gl.len(), wl.len(), "{fx}");
+        let mut total = 0;
+        for (k, (g, w)) in gl.iter().zip(wl).enumerate() {
+            assert_eq!(g["index"], w["index"], "{fx}");
+            assert_eq!(wasted_files(g), w["files"], "{fx} layer {}", g["index"]);
+            // The listed files add up to the layer's WASTED column.
+            assert_eq!(g["wasted"], column["layers"][k]["wasted"], "{fx}");
+            assert_eq!(g["wasted"], w["wasted"], "{fx}");
+            total += g["wasted"].as_u64().unwrap();
+        }
+        // One definition: stored minus shown.
+        assert_eq!(got["wasted"].as_u64(), Some(total), "{fx}");
+        assert_eq!(column["wasted"].as_u64(), Some(total), "{fx}");
+        assert_eq!(
+            total,
+            column["file_bytes"].as_u64().unwrap() - column["view_bytes"].as_u64().unwrap(),
+            "{fx}"
+        );
+    }
+    // Hand-computed, multi (fixtures/README.md): layer 1 deletes
+    // etc/os-release-extra and the directory usr/share/doc/pkg/sub (files
+    // one, two), layer 2 makes opt/data opaque (file1..file4,
+    // old-only-in-layer0): all files of layer 0, nothing of layers 1 and 2.
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let v = json(&store.ok(&["layers", "multi", "--wasted", "--json"]));
+    let l = v["layers"].as_array().unwrap();
+    assert_eq!(l.len(), 3);
+    assert_eq!(l[0]["files"], serde_json::json!([]));
+    assert_eq!(l[1]["files"], serde_json::json!([]));
+    assert_eq!(l[2]["index"], 0);
+    let mut got: Vec<(String, u64, &str)> = l[2]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["hidden_by"]["index"].as_u64().unwrap(),
+                f["how"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let sizes: Vec<u64> = l[2]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "largest first: {sizes:?}"
+    );
+    got.sort();
+    let d = |p: &str, by: u64| (p.to_string(), by, "deleted");
+    assert_eq!(
+        got,
+        vec![
+            d("/etc/os-release-extra", 1),
+            d("/opt/data/file1", 2),
+            d("/opt/data/file2", 2),
+            d("/opt/data/file3", 2),
+            d("/opt/data/file4", 2),
+            d("/opt/data/old-only-in-layer0", 2),
+            d("/usr/share/doc/pkg/sub/one", 1),
+            d("/usr/share/doc/pkg/sub/two", 1),
+        ]
+    );
+    let text = store.ok(&["layers", "multi", "--wasted"]);
+    assert!(text.contains("/opt/data/file1  [deleted by 2:"), "{text}");
+    let err = store.fails(&["layers", "multi", "--wasted", "--diff", "1"]);
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 /// Writes `files` (path, content; a path ending in `/` is a directory) under

@@ -11,6 +11,7 @@ use super::render::{
     LayerRow, LayersReport, LsRow, TreeRow, WhyRow,
 };
 use super::store::image_config;
+use super::waste::WastedReport;
 use super::{DiffArgs, LsArgs, TreeArgs, TreeSort};
 use crate::image::commit::rw_diff;
 use crate::image::export::ImageLayers;
@@ -54,13 +55,14 @@ pub(crate) fn ls(store: &Store, out: &mut impl Write, a: LsArgs) -> Result<()> {
     }
 }
 
-/// `layers IMAGE [--diff N]`.
+/// `layers IMAGE [--diff N | --wasted]`.
 pub(crate) fn layers(
     store: &Store,
     out: &mut impl Write,
     image: &str,
     json: bool,
     diff: Option<usize>,
+    wasted: bool,
 ) -> Result<()> {
     let id = store.resolve(image)?;
     let rec = store.image(&id)?;
@@ -82,6 +84,10 @@ pub(crate) fn layers(
     }
     let created_by = layer_created_by(&image_config(store, &id)?, n);
     let stats = inspect::image_stats(&img.layers, &img.tar_slices());
+    if wasted {
+        let report = WastedReport::new(&img, id, &stats.layers, &created_by);
+        return emit(out, json, &report);
+    }
     let mut rows = Vec::new();
     for (pos, s) in stats.layers.iter().enumerate() {
         let i = n - 1 - pos;
@@ -104,6 +110,7 @@ pub(crate) fn layers(
         layers: rows,
         file_bytes: stats.layers.iter().map(|s| s.file_bytes).sum(),
         view_bytes: stats.view_bytes,
+        wasted: stats.layers.iter().map(|s| s.wasted).sum(),
         efficiency: stats.efficiency,
         wasted_bytes: stats.wasted_bytes,
     };

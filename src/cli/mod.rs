@@ -18,12 +18,14 @@ use crate::image::export::SaveFormat;
 use crate::store::{default_root, Store};
 
 mod branch;
+mod explore;
 mod inspect;
 mod mount;
 mod pack;
 mod registry;
 mod render;
 mod store;
+mod waste;
 
 // Doc comments on the clap types become help text: the argument and
 // command structs below have plain comments instead (the help of a
@@ -127,12 +129,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// List the changes of layer N (0 = bottom): A/C/D lines.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "wasted")]
         diff: Option<usize>,
+        /// List, per layer, the files that make up its wasted bytes,
+        /// largest first, with the layer that replaced or deleted each.
+        #[arg(long)]
+        wasted: bool,
     },
     /// The merged tree as of a layer, with sizes (directories summed) and
     /// what that layer did to each entry (A added, C changed, D deleted).
     Tree(TreeArgs),
+    /// A terminal UI as dive's: the layers on the left, the tree as of the
+    /// selected layer on the right with its A/C/D marks. Keys: up/down or
+    /// j/k move, Tab switches pane, Enter/Space collapses a directory, c
+    /// shows only the layer's changes, / filters by name, q quits.
+    Explore { image: String },
     /// The history of one path: every layer (0 = bottom) that created,
     /// changed, hid or re-created PATH or a parent of it, with the layer's
     /// `created_by`.
@@ -411,8 +422,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Bundle(a) => mount::bundle(store, a),
         Cmd::Umount { mountpoint } => mount::umount(store, &mountpoint),
         Cmd::Ls(a) => inspect::ls(store, out, a),
-        Cmd::Layers { image, json, diff } => inspect::layers(store, out, &image, json, diff),
+        Cmd::Layers {
+            image,
+            json,
+            diff,
+            wasted,
+        } => inspect::layers(store, out, &image, json, diff, wasted),
         Cmd::Tree(a) => inspect::tree(store, out, a),
+        Cmd::Explore { image } => explore::explore(store, &image),
         Cmd::Why { image, path, json } => inspect::why(store, out, &image, &path, json),
         Cmd::Diff(a) => inspect::diff(store, out, a),
         Cmd::Commit(a) => pack::commit(store, out, a),

@@ -189,6 +189,8 @@ pub(crate) struct LayersReport {
     pub layers: Vec<LayerRow>,
     /// File data shown by the merged view.
     pub view_bytes: u64,
+    /// `file_bytes - view_bytes`: the sum of the layers' `wasted`.
+    pub wasted: u64,
     /// dive's wasted bytes.
     pub wasted_bytes: u64,
 }
@@ -241,9 +243,11 @@ impl Text for LayersReport {
         }
         writeln!(
             out,
-            "file data stored: {}, shown by the merged view: {}\nefficiency (dive): {:.4}%  wasted (dive): {}",
+            "file data stored: {}, shown by the merged view: {}, wasted: {} (`--wasted` lists it)\n\
+             dive's measure (another definition, see README): efficiency {:.4}%, wasted {}",
             human_size(self.file_bytes),
             human_size(self.view_bytes),
+            human_size(self.wasted),
             self.efficiency * 100.0,
             human_size(self.wasted_bytes)
         )
@@ -321,7 +325,7 @@ pub(crate) struct LayerRef {
 
 impl LayerRef {
     /// The layer at stack position `l` (0 = top) of `img`.
-    fn new(img: &ImageLayers, l: u16) -> LayerRef {
+    pub(crate) fn new(img: &ImageLayers, l: u16) -> LayerRef {
         LayerRef {
             id: img.layers[l as usize].chain_id.clone(),
             index: img.layers.len() - 1 - l as usize,

@@ -558,6 +558,16 @@ mod tests {
         );
     }
 
+    /// A file of the bottom layer of `sample()` hidden by the top one.
+    fn wf(path: &str, size: u64, replaced: bool) -> WastedFile {
+        WastedFile {
+            path: path.into(),
+            size,
+            hidden_by: Some(0),
+            replaced,
+        }
+    }
+
     #[test]
     fn stats_count_changes_waste_and_dive_efficiency() {
         let l = sample();
@@ -571,7 +581,13 @@ mod tests {
                 modified: 0,
                 deleted: 0,
                 file_bytes: 15,
-                wasted: 15 // passwd, motd, a, sub/b: all replaced or deleted
+                wasted: 15, // passwd, motd, a, sub/b: all replaced or deleted
+                wasted_files: vec![
+                    wf("etc/motd", 5, false),
+                    wf("etc/passwd", 4, true),
+                    wf("opt/a", 4, false),
+                    wf("opt/sub/b", 2, false),
+                ],
             }
         );
         assert_eq!(
@@ -581,10 +597,15 @@ mod tests {
                 modified: 1,
                 deleted: 3,
                 file_bytes: 7,
-                wasted: 0
+                wasted: 0,
+                wasted_files: vec![],
             }
         );
         assert_eq!(s.view_bytes, 7);
+        for l in &s.layers {
+            let listed: u64 = l.wasted_files.iter().map(|f| f.size).sum();
+            assert_eq!(listed, l.wasted);
+        }
         // dive: paths etc/passwd (4 + 6), etc/motd (5 + 0): two nodes each;
         // opt/a, opt/sub/b, opt/new one node each (dive ignores the opaque
         // marker).

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::changes::{layer_changes, Change};
-use super::{components, join};
+use super::{components, hidden_by, join};
 use crate::layer::index::{Entry, Index, Kind};
 use crate::union::{list_dir, resolve_path, root, Resolved, Source};
 
@@ -101,8 +101,25 @@ pub struct LayerStats {
     /// Bytes of file data the layer stores (hard links counted once).
     pub file_bytes: u64,
     /// Bytes of this layer's files the final view does not show: a later
-    /// layer overwrote or deleted them.
+    /// layer overwrote or deleted them. The sum of `wasted_files`' sizes.
     pub wasted: u64,
+    /// The files that make up `wasted`, largest first (then by path).
+    pub wasted_files: Vec<WastedFile>,
+}
+
+/// A file of a layer whose bytes the final view does not show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WastedFile {
+    /// Path from the image root, no leading `/`.
+    pub path: Vec<u8>,
+    /// Bytes of file data (the name that carries a hard-link group's data).
+    pub size: u64,
+    /// The nearest layer above that hides it (see [`hidden_by`]); `None`
+    /// only for a data name of a hard-link group whose other name survives.
+    pub hidden_by: Option<u16>,
+    /// `hidden_by` has its own entry (not a whiteout) at the same path: the
+    /// file was replaced rather than deleted.
+    pub replaced: bool,
 }
 
 /// Image-wide figures, as dive computes them.
@@ -156,6 +173,7 @@ pub fn image_stats(layers: &[impl AsRef<Index>], tars: &[Option<&[u8]>]) -> Imag
     // Bytes each layer's files show in the final view.
     let mut view_bytes = 0;
     let mut shown = vec![0u64; layers.len()];
+    let mut visible: HashSet<Source> = HashSet::new();
     let mut stack = vec![(Vec::new(), root(layers))];
     while let Some((path, r)) = stack.pop() {
         let Resolved::Dir(srcs) = r else { continue };
@@ -165,6 +183,7 @@ pub fn image_stats(layers: &[impl AsRef<Index>], tars: &[Option<&[u8]>]) -> Imag
                     let b = names[l as usize].size(e, &layers[l as usize].as_ref().entry(e));
                     shown[l as usize] += b;
                     view_bytes += b;
+                    visible.insert((l, e));
                 }
                 d => stack.push((join(&path, &name), d)),
             }
@@ -172,6 +191,31 @@ pub fn image_stats(layers: &[impl AsRef<Index>], tars: &[Option<&[u8]>]) -> Imag
     }
     for (s, shown) in stats.iter_mut().zip(&shown) {
         s.wasted = s.file_bytes - shown;
+    }
+    for (l, s) in stats.iter_mut().enumerate() {
+        let idx = layers[l].as_ref();
+        for i in 0..idx.len() {
+            let size = names[l].size(i, &idx.entry(i));
+            if size == 0 || visible.contains(&(l as u16, i)) {
+                continue;
+            }
+            let path = idx.path(i);
+            let by = hidden_by(layers, &path, l as u16, Kind::File);
+            let replaced = by.is_some_and(|k| {
+                layers[k as usize]
+                    .as_ref()
+                    .lookup_path(&path)
+                    .is_some_and(|j| layers[k as usize].as_ref().entry(j).kind != Kind::Whiteout)
+            });
+            s.wasted_files.push(WastedFile {
+                path,
+                size,
+                hidden_by: by,
+                replaced,
+            });
+        }
+        s.wasted_files
+            .sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
     }
     let (efficiency, wasted_bytes) = dive_efficiency(layers, &names);
     ImageStats {

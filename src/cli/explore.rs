@@ -1,0 +1,634 @@
+//! `layerfs explore IMAGE`: a terminal UI as dive's, with the layer list on
+//! the left and the tree as of the selected layer on the right.
+//!
+//! [`Explorer`] is the whole state machine (selection, pane, collapsed
+//! directories, filter, which rows are shown) and is pure: keys go in
+//! through [`Explorer::key`], the rows to draw come out of
+//! [`Explorer::rows`] and [`Explorer::layer_lines`]. Only [`explore`]
+//! touches the terminal (ratatui over crossterm).
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+
+use anyhow::{bail, Result};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Direction, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::widgets::{Block, Borders, List, ListState, Paragraph};
+
+use super::render::{human_size, short};
+use super::store::image_config;
+use crate::image::export::ImageLayers;
+use crate::layer::index::Kind;
+use crate::oci::layer_created_by;
+use crate::store::Store;
+use crate::union::inspect::{self, join, Change, TreeNode};
+
+/// One layer of the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LayerInfo {
+    /// Index in the image, 0 = bottom.
+    pub index: usize,
+    /// Short chain id.
+    pub id: String,
+    /// Bytes of the layer tar.
+    pub size: u64,
+    /// The config history's `created_by`.
+    pub created_by: String,
+}
+
+/// Which pane the up/down keys move in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pane {
+    /// The layer list.
+    Layers,
+    /// The tree.
+    Tree,
+}
+
+/// A key, as the state machine sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// Up arrow (or `k`).
+    Up,
+    /// Down arrow (or `j`).
+    Down,
+    /// Tab.
+    Tab,
+    /// Enter.
+    Enter,
+    /// Escape.
+    Esc,
+    /// Backspace.
+    Backspace,
+    /// Any other character.
+    Char(char),
+}
+
+/// One row of the tree pane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    /// Path from the image root, no leading `/`.
+    pub path: Vec<u8>,
+    /// The tree-drawing prefix (`│   ├── `).
+    pub prefix: String,
+    /// The entry's name.
+    pub name: String,
+    /// File bytes (summed for a directory).
+    pub size: u64,
+    /// What the selected layer did to it.
+    pub change: Option<Change>,
+    /// Is it a directory?
+    pub dir: bool,
+    /// Is it a collapsed directory?
+    pub collapsed: bool,
+}
+
+impl Row {
+    /// The row as drawn: `SIZE MARK PREFIXNAME/` (`+` after a collapsed
+    /// directory's slash).
+    pub(crate) fn line(&self) -> String {
+        let mark = self.change.map(Change::letter).unwrap_or(' ');
+        let tail = match (self.dir, self.collapsed) {
+            (true, true) => "/+",
+            (true, false) => "/",
+            _ => "",
+        };
+        format!(
+            "{:>8} {mark} {}{}{tail}",
+            human_size(self.size),
+            self.prefix,
+            self.name
+        )
+    }
+}
+
+/// Builds the tree as of a layer (by position in the list).
+type Loader<'a> = Box<dyn FnMut(usize) -> TreeNode + 'a>;
+
+/// The state of the UI.
+pub(crate) struct Explorer<'a> {
+    /// Bottom first (as dive lists them).
+    layers: Vec<LayerInfo>,
+    /// The tree as of each layer, same order, built when the layer is
+    /// first selected (an image of many layers opens as fast as one).
+    trees: Vec<Option<TreeNode>>,
+    /// Builds `trees`.
+    load: Loader<'a>,
+    /// Selected layer (position in `layers`).
+    pub layer: usize,
+    /// Selected row of the tree pane.
+    pub cursor: usize,
+    /// The pane up/down move in.
+    pub pane: Pane,
+    /// Paths of collapsed directories.
+    collapsed: HashSet<Vec<u8>>,
+    /// Show only what the selected layer changed (and the directories
+    /// leading to it).
+    pub only_changed: bool,
+    /// Show only entries whose name contains this (and the directories
+    /// leading to them).
+    pub filter: String,
+    /// Typing into the filter.
+    pub editing: bool,
+    /// `q` was pressed.
+    pub quit: bool,
+}
+
+impl<'a> Explorer<'a> {
+    /// The state for `layers` (bottom first, at least one), `load(i)`
+    /// giving the tree as of `layers[i]`; layer 0 selected, the layer pane
+    /// focused.
+    pub(crate) fn new(
+        layers: Vec<LayerInfo>,
+        load: impl FnMut(usize) -> TreeNode + 'a,
+    ) -> Explorer<'a> {
+        assert!(!layers.is_empty());
+        let mut e = Explorer {
+            trees: vec![None; layers.len()],
+            layers,
+            load: Box::new(load),
+            layer: 0,
+            cursor: 0,
+            pane: Pane::Layers,
+            collapsed: HashSet::new(),
+            only_changed: false,
+            filter: String::new(),
+            editing: false,
+            quit: false,
+        };
+        e.select();
+        e
+    }
+
+    /// The selected layer.
+    pub(crate) fn selected(&self) -> &LayerInfo {
+        &self.layers[self.layer]
+    }
+
+    /// The lines of the layer pane: `INDEX  SIZE  CREATED_BY`.
+    pub(crate) fn layer_lines(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .map(|l| format!("{:>3} {:>8}  {}", l.index, human_size(l.size), l.created_by))
+            .collect()
+    }
+
+    /// Does `n` pass the change and name filters (itself, or something
+    /// below it)?
+    fn keep(&self, n: &TreeNode) -> bool {
+        if self.only_changed && !n.has_change() {
+            return false;
+        }
+        self.filter.is_empty()
+            || String::from_utf8_lossy(&n.name).contains(self.filter.as_str())
+            || n.children.iter().any(|c| self.keep(c))
+    }
+
+    /// The rows of the tree pane, top to bottom.
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        let mut out = Vec::new();
+        let tree = self.trees[self.layer]
+            .as_ref()
+            .expect("loaded on selection");
+        self.walk(tree, &[], "", &mut out);
+        out
+    }
+
+    fn walk(&self, node: &TreeNode, path: &[u8], prefix: &str, out: &mut Vec<Row>) {
+        let kids: Vec<&TreeNode> = node.children.iter().filter(|c| self.keep(c)).collect();
+        for (i, c) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            let p = join(path, &c.name);
+            let dir = c.kind == Kind::Dir;
+            let collapsed = dir && self.collapsed.contains(&p);
+            out.push(Row {
+                path: p.clone(),
+                prefix: format!("{prefix}{}", if last { "└── " } else { "├── " }),
+                name: String::from_utf8_lossy(&c.name).into_owned(),
+                size: c.size,
+                change: c.change,
+                dir,
+                collapsed,
+            });
+            if dir && !collapsed {
+                let inner = format!("{prefix}{}", if last { "    " } else { "│   " });
+                self.walk(c, &p, &inner, out);
+            }
+        }
+    }
+
+    /// Applies one key.
+    pub(crate) fn key(&mut self, k: Key) {
+        if self.editing {
+            match k {
+                Key::Char(c) => self.filter.push(c),
+                Key::Backspace => {
+                    self.filter.pop();
+                }
+                Key::Enter => self.editing = false,
+                Key::Esc => {
+                    self.editing = false;
+                    self.filter.clear();
+                }
+                _ => {}
+            }
+            self.clamp();
+            return;
+        }
+        match (k, self.pane) {
+            (Key::Char('q'), _) => self.quit = true,
+            (Key::Tab, Pane::Layers) => self.pane = Pane::Tree,
+            (Key::Tab, Pane::Tree) => self.pane = Pane::Layers,
+            (Key::Char('c'), _) => self.only_changed = !self.only_changed,
+            (Key::Char('/'), _) => self.editing = true,
+            (Key::Esc, _) => self.filter.clear(),
+            (Key::Up | Key::Char('k'), Pane::Layers) if self.layer > 0 => {
+                self.layer -= 1;
+                self.cursor = 0;
+            }
+            (Key::Down | Key::Char('j'), Pane::Layers) if self.layer + 1 < self.layers.len() => {
+                self.layer += 1;
+                self.cursor = 0;
+            }
+            (Key::Up | Key::Char('k'), Pane::Tree) => self.cursor = self.cursor.saturating_sub(1),
+            (Key::Down | Key::Char('j'), Pane::Tree) => self.cursor += 1,
+            (Key::Enter | Key::Char(' '), Pane::Tree) => {
+                if let Some(r) = self.rows().get(self.cursor) {
+                    if r.dir && !self.collapsed.remove(&r.path) {
+                        self.collapsed.insert(r.path.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.select();
+        self.clamp();
+    }
+
+    /// Builds the selected layer's tree if it is not built yet.
+    fn select(&mut self) {
+        if self.trees[self.layer].is_none() {
+            self.trees[self.layer] = Some((self.load)(self.layer));
+        }
+    }
+
+    /// How many layers' trees are built.
+    #[cfg(test)]
+    fn loaded(&self) -> usize {
+        self.trees.iter().filter(|t| t.is_some()).count()
+    }
+
+    /// Keeps the tree cursor on a row.
+    fn clamp(&mut self) {
+        let n = self.rows().len();
+        self.cursor = self.cursor.min(n.saturating_sub(1));
+    }
+}
+
+/// `explore IMAGE`.
+pub(crate) fn explore(store: &Store, image: &str) -> Result<()> {
+    let id = store.resolve(image)?;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("explore needs a terminal (use `layerfs tree` or `layers` in scripts)");
+    }
+    let img = ImageLayers::open(store, &id)?;
+    let rec = store.image(&id)?;
+    let n = img.layers.len();
+    let created_by = layer_created_by(&image_config(store, &id)?, n);
+    let mut layers = Vec::new();
+    for (i, created_by) in created_by.into_iter().enumerate() {
+        let pos = (n - 1 - i) as u16;
+        layers.push(LayerInfo {
+            index: i,
+            id: short(&img.layers[pos as usize].chain_id).to_string(),
+            size: store.layer(&rec.layers[i])?.size,
+            created_by,
+        });
+    }
+    // The root is in every view: `tree` of "" always gives a node.
+    let load = |i: usize| {
+        inspect::tree(&img.layers, (n - 1 - i) as u16, b"").unwrap_or(TreeNode {
+            name: Vec::new(),
+            kind: Kind::Dir,
+            size: 0,
+            change: None,
+            children: Vec::new(),
+        })
+    };
+    let mut ui = Explorer::new(layers, load);
+    let mut term = ratatui::init();
+    let res = run(&mut term, &mut ui);
+    ratatui::restore();
+    res
+}
+
+fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer<'_>) -> Result<()> {
+    while !ui.quit {
+        term.draw(|f| draw(f, ui))?;
+        if let Event::Key(k) = event::read()? {
+            if k.kind != KeyEventKind::Press {
+                continue;
+            }
+            let key = match k.code {
+                KeyCode::Up => Key::Up,
+                KeyCode::Down => Key::Down,
+                KeyCode::Tab => Key::Tab,
+                KeyCode::Enter => Key::Enter,
+                KeyCode::Esc => Key::Esc,
+                KeyCode::Backspace => Key::Backspace,
+                KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => break,
+                KeyCode::Char(c) => Key::Char(c),
+                _ => continue,
+            };
+            ui.key(key);
+        }
+    }
+    Ok(())
+}
+
+fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
+    let [main, status] = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(3), Constraint::Length(1)])
+        .areas(f.area());
+    let [left, right] = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(40), Constraint::Percentage(60)])
+        .areas(main);
+    let focus = |p: Pane| {
+        if ui.pane == p {
+            Style::default().add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        }
+    };
+    let hl = Style::default().add_modifier(Modifier::REVERSED);
+    let layers = List::new(ui.layer_lines())
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(focus(Pane::Layers))
+                .title(if ui.pane == Pane::Layers {
+                    " Layers * "
+                } else {
+                    " Layers "
+                }),
+        )
+        .highlight_symbol("> ")
+        .highlight_style(hl);
+    let mut ls = ListState::default().with_selected(Some(ui.layer));
+    f.render_stateful_widget(layers, left, &mut ls);
+
+    let rows = ui.rows();
+    let sel = ui.selected();
+    let mut title = format!(" Layer {} ({}) ", sel.index, sel.id);
+    if ui.only_changed {
+        title.push_str("[changes only] ");
+    }
+    if !ui.filter.is_empty() {
+        title.push_str(&format!("[filter: {}] ", ui.filter));
+    }
+    if ui.pane == Pane::Tree {
+        title.push_str("* ");
+    }
+    let mut lines: Vec<String> = rows.iter().map(Row::line).collect();
+    if lines.is_empty() {
+        lines.push(if !ui.filter.is_empty() {
+            "(no name contains the filter)".into()
+        } else if ui.only_changed {
+            "(this layer changes nothing)".into()
+        } else {
+            "(empty)".into()
+        });
+    }
+    let tree = List::new(lines)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(focus(Pane::Tree))
+                .title(title),
+        )
+        .highlight_symbol("> ")
+        .highlight_style(hl);
+    let mut ts = ListState::default().with_selected((!rows.is_empty()).then_some(ui.cursor));
+    f.render_stateful_widget(tree, right, &mut ts);
+
+    let help = if ui.editing {
+        format!("filter: {}_   (Enter: keep, Esc: clear)", ui.filter)
+    } else {
+        "↑↓/jk move  Tab pane  Enter/Space collapse  c changes only  / filter  q quit".into()
+    };
+    f.render_widget(Paragraph::new(help), status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        name: &str,
+        kind: Kind,
+        size: u64,
+        change: Option<Change>,
+        kids: Vec<TreeNode>,
+    ) -> TreeNode {
+        TreeNode {
+            name: name.into(),
+            kind,
+            size,
+            change,
+            children: kids,
+        }
+    }
+
+    fn file(name: &str, size: u64, change: Option<Change>) -> TreeNode {
+        node(name, Kind::File, size, change, vec![])
+    }
+
+    /// Two layers: layer 0 adds etc/{passwd,motd} and opt/a; layer 1
+    /// changes etc/passwd and deletes opt/a.
+    fn sample() -> Explorer<'static> {
+        let l0 = node(
+            "",
+            Kind::Dir,
+            15,
+            None,
+            vec![
+                node(
+                    "etc",
+                    Kind::Dir,
+                    9,
+                    Some(Change::Added),
+                    vec![
+                        file("motd", 5, Some(Change::Added)),
+                        file("passwd", 4, Some(Change::Added)),
+                    ],
+                ),
+                node(
+                    "opt",
+                    Kind::Dir,
+                    6,
+                    Some(Change::Added),
+                    vec![file("a", 6, Some(Change::Added))],
+                ),
+            ],
+        );
+        let l1 = node(
+            "",
+            Kind::Dir,
+            12,
+            None,
+            vec![
+                node(
+                    "etc",
+                    Kind::Dir,
+                    12,
+                    Some(Change::Changed),
+                    vec![
+                        file("motd", 5, None),
+                        file("passwd", 7, Some(Change::Changed)),
+                    ],
+                ),
+                node(
+                    "opt",
+                    Kind::Dir,
+                    0,
+                    Some(Change::Changed),
+                    vec![file("a", 0, Some(Change::Deleted))],
+                ),
+            ],
+        );
+        let info = |i: usize| LayerInfo {
+            index: i,
+            id: format!("id{i}"),
+            size: 1000 * (i as u64 + 1),
+            created_by: format!("step {i}"),
+        };
+        let trees = [l0, l1];
+        Explorer::new(vec![info(0), info(1)], move |i| trees[i].clone())
+    }
+
+    fn lines(e: &Explorer<'_>) -> Vec<String> {
+        e.rows().iter().map(Row::line).collect()
+    }
+
+    #[test]
+    fn rows_show_the_tree_of_the_selected_layer_with_its_marks() {
+        let mut e = sample();
+        assert_eq!(
+            e.layer_lines(),
+            vec!["  0    1.0kB  step 0", "  1    2.0kB  step 1"]
+        );
+        assert_eq!(
+            lines(&e),
+            vec![
+                "      9B A ├── etc/",
+                "      5B A │   ├── motd",
+                "      4B A │   └── passwd",
+                "      6B A └── opt/",
+                "      6B A     └── a",
+            ]
+        );
+        e.key(Key::Down);
+        assert_eq!((e.layer, e.loaded()), (1, 2));
+        assert_eq!(
+            lines(&e),
+            vec![
+                "     12B C ├── etc/",
+                "      5B   │   ├── motd",
+                "      7B C │   └── passwd",
+                "      0B C └── opt/",
+                "      0B D     └── a",
+            ]
+        );
+        // No layer below 0 or above the last.
+        e.key(Key::Char('j'));
+        assert_eq!(e.layer, 1);
+        e.key(Key::Char('k'));
+        e.key(Key::Up);
+        assert_eq!(e.layer, 0);
+    }
+
+    #[test]
+    fn tab_moves_the_keys_to_the_tree_and_enter_collapses() {
+        let mut e = sample();
+        e.key(Key::Tab);
+        assert_eq!(e.pane, Pane::Tree);
+        e.key(Key::Down);
+        e.key(Key::Down);
+        e.key(Key::Down);
+        assert_eq!((e.layer, e.cursor), (0, 3));
+        assert_eq!(e.rows()[3].name, "opt");
+        e.key(Key::Enter);
+        assert_eq!(lines(&e).last().unwrap(), "      6B A └── opt/+");
+        assert_eq!(e.rows().len(), 4);
+        e.key(Key::Down); // already on the last row
+        assert_eq!(e.cursor, 3);
+        e.key(Key::Char(' '));
+        assert_eq!(e.rows().len(), 5);
+        // Enter on a file does nothing.
+        e.key(Key::Down);
+        e.key(Key::Enter);
+        assert_eq!(e.rows().len(), 5);
+        // Collapse etc, then the cursor past the end is pulled back.
+        e.key(Key::Up);
+        e.key(Key::Up);
+        e.key(Key::Up);
+        e.key(Key::Up);
+        assert_eq!(e.cursor, 0);
+        e.key(Key::Enter);
+        assert_eq!(e.rows().len(), 3);
+        e.key(Key::Tab);
+        e.key(Key::Down);
+        assert_eq!((e.layer, e.pane), (1, Pane::Layers));
+        assert_eq!(e.rows()[0].line(), "     12B C ├── etc/+");
+        e.key(Key::Char('q'));
+        assert!(e.quit);
+    }
+
+    #[test]
+    fn c_shows_only_changes_and_slash_filters_by_name() {
+        let mut e = sample();
+        e.key(Key::Down);
+        e.key(Key::Char('c'));
+        assert_eq!(
+            lines(&e),
+            vec![
+                "     12B C ├── etc/",
+                "      7B C │   └── passwd",
+                "      0B C └── opt/",
+                "      0B D     └── a",
+            ]
+        );
+        e.key(Key::Char('c'));
+        assert_eq!(e.rows().len(), 5);
+        e.key(Key::Char('/'));
+        assert!(e.editing);
+        // While typing, q and c are text.
+        for c in "mot".chars() {
+            e.key(Key::Char(c));
+        }
+        assert!(!e.quit && !e.only_changed);
+        assert_eq!(
+            lines(&e),
+            vec!["     12B C └── etc/", "      5B       └── motd"]
+        );
+        e.key(Key::Backspace);
+        e.key(Key::Backspace);
+        e.key(Key::Backspace);
+        assert_eq!(e.rows().len(), 5);
+        e.key(Key::Char('a'));
+        e.key(Key::Enter);
+        assert!(!e.editing);
+        assert_eq!(e.filter, "a");
+        // "a" is in passwd and a; both pass, with their directories.
+        let names: Vec<String> = e.rows().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, vec!["etc", "passwd", "opt", "a"]);
+        // Filter and changes combine.
+        e.key(Key::Char('c'));
+        e.key(Key::Esc);
+        assert!(e.filter.is_empty());
+        assert_eq!(e.rows().len(), 4);
+    }
+}
