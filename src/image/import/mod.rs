@@ -657,13 +657,24 @@ pub fn import_staged(
     tags: &[String],
 ) -> Result<String> {
     let layers = layers.into_iter().map(|l| (l, None)).collect();
-    import_blobs(store, lock, dir, config, layers, tags, "commit")
+    import_blobs(
+        store,
+        lock,
+        dir,
+        config,
+        layers,
+        tags,
+        "commit",
+        &Limits::default(),
+    )
 }
 
 /// Like [`import_staged`], for layer blobs (compressed or not) with the
 /// digests their manifest gives, checked again as they are staged: each
 /// layer is `(path relative to dir, descriptor digest)`. Used by `pull`,
-/// whose downloads land in `dir`; `source` is recorded in the image.
+/// whose downloads land in `dir`; `source` is recorded in the image, and
+/// `limits` bound each layer as in [`import`].
+#[allow(clippy::too_many_arguments)]
 pub fn import_blobs(
     store: &Store,
     _lock: &StoreLock,
@@ -672,6 +683,7 @@ pub fn import_blobs(
     layers: Vec<(String, Option<String>)>,
     tags: &[String],
     source: &'static str,
+    limits: &Limits,
 ) -> Result<String> {
     for t in tags {
         validate_tag(t).map_err(|e| anyhow!(e))?;
@@ -683,7 +695,7 @@ pub fn import_blobs(
         staged_images: Vec::new(),
         tags: BTreeMap::new(),
         progress: None,
-        limits: Limits::default(),
+        limits: *limits,
         punch: None,
     };
     let cand = Candidate {
