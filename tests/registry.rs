@@ -1091,3 +1091,27 @@ fn mount_and_bundle_pull_a_missing_image_first() {
         "the stored image was pulled again"
     );
 }
+
+#[test]
+fn pull_stops_a_layer_past_max_layer_size_and_leaves_the_store() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let store = TestStore::new();
+    store.import(&fixture("edge.docker.tar"), &[]);
+    let before = store.fingerprint();
+    let r = format!("{}/t/multi:1", reg.host());
+    let err = store.fails(&["pull", &r, "--tls-verify=false", "--max-layer-size", "4K"]);
+    assert!(
+        err.contains(&r)
+            && err.contains("layer 0 (")
+            && err.contains("is larger than --max-layer-size (4.0 KiB"),
+        "{err}"
+    );
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
+    // Without the limit the same pull works.
+    store.ok(&["pull", &r, "--tls-verify=false"]);
+}

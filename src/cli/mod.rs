@@ -59,6 +59,14 @@ enum Cmd {
         /// Tag the imported image (repeatable).
         #[arg(long = "tag", value_name = "NAME")]
         tags: Vec<String>,
+        /// Refuse a layer whose uncompressed tar grows past SIZE (512M,
+        /// 64G, none), checked as it is written.
+        #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size_arg)]
+        max_layer_size: Option<u64>,
+        /// Stop before the store's filesystem has less than SIZE free
+        /// (default: 5% of it, at most 1G; 0 to write until it is full).
+        #[arg(long, value_name = "SIZE", value_parser = parse_free_arg)]
+        min_free: Option<u64>,
     },
     /// Pull an image from a registry (verified, all or nothing); prints
     /// its id and tags it with REFERENCE.
@@ -402,7 +410,21 @@ fn dispatch(cli: Cli) -> Result<()> {
     let store = &Store::open(&root)?;
     let out = &mut std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Import { path, tags } => store::import(store, out, &path, tags),
+        Cmd::Import {
+            path,
+            tags,
+            max_layer_size,
+            min_free,
+        } => store::import(
+            store,
+            out,
+            &path,
+            tags,
+            crate::image::import::Limits {
+                max_layer_size,
+                min_free,
+            },
+        ),
         Cmd::Pull(a) => registry::pull(store, out, a),
         Cmd::Push(a) => registry::push(store, out, a),
         Cmd::Login(a) => registry::login(out, a),
@@ -455,4 +477,15 @@ fn split_options(options: &[String]) -> Vec<String> {
 /// `p` made absolute (against the current directory), else as given.
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A SIZE argument: bytes with an optional K/M/G/T suffix, or `none`
+/// (no limit).
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::image::import::parse_size(s).map(|o| o.unwrap_or(u64::MAX))
+}
+
+/// The SIZE of `--min-free` (`none` keeps nothing free: 0).
+fn parse_free_arg(s: &str) -> Result<u64, String> {
+    crate::image::import::parse_size(s).map(|o| o.unwrap_or(0))
 }

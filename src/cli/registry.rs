@@ -76,6 +76,7 @@ pub(crate) fn resolve_or_pull(store: &Store, image: &str, how: &PullFirst) -> Re
         platform: None,
         jobs: 3,
         quiet: true,
+        limits: crate::image::import::Limits::default(),
     };
     Ok(pull_image(store, image, &opts)?.id)
 }
@@ -95,6 +96,12 @@ pub(crate) struct PullArgs {
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+    /// Refuse a layer whose uncompressed tar grows past SIZE (as import).
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = super::parse_size_arg)]
+    max_layer_size: Option<u64>,
+    /// Keep SIZE free on the store's filesystem (as import).
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_free_arg)]
+    min_free: Option<u64>,
     #[command(flatten)]
     conn: ConnArgs,
     #[arg(long)]
@@ -121,6 +128,10 @@ pub(crate) fn pull(store: &Store, out: &mut impl Write, a: PullArgs) -> Result<(
         platform: a.platform,
         jobs: a.jobs,
         quiet: a.quiet,
+        limits: crate::image::import::Limits {
+            max_layer_size: a.max_layer_size,
+            min_free: a.min_free,
+        },
     };
     let p = pull_image(store, &a.reference, &opts)?;
     if a.json {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::render::{emit, HistoryRow, ImageRow};
-use crate::image::import::{import as import_image, ImportOptions};
+use crate::image::import::{import as import_image, ImportOptions, Limits};
 use crate::oci::{layer_created_by, normalize_ref, validate_tag};
 use crate::store::Store;
 
@@ -16,8 +16,9 @@ pub(crate) fn import(
     out: &mut impl Write,
     path: &str,
     tags: Vec<String>,
+    limits: Limits,
 ) -> Result<()> {
-    for id in import_image(store, path, &ImportOptions { tags })? {
+    for id in import_image(store, path, &ImportOptions { tags, limits })? {
         writeln!(out, "{id}")?;
     }
     Ok(())

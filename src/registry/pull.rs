@@ -34,6 +34,8 @@ pub struct PullOptions {
     pub jobs: usize,
     /// No progress bars.
     pub quiet: bool,
+    /// Largest layer and free space kept, as for `import`.
+    pub limits: crate::image::import::Limits,
 }
 
 /// What a pull did.
@@ -149,6 +151,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
         layer_list,
         &tags,
         "registry",
+        &opts.limits,
     )
     .with_context(|| format!("{r}: importing"))?;
     debug_assert_eq!(got, id);

@@ -329,6 +329,26 @@ pub fn fallocate(fd: &std::fs::File, mode: i32, offset: u64, len: u64) -> SysRes
     })
 }
 
+/// Frees the whole filesystem blocks of `len` bytes at `off` in `f`
+/// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the range reads as zeros and no
+/// longer takes disk space. Only blocks lying wholly inside the range are
+/// freed (the partial ones at its ends are left as they are), so bytes
+/// outside the range never change.
+pub fn punch_hole(f: &std::fs::File, off: u64, len: u64) -> SysResult<()> {
+    const BLOCK: u64 = 4096;
+    let start = off.div_ceil(BLOCK) * BLOCK;
+    let end = (off.saturating_add(len) / BLOCK) * BLOCK;
+    if end <= start {
+        return Ok(());
+    }
+    fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        start,
+        end - start,
+    )
+}
+
 /// `statvfs(3)` of the filesystem holding `p`.
 pub fn statvfs(p: &Path) -> SysResult<libc::statvfs> {
     let c = cpath(p)?;

@@ -20,17 +20,45 @@ pub fn fuse_store(name: &str) -> Option<(TestStore, String)> {
 
 /// A private store in a temporary directory.
 pub struct TestStore {
+    /// The tmpfs mounted at the store's root, if any: unmounted (first)
+    /// when the store is dropped.
+    pub tmpfs: Option<super::mount::LazyUnmount>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestStore {
     pub fn new() -> TestStore {
         TestStore {
+            tmpfs: None,
             dir: tempfile::Builder::new()
                 .prefix("layerfs-test")
                 .tempdir()
                 .expect("tempdir"),
         }
+    }
+
+    /// A store whose root is a tmpfs of `mib` MiB, to run it out of space
+    /// for real. `None` (with a SKIP message) when not root, except under
+    /// CI, where it panics.
+    pub fn on_tmpfs(mib: u64) -> Option<TestStore> {
+        if !super::is_root() {
+            if std::env::var_os("CI").is_some() {
+                panic!("a tmpfs store needs root, and CI is set");
+            }
+            eprintln!("SKIP: mounting a tmpfs store needs root");
+            return None;
+        }
+        let mut s = TestStore::new();
+        std::fs::create_dir(s.root()).unwrap();
+        super::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={mib}m,mode=0700"))
+                .arg("tmpfs")
+                .arg(s.root()),
+        );
+        s.tmpfs = Some(super::mount::LazyUnmount(s.root()));
+        Some(s)
     }
 
     pub fn root(&self) -> PathBuf {

@@ -9,6 +9,7 @@
 //! checked.
 
 mod formats;
+mod limits;
 pub mod source;
 
 use formats::{docker_candidates, legacy_candidates, legacy_ids, oci_candidates, rootfs_candidate};
@@ -27,6 +28,8 @@ use sha2::{Digest, Sha256};
 use crate::layer::index::{build_index, VERSION as INDEX_VERSION};
 use crate::oci::{chain_ids, config_diff_ids, normalize_ref, sha256_hex, validate_tag};
 use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store, StoreLock};
+use limits::Meter;
+pub use limits::{parse_size, Limits, DEFAULT_MAX_LAYER_SIZE};
 pub use source::Source;
 
 /// Options of one `layerfs import`.
@@ -34,6 +37,8 @@ pub use source::Source;
 pub struct ImportOptions {
     /// Extra tags for the imported image(s).
     pub tags: Vec<String>,
+    /// Largest layer and free space kept (`--max-layer-size`, `--min-free`).
+    pub limits: Limits,
 }
 
 /// Compression of a layer blob, told by its first bytes.
@@ -104,6 +109,7 @@ fn stage_compressed(
     expect_blob: Option<&str>,
     label: &str,
     progress: Option<ProgressBar>,
+    meter: &mut Meter,
 ) -> Result<(String, u64)> {
     let mut hashing = Hashing {
         inner: blob,
@@ -115,6 +121,7 @@ fn stage_compressed(
         let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, &mut hashing))
             .with_context(|| format!("{label}: reading"))?;
         let out = crate::store::create_private(tar_path)?;
+        meter.check_free(0)?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
         // An uncompressed blob is its own layer tar: its digest is the diff
         // id, hashed once by `hashing`.
@@ -131,11 +138,16 @@ fn stage_compressed(
             if let Some(h) = h.as_mut() {
                 h.update(&buf[..n]);
             }
-            out.write_all(&buf[..n])?;
+            // Errors of the writer are told from those of the reader.
+            meter.grow(n as u64)?;
+            out.write_all(&buf[..n]).map_err(|e| meter.write_error(e))?;
+            meter.wrote(n as u64);
             size += n as u64;
         }
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        let f = out
+            .into_inner()
+            .map_err(|e| meter.write_error(e.into_error()))?;
+        f.sync_all().map_err(|e| meter.write_error(e))?;
         (h.map(|h| hex::encode(h.finalize())), size)
     };
     // Drain what the decompressor did not need (trailing padding) so the
@@ -155,19 +167,23 @@ fn stage_compressed(
 /// landed in `dst`, chunk by chunk behind the copy, so the digest is the
 /// stored bytes' own; writeback of each chunk starts as soon as it is
 /// copied, so the final fsync has little left to wait for. Returns the
-/// sha256 of the copy.
+/// sha256 of the copy. With `punch` (a writable handle on `src`, a spool
+/// of ours read for the last time), each chunk's blocks are freed from
+/// `src` once copied, so the bytes are on disk once, not twice.
 fn copy_and_hash(
     src: &File,
     off: u64,
     size: u64,
     dst: &File,
     progress: Option<&ProgressBar>,
+    meter: &mut Meter,
+    punch: Option<&File>,
 ) -> Result<String> {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 16 << 20;
     let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
     std::thread::scope(|scope| {
-        let copier = scope.spawn(move || -> io::Result<()> {
+        let copier = scope.spawn(move || -> Result<()> {
             let mut buf = Vec::new();
             let mut at = 0u64;
             crate::sys::advise_sequential(src);
@@ -178,21 +194,29 @@ fn copy_and_hash(
                 if next > 0 {
                     crate::sys::prefetch(src, off + at + len, next);
                 }
+                // Without punching, the whole size was checked up front;
+                // with it, the source shrinks as the copy grows.
+                if punch.is_some() {
+                    meter.grow(len)?;
+                }
                 let mut done = crate::sys::copy_range_at(src, off + at, dst, at, len)
-                    .map_err(io::Error::from_raw_os_error)?;
+                    .map_err(|e| meter.write_error(io::Error::from_raw_os_error(e)))?;
                 // Where the kernel cannot copy, copy through user space.
                 while done < len {
                     buf.resize(CHUNK as usize, 0);
                     let want = (len - done) as usize;
                     let n = src.read_at(&mut buf[..want], off + at + done)?;
                     if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the source ended early",
-                        ));
+                        bail!("the source ended early");
                     }
-                    dst.write_all_at(&buf[..n], at + done)?;
+                    dst.write_all_at(&buf[..n], at + done)
+                        .map_err(|e| meter.write_error(e))?;
                     done += n as u64;
+                }
+                meter.wrote(len);
+                if let Some(p) = punch {
+                    // Best effort: a filesystem without holes keeps both.
+                    let _ = crate::sys::punch_hole(p, off + at, len);
                 }
                 crate::sys::start_writeback(dst, at, len);
                 if tx.send((at, len)).is_err() {
@@ -221,7 +245,9 @@ fn copy_and_hash(
 /// directory: decompress, hash (the blob's digest and the uncompressed
 /// diff id), write `layer.tar`, build and write its index. `expect_blob`
 /// is the descriptor digest, if the format has one. An uncompressed blob
-/// is its own layer tar: copied in the kernel and hashed once.
+/// is its own layer tar: copied in the kernel and hashed once. `punch`
+/// frees the copied bytes from `src` (see [`copy_and_hash`]).
+#[allow(clippy::too_many_arguments)]
 fn stage_layer(
     store: &Store,
     src: File,
@@ -230,13 +256,22 @@ fn stage_layer(
     expect_blob: Option<&str>,
     label: &str,
     progress: Option<ProgressBar>,
+    limits: &Limits,
+    punch: Option<File>,
 ) -> Result<(Staging, String, crate::layer::index::build::BuildStats, u64)> {
     use std::os::unix::fs::FileExt;
     let dir = store.staging("layer")?;
     let tar_path = dir.path().join("layer.tar");
     let mut head = [0u8; 8];
     let n = src.read_at(&mut head, off)?.min(size as usize);
+    let mut meter = Meter::new(label, store.root(), limits.max_layer_size, limits);
     let (diff_id, size) = if detect_compression(&head[..n]) == Compression::None {
+        // The size is known: refuse a layer too large, or one the disk
+        // cannot hold, before copying.
+        meter.check_size(size)?;
+        if punch.is_none() {
+            meter.check_free(size)?;
+        }
         // Read back too: the digest is taken from the copy.
         let out = std::fs::OpenOptions::new()
             .read(true)
@@ -245,9 +280,17 @@ fn stage_layer(
             .mode(0o600)
             .open(&tar_path)
             .with_context(|| format!("creating {}", tar_path.display()))?;
-        let digest = copy_and_hash(&src, off, size, &out, progress.as_ref())
-            .with_context(|| format!("{label}: copying"))?;
-        out.sync_all()?;
+        let digest = copy_and_hash(
+            &src,
+            off,
+            size,
+            &out,
+            progress.as_ref(),
+            &mut meter,
+            punch.as_ref(),
+        )
+        .with_context(|| format!("{label}: copying"))?;
+        out.sync_all().map_err(|e| meter.write_error(e))?;
         if let Some(expect) = expect_blob {
             if digest != expect {
                 bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{digest}");
@@ -263,7 +306,14 @@ fn stage_layer(
             },
             size,
         );
-        stage_compressed(Box::new(blob), &tar_path, expect_blob, label, progress)?
+        stage_compressed(
+            Box::new(blob),
+            &tar_path,
+            expect_blob,
+            label,
+            progress,
+            &mut meter,
+        )?
     };
     // Index the tar where it lies (mapped), without reading it into memory.
     let tar_file = File::open(&tar_path)?;
@@ -304,6 +354,11 @@ struct Plan<'s> {
     staged_images: Vec<(Staging, String)>,
     tags: BTreeMap<String, String>,
     progress: Option<ProgressBar>,
+    limits: Limits,
+    /// When the source is a spool of ours under `tmp/`: the spool, and how
+    /// many layer references to each member (by its offset) are still to
+    /// come, so the last one frees the member's blocks as it copies them.
+    punch: Option<(PathBuf, BTreeMap<u64, usize>)>,
 }
 
 impl Plan<'_> {
@@ -326,6 +381,7 @@ impl Plan<'_> {
         let chains = chain_ids(&diff_ids);
         for (i, ((path, digest), diff_id)) in cand.layers.iter().zip(&diff_ids).enumerate() {
             let chain = &chains[i];
+            let last_use = self.last_use(src, path);
             if self.store.has_layer(chain) || self.staged_layers.contains_key(chain) {
                 if let Some(p) = &self.progress {
                     p.inc(src.open(path).map(|(_, s)| s).unwrap_or(0));
@@ -334,6 +390,12 @@ impl Plan<'_> {
             }
             let label = format!("layer {i} ({path})");
             let (file, off, len) = src.open_range(path).with_context(|| label.clone())?;
+            let punch = match (&self.punch, last_use) {
+                (Some((spool, _)), true) => {
+                    std::fs::OpenOptions::new().write(true).open(spool).ok()
+                }
+                _ => None,
+            };
             let (dir, got, stats, size) = stage_layer(
                 self.store,
                 file,
@@ -342,6 +404,8 @@ impl Plan<'_> {
                 digest.as_deref(),
                 &label,
                 self.progress.clone(),
+                &self.limits,
+                punch,
             )?;
             if &got != diff_id {
                 bail!("{label}: diff_id mismatch: the image config says sha256:{diff_id}, the layer content is sha256:{got}");
@@ -393,6 +457,24 @@ impl Plan<'_> {
             self.tags.insert(normalize_ref(t), rec.id.clone());
         }
         Ok(cand.id)
+    }
+
+    /// Counts one reference to layer `path`; true when it was the last one
+    /// to a member of our spool (nothing will read its bytes again).
+    fn last_use(&mut self, src: &Source, path: &str) -> bool {
+        let Some((_, uses)) = &mut self.punch else {
+            return false;
+        };
+        let Ok((_, off, _)) = src.open_range(path) else {
+            return false;
+        };
+        match uses.get_mut(&off) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        }
     }
 
     fn publish(self) -> Result<()> {
@@ -451,7 +533,13 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
     let mut src = if path.as_os_str() == "-" {
         let st = store.staging("stdin")?;
         let p = st.path().join("input.tar");
-        spool(Box::new(io::stdin()), &p).context("reading the archive from stdin")?;
+        spool(
+            Box::new(io::stdin()),
+            &p,
+            store,
+            "the archive read from stdin",
+            &opts.limits,
+        )?;
         spooled = Some(st);
         Source::scan_tar(&p)?
     } else if path.is_dir() {
@@ -463,8 +551,8 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
         if detect_compression(&head[..n]) != Compression::None {
             let st = store.staging("input")?;
             let p = st.path().join("input.tar");
-            spool(Box::new(File::open(&path)?), &p)
-                .with_context(|| format!("decompressing {}", path.display()))?;
+            let what = format!("the decompressed archive {}", path.display());
+            spool(Box::new(File::open(&path)?), &p, store, &what, &opts.limits)?;
             spooled = Some(st);
             Source::scan_tar(&p)?
         } else {
@@ -479,6 +567,8 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
         staged_images: Vec::new(),
         tags: BTreeMap::new(),
         progress: progress.clone(),
+        limits: opts.limits,
+        punch: None,
     };
     let cands = if src.has("oci-layout") && src.has("index.json") && !src.has("manifest.json") {
         oci_candidates(&src, reference.as_deref())?
@@ -528,6 +618,15 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
             cands.len()
         );
     }
+    if let Some(st) = &spooled {
+        let mut uses = BTreeMap::new();
+        for (l, _) in cands.iter().flat_map(|c| &c.layers) {
+            if let Ok((_, off, _)) = src.open_range(l) {
+                *uses.entry(off).or_insert(0) += 1;
+            }
+        }
+        plan.punch = Some((st.path().join("input.tar"), uses));
+    }
     let mut ids = Vec::new();
     for mut c in cands {
         c.tags.extend(opts.tags.iter().cloned());
@@ -558,13 +657,24 @@ pub fn import_staged(
     tags: &[String],
 ) -> Result<String> {
     let layers = layers.into_iter().map(|l| (l, None)).collect();
-    import_blobs(store, lock, dir, config, layers, tags, "commit")
+    import_blobs(
+        store,
+        lock,
+        dir,
+        config,
+        layers,
+        tags,
+        "commit",
+        &Limits::default(),
+    )
 }
 
 /// Like [`import_staged`], for layer blobs (compressed or not) with the
 /// digests their manifest gives, checked again as they are staged: each
 /// layer is `(path relative to dir, descriptor digest)`. Used by `pull`,
-/// whose downloads land in `dir`; `source` is recorded in the image.
+/// whose downloads land in `dir`; `source` is recorded in the image, and
+/// `limits` bound each layer as in [`import`].
+#[allow(clippy::too_many_arguments)]
 pub fn import_blobs(
     store: &Store,
     _lock: &StoreLock,
@@ -573,6 +683,7 @@ pub fn import_blobs(
     layers: Vec<(String, Option<String>)>,
     tags: &[String],
     source: &'static str,
+    limits: &Limits,
 ) -> Result<String> {
     for t in tags {
         validate_tag(t).map_err(|e| anyhow!(e))?;
@@ -584,6 +695,8 @@ pub fn import_blobs(
         staged_images: Vec::new(),
         tags: BTreeMap::new(),
         progress: None,
+        limits: *limits,
+        punch: None,
     };
     let cand = Candidate {
         id: sha256_hex(&config),
@@ -624,11 +737,32 @@ fn read_head(f: &mut File, head: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-/// Copies a (possibly compressed) stream to `dst`, decompressed.
-fn spool(r: Box<dyn Read + Send>, dst: &Path) -> Result<()> {
-    let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, r))?;
-    let mut out = io::BufWriter::new(crate::store::create_private(dst)?);
-    io::copy(&mut dec, &mut out).map_err(|e| anyhow!("corrupt {comp:?} data: {e}"))?;
-    out.flush()?;
+/// Copies a (possibly compressed) stream to `dst` (`what`, for messages),
+/// decompressed, keeping the store's free-space margin.
+fn spool(
+    r: Box<dyn Read + Send>,
+    dst: &Path,
+    store: &Store,
+    what: &str,
+    limits: &Limits,
+) -> Result<()> {
+    let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, r))
+        .with_context(|| format!("reading {what}"))?;
+    let mut meter = Meter::new(what, store.root(), None, limits);
+    let mut out = io::BufWriter::with_capacity(1 << 20, crate::store::create_private(dst)?);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if comp == Compression::None => bail!("reading {what}: {e}"),
+            Err(e) => bail!("{what}: corrupt {comp:?} data: {e}"),
+        };
+        meter.grow(n as u64)?;
+        out.write_all(&buf[..n]).map_err(|e| meter.write_error(e))?;
+        meter.wrote(n as u64);
+    }
+    out.flush().map_err(|e| meter.write_error(e))?;
     Ok(())
 }
