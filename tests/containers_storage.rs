@@ -30,8 +30,6 @@ fn aufs_whiteouts_in_an_upper_directory_act_as_in_fuse_overlayfs() {
     }
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("base");
-    let lower = base.join("lower");
-    let upper = base.join("upper");
     for d in ["lower/d", "lower/e", "upper/d", "work"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
     }

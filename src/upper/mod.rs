@@ -19,7 +19,10 @@
 //! `trusted.*` cannot be set: kernel overlayfs' `userxattr`), and the
 //! lock and temporaries live in W (same filesystem), so kernel overlayfs can
 //! mount U afterwards. Every marker is written and decoded here, in the
-//! branch's format.
+//! branch's format; an overlay-format branch also reads the AUFS markers
+//! containers-storage extracts into it (`applydiff` with a mount program),
+//! as fuse-overlayfs does, and drops such a `.wh.NAME` once NAME is given
+//! a new object.
 //!
 //! Metadata a rootless daemon cannot apply (an owner other than itself, a
 //! device node, permission bits that would lock the daemon out) is recorded
