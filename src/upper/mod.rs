@@ -20,9 +20,8 @@
 //! lock and temporaries live in W (same filesystem), so kernel overlayfs can
 //! mount U afterwards. Every marker is written and decoded here, in the
 //! branch's format; an overlay-format branch also reads the AUFS markers
-//! containers-storage extracts into it (`applydiff` with a mount program),
-//! as fuse-overlayfs does, and drops such a `.wh.NAME` once NAME is given
-//! a new object.
+//! containers-storage's `applydiff` extracts into it, as fuse-overlayfs
+//! does. Long file: both formats' marker code stays in this one writer.
 //!
 //! Metadata a rootless daemon cannot apply (an owner other than itself, a
 //! device node, permission bits that would lock the daemon out) is recorded
