@@ -19,7 +19,9 @@
 //! `trusted.*` cannot be set: kernel overlayfs' `userxattr`), and the
 //! lock and temporaries live in W (same filesystem), so kernel overlayfs can
 //! mount U afterwards. Every marker is written and decoded here, in the
-//! branch's format.
+//! branch's format; an overlay-format branch also reads the AUFS markers
+//! containers-storage's `applydiff` extracts into it, as fuse-overlayfs
+//! does. Long file: both formats' marker code stays in this one writer.
 //!
 //! Metadata a rootless daemon cannot apply (an owner other than itself, a
 //! device node, permission bits that would lock the daemon out) is recorded
@@ -54,6 +56,11 @@ pub enum Format {
     /// overlayfs' upper directory); `user.overlay.opaque=y` in a user
     /// namespace.
     Overlay,
+}
+
+/// Is `dir/.wh.name` a regular file (an AUFS whiteout of `name`)?
+fn aufs_file(dir: &Path, name: &[u8]) -> bool {
+    sys::lstat(&whiteout_path(dir, name)).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
 }
 
 /// Where rootless metadata is recorded.
@@ -358,8 +365,17 @@ impl Upper {
         let class = classify_name(name);
         match self.format {
             Format::Aufs => class,
-            // A `.wh.` name is not one layerfs writes or shows.
-            Format::Overlay if class != NameClass::Plain => NameClass::Meta,
+            // layerfs never writes `.wh.` names here, but containers-storage
+            // extracts layers into upper directories in the AUFS format
+            // when a mount program is set (`applydiff`), and fuse-overlayfs
+            // reads them: an empty regular `.wh.NAME` hides NAME and
+            // `.wh..wh..opq` makes its directory opaque. Other `.wh.` names
+            // are never shown.
+            Format::Overlay if class != NameClass::Plain => match class {
+                NameClass::Whiteout(_) if ft.is_file() => class,
+                NameClass::Opaque => class,
+                _ => NameClass::Meta,
+            },
             Format::Overlay => {
                 if ft.is_char_device()
                     && sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
@@ -372,12 +388,28 @@ impl Upper {
         }
     }
 
-    /// Does `dir` (in the branch) hold a whiteout of `name`?
+    /// Does `dir` (in the branch) hold a whiteout of `name`? In the
+    /// overlay format either a 0:0 device or an AUFS `.wh.name` file (see
+    /// [`Upper::classify`]).
     pub fn has_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
         match self.format {
             Format::Aufs => sys::exists(&whiteout_path(dir, name)),
-            Format::Overlay => {
-                sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
+            Format::Overlay => self.device_whiteout(dir, name) || aufs_file(dir, name),
+        }
+    }
+
+    /// Overlay format: is `dir/name` a whiteout device?
+    fn device_whiteout(&self, dir: &Path, name: &[u8]) -> bool {
+        sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
+    }
+
+    /// Overlay format: removes an AUFS `.wh.name` left in `dir` by
+    /// another writer (containers-storage's `applydiff`), once `name`
+    /// has been given a new object.
+    fn drop_aufs_whiteout(&self, dir: &Path, name: &[u8]) {
+        if self.format == Format::Overlay && aufs_file(dir, name) {
+            if let Err(e) = std::fs::remove_file(whiteout_path(dir, name)) {
+                tracing::warn!("removing {}: {e}", whiteout_path(dir, name).display());
             }
         }
     }
@@ -391,7 +423,7 @@ impl Upper {
             Format::Overlay => sys::mknod(&child(dir, name), libc::S_IFCHR, 0),
         };
         match r {
-            Err(libc::EEXIST) if self.format == Format::Aufs || self.has_whiteout(dir, name) => {
+            Err(libc::EEXIST) if self.format == Format::Aufs || self.device_whiteout(dir, name) => {
                 Ok(())
             }
             r => r,
@@ -402,8 +434,13 @@ impl Upper {
     pub fn remove_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
         let p = match self.format {
             Format::Aufs => whiteout_path(dir, name),
-            Format::Overlay if self.has_whiteout(dir, name) => child(dir, name),
-            Format::Overlay => return Ok(()),
+            Format::Overlay => {
+                self.drop_aufs_whiteout(dir, name);
+                if !self.device_whiteout(dir, name) {
+                    return Ok(());
+                }
+                child(dir, name)
+            }
         };
         match std::fs::remove_file(p) {
             Ok(()) => Ok(()),
@@ -442,7 +479,11 @@ impl Upper {
     pub fn is_opaque(&self, dir: &Path) -> bool {
         match self.format {
             Format::Aufs => sys::exists(&child(dir, WH_OPAQUE)),
-            Format::Overlay => sys::lgetxattr(dir, self.opaque_xattr()).is_ok_and(|v| v == b"y"),
+            Format::Overlay => {
+                sys::lgetxattr(dir, self.opaque_xattr()).is_ok_and(|v| v == b"y")
+                    || sys::lstat(&child(dir, WH_OPAQUE))
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            }
         }
     }
 
@@ -530,7 +571,7 @@ impl Upper {
         if discard_to {
             self.discard(&to)?;
         }
-        if self.has_whiteout(ddir, newname) {
+        if self.device_whiteout(ddir, newname) {
             // A directory cannot replace a device: exchange, so the new
             // name's whiteout lands on the old name, wanted there or not.
             sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
@@ -539,6 +580,7 @@ impl Upper {
                     tracing::warn!("rename: whiteout of the old name left: {e}");
                 }
             }
+            self.drop_aufs_whiteout(ddir, newname);
             return Ok(());
         }
         // One rename that leaves a whiteout behind, as overlayfs does.
@@ -547,7 +589,9 @@ impl Upper {
         } else {
             0
         };
-        sys::rename2(&from, &to, flags)
+        sys::rename2(&from, &to, flags)?;
+        self.drop_aufs_whiteout(ddir, newname);
+        Ok(())
     }
 
     /// Publishes the finished object `t` as `dir/name`, replacing the
@@ -563,12 +607,13 @@ impl Upper {
         maybe_whiteout: bool,
     ) -> SysResult<()> {
         let p = child(dir, name);
-        if self.format == Format::Overlay && self.has_whiteout(dir, name) {
+        if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             sys::rename2(t, &p, libc::RENAME_EXCHANGE)?;
             // `t` is the whiteout now, in the work directory.
             if let Err(e) = std::fs::remove_file(t) {
                 tracing::warn!("removing {}: {e}", t.display());
             }
+            self.drop_aufs_whiteout(dir, name);
             return Ok(());
         }
         sys::rename2(t, &p, libc::RENAME_NOREPLACE)?;
@@ -582,13 +627,14 @@ impl Upper {
     /// if there is one.
     pub fn link(&self, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
         let p = child(dir, name);
-        if self.format == Format::Overlay && self.has_whiteout(dir, name) {
+        if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             let t = self.temp();
             std::fs::hard_link(from, &t).map_err(|e| sys::errno_of(&e))?;
             if let Err(e) = sys::rename2(&t, &p, 0) {
                 let _ = std::fs::remove_file(&t);
                 return Err(e);
             }
+            self.drop_aufs_whiteout(dir, name);
             return Ok(());
         }
         std::fs::hard_link(from, &p).map_err(|e| sys::errno_of(&e))?;

@@ -82,3 +82,52 @@ impl Drop for KernelOverlay {
         }
     }
 }
+
+/// Debian's fuse-overlayfs mounted at `dir` with `-o OPTS` (the mount
+/// program containers-storage was written for, as an oracle); unmounted
+/// on drop (`fusermount3 -u`, detached if busy). Under CI its absence
+/// fails the test.
+pub struct FuseOverlayfs {
+    pub dir: PathBuf,
+}
+
+impl FuseOverlayfs {
+    pub fn mount(dir: &Path, opts: &str) -> FuseOverlayfs {
+        let bin = "/usr/bin/fuse-overlayfs";
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: .ci/run installs Debian's fuse-overlayfs"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new(bin)
+            .args(["-o", opts])
+            .arg(dir)
+            .output()
+            .expect("running fuse-overlayfs");
+        assert!(
+            out.status.success(),
+            "fuse-overlayfs -o {opts} {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        FuseOverlayfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for FuseOverlayfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
