@@ -670,8 +670,11 @@ fn pushed_images_keep_their_id_through_skopeo_and_podman() {
 /// `x` with tag `good` (a correct image) and `bad` (the same manifest
 /// shape, but the layer bytes it sends have one byte changed), and
 /// `flaky` (answers 503 once, then as `good`), `reset` (the first
-/// download of the layer stops halfway, the connection closed) and
+/// download of the layer stops halfway, the connection closed; Range
+/// requests, logged to `ranges` beside the marker, are answered 206),
+/// `norange` (as `reset`, but Range is ignored: 200 and the whole blob) and
 /// `slow` (the layer stalls halfway, and a marker file says so),
+/// `forbidden` (403) and `ratelimit` (429) for the manifest,
 /// `redirect` (the layer is a 307 to "blob storage", which refuses
 /// requests that carry the token), `foreign` (a foreign layer) and
 /// `diffid` (a right blob, but the config gives another diff id).
@@ -699,7 +702,8 @@ foreign = json.dumps({"schemaVersion": 2,
     "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": d(config), "size": len(config)},
     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": d(layer),
                 "size": len(layer), "urls": ["https://example.com/layer"]}]}).encode()
-state = {"mode": "good", "flaky": 0, "resets": 0}
+state = {"mode": "good", "flaky": 0}
+ranges = os.path.join(os.path.dirname(marker), "ranges")
 class H(BaseHTTPRequestHandler):
     def send(self, code, body=b"", ctype="application/json", extra={}):
         self.send_response(code)
@@ -731,9 +735,13 @@ class H(BaseHTTPRequestHandler):
             state["mode"] = "good"
             return self.send(200, wrong, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(wrong_config): return self.send(200, wrong_config, "application/octet-stream")
+        if p == "/v2/x/manifests/forbidden":
+            return self.send(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
+        if p == "/v2/x/manifests/ratelimit":
+            return self.send(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}', extra={"Retry-After": "60"})
         if p == "/v2/x/manifests/foreign":
             return self.send(200, foreign, "application/vnd.docker.distribution.manifest.v2+json")
-        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "slow", "redirect"):
+        if p.startswith("/v2/x/manifests/") and tag in ("good", "bad", "flaky", "reset", "norange", "slow", "redirect"):
             state["mode"] = tag
             return self.send(200, manifest, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(config): return self.send(200, config, "application/octet-stream")
@@ -743,10 +751,13 @@ class H(BaseHTTPRequestHandler):
                 return self.send(200, bad, "application/octet-stream")
             if mode == "redirect":
                 return self.send(307, b"", extra={"Location": "http://127.0.0.1:%d/storage/layer" % port})
-            if mode == "slow" or (mode == "reset" and state["resets"] == 0):
-                # Half the bytes, then the connection drops (reset, once)
-                # or stalls until the client is killed (slow).
-                state["resets"] += mode == "reset"
+            rng = self.headers.get("Range")
+            if rng:
+                with open(ranges, "a") as f: f.write(mode + " " + rng + "\n")
+            if mode == "slow" or (mode in ("reset", "norange") and not state.get("cut " + mode)):
+                # Half the bytes, then the connection drops (reset and
+                # norange, once) or stalls until the client is killed (slow).
+                state["cut " + mode] = True
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(layer)))
                 self.end_headers()
@@ -757,6 +768,10 @@ class H(BaseHTTPRequestHandler):
                     time.sleep(60)
                 self.close_connection = True
                 return
+            if rng and mode != "norange":
+                first = int(rng.removeprefix("bytes=").split("-")[0])
+                return self.send(206, layer[first:], "application/octet-stream", extra={
+                    "Content-Range": "bytes %d-%d/%d" % (first, len(layer) - 1, len(layer))})
             return self.send(200, layer, "application/octet-stream")
         self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
     def log_message(self, *a): pass
@@ -858,12 +873,19 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         before2,
         "a killed pull changed the store"
     );
+    // The next pull resumes the killed one's blob with a Range request.
     let good2 = format!("127.0.0.1:{port}/x:good");
-    assert_eq!(
-        store2
-            .ok(&["pull", "-q", &good2, "--tls-verify=false"])
-            .trim(),
-        config_id
+    let out = store2.run(&["-v", "pull", "-q", &good2, "--tls-verify=false"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
+    assert!(err.contains("resuming at byte"), "{err}");
+    let ranges = || std::fs::read_to_string(dir.path().join("ranges")).unwrap_or_default();
+    let half = std::fs::metadata(fixture("edge/layer0.tar")).unwrap().len() / 2;
+    assert!(
+        ranges().lines().any(|l| l == format!("good bytes={half}-")),
+        "no Range request from byte {half}: {}",
+        ranges()
     );
     assert!(store_tmp_is_empty(&store2));
     // A connection lost halfway through a blob: downloaded again.
@@ -872,7 +894,21 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
-    assert!(err.contains("downloading again"), "{err}");
+    assert!(err.contains("resuming at byte"), "{err}");
+    assert!(
+        ranges()
+            .lines()
+            .any(|l| l == format!("reset bytes={half}-")),
+        "{}",
+        ranges()
+    );
+    // A registry that ignores Range: the blob comes again whole.
+    let norange = format!("127.0.0.1:{port}/x:norange");
+    let out = TestStore::new().run(&["-v", "pull", "-q", &norange, "--tls-verify=false"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), config_id);
+    assert!(err.contains("ignored the range"), "{err}");
     // A redirect to blob storage is followed, without the token.
     let redirect = format!("127.0.0.1:{port}/x:redirect");
     assert_eq!(
@@ -912,6 +948,30 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         "--tls-verify=false",
     ]);
     assert!(err.contains("/x:none") && err.contains("404"), "{err}");
+    // 403 and 429: said as such, naming the reference, the registry's
+    // own message kept; the store is unchanged.
+    let before = store.fingerprint();
+    for (tag, why, msg) in [
+        (
+            "forbidden",
+            "access denied (403 Forbidden)",
+            "DENIED: requested access",
+        ),
+        (
+            "ratelimit",
+            "rate limiting this client (429",
+            "TOOMANYREQUESTS: pull rate limit",
+        ),
+    ] {
+        let r = format!("127.0.0.1:{port}/x:{tag}");
+        let err = store.fails(&["pull", &r, "--tls-verify=false"]);
+        assert!(
+            err.contains(&r) && err.contains(why) && err.contains(msg),
+            "{err}"
+        );
+    }
+    assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! blob storage) are followed by ureq, which drops `Authorization` on them;
 //! proxies come from `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` (ureq's default).
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -316,83 +317,218 @@ impl Client {
     }
 
     /// Downloads blob `d` to `dst`, checking its size and sha256 as it
-    /// streams, with its progress bar if any. A connection lost midway is
-    /// retried from the start (up to 4 times).
+    /// streams, with its progress bar if any. The bytes go to `partial`
+    /// first, which is moved to `dst` once complete and verified: what an
+    /// earlier, interrupted download left there is kept and resumed with
+    /// a `Range` request, as is a connection lost midway (up to 4 times
+    /// without progress). A registry that ignores the range (200) sends
+    /// the blob again from the start.
     pub fn download_blob(
         &self,
         d: &Descriptor,
         dst: &Path,
+        partial: &Path,
         what: &str,
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<()> {
+        let r = &self.reference;
         let url = self.url(&format!("blobs/sha256:{}", d.digest));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(partial)
+            .with_context(|| format!("{r}: {what}: opening {}", partial.display()))?;
+        // What an earlier download left: hashed again (the hash state is
+        // not kept), or dropped if it cannot be a prefix of the blob.
+        let mut h = Sha256::new();
+        let mut got = file.metadata()?.len();
+        if got > d.size {
+            file.set_len(0)?;
+            got = 0;
+        } else if got > 0 {
+            let n = std::io::copy(&mut (&file).take(got), &mut HashWriter(&mut h))?;
+            if n != got {
+                bail!("{r}: {what}: {} shrank while read", partial.display());
+            }
+            tracing::info!("{r}: {what}: resuming at byte {got} of {}", d.size);
+        }
+        if let Some(p) = progress {
+            p.set_position(got);
+        }
+        // A resumed download whose result does not verify is fetched
+        // again whole, once: the bytes kept could be what was damaged.
+        let mut resumed = got > 0;
         let mut attempt = 0;
         loop {
-            let resp = self.send(what, &|a, auth| {
-                let mut q = a.get(&url);
-                if let Some(h) = auth {
-                    q = q.header("Authorization", h);
-                }
-                q.call()
-            })?;
-            let resp = self.expect(resp, what, &[200])?;
-            let mut body = resp.into_body().into_reader();
-            let mut out =
-                std::io::BufWriter::with_capacity(1 << 20, crate::store::create_private(dst)?);
-            let mut h = Sha256::new();
-            let mut got = 0u64;
-            let mut buf = vec![0u8; 1 << 20];
-            let res: std::io::Result<()> = loop {
-                match body.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        got += n as u64;
-                        if got > d.size {
-                            bail!("{}: {what}: the registry sent more than the {} bytes the manifest gives blob sha256:{}", self.reference, d.size, d.digest);
-                        }
-                        h.update(&buf[..n]);
-                        out.write_all(&buf[..n])?;
-                        if let Some(p) = progress {
-                            p.inc(n as u64);
-                        }
+            while got < d.size {
+                let range = (got > 0).then(|| format!("bytes={got}-"));
+                let resp = self.send(what, &|a, auth| {
+                    let mut q = a.get(&url);
+                    if let Some(h) = auth {
+                        q = q.header("Authorization", h);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            if let Err(e) = res {
-                if attempt + 1 < ATTEMPTS {
-                    tracing::info!("{}: {what}: {e}; downloading again", self.reference);
+                    if let Some(v) = &range {
+                        q = q.header("Range", v);
+                    }
+                    q.call()
+                })?;
+                let resp = self.expect(resp, what, &[200, 206])?;
+                if resp.status().as_u16() == 206 {
+                    let start = resp
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(content_range_start);
+                    if start != Some(got) {
+                        bail!("{r}: {what}: asked for the blob from byte {got}, the registry answered a range starting at {start:?}");
+                    }
+                } else if got > 0 {
+                    tracing::info!(
+                    "{r}: {what}: the registry ignored the range; downloading again from the start"
+                );
+                    file.set_len(0)?;
+                    got = 0;
+                    h = Sha256::new();
                     if let Some(p) = progress {
                         p.set_position(0);
                     }
-                    backoff(attempt);
-                    attempt += 1;
+                }
+                file.seek(std::io::SeekFrom::Start(got))?;
+                let before = got;
+                let res = self.stream_into(resp, &mut file, &mut h, &mut got, d, what, progress);
+                match res {
+                    Ok(()) => {}
+                    Err(Stream::Fatal(e)) => return Err(e),
+                    Err(Stream::Lost(e)) => {
+                        if got > before {
+                            attempt = 0;
+                        }
+                        if attempt + 1 >= ATTEMPTS {
+                            bail!("{r}: {what}: {e} (the {got} bytes received are kept; pull again to resume)");
+                        }
+                        tracing::info!("{r}: {what}: {e}; resuming at byte {got}");
+                        backoff(attempt);
+                        attempt += 1;
+                        continue;
+                    }
+                }
+                if got < d.size {
+                    // The body ended early without an error: ask for the rest.
+                    if got == before {
+                        bail!(
+                            "{r}: {what}: blob sha256:{} is {got} bytes, the manifest says {}",
+                            d.digest,
+                            d.size
+                        );
+                    }
                     continue;
                 }
-                bail!("{}: {what}: {e}", self.reference);
             }
-            if got != d.size {
-                bail!(
-                    "{}: {what}: blob sha256:{} is {got} bytes, the manifest says {}",
-                    self.reference,
-                    d.digest,
-                    d.size
-                );
+            let digest = hex::encode(h.clone().finalize());
+            if digest != d.digest && resumed {
+                tracing::info!("{r}: {what}: the resumed blob does not match its digest; downloading it again whole");
+                resumed = false;
+                file.set_len(0)?;
+                got = 0;
+                h = Sha256::new();
+                if let Some(p) = progress {
+                    p.set_position(0);
+                }
+                continue;
             }
-            let digest = hex::encode(h.finalize());
             if digest != d.digest {
-                bail!("{}: {what}: blob does not match its digest: the manifest says sha256:{}, the registry sent sha256:{digest}", self.reference, d.digest);
+                drop(file);
+                let _ = std::fs::remove_file(partial);
+                bail!("{r}: {what}: blob does not match its digest: the manifest says sha256:{}, the registry sent sha256:{digest}", d.digest);
             }
-            let f = out.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(partial, dst)
+                .with_context(|| format!("{r}: {what}: moving {} into place", partial.display()))?;
             return Ok(());
+        }
+    }
+
+    /// Appends the body of `resp` to `file` at `got`, hashing it into `h`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_into(
+        &self,
+        resp: Response<Body>,
+        file: &mut std::fs::File,
+        h: &mut Sha256,
+        got: &mut u64,
+        d: &Descriptor,
+        what: &str,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> std::result::Result<(), Stream> {
+        let mut body = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    if *got + n as u64 > d.size {
+                        return Err(Stream::Fatal(anyhow!("{}: {what}: the registry sent more than the {} bytes the manifest gives blob sha256:{}", self.reference, d.size, d.digest)));
+                    }
+                    h.update(&buf[..n]);
+                    file.write_all(&buf[..n]).map_err(|e| {
+                        Stream::Fatal(anyhow!(
+                            "{}: {what}: writing the download: {e}",
+                            self.reference
+                        ))
+                    })?;
+                    *got += n as u64;
+                    if let Some(p) = progress {
+                        p.inc(n as u64);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Stream::Lost(e)),
+            }
         }
     }
 }
 
+/// How streaming a body ended when it did not end well.
+enum Stream {
+    /// The connection was lost: the bytes so far are good, ask for more.
+    Lost(std::io::Error),
+    /// The download cannot go on.
+    Fatal(anyhow::Error),
+}
+
+/// Feeds what is written into a hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The first byte of a `Content-Range: bytes FIRST-LAST/TOTAL` value.
+fn content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    rest.split('-').next()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn content_range_start_is_read() {
+        assert_eq!(super::content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(super::content_range_start("bytes 0-0/1"), Some(0));
+        assert_eq!(super::content_range_start("bytes */200"), None);
+        assert_eq!(super::content_range_start("items 1-2/3"), None);
+    }
+
     #[test]
     fn query_values_are_escaped() {
         assert_eq!(

@@ -134,7 +134,9 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
         }
     }
     let bytes_total: u64 = todo.iter().map(|(_, d)| d.size).sum();
-    download_all(&c, &todo, staging.path(), opts)?;
+    let res = download_all(store, &c, &todo, staging.path(), opts);
+    store.tidy_downloads();
+    res?;
 
     // Each blob lies in the staging directory under its digest.
     let layer_list = layers
@@ -166,9 +168,12 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
     })
 }
 
-/// Downloads the blobs of `todo` into `dir/<hex>`, `opts.jobs` at a time;
-/// the first error stops the others from starting new blobs.
+/// Downloads the blobs of `todo` into `dir/<hex>`, `opts.jobs` at a time,
+/// each through its partial download in the store (resumed if an earlier
+/// pull left one); the first error stops the others from starting new
+/// blobs.
 fn download_all(
+    store: &Store,
     c: &Client,
     todo: &[(usize, Descriptor)],
     dir: &Path,
@@ -199,7 +204,10 @@ fn download_all(
                 });
                 let dst: PathBuf = dir.join(&d.digest);
                 let what = format!("layer {i} (sha256:{})", &d.digest[..12]);
-                if let Err(e) = c.download_blob(d, &dst, &what, bar.as_ref()) {
+                let res = store
+                    .partial_download(&d.digest)
+                    .and_then(|partial| c.download_blob(d, &dst, &partial, &what, bar.as_ref()));
+                if let Err(e) = res {
                     failed.lock().expect("lock").get_or_insert(e);
                     return;
                 }

@@ -13,6 +13,8 @@
 //!     image.json             ImageRecord
 //!   tags.json                {"name:tag": "<image id>"}, replaced by rename
 //!   tmp/                     staging; emptied by the next writer
+//!   tmp/downloads/<hex>      blobs a pull did not finish, kept so that the
+//!                            next pull of the same blob resumes (Range)
 //!   mounts/<key>.json        live mounts (MountRecord), written by daemons
 //! ```
 //!
@@ -55,6 +57,9 @@ pub const STORE_VERSION: &str = "1";
 const DIR_MODE: u32 = 0o700;
 /// Mode of every file the store writes.
 const FILE_MODE: u32 = 0o600;
+
+/// The directory under `tmp/` that keeps unfinished downloads.
+const DOWNLOADS: &str = "downloads";
 
 /// The top-level directories of a store.
 const SUBDIRS: [&str; 4] = ["layers", "images", "tmp", "mounts"];
@@ -256,6 +261,9 @@ impl Store {
         }
         for e in fs::read_dir(self.root.join("tmp"))? {
             let p = e?.path();
+            if p.file_name() == Some(DOWNLOADS.as_ref()) {
+                continue; // kept for resumed pulls (see `partial_download`)
+            }
             tracing::info!("removing leftover staging {}", p.display());
             let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
         }
@@ -324,6 +332,25 @@ impl Store {
         fs::rename(dir, &grave).with_context(|| format!("removing {}", dir.display()))?;
         fs::remove_dir_all(&grave).with_context(|| format!("removing {}", grave.display()))?;
         Ok(())
+    }
+
+    /// Where a pull keeps blob `hex` while it downloads, so that a pull
+    /// interrupted (killed, or its connection lost) leaves the bytes it
+    /// got for the next pull of that blob to resume from: `tmp/downloads/`,
+    /// which writers' recovery keeps (caller holds the lock). The file is
+    /// moved out when its blob is complete and verified.
+    pub fn partial_download(&self, hex: &str) -> Result<PathBuf> {
+        if !is_hex64(hex) {
+            bail!("{hex:?} is not a sha256 digest");
+        }
+        let dir = self.root.join("tmp").join(DOWNLOADS);
+        private_dir(&dir)?;
+        Ok(dir.join(hex))
+    }
+
+    /// Removes `tmp/downloads/` once no partial download is left in it.
+    pub fn tidy_downloads(&self) {
+        let _ = fs::remove_dir(self.root.join("tmp").join(DOWNLOADS));
     }
 
     /// A fresh staging directory under `tmp/` (caller holds the lock).
