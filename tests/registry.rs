@@ -1175,3 +1175,86 @@ fn pull_stops_a_layer_past_max_layer_size_and_leaves_the_store() {
     // Without the limit the same pull works.
     store.ok(&["pull", &r, "--tls-verify=false"]);
 }
+
+/// Requests in the registry's access log whose line contains every one of
+/// `parts`.
+fn access_log_count(reg: &Registry, parts: &[&str]) -> usize {
+    ["registry.log", "registry.err"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(reg.dir.path().join(f))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+#[test]
+fn chunked_uploads_and_cross_repository_mounts() {
+    if !tools_available() {
+        return;
+    }
+    for reg in [Registry::plain(), Registry::tls_auth()] {
+        let host = reg.host();
+        let creds: Vec<String> = reg
+            .creds
+            .map(|_| vec![format!("--creds={}", reg.creds_arg())])
+            .unwrap_or_default();
+        let with = |args: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            v.push("--tls-verify=false".into());
+            v.extend(creds.iter().cloned());
+            v
+        };
+        let store = TestStore::new();
+        let id = store.import(&fixture("edge.docker.tar"), &[]);
+        // 16 KiB chunks: the 240 KiB layer goes up in 15 PATCHes.
+        let chunked = format!("{host}/p/chunked:v1");
+        let args = with(&["push", &id, &chunked, "--chunk-size", "16K", "--json"]);
+        let out = json(&store.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(out["uploaded"], 5, "{out}");
+        assert_eq!(out["mounted"], 0, "{out}");
+        let patches = access_log_count(&reg, &["\"PATCH /v2/p/chunked/blobs/uploads/"]);
+        assert!(patches >= 15, "{patches} PATCH requests");
+        assert_eq!(config_digest(&reg.raw_manifest("p/chunked:v1")), id);
+        // Pulled back: the same image, the same tree.
+        let back = TestStore::new();
+        let args = with(&["pull", "-q", &chunked]);
+        assert_eq!(
+            back.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .trim(),
+            id
+        );
+        same_mounted_tree(&store, &back, &id);
+        // The pulled image is tagged with p/chunked: a push of it to
+        // another repository of the same registry mounts its layers from
+        // there (only the config goes up).
+        let other = format!("{host}/q/other:v1");
+        let args = with(&["push", &id, &other, "--json"]);
+        let out = json(&back.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(out["mounted"], 4, "{out}");
+        assert_eq!(out["uploaded"], 1, "the config: {out}");
+        assert!(
+            access_log_count(
+                &reg,
+                &[
+                    "\"POST /v2/q/other/blobs/uploads/?mount=sha256",
+                    "from=p%2Fchunked"
+                ]
+            ) >= 4
+        );
+        assert_eq!(config_digest(&reg.raw_manifest("q/other:v1")), id);
+        let third = TestStore::new();
+        let args = with(&["pull", "-q", &other]);
+        assert_eq!(
+            third
+                .ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .trim(),
+            id
+        );
+        same_mounted_tree(&store, &third, &id);
+    }
+}

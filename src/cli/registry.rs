@@ -11,7 +11,7 @@ use clap::Args;
 use super::render::print_json;
 use crate::registry::auth::Credentials;
 use crate::registry::pull::{pull as pull_image, PullOptions};
-use crate::registry::push::push as push_image;
+use crate::registry::push::{push as push_image, PushOptions};
 use crate::registry::{login as login_to, logout as logout_from, RegistryOptions};
 use crate::store::Store;
 
@@ -115,6 +115,10 @@ pub(crate) struct PushArgs {
     image: String,
     /// Where to: `host:port/repo:tag`.
     reference: String,
+    /// Blobs larger than SIZE go up in chunks of SIZE (one PATCH each; a
+    /// failed chunk is sent again); 0: one PUT per blob.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::parse_size_arg)]
+    chunk_size: u64,
     #[command(flatten)]
     conn: ConnArgs,
     #[arg(long)]
@@ -149,13 +153,17 @@ pub(crate) fn pull(store: &Store, out: &mut impl Write, a: PullArgs) -> Result<(
 
 /// `push`.
 pub(crate) fn push(store: &Store, out: &mut impl Write, a: PushArgs) -> Result<()> {
-    let p = push_image(store, &a.image, &a.reference, &a.conn.options())?;
+    let opts = PushOptions {
+        registry: a.conn.options(),
+        chunk_size: a.chunk_size,
+    };
+    let p = push_image(store, &a.image, &a.reference, &opts)?;
     if a.json {
         return print_json(out, &p);
     }
     eprintln!(
-        "{}: {} blobs uploaded, {} already there; manifest {}",
-        p.reference, p.uploaded, p.present, p.manifest_digest
+        "{}: {} blobs uploaded, {} mounted from other repositories, {} already there; manifest {}",
+        p.reference, p.uploaded, p.mounted, p.present, p.manifest_digest
     );
     writeln!(out, "{}", p.id)?;
     Ok(())

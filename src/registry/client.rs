@@ -40,6 +40,9 @@ pub struct Client {
     auth: Mutex<Option<String>>,
     /// The token scope's actions: `pull` or `pull,push`.
     actions: &'static str,
+    /// Other repositories whose pull scope a token is asked for too (the
+    /// sources of cross-repository mounts).
+    pull_scopes: Vec<String>,
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
@@ -112,6 +115,7 @@ impl Client {
             creds,
             auth: Mutex::new(None),
             actions: if push { "pull,push" } else { "pull" },
+            pull_scopes: Vec::new(),
         };
         if !tls_verify {
             // One plain try: a registry without TLS fails the handshake at
@@ -131,6 +135,16 @@ impl Client {
         })?;
         client.expect(resp, "contacting the registry", &[200])?;
         Ok(client)
+    }
+
+    /// Asks the tokens from now on for pull access to `repos` as well (a
+    /// token already held is dropped, so the next challenge gets one).
+    pub fn with_pull_scopes(mut self, repos: Vec<String>) -> Client {
+        if !repos.is_empty() {
+            self.pull_scopes = repos;
+            *self.auth.lock().expect("auth lock") = None;
+        }
+        self
     }
 
     /// The reference, for messages.
@@ -215,6 +229,10 @@ impl Client {
             if !r.repository.is_empty() {
                 let scope = format!("repository:{}:{}", r.repository, self.actions);
                 url.push_str(&format!("scope={}", query_escape(&scope)));
+                for repo in &self.pull_scopes {
+                    let scope = format!("repository:{repo}:pull");
+                    url.push_str(&format!("&scope={}", query_escape(&scope)));
+                }
             }
             let basic = self.creds.as_ref().map(Credentials::basic_header);
             let resp = self.send("getting a token", &|a, _| {

@@ -1,13 +1,19 @@
 //! `push`: an image of the store to a registry. Each blob is checked with
-//! `HEAD` first and uploaded only if the registry lacks it (one `POST` to
-//! open the upload, one monolithic `PUT` with the digest), then the OCI
-//! manifest is put under the tag. The store keeps each layer as its
+//! `HEAD` first; one the registry lacks is mounted from another repository
+//! of the same registry where the store knows one that has it (a tag of a
+//! stored image with that layer: `POST ...?mount=&from=`), else uploaded:
+//! one `POST` to open the upload, then one monolithic `PUT` with the
+//! digest, or, for a blob larger than the chunk size, `PATCH`es of one
+//! chunk each (a failed chunk is sent again from the offset the registry
+//! reports) and an empty `PUT` with the digest. Then the OCI manifest is
+//! put under the tag. The store keeps each layer as its
 //! uncompressed tar, so layers go up uncompressed (their digest is the
 //! diff id): the image id (the config digest) is the one pulled, the
 //! manifest digest is new (ARCHITECTURE.md, "Push, and why a pulled
 //! image's manifest digest changes").
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -27,8 +33,10 @@ pub struct Pushed {
     pub reference: String,
     /// The digest of the manifest put (`sha256:...`).
     pub manifest_digest: String,
-    /// Blobs (layers and config) uploaded; the others were there.
+    /// Blobs (layers and config) uploaded.
     pub uploaded: usize,
+    /// Blobs mounted from another repository of the registry.
+    pub mounted: usize,
     /// Blobs the registry had already.
     pub present: usize,
 }
@@ -65,6 +73,16 @@ fn has_blob(c: &Client, hex: &str) -> Result<bool> {
     }
 }
 
+/// Options of one `layerfs push`.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Connection and credentials.
+    pub registry: RegistryOptions,
+    /// Blobs larger than this go up in `PATCH` chunks of this size (0:
+    /// always one monolithic `PUT`).
+    pub chunk_size: u64,
+}
+
 /// What a blob's bytes come from.
 #[derive(Clone, Copy)]
 enum Blob<'a> {
@@ -74,8 +92,68 @@ enum Blob<'a> {
     Bytes(&'a [u8]),
 }
 
-/// Uploads one blob: `POST` opens the upload, one `PUT` sends it all.
-fn upload(c: &Client, hex: &str, blob: Blob<'_>, what: &str) -> Result<()> {
+/// `location` made absolute, with `?digest=` (or `&digest=`) added.
+fn with_digest(c: &Client, location: &str, hex: &str) -> String {
+    let mut url = c.absolute(location);
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(&format!("digest=sha256%3A{hex}"));
+    url
+}
+
+/// The `Location` header of an upload answer.
+fn location_of(c: &Client, resp: &ureq::http::Response<ureq::Body>, what: &str) -> Result<String> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: {what}: the registry gave no upload location",
+                c.reference()
+            )
+        })
+}
+
+/// The next byte an upload expects, from its `Range: 0-LAST` header
+/// (0 when there is none: nothing received).
+fn upload_offset(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    let Some(v) = resp.headers().get("range") else {
+        return Some(0);
+    };
+    let v = v.to_str().ok()?.trim();
+    let v = v.strip_prefix("bytes=").unwrap_or(v);
+    let (_, last) = v.split_once('-')?;
+    last.trim().parse::<u64>().ok().map(|l| l + 1)
+}
+
+/// Opens an upload of blob `hex`, or mounts it from one of `from` (other
+/// repositories of the registry): `None` if a mount succeeded, else the
+/// upload's location.
+fn start_upload(c: &Client, hex: &str, from: &[String], what: &str) -> Result<Option<String>> {
+    for repo in from {
+        let url = c.url(&format!(
+            "blobs/uploads/?mount=sha256%3A{hex}&from={}",
+            super::client::query_escape(repo)
+        ));
+        let resp = c.send(what, &|a, auth| {
+            let mut q = a.post(&url);
+            if let Some(h) = auth {
+                q = q.header("Authorization", h);
+            }
+            q.send_empty()
+        })?;
+        match resp.status().as_u16() {
+            201 => {
+                tracing::info!("{}: {what}: mounted from {repo}", c.reference());
+                return Ok(None);
+            }
+            // The registry could not mount it: it opened an upload instead.
+            202 => return location_of(c, &resp, what).map(Some),
+            _ => {
+                c.expect(resp, &format!("{what}: mounting from {repo}"), &[201, 202])?;
+            }
+        }
+    }
     let start = c.url("blobs/uploads/");
     let resp = c.send(what, &|a, auth| {
         let mut q = a.post(&start);
@@ -85,37 +163,154 @@ fn upload(c: &Client, hex: &str, blob: Blob<'_>, what: &str) -> Result<()> {
         q.send_empty()
     })?;
     let resp = c.expect(resp, &format!("{what}: starting the upload"), &[202])?;
-    let loc = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: {what}: the registry gave no upload location",
-                c.reference()
-            )
+    location_of(c, &resp, what).map(Some)
+}
+
+/// Uploads one blob of `size` bytes to the upload at `loc`: one
+/// monolithic `PUT`, or `PATCH`es of `chunk` bytes and an empty `PUT`.
+fn upload(
+    c: &Client,
+    hex: &str,
+    blob: Blob<'_>,
+    size: u64,
+    chunk: u64,
+    mut loc: String,
+    what: &str,
+) -> Result<()> {
+    let r = c.reference();
+    if chunk == 0 || size <= chunk {
+        let url = with_digest(c, &loc, hex);
+        let resp = c.send(what, &|a, auth| {
+            let mut q = a
+                .put(&url)
+                .header("Content-Type", "application/octet-stream");
+            if let Some(h) = auth {
+                q = q.header("Authorization", h);
+            }
+            match blob {
+                Blob::File(p) => q.send(File::open(p)?),
+                Blob::Bytes(b) => q.send(b),
+            }
         })?;
-    let mut url = c.absolute(loc);
-    url.push(if url.contains('?') { '&' } else { '?' });
-    url.push_str(&format!("digest=sha256%3A{hex}"));
+        c.expect(resp, what, &[201])?;
+        return Ok(());
+    }
+    let read_chunk = |off: u64, len: u64| -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len as usize);
+        match blob {
+            Blob::File(p) => {
+                let mut f = File::open(p)?;
+                f.seek(SeekFrom::Start(off))?;
+                f.take(len).read_to_end(&mut buf)?;
+            }
+            Blob::Bytes(b) => buf.extend_from_slice(&b[off as usize..(off + len) as usize]),
+        }
+        if buf.len() as u64 != len {
+            bail!("{r}: {what}: the blob shrank while uploaded");
+        }
+        Ok(buf)
+    };
+    let mut off = 0u64;
+    let mut resyncs = 0;
+    while off < size {
+        let len = chunk.min(size - off);
+        let buf = read_chunk(off, len)?;
+        let url = c.absolute(&loc);
+        let range = format!("{off}-{}", off + len - 1);
+        let resp = c.send(what, &|a, auth| {
+            let mut q = a
+                .patch(&url)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Range", &range);
+            if let Some(h) = auth {
+                q = q.header("Authorization", h);
+            }
+            q.send(&buf[..])
+        });
+        let ok = match &resp {
+            Ok(resp) => resp.status().as_u16() == 202,
+            Err(_) => false,
+        };
+        if ok {
+            let resp = resp?;
+            loc = location_of(c, &resp, what)?;
+            off = match upload_offset(&resp) {
+                Some(n) if n == off + len => n,
+                got => {
+                    bail!("{r}: {what}: sent bytes {range}, the registry says it has up to {got:?}")
+                }
+            };
+            continue;
+        }
+        // The chunk did not land (lost, or refused as out of order): ask
+        // the registry where the upload stands and go on from there.
+        resyncs += 1;
+        if resyncs > 3 {
+            let resp = resp?;
+            c.expect(resp, &format!("{what}: sending bytes {range}"), &[202])?;
+            unreachable!("expect fails on a status other than 202");
+        }
+        let status = c.send(what, &|a, auth| {
+            let mut q = a.get(&url);
+            if let Some(h) = auth {
+                q = q.header("Authorization", h);
+            }
+            q.call()
+        })?;
+        let status = c.expect(
+            status,
+            &format!("{what}: asking where the upload stands"),
+            &[204],
+        )?;
+        loc = location_of(c, &status, what).unwrap_or(loc);
+        off = upload_offset(&status)
+            .filter(|&n| n <= size)
+            .ok_or_else(|| {
+                anyhow!("{r}: {what}: the registry reports an upload range layerfs cannot read")
+            })?;
+        tracing::info!("{r}: {what}: chunk {range} did not land; going on from byte {off}");
+    }
+    let url = with_digest(c, &loc, hex);
     let resp = c.send(what, &|a, auth| {
-        let mut q = a
-            .put(&url)
-            .header("Content-Type", "application/octet-stream");
+        let mut q = a.put(&url);
         if let Some(h) = auth {
             q = q.header("Authorization", h);
         }
-        match blob {
-            Blob::File(p) => q.send(File::open(p)?),
-            Blob::Bytes(b) => q.send(b),
-        }
+        q.send_empty()
     })?;
-    c.expect(resp, what, &[201])?;
+    c.expect(resp, &format!("{what}: closing the upload"), &[201])?;
     Ok(())
 }
 
+/// Other repositories of `r`'s registry that the store knows to hold
+/// the layer of diff id `diff_id`: those of its tags naming an image with
+/// that layer.
+fn mount_sources(store: &Store, r: &Reference, diff_id: &str) -> Vec<String> {
+    let Ok(tags) = store.tags() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (tag, id) in tags {
+        let Ok(t) = Reference::parse(&tag) else {
+            continue;
+        };
+        if t.registry != r.registry || t.repository == r.repository || out.contains(&t.repository) {
+            continue;
+        }
+        let has = store.image(&id).is_ok_and(|rec| {
+            rec.layers
+                .iter()
+                .any(|chain| store.layer(chain).is_ok_and(|l| l.diff_id == diff_id))
+        });
+        if has {
+            out.push(t.repository);
+        }
+    }
+    out
+}
+
 /// Pushes stored image `image` to `reference`; see the module doc.
-pub fn push(store: &Store, image: &str, reference: &str, opts: &RegistryOptions) -> Result<Pushed> {
+pub fn push(store: &Store, image: &str, reference: &str, opts: &PushOptions) -> Result<Pushed> {
     let r = Reference::parse(reference).map_err(|e| anyhow!(e))?;
     let id = store.resolve(image)?;
     let rec = store.image(&id)?;
@@ -129,23 +324,53 @@ pub fn push(store: &Store, image: &str, reference: &str, opts: &RegistryOptions)
             store.layer_dir(chain).join("layer.tar"),
         ));
     }
-    let creds = credentials(opts, &r)?;
-    let c = Client::connect(&r, opts.tls_verify, creds, true)?;
-    let (mut uploaded, mut present) = (0, 0);
-    for (i, (diff_id, _, path)) in layers.iter().enumerate() {
+    let sources: Vec<Vec<String>> = layers
+        .iter()
+        .map(|(d, ..)| mount_sources(store, &r, d))
+        .collect();
+    let mut scopes: Vec<String> = sources.iter().flatten().cloned().collect();
+    scopes.sort();
+    scopes.dedup();
+    let creds = credentials(&opts.registry, &r)?;
+    let c = Client::connect(&r, opts.registry.tls_verify, creds, true)?.with_pull_scopes(scopes);
+    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
+    for (i, (diff_id, size, path)) in layers.iter().enumerate() {
         if has_blob(&c, diff_id)? {
             present += 1;
             continue;
         }
         let what = format!("uploading layer {i} (sha256:{})", &diff_id[..12]);
-        upload(&c, diff_id, Blob::File(path), &what)?;
-        uploaded += 1;
+        match start_upload(&c, diff_id, &sources[i], &what)? {
+            None => mounted += 1,
+            Some(loc) => {
+                upload(
+                    &c,
+                    diff_id,
+                    Blob::File(path),
+                    *size,
+                    opts.chunk_size,
+                    loc,
+                    &what,
+                )?;
+                uploaded += 1;
+            }
+        }
     }
     let cid = sha256_hex(&config);
     if has_blob(&c, &cid)? {
         present += 1;
     } else {
-        upload(&c, &cid, Blob::Bytes(&config), "uploading the config")?;
+        let what = "uploading the config";
+        let loc = start_upload(&c, &cid, &[], what)?.expect("no mount asked");
+        upload(
+            &c,
+            &cid,
+            Blob::Bytes(&config),
+            config.len() as u64,
+            opts.chunk_size,
+            loc,
+            what,
+        )?;
         uploaded += 1;
     }
     let ls: Vec<(String, u64)> = layers.iter().map(|(d, s, _)| (d.clone(), *s)).collect();
@@ -173,6 +398,7 @@ pub fn push(store: &Store, image: &str, reference: &str, opts: &RegistryOptions)
         reference: r.to_string(),
         manifest_digest: format!("sha256:{mdigest}"),
         uploaded,
+        mounted,
         present,
     })
 }
