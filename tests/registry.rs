@@ -702,6 +702,21 @@ foreign = json.dumps({"schemaVersion": 2,
     "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": d(config), "size": len(config)},
     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": d(layer),
                 "size": len(layer), "urls": ["https://example.com/layer"]}]}).encode()
+# A two-layer image (`pipe`): its second layer stalls halfway until the
+# file `release` appears beside the marker.
+import io, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    data = os.urandom(1 << 20)
+    ti = tarfile.TarInfo("second/blob"); ti.size = len(data); ti.mtime = 1
+    t.addfile(ti, io.BytesIO(data))
+layer2 = buf.getvalue()
+config2 = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": [d(layer), d(layer2)]}}).encode()
+manifest2 = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config2), "size": len(config2)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(l), "size": len(l)} for l in (layer, layer2)]}).encode()
 state = {"mode": "good", "flaky": 0}
 ranges = os.path.join(os.path.dirname(marker), "ranges")
 class H(BaseHTTPRequestHandler):
@@ -735,6 +750,22 @@ class H(BaseHTTPRequestHandler):
             state["mode"] = "good"
             return self.send(200, wrong, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(wrong_config): return self.send(200, wrong_config, "application/octet-stream")
+        if p == "/v2/x/manifests/pipe":
+            return self.send(200, manifest2, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(config2): return self.send(200, config2, "application/octet-stream")
+        if p == "/v2/x/blobs/" + d(layer2):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(layer2)))
+            self.end_headers()
+            self.wfile.write(layer2[: len(layer2) // 2])
+            self.wfile.flush()
+            open(marker + "2", "w").close()
+            release = os.path.join(os.path.dirname(marker), "release")
+            for _ in range(600):
+                if os.path.exists(release): break
+                time.sleep(0.1)
+            self.wfile.write(layer2[len(layer2) // 2 :])
+            return
         if p == "/v2/x/manifests/forbidden":
             return self.send(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
         if p == "/v2/x/manifests/ratelimit":
@@ -776,6 +807,7 @@ class H(BaseHTTPRequestHandler):
         self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
+print(hashlib.sha256(config2).hexdigest(), flush=True)
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
@@ -805,14 +837,14 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         }
     }
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let mut line2 = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line2).unwrap();
     wait_for_port(port, &mut child, &dir.path().join("err"));
     let _guard = Kill(child);
     let config_id = line.trim().to_string();
+    let pipe_id = line2.trim().to_string();
 
     let store = TestStore::new();
     store.import(&fixture("multi.docker.tar"), &[]);
@@ -934,6 +966,46 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         err.contains(&foreign) && err.contains("foreign (non-distributable) layer"),
         "{err}"
     );
+    // Layers are staged as they arrive: the bottom one is indexed in
+    // the store's tmp/ while the second still downloads.
+    let store3 = TestStore::new();
+    let pulling = store3
+        .cmd()
+        .args([
+            "pull",
+            "-q",
+            &format!("127.0.0.1:{port}/x:pipe"),
+            "--tls-verify=false",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staged_layer_json = || {
+        std::fs::read_dir(store3.root().join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("layer.json").exists())
+    };
+    let start = Instant::now();
+    while !(dir.path().join("stalled2").exists() && staged_layer_json()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the bottom layer was not staged while the second downloaded (stalled: {})",
+            dir.path().join("stalled2").exists()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    let out = pulling.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pipe_id);
+    assert!(store_tmp_is_empty(&store3));
     // A 503 is retried.
     let flaky = format!("127.0.0.1:{port}/x:flaky");
     assert_eq!(

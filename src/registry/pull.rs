@@ -1,14 +1,16 @@
 //! `pull`: an image from a registry into the store. The manifest (an
 //! index resolved to the wanted platform), the config, then every layer the
 //! store lacks, downloaded in parallel into a staging directory, each blob
-//! checked against its digest and size as it streams; then the import
-//! staging does the rest (decompress, diff ids against the config, index,
-//! publish all or nothing).
+//! checked against its digest and size as it streams; the import staging
+//! does the rest (decompress, diff ids against the config, index, publish
+//! all or nothing), taking each layer, bottom first, as soon as its blob
+//! has downloaded, while the later ones still download.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -134,28 +136,43 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
         }
     }
     let bytes_total: u64 = todo.iter().map(|(_, d)| d.size).sum();
-    let res = download_all(store, &c, &todo, staging.path(), opts);
-    store.tidy_downloads();
-    res?;
 
-    // Each blob lies in the staging directory under its digest.
+    // Each blob lies in the staging directory under its digest once
+    // downloaded; the import stages each layer as soon as its blob is
+    // there, while the later ones still download.
     let layer_list = layers
         .iter()
         .map(|d| (d.digest.clone(), Some(d.digest.clone())))
         .collect();
     let tag = r.store_tag();
     let tags: Vec<String> = tag.iter().cloned().collect();
-    let got = import_blobs(
-        store,
-        &lock,
-        staging.path(),
-        config,
-        layer_list,
-        &tags,
-        "registry",
-        &opts.limits,
-    )
-    .with_context(|| format!("{r}: importing"))?;
+    let board = Board::default();
+    let ready = |hex: &str| board.wait(hex);
+    let got = std::thread::scope(|s| {
+        let downloads = s.spawn(|| {
+            let res = download_all(store, &c, &todo, staging.path(), opts, &board);
+            store.tidy_downloads();
+            res
+        });
+        let got = import_blobs(
+            store,
+            &lock,
+            staging.path(),
+            config,
+            layer_list,
+            &tags,
+            "registry",
+            &opts.limits,
+            Some(&ready),
+        );
+        if got.is_err() {
+            board.stop();
+        }
+        let downloaded = downloads.join().expect("download thread panicked");
+        // A download's own error says more than the import's "it failed".
+        downloaded?;
+        got.with_context(|| format!("{r}: importing"))
+    })?;
     debug_assert_eq!(got, id);
     Ok(Pulled {
         id,
@@ -178,6 +195,7 @@ fn download_all(
     todo: &[(usize, Descriptor)],
     dir: &Path,
     opts: &PullOptions,
+    board: &Board,
 ) -> Result<()> {
     let multi = (!opts.quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
     let style = ProgressStyle::with_template(
@@ -191,7 +209,7 @@ fn download_all(
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
-                if failed.lock().expect("lock").is_some() {
+                if failed.lock().expect("lock").is_some() || board.stopped() {
                     return;
                 }
                 let k = next.fetch_add(1, Ordering::SeqCst);
@@ -208,9 +226,11 @@ fn download_all(
                     .partial_download(&d.digest)
                     .and_then(|partial| c.download_blob(d, &dst, &partial, &what, bar.as_ref()));
                 if let Err(e) = res {
+                    board.post(&d.digest, Err(format!("{e:#}")));
                     failed.lock().expect("lock").get_or_insert(e);
                     return;
                 }
+                board.post(&d.digest, Ok(()));
                 if let Some(b) = bar {
                     b.finish();
                 }
@@ -220,8 +240,64 @@ fn download_all(
     if let Some(m) = &multi {
         let _ = m.clear();
     }
+    // Blobs never started (a download failed first) fail their waiters.
+    board.close();
     match failed.into_inner().expect("lock") {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How each blob's download ended, for the import waiting on it.
+#[derive(Default)]
+struct Board {
+    state: Mutex<BoardState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BoardState {
+    /// Finished downloads by digest hex: Ok, or the error's text.
+    done: HashMap<String, std::result::Result<(), String>>,
+    /// No more downloads will finish (all done, or one failed).
+    closed: bool,
+    /// The import failed: start no more downloads.
+    stopped: bool,
+}
+
+impl Board {
+    fn post(&self, hex: &str, res: std::result::Result<(), String>) {
+        self.state
+            .lock()
+            .expect("board")
+            .done
+            .insert(hex.to_string(), res);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("board").closed = true;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().expect("board").stopped = true;
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().expect("board").stopped
+    }
+
+    /// Waits for blob `hex`'s download.
+    fn wait(&self, hex: &str) -> Result<()> {
+        let mut st = self.state.lock().expect("board");
+        loop {
+            match st.done.get(hex) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => bail!("the download failed: {e}"),
+                None if st.closed => bail!("not downloaded (another download failed first)"),
+                None => st = self.changed.wait(st).expect("board"),
+            }
+        }
     }
 }

@@ -348,6 +348,10 @@ struct Candidate {
 }
 
 /// Everything an import collects before publishing.
+/// Returns once the blob at a path of a source is complete (or fails
+/// saying why it will not be); see [`import_blobs`].
+pub type BlobReady<'a> = dyn Fn(&str) -> Result<()> + Sync + 'a;
+
 struct Plan<'s> {
     store: &'s Store,
     staged_layers: BTreeMap<String, StagedLayer>,
@@ -359,6 +363,10 @@ struct Plan<'s> {
     /// many layer references to each member (by its offset) are still to
     /// come, so the last one frees the member's blocks as it copies them.
     punch: Option<(PathBuf, BTreeMap<u64, usize>)>,
+    /// Waits until the blob at a path of the source is there in full
+    /// (`pull`: its download finished and verified), or says why it
+    /// will not be.
+    ready: Option<&'s BlobReady<'s>>,
 }
 
 impl Plan<'_> {
@@ -389,6 +397,9 @@ impl Plan<'_> {
                 continue;
             }
             let label = format!("layer {i} ({path})");
+            if let Some(ready) = self.ready {
+                ready(path).with_context(|| label.clone())?;
+            }
             let (file, off, len) = src.open_range(path).with_context(|| label.clone())?;
             let punch = match (&self.punch, last_use) {
                 (Some((spool, _)), true) => {
@@ -569,6 +580,7 @@ pub fn import(store: &Store, arg: &str, opts: &ImportOptions) -> Result<Vec<Stri
         progress: progress.clone(),
         limits: opts.limits,
         punch: None,
+        ready: None,
     };
     let cands = if src.has("oci-layout") && src.has("index.json") && !src.has("manifest.json") {
         oci_candidates(&src, reference.as_deref())?
@@ -666,6 +678,7 @@ pub fn import_staged(
         tags,
         "commit",
         &Limits::default(),
+        None,
     )
 }
 
@@ -673,7 +686,10 @@ pub fn import_staged(
 /// digests their manifest gives, checked again as they are staged: each
 /// layer is `(path relative to dir, descriptor digest)`. Used by `pull`,
 /// whose downloads land in `dir`; `source` is recorded in the image, and
-/// `limits` bound each layer as in [`import`].
+/// `limits` bound each layer as in [`import`]. `ready`, if given, is
+/// called with a layer's path before that layer is read, and returns
+/// when its blob is complete in `dir` (or fails): so a pull stages each
+/// layer as soon as it has downloaded, while later ones still download.
 #[allow(clippy::too_many_arguments)]
 pub fn import_blobs(
     store: &Store,
@@ -684,6 +700,7 @@ pub fn import_blobs(
     tags: &[String],
     source: &'static str,
     limits: &Limits,
+    ready: Option<&BlobReady<'_>>,
 ) -> Result<String> {
     for t in tags {
         validate_tag(t).map_err(|e| anyhow!(e))?;
@@ -697,6 +714,7 @@ pub fn import_blobs(
         progress: None,
         limits: *limits,
         punch: None,
+        ready,
     };
     let cand = Candidate {
         id: sha256_hex(&config),
