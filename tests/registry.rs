@@ -24,6 +24,7 @@ fn tools_available() -> bool {
         "openssl",
         "htpasswd",
         "python3",
+        "umoci",
     ]
     .into_iter()
     .filter(|t| {
@@ -366,9 +367,40 @@ fn pulls_of_each_compression_match_import_and_a_second_pull_downloads_nothing() 
             format!("sha256:{}", sha256_hex(&manifest))
         );
         assert_eq!(config_digest(&manifest), want);
-        // Tagged with the reference; mounts as the import does.
+        // Tagged with the reference; mounts as the import does, and as
+        // umoci unpacks what skopeo copies out of the registry (Debian's
+        // umoci reads no zstd: skopeo recompresses it as gzip).
         assert_eq!(store.ok(&["inspect", &r]), imported.ok(&["inspect", &want]));
         same_mounted_tree(&store, &imported, &want);
+        let work = tempfile::tempdir().unwrap();
+        let layout = work.path().join("layout");
+        run_ok(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    "--dest-compress",
+                    "--dest-compress-format=gzip",
+                ])
+                .arg(format!("docker://{r}"))
+                .arg(format!("oci:{}:x", layout.display())),
+        );
+        let bundle = work.path().join("bundle");
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:x", layout.display()))
+                .arg(&bundle),
+        );
+        let m = Mount::new(&store, &want, &[]);
+        common::assert_same_tree(
+            &format!("{tag}: umoci unpack of the registry's image vs the pulled mount"),
+            &snapshot(&bundle.join("rootfs")),
+            &snapshot(&m.dir),
+            &[],
+        );
+        drop(m);
         // Again: the layers are in the store, only the config is fetched.
         let before = reg.layerfs_blob_gets();
         let again = json(&store.ok(&["pull", &r, "--tls-verify=false", "--json"]));
