@@ -735,7 +735,8 @@ foreign = json.dumps({"schemaVersion": 2,
     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": d(layer),
                 "size": len(layer), "urls": ["https://example.com/layer"]}]}).encode()
 # A two-layer image (`pipe`): its second layer stalls halfway until the
-# file `release` appears beside the marker.
+# file `release` appears beside the marker (a Range request is answered
+# at once); its blob GETs are logged to `gets`.
 import io, tarfile
 buf = io.BytesIO()
 with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -751,6 +752,7 @@ manifest2 = json.dumps({"schemaVersion": 2,
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(l), "size": len(l)} for l in (layer, layer2)]}).encode()
 state = {"mode": "good", "flaky": 0}
 ranges = os.path.join(os.path.dirname(marker), "ranges")
+gets = os.path.join(os.path.dirname(marker), "gets")  # blob GETs of `pipe`
 class H(BaseHTTPRequestHandler):
     def send(self, code, body=b"", ctype="application/json", extra={}):
         self.send_response(code)
@@ -783,9 +785,16 @@ class H(BaseHTTPRequestHandler):
             return self.send(200, wrong, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(wrong_config): return self.send(200, wrong_config, "application/octet-stream")
         if p == "/v2/x/manifests/pipe":
+            state["mode"] = "pipe"
             return self.send(200, manifest2, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(config2): return self.send(200, config2, "application/octet-stream")
         if p == "/v2/x/blobs/" + d(layer2):
+            rng = self.headers.get("Range")
+            with open(gets, "a") as f: f.write("layer2 %s\n" % (rng or "-"))
+            if rng:
+                first = int(rng.removeprefix("bytes=").split("-")[0])
+                return self.send(206, layer2[first:], "application/octet-stream", extra={
+                    "Content-Range": "bytes %d-%d/%d" % (first, len(layer2) - 1, len(layer2))})
             self.send_response(200)
             self.send_header("Content-Length", str(len(layer2)))
             self.end_headers()
@@ -817,6 +826,8 @@ class H(BaseHTTPRequestHandler):
             rng = self.headers.get("Range")
             if rng:
                 with open(ranges, "a") as f: f.write(mode + " " + rng + "\n")
+            if mode == "pipe":
+                with open(gets, "a") as f: f.write("layer0 %s\n" % (rng or "-"))
             if mode == "slow" or (mode in ("reset", "norange") and not state.get("cut " + mode)):
                 # Half the bytes, then the connection drops (reset and
                 # norange, once) or stalls until the client is killed (slow).
@@ -1001,16 +1012,12 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
     // Layers are staged as they arrive: the bottom one is indexed in
     // the store's tmp/ while the second still downloads.
     let store3 = TestStore::new();
-    let pulling = store3
+    let pipe = format!("127.0.0.1:{port}/x:pipe");
+    let mut pulling = store3
         .cmd()
-        .args([
-            "pull",
-            "-q",
-            &format!("127.0.0.1:{port}/x:pipe"),
-            "--tls-verify=false",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .args(["pull", "-q", &pipe, "--tls-verify=false"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let staged_layer_json = || {
@@ -1029,15 +1036,33 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::write(dir.path().join("release"), "").unwrap();
-    let out = pulling.wait_with_output().unwrap();
+    // Killed there, and pulled again: the complete bottom blob is not
+    // downloaded again, the second resumes where it stopped.
+    std::thread::sleep(Duration::from_millis(200));
+    pulling.kill().unwrap();
+    pulling.wait().unwrap();
+    let gets_before = std::fs::read_to_string(dir.path().join("gets")).unwrap();
+    let out = store3.run(&["pull", "-q", &pipe, "--tls-verify=false"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pipe_id);
+    let gets = std::fs::read_to_string(dir.path().join("gets")).unwrap();
+    let rerun: Vec<&str> = gets[gets_before.len()..].lines().collect();
+    let half2 = (1 << 20) / 2; // at least: the tar holds a 1 MiB file
+    assert!(
+        rerun.len() == 1
+            && rerun[0]
+                .strip_prefix("layer2 bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= half2),
+        "the rerun fetched {rerun:?} (all: {gets})"
+    );
     assert!(store_tmp_is_empty(&store3));
+    std::fs::write(dir.path().join("release"), "").unwrap();
     // A 503 is retried.
     let flaky = format!("127.0.0.1:{port}/x:flaky");
     assert_eq!(

@@ -336,7 +336,8 @@ impl Client {
 
     /// Downloads blob `d` to `dst`, checking its size and sha256 as it
     /// streams, with its progress bar if any. The bytes go to `partial`
-    /// first, which is moved to `dst` once complete and verified: what an
+    /// first, which is linked to `dst` once complete and verified (the
+    /// caller removes `partial` when it no longer needs it): what an
     /// earlier, interrupted download left there is kept and resumed with
     /// a `Range` request, as is a connection lost midway (up to 4 times
     /// without progress). A registry that ignores the range (200) sends
@@ -464,8 +465,13 @@ impl Client {
             }
             file.sync_all()?;
             drop(file);
-            std::fs::rename(partial, dst)
-                .with_context(|| format!("{r}: {what}: moving {} into place", partial.display()))?;
+            // Linked, not moved: the blob stays complete in `partial` until
+            // the pull that wanted it is done, so a pull killed before its
+            // import finished downloads none of it again.
+            let _ = std::fs::remove_file(dst);
+            std::fs::hard_link(partial, dst).with_context(|| {
+                format!("{r}: {what}: linking {} into place", partial.display())
+            })?;
             return Ok(());
         }
     }

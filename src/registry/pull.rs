@@ -149,11 +149,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
     let board = Board::default();
     let ready = |hex: &str| board.wait(hex);
     let got = std::thread::scope(|s| {
-        let downloads = s.spawn(|| {
-            let res = download_all(store, &c, &todo, staging.path(), opts, &board);
-            store.tidy_downloads();
-            res
-        });
+        let downloads = s.spawn(|| download_all(store, &c, &todo, staging.path(), opts, &board));
         let got = import_blobs(
             store,
             &lock,
@@ -169,6 +165,17 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
             board.stop();
         }
         let downloaded = downloads.join().expect("download thread panicked");
+        // What was downloaded is kept for the next pull only when a
+        // download failed (a connection lost for good: the next pull
+        // resumes); after an import, good or failed, it goes.
+        if downloaded.is_ok() {
+            for (_, d) in &todo {
+                if let Ok(p) = store.partial_download(&d.digest) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        store.tidy_downloads();
         // A download's own error says more than the import's "it failed".
         downloaded?;
         got.with_context(|| format!("{r}: importing"))
