@@ -17,7 +17,10 @@
 //!    the link: a write through `a` would not show through `a-link`).
 //! 3. **layerfs**: `layerfs mount IMAGE MNT --rw DIR`, included as soon as
 //!    `layerfs mount --help` mentions `--rw` (and /dev/fuse exists; under
-//!    `CI` a missing /dev/fuse fails, as in every mount test).
+//!    `CI` a missing /dev/fuse fails, as in every mount test); and
+//!    `layerfs mount-branches` over the layer directories with `-o
+//!    passthrough=off`, where the kernel opens files itself (no OPEN
+//!    requests: the other I/O path of a writable mount).
 //!
 //! Every proptest case gets a fresh copy of the plain tree, a fresh overlay
 //! upper dir and a fresh layerfs mount with an empty `--rw` dir; all mounts
@@ -971,7 +974,10 @@ impl Env {
                 _tmp: t,
             });
             // The same, as `mount-branches` over the overlay-format layer
-            // directories (no store layers), AUFS syntax, rw branch on top.
+            // directories (no store layers), AUFS syntax, rw branch on top;
+            // without passthrough, so the kernel opens its files itself
+            // (zero-message opens: I/O by inode, copy-up at the first write)
+            // where the store mount above answers OPENs.
             let t = self.case_dir();
             let rw = t.path().join("rw");
             std::fs::create_dir(&rw).unwrap();
@@ -982,7 +988,7 @@ impl Env {
                     .rev()
                     .map(|l| format!("{}=ro+wh", l.display())),
             );
-            let m = Mount::branches(store, &format!("br={}", br.join(":")));
+            let m = Mount::branches(store, &format!("br={},passthrough=off", br.join(":")));
             v.push(Impl {
                 name: "layerfs-branches",
                 root: m.dir.clone(),

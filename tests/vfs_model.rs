@@ -1506,6 +1506,11 @@ struct Kern<'a> {
     who: Caller,
     /// Compare `user.*` xattrs in lstat results.
     xattrs: bool,
+    /// Open files as a kernel that opens them itself does (zero-message
+    /// opens, `Vfs::set_kernel_opens`): no `open`, I/O with handle 0, an
+    /// O_TRUNC made by a truncating setattr first, and a FORGET when the
+    /// last handle of a node closes.
+    kopen: bool,
     slots: RefCell<[Option<VHandle>; SLOTS]>,
 }
 
@@ -1520,21 +1525,56 @@ struct VHandle {
 }
 
 impl<'a> Kern<'a> {
-    fn new(v: &'a Vfs, xattrs: bool) -> Kern<'a> {
+    fn new(v: &'a Vfs, xattrs: bool, kopen: bool) -> Kern<'a> {
+        if kopen {
+            v.set_kernel_opens();
+        }
         Kern {
             v,
             who: caller(),
             xattrs,
+            kopen,
             slots: RefCell::new([None; SLOTS]),
+        }
+    }
+
+    /// Opens file `ino` with `flags`: through `open`, or as a kernel that
+    /// opens files itself (handle 0; O_TRUNC as the VFS's truncation).
+    fn open_file(&self, ino: u64, flags: i32) -> Result<u64, i32> {
+        if !self.kopen {
+            return vfs(self.v.open(ino, flags));
+        }
+        if flags & libc::O_TRUNC != 0 {
+            let s = SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            };
+            vfs(self.v.setattr(ino, None, s))?;
+        }
+        Ok(0)
+    }
+
+    /// Closes handle `fh` of `ino`; a kernel that opens files itself
+    /// forgets the node when no slot holds it any more.
+    fn close_file(&self, ino: u64, fh: u64) {
+        if fh != 0 {
+            return self.v.release(fh);
+        }
+        if !self.slots.borrow().iter().flatten().any(|h| h.ino == ino) {
+            self.v.forget(ino);
         }
     }
 
     /// Closes every handle (what the kernel does when a process ends).
     fn close_all(&self) {
-        for h in self.slots.borrow_mut().iter_mut() {
-            if let Some(VHandle { fh, .. }) = h.take() {
-                self.v.release(fh);
-            }
+        let all: Vec<VHandle> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for h in all {
+            self.close_file(h.ino, h.fh);
         }
     }
 
@@ -1652,7 +1692,7 @@ impl<'a> Kern<'a> {
     }
 
     fn read_all(&self, ino: u64) -> Result<Vec<u8>, i32> {
-        let fh = vfs(self.v.open(ino, libc::O_RDONLY))?;
+        let fh = self.open_file(ino, libc::O_RDONLY)?;
         let mut out = Vec::new();
         let r = loop {
             match vfs(self.v.read(ino, fh, out.len() as u64, 65536)) {
@@ -1661,7 +1701,7 @@ impl<'a> Kern<'a> {
                 Err(e) => break Err(e),
             }
         };
-        self.v.release(fh);
+        self.close_file(ino, fh);
         r.map(|()| out)
     }
 
@@ -1702,15 +1742,15 @@ impl<'a> Kern<'a> {
     /// with O_APPEND, the size the kernel knows from the attributes),
     /// closes it.
     fn write(&self, ino: u64, flags: i32, off: Option<u64>, data: &[u8]) -> Res {
-        let fh = vfs(self.v.open(ino, flags))?;
+        let fh = self.open_file(ino, flags)?;
         let r = (|| {
             let off = match off {
                 Some(o) => o,
                 None => vfs(self.v.getattr(ino))?.size,
             };
-            vfs(self.v.write(fh, off, data))
+            vfs(self.v.write(ino, fh, off, data))
         })();
-        self.v.release(fh);
+        self.close_file(ino, fh);
         r.map(|_| Out::Done)
     }
 
@@ -1730,8 +1770,8 @@ impl<'a> Kern<'a> {
                     Some(_) if *excl => Err(EEXIST),
                     Some(a) if a.kind == Kind::Dir => Err(EISDIR),
                     Some(a) => {
-                        let fh = vfs(self.v.open(a.ino, libc::O_WRONLY | t))?;
-                        self.v.release(fh);
+                        let fh = self.open_file(a.ino, libc::O_WRONLY | t)?;
+                        self.close_file(a.ino, fh);
                         Ok(Out::Done)
                     }
                     None => {
@@ -1933,14 +1973,17 @@ impl<'a> Kern<'a> {
                     let flags = if *write { libc::O_RDWR } else { libc::O_RDONLY };
                     VHandle {
                         ino: a.ino,
-                        fh: vfs(self.v.open(a.ino, flags))?,
+                        fh: self.open_file(a.ino, flags)?,
                         write: *write,
                         dir: false,
                     }
                 };
                 let old = self.slots.borrow_mut()[*slot].replace(h);
-                if let Some(VHandle { fh, .. }) = old {
-                    self.v.release(fh);
+                if let Some(o) = old {
+                    match o.dir {
+                        true => self.v.release(o.fh),
+                        false => self.close_file(o.ino, o.fh),
+                    }
                 }
                 Ok(Out::Done)
             }
@@ -1968,7 +2011,7 @@ impl<'a> Kern<'a> {
                 if !h.write {
                     return Err(libc::EBADF);
                 }
-                vfs(self.v.write(h.fh, *off, &pattern(*byte, *len))).map(|_| Out::Done)
+                vfs(self.v.write(h.ino, h.fh, *off, &pattern(*byte, *len))).map(|_| Out::Done)
             }
             Op::TruncH { slot, len } => {
                 let h = self.slot(*slot)?;
@@ -2009,7 +2052,10 @@ impl<'a> Kern<'a> {
             }
             Op::CloseH { slot } => {
                 let h = self.slots.borrow_mut()[*slot].take().ok_or(libc::EBADF)?;
-                self.v.release(h.fh);
+                match h.dir {
+                    true => self.v.release(h.fh),
+                    false => self.close_file(h.ino, h.fh),
+                }
                 Ok(Out::Done)
             }
         }
@@ -2397,8 +2443,15 @@ fn mask_known_bugs(op: &Op, nameless: bool, want: &Res, got: &mut Res) {
 
 /// Runs `ops` on a fresh model and a fresh Vfs; Err describes the first
 /// difference. `expect` (may be shorter than `ops`) is checked on the model.
-/// `mask`: keep the known bugs out (see [`mask_known_bugs`]).
-fn run_case(env: &Env, ops: &[Op], expect: &[Expect], mask: bool) -> Result<(), String> {
+/// `mask`: keep the known bugs out (see [`mask_known_bugs`]). `kopen`:
+/// files opened as a kernel that opens them itself does ([`Kern`]).
+fn run_case(
+    env: &Env,
+    ops: &[Op],
+    expect: &[Expect],
+    mask: bool,
+    kopen: bool,
+) -> Result<(), String> {
     let recent = now_secs() - 2;
     let t = tempfile::Builder::new()
         .prefix("case")
@@ -2408,7 +2461,7 @@ fn run_case(env: &Env, ops: &[Op], expect: &[Expect], mask: bool) -> Result<(), 
     extract(&plain, &env.entries, env.root);
     let upper = t.path().join("upper");
     let v = env.vfs(&upper);
-    let k = Kern::new(&v, env.xattrs);
+    let k = Kern::new(&v, env.xattrs, kopen);
     let mut slots: [Option<std::fs::File>; SLOTS] = Default::default();
     let mut history: Vec<String> = Vec::new();
     let transcript = |h: &[String]| -> String {
@@ -2488,7 +2541,7 @@ fn run_case(env: &Env, ops: &[Op], expect: &[Expect], mask: bool) -> Result<(), 
     // And a new Vfs over the same branch (a remount) shows it too.
     drop(v);
     let v = env.vfs(&upper);
-    let k = Kern::new(&v, env.xattrs);
+    let k = Kern::new(&v, env.xattrs, kopen);
     let again = vfs_tree(&k, recent, env.xattrs)
         .map_err(|e| format!("walking the remounted Vfs: {e}\n{}", transcript(&history)))?;
     diff_trees(&model, &again).map_err(|d| {
@@ -2946,13 +2999,16 @@ fn random_operation_sequences_match_the_model() {
     // operations meet files that later change under them.
     let opens =
         (0..SLOTS, select(EXISTING), any::<bool>()).prop_map(|(s, p, w)| op::open_h(s, p, w));
+    // Half of them with files opened as a kernel with zero-message opens.
     let strategy = (
         proptest::collection::vec(opens, 0..=SLOTS),
         proptest::collection::vec(op_strategy(&env), 1..=25),
+        any::<bool>(),
     )
-        .prop_map(|(a, b)| a.into_iter().chain(b).collect::<Vec<Op>>());
-    match runner.run(&strategy, |ops| {
-        run_case(&env, &ops, &[], true).map_err(TestCaseError::fail)
+        .prop_map(|(a, b, k)| (a.into_iter().chain(b).collect::<Vec<Op>>(), k));
+    match runner.run(&strategy, |(ops, kopen)| {
+        run_case(&env, &ops, &[], true, kopen)
+            .map_err(|e| TestCaseError::fail(format!("(kernel opens: {kopen}) {e}")))
     }) {
         Ok(()) => {
             eprintln!(
@@ -2966,7 +3022,7 @@ fn random_operation_sequences_match_the_model() {
                 eprintln!("  {op:<18} {outcome:<16} {n}");
             }
         }
-        Err(TestError::Fail(reason, ops)) => {
+        Err(TestError::Fail(reason, (ops, _))) => {
             let calls: Vec<String> = ops.iter().map(|o| format!("    {o:?},")).collect();
             panic!(
                 "{reason}\nminimal failing sequence ({} ops):\n{}",
@@ -2985,8 +3041,10 @@ fn fixed(steps: Vec<(Op, Expect)>) {
         return;
     };
     let (ops, expect): (Vec<Op>, Vec<Expect>) = steps.into_iter().unzip();
-    if let Err(e) = run_case(&env, &ops, &expect, false) {
-        panic!("{e}");
+    for kopen in [false, true] {
+        if let Err(e) = run_case(&env, &ops, &expect, false, kopen) {
+            panic!("(kernel opens: {kopen}) {e}");
+        }
     }
 }
 
@@ -3083,6 +3141,33 @@ fn fixed_sequences_match_the_model() {
         (trunc_h(0, 0), EINVAL),
         (close_h(1), OK),
         (close_h(1), Expect::Err(libc::EBADF)),
+    ]);
+    // files that lose their last name while open and unread (the kernel
+    // opening files itself must have kept them): a branch file unlinked,
+    // one renamed over, a lower file unlinked and then written
+    fixed(vec![
+        (create("etc/new", true, false, 0o644), OK),
+        (write("etc/new", 0, b'n', 5), OK),
+        (create("etc/other", true, false, 0o644), OK),
+        (write("etc/other", 0, b'o', 3), OK),
+        (open_h(0, "etc/new", false), OK),
+        (unlink("etc/new"), OK),
+        (read_h(0), Any),
+        (stat_h(0), Nlink(0)),
+        (open_h(1, "etc/other", true), OK),
+        (rename("etc/passwd", "etc/other", 0), OK),
+        (write_h(1, 3, b'p', 1), OK),
+        (read_h(1), Any),
+        (stat_h(1), Nlink(0)),
+        (open_h(0, "etc/motd", true), OK),
+        (unlink("etc/motd"), OK),
+        (write_h(0, 0, b'W', 2), OK),
+        (read_h(0), Any),
+        (stat_h(0), Nlink(0)),
+        (trunc_h(0, 1), OK),
+        (read_h(0), Any),
+        (close_h(0), OK),
+        (close_h(1), OK),
     ]);
 }
 

@@ -175,7 +175,10 @@ impl Vfs {
         for (p, n) in &names {
             paths.push(child(&self.copy_up_dir(*p)?, n));
         }
-        let first = paths.first().ok_or(libc::ENOENT)?;
+        let Some(first) = paths.first() else {
+            // No name left: a file the kernel still holds open.
+            return self.copy_up_nameless(ino, src, &e, with_data);
+        };
         let what = || format!("copy-up of {}", first.display());
         let t = match staged {
             Some(s) if s.src == src && with_data => s,
@@ -210,6 +213,44 @@ impl Vfs {
             place_copy(p, |d| std::fs::hard_link(first, d).map_err(Error::from))
                 .context(|| format!("{}: link {}", what(), p.display()))?;
         }
+        Ok(())
+    }
+
+    /// Copies up lower file `ino` that has no name left (unlinked or
+    /// renamed over while the kernel holds it open, then written or
+    /// truncated) into an unnamed file of the branch, kept as the node's
+    /// file until the kernel forgets the node.
+    fn copy_up_nameless(
+        &self,
+        ino: u64,
+        src: Source,
+        e: &crate::layer::index::Entry,
+        with_data: bool,
+    ) -> VResult<()> {
+        if e.kind != Kind::File {
+            return Err(libc::ENOENT.into());
+        }
+        let t = self.up()?.temp();
+        let made = self.make_copy(&t, src, e, with_data).and_then(|()| {
+            // Opened before the metadata, whose mode may forbid writing.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&t)
+                .context(|| "opening")?;
+            self.copy_meta(&t, src).context(|| "metadata")?;
+            Ok(f)
+        });
+        let removed = std::fs::remove_file(&t);
+        let f = made.context(|| format!("copy-up of an unlinked file in {}", t.display()))?;
+        removed.context(|| format!("removing {}", t.display()))?;
+        self.keep_nameless_file(ino, f);
+        self.with_node(ino, |n| {
+            n.upper = true;
+            n.lower = None;
+        });
+        self.nlinks.lock().clear();
         Ok(())
     }
 

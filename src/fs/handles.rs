@@ -22,6 +22,10 @@ use crate::layer::Layer;
 use crate::sys;
 use crate::union::Resolved;
 
+/// The handle number of I/O on a file the kernel opened itself
+/// (zero-message opens: no OPEN, so no handle of ours).
+pub(super) const KERNEL_FH: u64 = 0;
+
 /// An open file or directory.
 pub(super) enum Handle {
     File {
@@ -56,6 +60,9 @@ impl Vfs {
 
     /// An open handle's upper file of `ino` (ENOENT if none is open).
     pub(super) fn open_file_of(&self, ino: u64) -> VResult<Arc<File>> {
+        if let Some(f) = self.nameless_files.lock().get(&ino) {
+            return Ok(f.clone());
+        }
         self.handles
             .lock()
             .values()
@@ -162,6 +169,9 @@ impl Vfs {
     /// The upper file behind handle `fh` of node `ino`, if the node is in
     /// the upper branch (opened now for a reader that opened it lower).
     fn upper_file(&self, ino: u64, fh: u64) -> VResult<Option<Arc<File>>> {
+        if fh == KERNEL_FH && self.upper.is_some() {
+            return self.ino_file(ino, false);
+        }
         let h = self.handle(fh);
         if let Some(Handle::File { file, .. }) = h.as_deref() {
             if let Some(f) = file.lock().as_ref() {
@@ -239,28 +249,62 @@ impl Vfs {
         Ok(f)
     }
 
-    pub(super) fn writable_file(&self, fh: u64) -> VResult<Arc<File>> {
+    /// The branch file handle `fh` of node `ino` writes through. For
+    /// handle 0 (a file the kernel opened) only one already at hand: the
+    /// kept file of a nameless node or a recently used writable one (no
+    /// lock taken, so callers holding `ns` may ask); EBADF otherwise.
+    pub(super) fn writable_file(&self, ino: u64, fh: u64) -> VResult<Arc<File>> {
+        if fh == KERNEL_FH {
+            if let Some(f) = self.nameless_files.lock().get(&ino) {
+                return Ok(f.clone());
+            }
+            return match self.ino_files.lock().get(&ino) {
+                Some((f, true)) => Ok(f.clone()),
+                _ => Err(libc::EBADF.into()),
+            };
+        }
         match self.handle(fh).as_deref() {
             Some(Handle::File { file, .. }) => file.lock().clone().ok_or(Error::new(libc::EBADF)),
             _ => Err(libc::EBADF.into()),
         }
     }
 
-    /// Writes `data` at `offset` through handle `fh` (a file of the rw branch);
-    /// returns the bytes written.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
-        let f = self.writable_file(fh)?;
+    /// The branch file a write to node `ino` through handle `fh` goes to;
+    /// for handle 0 the node is copied up first if it is lower (the copy
+    /// an open for writing makes where the daemon sees opens).
+    fn file_to_write(&self, ino: u64, fh: u64) -> VResult<Arc<File>> {
+        if fh != KERNEL_FH {
+            return self.writable_file(ino, fh);
+        }
+        if !self.state(ino)?.1 {
+            self.up()?;
+            let staged = self.stage_copy_up(ino, true)?;
+            let _w = self.ns.write();
+            self.copy_up_with(ino, true, staged)?;
+        }
+        self.ino_file(ino, true)?.ok_or(Error::new(libc::EBADF))
+    }
+
+    /// Writes `data` at `offset` to file `ino` through handle `fh` (a file
+    /// of the rw branch; handle 0: see `file_to_write`); returns the bytes
+    /// written.
+    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> VResult<u32> {
+        let f = self.file_to_write(ino, fh)?;
         f.write_all_at(data, offset)?;
         Ok(data.len() as u32)
     }
 
-    /// fsync of handle `fh` (`datasync`: data only); nothing to do for a lower
-    /// file or with `-o volatile`.
-    pub fn fsync(&self, fh: u64, datasync: bool) -> VResult<()> {
+    /// fsync of file `ino` through handle `fh` (`datasync`: data only);
+    /// nothing to do for a lower file or with `-o volatile`.
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> VResult<()> {
         if self.volatile {
             return Ok(());
         }
-        let Ok(f) = self.writable_file(fh) else {
+        let f = match fh {
+            KERNEL_FH if self.upper.is_some() => self.ino_file(ino, false)?,
+            _ => self.writable_file(ino, fh).ok(),
+        };
+        let Some(f) = f else {
             return Ok(()); // nothing of ours to flush for a lower file
         };
         let r = if datasync {
@@ -289,9 +333,10 @@ impl Vfs {
         Ok(())
     }
 
-    /// `fallocate(2)` with `mode` on the branch file of handle `fh`.
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
-        let f = self.writable_file(fh)?;
+    /// `fallocate(2)` with `mode` on the branch file of `ino` behind
+    /// handle `fh` (handle 0: copied up first, as for a write).
+    pub fn fallocate(&self, ino: u64, fh: u64, offset: u64, len: u64, mode: i32) -> VResult<()> {
+        let f = self.file_to_write(ino, fh)?;
         Ok(sys::fallocate(&f, mode, offset, len)?)
     }
 
@@ -317,6 +362,103 @@ impl Vfs {
         match self.handle(fh).as_deref() {
             Some(Handle::File { ino, .. }) => Some(*ino),
             _ => None,
+        }
+    }
+}
+
+// Files the kernel opened. On a writable mount without passthrough the
+// kernel opens files itself (ENOSYS to the first OPEN): no OPEN or RELEASE
+// round trip per open(2), and I/O arrives with handle 0 and the inode.
+// So a write to a lower file copies it up at its first write (or
+// truncation), not at open; the branch files of such I/O stay open in a
+// small LRU by inode; and a branch file that loses its last name is
+// opened just before (the kernel may hold it open, and POSIX says it
+// reads and writes on) and kept until the kernel forgets the node.
+impl Vfs {
+    /// From now on the kernel opens this writable mount's files itself
+    /// (FUSE_NO_OPEN_SUPPORT, negotiated at INIT).
+    pub fn set_kernel_opens(&self) {
+        self.kernel_opens.store(true, Ordering::Relaxed);
+    }
+
+    /// The branch file of node `ino` for I/O without a handle: a nameless
+    /// node's kept file, a recently used one, or opened by path now (for
+    /// reading and writing where it can; `write` insists on writing).
+    /// `None` for a node that is not in the branch.
+    fn ino_file(&self, ino: u64, write: bool) -> VResult<Option<Arc<File>>> {
+        let at_hand = |v: &Self| {
+            if let Some(f) = v.nameless_files.lock().get(&ino) {
+                return Some(f.clone());
+            }
+            match v.ino_files.lock().get(&ino) {
+                Some((f, w)) if *w || !write => Some(f.clone()),
+                _ => None,
+            }
+        };
+        if let Some(f) = at_hand(self) {
+            return Ok(Some(f));
+        }
+        let _r = self.ns.read();
+        // Again under `ns`: an unlink may have kept it meanwhile.
+        if let Some(f) = at_hand(self) {
+            return Ok(Some(f));
+        }
+        if !self.state(ino)?.1 {
+            return Ok(None);
+        }
+        let (f, w) = match self.open_upper(ino, libc::O_RDWR) {
+            Ok(f) => (f, true),
+            Err(_) if !write => (self.open_upper(ino, libc::O_RDONLY)?, false),
+            Err(e) => return Err(e),
+        };
+        let f = Arc::new(f);
+        self.ino_files.lock().put(ino, (f.clone(), w));
+        Ok(Some(f))
+    }
+
+    /// Before the branch file of node `ino` loses its name on disk (with
+    /// `ns` held for writing): where the kernel opens files itself and this
+    /// is the node's last name, the file opened, for `keep_nameless`.
+    pub(super) fn open_before_unname(&self, ino: u64) -> Option<File> {
+        if !self.kernel_opens.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.state(ino).ok()? {
+            (Kind::File, true, _) => {}
+            _ => return None,
+        }
+        if self.nodes.read().table.get(ino as usize - 1)?.names.len() != 1 {
+            return None;
+        }
+        self.open_upper(ino, libc::O_RDWR)
+            .or_else(|_| self.open_upper(ino, libc::O_RDONLY))
+            .map_err(|e| tracing::warn!(ino, "keeping an unlinked file open: {e}"))
+            .ok()
+    }
+
+    /// After the name went: keeps `f` (from `open_before_unname`) as the
+    /// file of `ino` if the node has no name left.
+    pub(super) fn keep_nameless(&self, ino: u64, f: Option<File>) {
+        if let Some(f) = f {
+            if self.nameless(ino) {
+                self.nameless_files.lock().insert(ino, Arc::new(f));
+            }
+        }
+    }
+
+    /// Keeps `f` as the file of nameless node `ino` (a copy-up of a lower
+    /// file with no name left).
+    pub(super) fn keep_nameless_file(&self, ino: u64, f: File) {
+        self.nameless_files.lock().insert(ino, Arc::new(f));
+    }
+
+    /// The kernel forgot node `ino` (FORGET): a nameless node's file and
+    /// any cached descriptor of it are closed. A nameless node cannot be
+    /// looked up again, so its FORGET is its last.
+    pub fn forget(&self, ino: u64) {
+        self.ino_files.lock().pop(&ino);
+        if ino > 1 && self.nameless(ino) {
+            self.nameless_files.lock().remove(&ino);
         }
     }
 }

@@ -149,7 +149,8 @@ pub struct SetAttr {
 
 /// The merged view of a mount: layers, the optional rw branch, the inode
 /// table and the open handles. Lock order: `ns`, then `nodes`, then any
-/// one of the leaves (`nlinks`, `link_groups`, `handles`, `dir_files`).
+/// one of the leaves (`nlinks`, `link_groups`, `handles`, `dir_files`,
+/// `ino_files`, `nameless_files`).
 pub struct Vfs {
     /// Top layer first.
     layers: Vec<Layer>,
@@ -182,6 +183,21 @@ pub struct Vfs {
     /// reads without a handle (a read-only mount where the kernel opens
     /// files itself): a read does not reopen its file by path. A leaf lock.
     dir_files: Mutex<lru::LruCache<(u16, u32), Arc<File>>>,
+    /// The kernel opens files of this writable mount itself (zero-message
+    /// opens, set at INIT): reads, writes, fsync and truncations of those
+    /// come with handle 0 and go by inode (see `handles`, "Files the
+    /// kernel opened").
+    kernel_opens: AtomicBool,
+    /// Recently used branch files of handle-0 I/O, by inode, with whether
+    /// the descriptor may write: a WRITE does not reopen its file by path.
+    /// Node numbers are never reused, and a node's branch file is never
+    /// replaced by another, so an entry stays right. A leaf lock.
+    ino_files: Mutex<lru::LruCache<u64, (Arc<File>, bool)>>,
+    /// With `kernel_opens`: the branch file of each node that lost its
+    /// last name (unlink, rename over it), opened just before, so a file
+    /// the kernel holds open reads and writes on; dropped at FORGET. A
+    /// leaf lock.
+    nameless_files: Mutex<HashMap<u64, Arc<File>>>,
     /// Owner mapping between what is stored and what the mount shows.
     owners: Owners,
     /// `-o volatile` (overlayfs's option): no fsync of copied-up data
@@ -197,6 +213,9 @@ pub struct Vfs {
 
 /// How many files of directory layers stay open for handle-less reads.
 const DIR_FILES_CACHED: usize = 64;
+
+/// How many branch files stay open for handle-less I/O (`ino_files`).
+const INO_FILES_CACHED: usize = 256;
 
 impl Vfs {
     /// A read-only view over `layers`, top layer first.
@@ -229,6 +248,11 @@ impl Vfs {
             dir_files: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(DIR_FILES_CACHED).unwrap(),
             )),
+            kernel_opens: AtomicBool::new(false),
+            ino_files: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(INO_FILES_CACHED).unwrap(),
+            )),
+            nameless_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             owners: Owners::default(),

@@ -298,9 +298,11 @@ impl Vfs {
             return Err(libc::EISDIR.into());
         }
         let pp = self.copy_up_dir(parent)?;
+        let kept = self.open_before_unname(ino);
         up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)
             .context(|| format!("unlink of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
+        self.keep_nameless(ino, kept);
         Ok(())
     }
 
@@ -422,6 +424,7 @@ impl Vfs {
                 }
                 None => false,
             };
+            let kept = dst.and_then(|d| self.open_before_unname(d));
             up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)
                 .context(|| {
                     format!(
@@ -433,6 +436,7 @@ impl Vfs {
             // Done on disk: from here on the table follows.
             if let Some(d) = dst {
                 self.drop_name(d, newparent, newname);
+                self.keep_nameless(d, kept);
             }
             if sdir {
                 self.adjust_subdirs(parent, -1);

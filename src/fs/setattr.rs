@@ -6,6 +6,7 @@
 //! Not here: reading attributes (`attr`), extended attributes (`xattr`).
 
 use super::copyup::StagedCopy;
+use super::handles::KERNEL_FH;
 use super::{Attr, Caller, SetAttr, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::{self, Obj, TimeSpec};
@@ -130,7 +131,7 @@ impl Vfs {
         self.up()?;
         // Most writes meet no such bit: tell that from the handle, without
         // taking `ns`.
-        if let Some(f) = fh.and_then(|fh| self.writable_file(fh).ok()) {
+        if let Some(f) = fh.and_then(|fh| self.writable_file(ino, fh).ok()) {
             if !self.file_is_setid(&f) {
                 return Ok(());
             }
@@ -164,9 +165,9 @@ impl Vfs {
             self.copy_up_with(ino, size > 0, staged.take())?;
             // Through the caller's handle if it can write (the name may be
             // gone), else through a new one.
-            let done = fh
-                .and_then(|fh| self.writable_file(fh).ok())
-                .is_some_and(|f| f.set_len(size).is_ok());
+            let done = self
+                .writable_file(ino, fh.unwrap_or(KERNEL_FH))
+                .is_ok_and(|f| f.set_len(size).is_ok());
             if !done {
                 let f = self.open_upper(ino, libc::O_WRONLY)?;
                 f.set_len(size)?;

@@ -61,7 +61,8 @@ const TTL: Duration = Duration::from_secs(3600);
 pub struct LayerFs {
     vfs: Arc<Vfs>,
     /// The kernel opens files (directories) without OPEN (OPENDIR) once
-    /// told ENOSYS: used on read-only mounts where it supports that.
+    /// told ENOSYS: used on read-only mounts where it supports that, and
+    /// for files of writable mounts without passthrough.
     no_open: bool,
     no_opendir: bool,
     /// Read-only and no xattr anywhere: GETXATTR answers ENOSYS, after
@@ -161,9 +162,23 @@ impl Filesystem for LayerFs {
             "FUSE session initialized"
         );
         if self.vfs.is_rw() {
-            // O_TRUNC reaches open (else the kernel truncates with a
-            // separate SETATTR after a full copy-up).
-            let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+            if !self.passthrough.load(Ordering::Relaxed)
+                && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT)
+            {
+                // Zero-message opens here too, where no file can be
+                // passthrough (which needs an OPEN to answer): an OPEN and
+                // a RELEASE per open(2) cost a container's reads of lower
+                // files most of their time. The kernel then truncates for
+                // O_TRUNC with a SETATTR (no FUSE_ATOMIC_O_TRUNC, which it
+                // would leave to an OPEN that never comes), and a lower
+                // file is copied up at its first write or truncation.
+                self.no_open = true;
+                self.vfs.set_kernel_opens();
+            } else {
+                // O_TRUNC reaches open (else the kernel truncates with a
+                // separate SETATTR after a full copy-up).
+                let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+            }
             self.killpriv = caps.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
                 && config
                     .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
@@ -217,6 +232,10 @@ impl Filesystem for LayerFs {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        self.vfs.forget(ino.0);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _s = tracing::debug_span!("getattr", ino = ino.0).entered();
         match self.vfs.getattr(ino.0) {
@@ -236,6 +255,10 @@ impl Filesystem for LayerFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _s = tracing::debug_span!("open", ino = ino.0).entered();
         if self.no_open {
+            if self.vfs.is_rw() {
+                // The first OPEN: from now on the kernel opens files itself.
+                return reply_error(reply, "open", ino.0, Error::new(libc::ENOSYS));
+            }
             return reply_read_only_open(reply, "open", ino.0, flags);
         }
         let fh = match self.vfs.open(ino.0, flags.0) {
@@ -289,7 +312,7 @@ impl Filesystem for LayerFs {
         if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             self.kill_suid(req, ino.0, Some(fh.0));
         }
-        match self.vfs.write(fh.0, offset, data) {
+        match self.vfs.write(ino.0, fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply_error(reply, "write", ino.0, e),
         }
@@ -320,7 +343,7 @@ impl Filesystem for LayerFs {
 
     fn fsync(&self, _r: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         let _s = tracing::debug_span!("fsync", ino = ino.0).entered();
-        reply_empty(reply, "fsync", ino.0, self.vfs.fsync(fh.0, datasync));
+        reply_empty(reply, "fsync", ino.0, self.vfs.fsync(ino.0, fh.0, datasync));
     }
 
     fn fallocate(
@@ -334,7 +357,7 @@ impl Filesystem for LayerFs {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("fallocate", ino = ino.0).entered();
-        let r = self.vfs.fallocate(fh.0, offset, length, mode);
+        let r = self.vfs.fallocate(ino.0, fh.0, offset, length, mode);
         reply_empty(reply, "fallocate", ino.0, r);
     }
 

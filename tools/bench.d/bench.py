@@ -331,8 +331,10 @@ class Layerfs(Impl):
         if rw:
             upper = self.fresh_upper()
             cmd += ["--rw", upper]
-        if self.user:
-            cmd += ["-o", ",".join(self.squash())]
+        opts = self.squash() if self.user else []
+        opts += extra_opts()
+        if opts:
+            cmd += ["-o", ",".join(opts)]
         return cmd, None, mnt, upper
 
     def _umount(self, m):
@@ -356,6 +358,13 @@ class Layerfs(Impl):
                     os.path.realpath(m.path):
                 return j["pid"]
         return None
+
+
+def extra_opts():
+    """LAYERFS_BENCH_OPTS: more -o options for every layerfs mount (an
+    A/B of one option, e.g. passthrough=off), comma-separated."""
+    return [o for o in os.environ.get("LAYERFS_BENCH_OPTS", "").split(",")
+            if o]
 
 
 def esc_branch(p):
@@ -401,7 +410,7 @@ class LayerfsDirs(Layerfs):
                         "workdir=" + esc_branch(upper + "/w")]
         else:
             opts = ["lowerdir=" + ":".join(lower)]
-        opts += self.squash()
+        opts += self.squash() + extra_opts()
         cmd = self.cmd("mount-branches", mnt, "-o", ",".join(opts))
         return cmd, img.ovl_for(self.user), mnt, upper
 
@@ -1400,7 +1409,9 @@ def main():
         prog="tools/bench", description=__doc__,
         epilog="environment: LAYERFS_BIN (use this layerfs binary instead "
         "of building one),\nCARGO_TARGET_DIR (where tools/bench builds; "
-        "default ./target)",
+        "default ./target),\nLAYERFS_BENCH_OPTS (more -o options for every "
+        "layerfs mount, comma-separated:\nan A/B of one option, e.g. "
+        "passthrough=off)",
         formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny images, 1 round, no Debian image")
