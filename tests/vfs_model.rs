@@ -50,9 +50,11 @@
 //! and applied by the same extractor over the image, must give the tree the
 //! Vfs shows; and so must a new Vfs over the same branch (a remount).
 //!
-//! Real bugs the model found are recorded as ignored fixed cases at the end
-//! (`bug_*`, run with `--ignored`) and kept out of the random comparison by
-//! [`mask_known_bugs`], so that it can go on finding others.
+//! Real bugs the model found are kept as fixed cases at the end, each
+//! named for what it checks and saying what was wrong. (While a bug is
+//! open, its case can be `#[ignore]`d and its outcome kept out of the
+//! random comparison, so that the model goes on finding others; none is
+//! open now.)
 //!
 //! Not compared, and why:
 //! - directory mtimes, atimes, ctimes, st_dev/st_ino (st_ino only groups
@@ -2419,39 +2421,11 @@ fn check_expect(e: &Expect, r: &Res) -> bool {
     }
 }
 
-/// Known bugs, each recorded as an ignored fixed case below, kept out of
-/// the random comparison so that it can find others. All three concern a
-/// file or directory that is open but has no name left (`nameless`: the
-/// model's handle has nlink 0): there `got` is made what the model says.
-fn mask_known_bugs(op: &Op, nameless: bool, want: &Res, got: &mut Res) {
-    if !nameless {
-        return;
-    }
-    match op {
-        // bug_fstat_of_removed_open_directory_enoent (a directory of the
-        // rw branch: ENOENT).
-        Op::StatH { .. } => match (want, &mut *got) {
-            (Ok(Out::Stat(w)), Err(libc::ENOENT)) if w.kind == "dir" => *got = want.clone(),
-            _ => {}
-        },
-        // bug_xattrs_of_nameless_open_file: ENOENT, or (a lower file: the
-        // fsetxattr could not copy it up) the layer's xattrs.
-        Op::XattrsH { .. } | Op::SetXattrH { .. } => *got = want.clone(),
-        _ => {}
-    }
-}
-
 /// Runs `ops` on a fresh model and a fresh Vfs; Err describes the first
 /// difference. `expect` (may be shorter than `ops`) is checked on the model.
-/// `mask`: keep the known bugs out (see [`mask_known_bugs`]). `kopen`:
-/// files opened as a kernel that opens them itself does ([`Kern`]).
-fn run_case(
-    env: &Env,
-    ops: &[Op],
-    expect: &[Expect],
-    mask: bool,
-    kopen: bool,
-) -> Result<(), String> {
+/// `kopen`: files opened as a kernel that opens them itself does
+/// ([`Kern`]).
+fn run_case(env: &Env, ops: &[Op], expect: &[Expect], kopen: bool) -> Result<(), String> {
     let recent = now_secs() - 2;
     let t = tempfile::Builder::new()
         .prefix("case")
@@ -2474,17 +2448,8 @@ fn run_case(
         s
     };
     for (i, op) in ops.iter().enumerate() {
-        let nameless = match op {
-            Op::StatH { slot } | Op::XattrsH { slot } | Op::SetXattrH { slot, .. } => slots[*slot]
-                .as_ref()
-                .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0)),
-            _ => false,
-        };
         let want = run_plain(&plain, op, recent, env.xattrs, &mut slots);
-        let mut got = k.run(op, recent);
-        if mask {
-            mask_known_bugs(op, nameless, &want, &mut got);
-        }
+        let got = k.run(op, recent);
         if let Some(e) = expect.get(i) {
             if !check_expect(e, &want) {
                 return Err(format!(
@@ -3007,7 +2972,7 @@ fn random_operation_sequences_match_the_model() {
     )
         .prop_map(|(a, b, k)| (a.into_iter().chain(b).collect::<Vec<Op>>(), k));
     match runner.run(&strategy, |(ops, kopen)| {
-        run_case(&env, &ops, &[], true, kopen)
+        run_case(&env, &ops, &[], kopen)
             .map_err(|e| TestCaseError::fail(format!("(kernel opens: {kopen}) {e}")))
     }) {
         Ok(()) => {
@@ -3042,7 +3007,7 @@ fn fixed(steps: Vec<(Op, Expect)>) {
     };
     let (ops, expect): (Vec<Op>, Vec<Expect>) = steps.into_iter().unzip();
     for kopen in [false, true] {
-        if let Err(e) = run_case(&env, &ops, &expect, false, kopen) {
+        if let Err(e) = run_case(&env, &ops, &expect, kopen) {
             panic!("(kernel opens: {kopen}) {e}");
         }
     }
@@ -3172,8 +3137,7 @@ fn fixed_sequences_match_the_model() {
 }
 
 // ---------------------------------------------------------------------------
-// Bugs found by the model, recorded as fixed cases (run them with
-// `cargo test --test vfs_model -- --ignored`)
+// Bugs found by the model, kept as fixed cases
 
 /// `fstat` of a lower file that is still open but whose name was unlinked
 /// shows st_nlink 0, as Linux (and the Vfs for a file of the rw branch)
@@ -3199,18 +3163,17 @@ fn fstat_of_unlinked_lower_file_shows_nlink_0() {
 }
 
 /// `fgetxattr`/`flistxattr`/`fsetxattr` of a file that is still open but
-/// whose every name is gone (unlinked, or renamed over): for a file of the
-/// rw branch ENOENT; for a lower file, fsetxattr fails (ENOENT: nothing to
-/// copy up to) and flistxattr shows the layer's xattrs. Linux works
-/// through the descriptor. `Vfs::xattr`, `listxattr` and `setxattr` go by
-/// `upath(ino)`, which has no name left, where `getattr` falls back to an
-/// open handle (`open_file_of`); through FUSE these requests carry only
-/// the inode, so the same fallback would do (and a nameless lower file
-/// would need its copy-up staged in the work directory, never placed).
-/// The model found it as flistxattr after a rename over an open file.
+/// whose every name is gone (unlinked, or renamed over) work through the
+/// descriptor, as on Linux. They were a bug the model found (as flistxattr
+/// after a rename over an open file): `Vfs::xattr`, `listxattr` and
+/// `setxattr` went by `upath(ino)`, which has no name left (ENOENT for a
+/// file of the rw branch; for a lower file fsetxattr failed, nothing to
+/// copy up to, and flistxattr showed the layer's xattrs). Now they fall
+/// back to the descriptor an open handle or the node keeps (`at_upper`),
+/// and a nameless lower file is copied up into an unnamed file of the
+/// branch (`copy_up_nameless`).
 #[test]
-#[ignore = "bug: xattrs of an open file with no name left: ENOENT / not kept"]
-fn bug_xattrs_of_nameless_open_file() {
+fn xattrs_of_nameless_open_file() {
     let Some(env) = Env::new() else {
         return;
     };
@@ -3238,16 +3201,16 @@ fn bug_xattrs_of_nameless_open_file() {
 }
 
 /// `fstat` of an open directory of the rw branch that was removed (rmdir,
-/// or a directory renamed over it): ENOENT; Linux answers (nlink 0).
-/// `Vfs::upper_attr` falls back to an open handle when the node has no
-/// name left, but only to file handles (`open_file_of`); a directory's
-/// handle (`opendir`) holds no descriptor. Through FUSE the kernel asks
-/// getattr for the fstat after the rmdir invalidated the attributes, and
-/// passes the error on. A directory only in the layers is not affected
-/// (its attributes come from the layer entry).
+/// or a directory renamed over it) answers, as Linux does (nlink 0). It
+/// was ENOENT, a bug the model found: `Vfs::upper_attr` falls back to an
+/// open handle when the node has no name left, but a directory's handle
+/// (`opendir`) holds no descriptor; through FUSE the kernel asks getattr
+/// for the fstat after the rmdir invalidated the attributes. Now the
+/// directory is opened just before its last name goes and kept until the
+/// node is forgotten (`open_before_unname`). A directory only in the
+/// layers was never affected (its attributes come from the layer entry).
 #[test]
-#[ignore = "bug: fstat of an open directory of the rw branch after rmdir: ENOENT"]
-fn bug_fstat_of_removed_open_directory_enoent() {
+fn fstat_of_removed_open_directory() {
     use op::*;
     fixed(vec![
         (mkdir("n", 0o755), Expect::Ok),

@@ -183,7 +183,12 @@ impl Vfs {
         }
         let f = {
             let _r = self.ns.read();
-            Arc::new(self.open_upper(ino, libc::O_RDONLY)?)
+            match self.open_upper(ino, libc::O_RDONLY) {
+                Ok(f) => Arc::new(f),
+                // Copied up with no name left (`copy_up_nameless`).
+                Err(e) if e.errno() == libc::ENOENT => self.open_file_of(ino)?,
+                Err(e) => return Err(e),
+            }
         };
         if let Some(Handle::File { file, .. }) = h.as_deref() {
             *file.lock() = Some(f.clone());
@@ -416,23 +421,34 @@ impl Vfs {
         Ok(Some(f))
     }
 
-    /// Before the branch file of node `ino` loses its name on disk (with
-    /// `ns` held for writing): where the kernel opens files itself and this
-    /// is the node's last name, the file opened, for `keep_nameless`.
+    /// Before branch node `ino` loses its name on disk (with `ns` held for
+    /// writing), if that is its last name: a directory, opened (an open
+    /// directory handle holds no descriptor, and `fstat` of a removed open
+    /// directory must answer), or where the kernel opens files itself a
+    /// file, opened for reading and writing where it can; for
+    /// `keep_nameless`.
     pub(super) fn open_before_unname(&self, ino: u64) -> Option<File> {
-        if !self.kernel_opens.load(Ordering::Relaxed) {
-            return None;
-        }
-        match self.state(ino).ok()? {
-            (Kind::File, true, _) => {}
+        let dir = match self.state(ino).ok()? {
+            (Kind::Dir, true, _) => true,
+            (Kind::File, true, _) if self.kernel_opens.load(Ordering::Relaxed) => false,
             _ => return None,
-        }
+        };
         if self.nodes.read().table.get(ino as usize - 1)?.names.len() != 1 {
             return None;
         }
-        self.open_upper(ino, libc::O_RDWR)
-            .or_else(|_| self.open_upper(ino, libc::O_RDONLY))
-            .map_err(|e| tracing::warn!(ino, "keeping an unlinked file open: {e}"))
+        let f = match dir {
+            true => self.upath(ino).and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                    .open(p)
+                    .map_err(Error::from)
+            }),
+            false => self
+                .open_upper(ino, libc::O_RDWR)
+                .or_else(|_| self.open_upper(ino, libc::O_RDONLY)),
+        };
+        f.map_err(|e| tracing::warn!(ino, "keeping a removed object open: {e}"))
             .ok()
     }
 

@@ -193,10 +193,11 @@ pub struct Vfs {
     /// Node numbers are never reused, and a node's branch file is never
     /// replaced by another, so an entry stays right. A leaf lock.
     ino_files: Mutex<lru::LruCache<u64, (Arc<File>, bool)>>,
-    /// With `kernel_opens`: the branch file of each node that lost its
-    /// last name (unlink, rename over it), opened just before, so a file
-    /// the kernel holds open reads and writes on; dropped at FORGET. A
-    /// leaf lock.
+    /// The branch directory of each node that lost its last name (rmdir,
+    /// rename over it), and with `kernel_opens` the branch file, opened
+    /// just before (`open_before_unname`), or an unnamed copy-up of a
+    /// lower file written after that: what `fstat`, xattrs and I/O of the
+    /// still open object go through; dropped at FORGET. A leaf lock.
     nameless_files: Mutex<HashMap<u64, Arc<File>>>,
     /// Owner mapping between what is stored and what the mount shows.
     owners: Owners,

@@ -320,9 +320,11 @@ impl Vfs {
             return Err(libc::ENOTEMPTY.into());
         }
         let pp = self.copy_up_dir(parent)?;
+        let kept = self.open_before_unname(ino);
         up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)
             .context(|| format!("rmdir of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
+        self.keep_nameless(ino, kept);
         self.adjust_subdirs(parent, -1);
         Ok(())
     }

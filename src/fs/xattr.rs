@@ -7,7 +7,7 @@
 
 use super::{Error, VResult, Vfs};
 use crate::layer::whiteout::is_overlay_xattr;
-use crate::sys;
+use crate::sys::{self, Obj};
 use crate::union::{Resolved, Source};
 
 /// A read-only extended attribute on every entry of a mount, answered only
@@ -36,6 +36,17 @@ impl Vfs {
         Ok(format!("{index}:{short}").into_bytes())
     }
 
+    /// `f` on branch node `ino`: by its path, or, with no name left (an
+    /// open file unlinked or renamed over, a removed open directory),
+    /// through the descriptor an open handle or the node itself keeps.
+    fn at_upper<T>(&self, ino: u64, f: impl FnOnce(Obj) -> sys::SysResult<T>) -> VResult<T> {
+        match self.upath(ino) {
+            Ok(p) => Ok(f(Obj::Path(&p))?),
+            Err(e) if e.errno() == libc::ENOENT => Ok(f(Obj::File(&*self.open_file_of(ino)?))?),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The value of extended attribute `name` of node `ino` (ENODATA if none).
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
         let _r = self.ns.read();
@@ -52,7 +63,7 @@ impl Vfs {
             if up.is_private_xattr(name) {
                 return Err(libc::ENODATA.into());
             }
-            return Ok(sys::lgetxattr(&self.upath(ino)?, name)?);
+            return self.at_upper(ino, |o| sys::getxattr_obj(o, name));
         }
         let (src, e) = self.meta_entry(&lower.ok_or(libc::ESTALE)?);
         let idx = &self.layers[src.0 as usize].index;
@@ -69,7 +80,7 @@ impl Vfs {
         let mut out = Vec::new();
         if upper {
             let up = self.up()?;
-            let all = sys::llistxattr(&self.upath(ino)?)?;
+            let all = self.at_upper(ino, sys::listxattr_obj)?;
             for n in all.split(|&b| b == 0).filter(|n| !n.is_empty()) {
                 if !up.is_private_xattr(n) {
                     out.extend_from_slice(n);
@@ -97,7 +108,7 @@ impl Vfs {
         let staged = self.stage_copy_up(ino, true)?;
         let _w = self.ns.write();
         self.copy_up_with(ino, true, staged)?;
-        Ok(sys::lsetxattr(&self.upath(ino)?, name, value, flags)?)
+        self.at_upper(ino, |o| sys::setxattr_obj(o, name, value, flags))
     }
 
     /// Removes extended attribute `name` of node `ino` (copied up first if it
@@ -119,7 +130,7 @@ impl Vfs {
         let _w = self.ns.write();
         self.xattr(ino, name)?;
         self.copy_up_with(ino, true, staged)?;
-        Ok(sys::lremovexattr(&self.upath(ino)?, name)?)
+        self.at_upper(ino, |o| sys::removexattr_obj(o, name))
     }
 }
 

@@ -277,16 +277,27 @@ pub fn lgetxattr(p: &Path, name: &[u8]) -> SysResult<Vec<u8>> {
 
 /// `llistxattr(2)`: the names, each followed by a NUL.
 pub fn llistxattr(p: &Path) -> SysResult<Vec<u8>> {
-    let c = cpath(p)?;
+    listxattr_obj(Obj::Path(p))
+}
+
+/// `llistxattr(2)` or `flistxattr(2)`: the names, each followed by a NUL.
+pub fn listxattr_obj(o: Obj) -> SysResult<Vec<u8>> {
+    let raw = o.raw()?;
+    // SAFETY: a valid C string or descriptor; `buf` points to `len`
+    // writable bytes (or is null with `len` 0: a size probe).
+    let list = |buf: *mut libc::c_char, len: usize| unsafe {
+        match &raw {
+            RawObj::Path(c) => libc::llistxattr(c.as_ptr(), buf, len),
+            RawObj::Fd(fd) => libc::flistxattr(*fd, buf, len),
+        }
+    };
     loop {
-        // SAFETY: as in `lgetxattr`.
-        let len = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        let len = list(std::ptr::null_mut(), 0);
         if len < 0 {
             return Err(last_errno());
         }
         let mut buf = vec![0u8; len as usize];
-        // SAFETY: a valid C string and a buffer of the length given.
-        let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let got = list(buf.as_mut_ptr().cast(), buf.len());
         if got >= 0 {
             buf.truncate(got as usize);
             return Ok(buf);
