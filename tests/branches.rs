@@ -235,7 +235,14 @@ fn upperdir_is_written_in_kernel_overlay_format() {
     assert!(is_overlay_whiteout(&up.join("usr/share/doc")));
     assert!(is_overlay_whiteout(&up.join("home/user")));
     assert!(is_overlay_whiteout(&up.join("bin/id")));
-    assert!(is_overlay_opaque(&up.join("home/user2")));
+    // A renamed lower directory: moved with a redirect to its lower
+    // content (kernel overlayfs' redirect_dir=on), not copied and opaque.
+    assert!(!is_overlay_opaque(&up.join("home/user2")));
+    assert_eq!(
+        lgetxattr(&up.join("home/user2"), "trusted.overlay.redirect"),
+        Ok(b"/home/user".to_vec())
+    );
+    assert!(!up.join("home/user2/secret").exists(), "copied up");
     assert!(is_overlay_opaque(&up.join("etc/passwd")));
     assert!(is_overlay_opaque(&up.join("bin/ls")));
     assert!(is_overlay_opaque(&up.join("opt/data")));
@@ -265,7 +272,7 @@ fn upperdir_is_written_in_kernel_overlay_format() {
         let k = KernelOverlay::mount(
             &kmp,
             &format!(
-                "{},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                "{},upperdir={},workdir={},redirect_dir=on,index=off,metacopy=off",
                 lowerdir(&ov),
                 up.display(),
                 w2.display()

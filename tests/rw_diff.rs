@@ -20,7 +20,13 @@
 //!    `CI` a missing /dev/fuse fails, as in every mount test); and
 //!    `layerfs mount-branches` over the layer directories with `-o
 //!    passthrough=off`, where the kernel opens files itself (no OPEN
-//!    requests: the other I/O path of a writable mount).
+//!    requests: the other I/O path of a writable mount);
+//! 4. **layerfs-upperdir** (root, with overlayfs): `layerfs mount-branches
+//!    -o lowerdir=...,upperdir=U,workdir=W`, an overlay-format upper
+//!    directory as podman's mount program gets (renamed lower directories
+//!    get redirects there); at the end of each case kernel overlayfs
+//!    (redirect_dir=on) mounts U over the same layers and must show the
+//!    plain tree too.
 //!
 //! Every proptest case gets a fresh copy of the plain tree, a fresh overlay
 //! upper dir and a fresh layerfs mount with an empty `--rw` dir; all mounts
@@ -777,6 +783,9 @@ struct Impl<'a> {
     root: PathBuf,
     /// layerfs: the `--rw` dir.
     rw: Option<PathBuf>,
+    /// layerfs with an overlay-format upper directory: that directory,
+    /// mounted by kernel overlayfs over the same layers at the end.
+    upperdir: Option<PathBuf>,
     _layerfs: Option<Mount<'a>>,
     _overlay: Option<KernelOverlay>,
     _tmp: tempfile::TempDir,
@@ -945,6 +954,7 @@ impl Env {
             rw: None,
             _layerfs: None,
             _overlay: None,
+            upperdir: None,
             _tmp: t,
         });
         if self.overlay {
@@ -957,6 +967,7 @@ impl Env {
                 rw: None,
                 _layerfs: None,
                 _overlay: Some(g),
+                upperdir: None,
                 _tmp: t,
             });
         }
@@ -971,6 +982,7 @@ impl Env {
                 rw: Some(rw),
                 _layerfs: Some(m),
                 _overlay: None,
+                upperdir: None,
                 _tmp: t,
             });
             // The same, as `mount-branches` over the overlay-format layer
@@ -995,6 +1007,34 @@ impl Env {
                 rw: Some(rw),
                 _layerfs: Some(m),
                 _overlay: None,
+                upperdir: None,
+                _tmp: t,
+            });
+        }
+        if let (Some((store, _)), true) = (&self.layerfs, self.overlay) {
+            // `mount-branches` with an overlay-format upperdir, as podman
+            // mounts a container: renamed lower directories get redirects
+            // (as kernel overlayfs with redirect_dir=on), and at the end
+            // kernel overlayfs must mount the upper directory to the same
+            // tree.
+            let t = self.case_dir();
+            let (u, w, _) = overlay_dirs(t.path());
+            let m = Mount::branches(
+                store,
+                &format!(
+                    "{},upperdir={},workdir={}",
+                    lowerdir(&self.layers),
+                    u.display(),
+                    w.display()
+                ),
+            );
+            v.push(Impl {
+                name: "layerfs-upperdir",
+                root: m.dir.clone(),
+                rw: None,
+                _layerfs: Some(m),
+                _overlay: None,
+                upperdir: Some(u),
                 _tmp: t,
             });
         }
@@ -1142,6 +1182,26 @@ fn run_case_checked(
             format!(
                 "the --rw dir as a layer over the image (-, by the oracle) \
                  differs from the {} mount (+):\n{d}\n{}",
+                im.name,
+                transcript(&history)
+            )
+        })?;
+    }
+    // An overlay-format upper directory layerfs wrote, mounted by kernel
+    // overlayfs over the same layers (a second work dir), is the tree.
+    for im in &impls {
+        let Some(u) = &im.upperdir else { continue };
+        let t = env.case_dir();
+        let (w, m) = (t.path().join("w2"), t.path().join("m2"));
+        std::fs::create_dir(&w).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        let g = env.mount_overlay(u, &w, &m)?;
+        let snap: serde_json::Value = serde_json::from_str(&snapshot(&m)).unwrap();
+        drop(g);
+        let (a, b) = without_volatile_mtimes(&snaps[0], &snap, recent);
+        compare_trees(&a, &b).map_err(|d| {
+            format!(
+                "kernel overlayfs over the {} upper directory (+) differs from plain (-):\n{d}\n{}",
                 im.name,
                 transcript(&history)
             )

@@ -336,13 +336,17 @@ impl Vfs {
     /// reading, the copies made with no lock held, as `stage_copy_up`
     /// does for one file; `copy_up_tree` then only renames them into
     /// place. A copy the rename ends up not needing (an error, a racing
-    /// change) is dropped with its file.
-    pub(super) fn stage_tree(&self, parent: u64, name: &[u8]) -> VResult<Staged> {
+    /// change) is dropped with its file. `dirs` false: a directory needs
+    /// nothing staged (its rename writes a redirect).
+    pub(super) fn stage_tree(&self, parent: u64, name: &[u8], dirs: bool) -> VResult<Staged> {
         let files = {
             let _r = self.ns.read();
             let Ok(top) = self.child_ino(parent, name) else {
                 return Ok(Staged::new()); // the rename reports it
             };
+            if !dirs && self.state(top)?.0 == Kind::Dir {
+                return Ok(Staged::new());
+            }
             let mut files = Vec::new();
             let mut stack = vec![top];
             while let Some(ino) = stack.pop() {
@@ -368,8 +372,8 @@ impl Vfs {
 
     /// Makes `ino` and everything below it live in the upper branch alone:
     /// a directory with lower content is copied up entry by entry and made
-    /// opaque (what a rename of a lower directory needs, since a layer
-    /// diff has no redirects). File data comes from `staged` (see
+    /// opaque (what a rename of a lower directory needs in an AUFS-format
+    /// branch, since a layer diff has no redirects). File data comes from `staged` (see
     /// `stage_tree`), so no data is copied under `ns`; a file missing
     /// there (empty, or changed since) is copied here.
     pub(super) fn copy_up_tree(&self, ino: u64, staged: &mut Staged) -> VResult<()> {

@@ -111,6 +111,64 @@ impl Vfs {
         }
     }
 
+    /// The lower directory redirect `r` of a branch directory points at
+    /// (its parent's lower part `plower`): an absolute path from the
+    /// layers' root, or a name in the parent's lower directories.
+    fn redirected(&self, plower: &Option<Resolved>, r: &[u8]) -> Option<Resolved> {
+        if r.first() != Some(&b'/') {
+            return self.lower_child(plower, r);
+        }
+        let mut cur = Some(crate::union::root(&self.layers));
+        for c in r.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            cur = Some(self.lower_child(&cur, c)?);
+        }
+        cur
+    }
+
+    /// The absolute path in the layers of directory node `ino`'s lower
+    /// content (`/a/b`): its names up to the root, where an ancestor of the
+    /// branch carries a redirect, through that redirect.
+    pub(super) fn lower_origin(&self, ino: u64) -> VResult<Vec<u8>> {
+        let up = self.up()?;
+        let mut comps: Vec<Vec<u8>> = Vec::new();
+        let mut cur = ino;
+        while cur != crate::fs::ROOT_INO {
+            let (parent, name) = self
+                .nodes
+                .read()
+                .table
+                .get((cur as usize).wrapping_sub(1))
+                .ok_or(libc::ESTALE)?
+                .names
+                .first()
+                .cloned()
+                .ok_or(libc::ENOENT)?;
+            let redirect = match self.state(cur)?.1 {
+                true => up.redirect_of(&self.upath(cur)?),
+                false => None,
+            };
+            match redirect {
+                Some(r) if r.first() == Some(&b'/') => {
+                    comps.push(r[1..].to_vec());
+                    break;
+                }
+                Some(r) => comps.push(r),
+                None => comps.push(name.to_vec()),
+            }
+            cur = parent;
+        }
+        comps.reverse();
+        let mut out = Vec::new();
+        for c in comps.iter().filter(|c| !c.is_empty()) {
+            out.push(b'/');
+            out.extend_from_slice(c);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        Ok(out)
+    }
+
     /// Does a lower layer show something at `name` in directory `parent`
     /// (so that deleting it there needs a whiteout)?
     pub(super) fn lower_has(&self, parent: u64, name: &[u8]) -> VResult<bool> {
@@ -154,12 +212,18 @@ impl Vfs {
             Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT.into()),
             Ok(st) => {
                 let kind = up.meta_of(&p, &st).kind;
-                let lower = if kind == Kind::Dir {
-                    self.lower_child(plower, name)
+                let lower = match (kind, up.redirect_of(&p)) {
+                    // A renamed directory: its lower content is where the
+                    // redirect points, not at its name.
+                    (Kind::Dir, Some(r)) => self
+                        .redirected(plower, &r)
                         .filter(is_dir)
-                        .filter(|_| !up.is_opaque(&p) && !up.has_whiteout(&pp, name))
-                } else {
-                    None
+                        .filter(|_| !up.is_opaque(&p)),
+                    (Kind::Dir, None) => self
+                        .lower_child(plower, name)
+                        .filter(is_dir)
+                        .filter(|_| !up.is_opaque(&p) && !up.has_whiteout(&pp, name)),
+                    _ => None,
                 };
                 Ok(Found {
                     kind,

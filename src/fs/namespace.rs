@@ -330,8 +330,9 @@ impl Vfs {
     }
 
     /// Renames, with `flags` RENAME_NOREPLACE or RENAME_EXCHANGE. A
-    /// directory with lower content is copied up whole and made opaque
-    /// first, so no rename is refused with EXDEV.
+    /// directory with lower content keeps it through a redirect in an
+    /// overlay-format branch (not for an exchange); otherwise it is copied
+    /// up whole and made opaque first. No rename is refused with EXDEV.
     pub fn rename(
         &self,
         parent: u64,
@@ -347,12 +348,16 @@ impl Vfs {
             return Err(libc::EINVAL.into());
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        // A directory with lower content moves with a redirect in an
+        // overlay-format branch (O(1), as kernel overlayfs' redirect_dir);
+        // elsewhere its subtree is copied up.
+        let redirects = up.redirects() && !exchange;
         // The data of the lower files a rename copies up is copied before
         // `ns` is taken for writing: a big lower directory's copy stalls
         // nothing else.
-        let mut staged = self.stage_tree(parent, name)?;
+        let mut staged = self.stage_tree(parent, name, !redirects)?;
         if exchange {
-            staged.extend(self.stage_tree(newparent, newname)?);
+            staged.extend(self.stage_tree(newparent, newname, true)?);
         }
         let _w = self.ns.write();
         let src = self.child_ino(parent, name)?;
@@ -383,7 +388,19 @@ impl Vfs {
                 return Err(libc::ENOTEMPTY.into());
             }
         }
-        self.copy_up_tree(src, &mut staged)?;
+        // Not for a tree holding lower hard links: the merged view finds a
+        // link's other names by their paths in the layer, which a
+        // redirect moves (its copy-up would break the link).
+        let redirect = match self.state(src)?.2 {
+            Some(Resolved::Dir(srcs)) if redirects && !self.holds_hard_links(&srcs) => {
+                Some(self.lower_origin(src)?)
+            }
+            _ => None,
+        };
+        match redirect {
+            Some(_) => drop(self.copy_up_dir(src)?),
+            None => self.copy_up_tree(src, &mut staged)?,
+        }
         let sp = self.copy_up_dir(parent)?;
         let dp = self.copy_up_dir(newparent)?;
         let from = child(&sp, name);
@@ -414,7 +431,13 @@ impl Vfs {
             self.move_name(d, (newparent, newname), (parent, name));
             self.set_parent_key(src, d, (parent, name), (newparent, newname));
         } else {
-            if sdir && self.lower_has(newparent, newname)? {
+            if let Some(origin) = &redirect {
+                // Before the rename, as overlayfs does: at the old name a
+                // redirect to its own path changes nothing, and a rename
+                // that fails leaves it so.
+                up.set_redirect(&from, origin)
+                    .context(|| format!("redirect of {} on the branch", from.display()))?;
+            } else if sdir && self.lower_has(newparent, newname)? {
                 up.make_opaque(&from)
                     .context(|| format!("making {} opaque", from.display()))?;
             }
@@ -456,6 +479,25 @@ impl Vfs {
         }
         self.nlinks.lock().clear();
         Ok(())
+    }
+
+    /// Does a file with more than one name lie anywhere below these lower
+    /// directories (read from the layer indexes alone, whiteouts not
+    /// applied: an over-cautious yes costs a copy, never a wrong view)?
+    fn holds_hard_links(&self, srcs: &[crate::union::Source]) -> bool {
+        let mut stack: Vec<(u16, u32)> = srcs.to_vec();
+        while let Some((l, i)) = stack.pop() {
+            let idx = &self.layers[l as usize].index;
+            for c in idx.children(&idx.entry(i)) {
+                let e = idx.entry(c);
+                match e.kind {
+                    Kind::Dir => stack.push((l, c)),
+                    _ if e.nlink > 1 => return true,
+                    _ => {}
+                }
+            }
+        }
+        false
     }
 
     /// Renames one name of node `ino` in its names list.

@@ -310,11 +310,31 @@ fn describe(
             rdev,
             xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
         );
-        if xattrs.iter().any(|(n, _)| {
-            is_overlay_xattr(n) && (n.ends_with(b".redirect") || n.ends_with(b".metacopy"))
-        }) && !warned_redirect.swap(true, Ordering::Relaxed)
+        if let Some((n, v)) = xattrs
+            .iter()
+            .find(|(n, _)| is_overlay_xattr(n) && n.ends_with(b".redirect"))
         {
-            tracing::warn!(path = %p.display(), "overlay redirect/metacopy xattrs are not supported: the entry shows as it is stored");
+            // The directory's lower content is elsewhere: shown as stored
+            // it would lose that content, and its old name stays whited
+            // out. Upper directories of layerfs' own mounts read them;
+            // a directory read as a layer does not.
+            bail!(
+                "{}: a directory renamed by overlayfs ({}={}): its content lies \
+                 in the layers below, which a directory read as one layer (a \
+                 lowerdir, `layerfs diff` or `commit` of it) cannot follow; mount \
+                 it as the upperdir of `layerfs mount-branches` or of kernel \
+                 overlayfs (redirect_dir=on)",
+                p.display(),
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            );
+        }
+        if xattrs
+            .iter()
+            .any(|(n, _)| is_overlay_xattr(n) && n.ends_with(b".metacopy"))
+            && !warned_redirect.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(path = %p.display(), "overlay metacopy xattrs are not supported: the entry shows as it is stored");
         }
         xattrs.retain(|(n, _)| !is_overlay_xattr(n));
         mark

@@ -46,6 +46,12 @@ pub const STATE_DIR: &str = ".wh..wh.layerfs";
 pub const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// The same in a user namespace (overlayfs' `userxattr` mount option).
 pub const OVERLAY_USER_OPAQUE_XATTR: &[u8] = b"user.overlay.opaque";
+/// Kernel overlayfs' redirect of a renamed directory (`redirect_dir=on`):
+/// the path its lower content is found at, absolute from the layers' root
+/// or, without a leading `/`, a name in the parent's lower directories.
+pub const OVERLAY_REDIRECT_XATTR: &[u8] = b"trusted.overlay.redirect";
+/// The same in a user namespace.
+pub const OVERLAY_USER_REDIRECT_XATTR: &[u8] = b"user.overlay.redirect";
 
 /// How a branch spells whiteouts and opaque directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,6 +468,41 @@ impl Upper {
         } else {
             OVERLAY_USER_OPAQUE_XATTR
         }
+    }
+
+    /// Does a rename of a directory with lower content write a redirect
+    /// (overlay format, as kernel overlayfs with `redirect_dir=on`) rather
+    /// than copy the subtree up (AUFS format: a layer diff has no
+    /// redirects)?
+    pub fn redirects(&self) -> bool {
+        self.format == Format::Overlay
+    }
+
+    /// The redirect xattr of this branch: `trusted.*` as the machine's
+    /// root, `user.*` in a user namespace (as for the opaque marker).
+    fn redirect_xattr(&self) -> &'static [u8] {
+        if self.host_root {
+            OVERLAY_REDIRECT_XATTR
+        } else {
+            OVERLAY_USER_REDIRECT_XATTR
+        }
+    }
+
+    /// Points directory `dir` at `target` for its lower content (an
+    /// absolute path from the layers' root).
+    pub fn set_redirect(&self, dir: &Path, target: &[u8]) -> SysResult<()> {
+        sys::lsetxattr(dir, self.redirect_xattr(), target, 0)
+    }
+
+    /// The redirect of directory `dir` of an overlay-format branch, if it
+    /// has one (in this branch's spelling, as kernel overlayfs reads it).
+    pub fn redirect_of(&self, dir: &Path) -> Option<Vec<u8>> {
+        if self.format != Format::Overlay {
+            return None;
+        }
+        sys::lgetxattr(dir, self.redirect_xattr())
+            .ok()
+            .filter(|v| !v.is_empty())
     }
 
     /// Marks directory `dir` opaque.
