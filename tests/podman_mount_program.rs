@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::debian::debian_minbase_tar;
 use common::podman::*;
 use common::*;
 
@@ -498,6 +499,150 @@ fn a_container_started_fifty_times_keeps_its_changes() {
             String::from_utf8_lossy(&out.stdout).trim(),
             i.to_string(),
             "start {i}"
+        );
+    }
+}
+
+/// What a container does to Debian minbase: writes, appends, deletes a
+/// lower tree, purges a package (dpkg rewrites its database by renames
+/// and deletes the package's files), renames lower directories (one of
+/// them holding those deletions), adds a user (shadow's lock files and
+/// renames over /etc/passwd, a home copied from /etc/skel; dated by
+/// SOURCE_DATE_EPOCH), `sed -i`, re-creates a deleted directory, chowns,
+/// chmods one name of a lower hard-link pair, makes a fifo and links.
+const MINBASE_SCRIPT: &str = "set -e
+export SOURCE_DATE_EPOCH=1700000000
+echo new > /newfile
+echo more >> /etc/bash.bashrc
+seq 1 100000 > /var/big
+rm /etc/issue
+rm -r /usr/share/locale
+dpkg --purge apt
+mv /usr/share/doc /usr/share/doc.moved
+mv /etc/apt /etc/apt.moved
+useradd -m -u 1234 -s /bin/bash alice
+echo hi > /home/alice/note
+sed -i 's/^alice:/alice2:/' /etc/group
+rm -rf /var/cache/debconf && mkdir /var/cache/debconf && echo x > /var/cache/debconf/new
+chown -R 1234:1234 /usr/share/doc.moved/bash
+chown 5:6 /etc/motd
+chmod 600 /etc/debian_version
+chmod 700 /usr/bin/perl5.36.0
+mkfifo /var/fifo
+ln -s ../newfile /usr/sym
+ln /usr/bin/dash /dash-link
+dpkg -l | tail -n +6 | wc -l
+ls -l /usr/share/doc.moved | wc -l
+";
+
+/// See [`minbase_run`].
+const MINBASE_VOLATILE: [&str; 2] = ["/var/log/dpkg.log", "/var/cache/ldconfig/aux-cache"];
+
+/// `podman import` of the minbase tar, `dpkg -l` in a container of it,
+/// a run of [`MINBASE_SCRIPT`] and `podman export` of that container.
+fn minbase_run(p: &Podman, tar: &Path) -> (String, String, Vec<String>) {
+    p.ok(&["import", "-q", tar.to_str().unwrap(), "minbase"]);
+    let dpkg = p.ok(&["run", "--rm", "--network", "none", "minbase", "dpkg", "-l"]);
+    let ran = p.ok(&[
+        "run",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "minbase",
+        "sh",
+        "-c",
+        MINBASE_SCRIPT,
+    ]);
+    let mut export = comparable(p.export_listing("c"));
+    // Files whose content is dated or holds inode numbers (dpkg's log,
+    // ldconfig's cache of the libraries' inodes and ctimes): all but their
+    // content is compared.
+    for l in &mut export {
+        if MINBASE_VOLATILE
+            .iter()
+            .any(|p| l.starts_with(&format!("{p} ")))
+        {
+            let at = l.find(" sha256=").unwrap();
+            let end = l[at + 1..].find(' ').map_or(l.len(), |e| at + 1 + e);
+            l.replace_range(at..end, " sha256=(volatile)");
+        }
+    }
+    (dpkg, ran, export)
+}
+
+/// A real distribution: Debian 12 minbase (debootstrap) imported into
+/// podman, `dpkg -l` and a script of package, user and file changes run
+/// on it, root and rootless; each `dpkg -l`, the script's output and
+/// `podman export` of its container equal the same on the kernel overlay
+/// driver, path by path.
+#[test]
+fn debian_minbase_runs_match_the_kernel_overlay_driver() {
+    let Some(_turn) = require_root_podman() else {
+        return;
+    };
+    let Some(tar) = debian_minbase_tar() else {
+        return;
+    };
+    for (what, fuse, kernel) in [
+        ("root", Podman::new(), Podman::kernel()),
+        (
+            "rootless",
+            Podman::rootless(None),
+            Podman::rootless(Some(Oracle::Kernel)),
+        ),
+    ] {
+        let fuse = minbase_run(&fuse, &tar);
+        let kernel = minbase_run(&kernel, &tar);
+        for pkg in ["dpkg", "bash", "coreutils", "apt"] {
+            assert!(
+                fuse.0
+                    .lines()
+                    .any(|l| l.starts_with(&format!("ii  {pkg} "))),
+                "{what}: dpkg -l lists no {pkg}:\n{}",
+                fuse.0
+            );
+        }
+        assert!(
+            fuse.2
+                .iter()
+                .any(|l| l.starts_with("/usr/share/doc.moved/bash ")),
+            "{what}: {:#?}",
+            fuse.2
+        );
+        assert_eq!(fuse.0, kernel.0, "{what}: dpkg -l");
+        assert_eq!(fuse.1, kernel.1, "{what}: the script's output");
+        let (f, k): (std::collections::BTreeSet<_>, std::collections::BTreeSet<_>) =
+            (fuse.2.iter().collect(), kernel.2.iter().collect());
+        let differ: Vec<String> = f
+            .difference(&k)
+            .map(|l| format!("layerfs: {l}"))
+            .chain(k.difference(&f).map(|l| format!("kernel:  {l}")))
+            .collect();
+        // KNOWN DIFFERENCE (reported with issue 12, not a test artefact):
+        // `chmod 700 /usr/bin/perl5.36.0`, one name of a hard-link pair of
+        // the image. layerfs copies a hard-linked lower file up as one inode
+        // for all its names (ARCHITECTURE.md, copy-up step 4: the other
+        // names are link()ed to the copy), so both names turn 700; podman's
+        // kernel overlay mounts without `index=on` and splits the pair at
+        // copy-up: /usr/bin/perl stays 755, no longer a hard link. Anything
+        // else differing fails the test.
+        let paths: std::collections::BTreeSet<&str> = f
+            .symmetric_difference(&k)
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let known = ["/usr/bin/perl", "/usr/bin/perl5.36.0"];
+        assert!(
+            paths == known.into_iter().collect()
+                && f.iter()
+                    .filter(|l| known.iter().any(|p| l.starts_with(&format!("{p} "))))
+                    .all(|l| l.contains(" 700 ")
+                        && l.ends_with(" links=/usr/bin/perl,/usr/bin/perl5.36.0"))
+                && k.iter()
+                    .any(|l| l.starts_with("/usr/bin/perl Regular 755 ")),
+            "{what}: podman export of the container differs from the kernel overlay driver's \
+             (other than the known split of a copied-up hard-link pair):\n{}",
+            differ.join("\n")
         );
     }
 }

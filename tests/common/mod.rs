@@ -13,8 +13,11 @@
 //! - `podman`: real podman on a private storage root, layerfs or kernel
 //!   overlayfs below it, and `listing` of what it exports (not re-exported:
 //!   `use common::podman::*`).
+//! - `debian`: a Debian minbase rootfs tar (debootstrap, cached between
+//!   runs; not re-exported either).
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod mount;
 pub mod oracle;
 pub mod overlay;
