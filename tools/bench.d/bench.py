@@ -3,13 +3,14 @@
 
 Builds the benchmark images (images.py), imports them into a private
 layerfs store (and the unprivileged user's own store), extracts the same
-layers into directories for kernel overlayfs, fuse-overlayfs and `layerfs
-mount-branches` (layerfs-dirs), then runs every workload in alternated
-rounds over the columns (layerfs, layerfs-dirs, overlay, fuse-overlayfs,
-then layerfs, layerfs-dirs and fuse-overlayfs as the user layerfs-bench,
-layerfs, ...). Every timed run gets a fresh mount: "cold" drops the kernel
-caches (sync; echo 3 > /proc/sys/vm/drop_caches) after mounting, "warm"
-runs the workload once untimed first. Prints tables of medians, spread and
+layers into directories for kernel overlayfs, fuse-overlayfs (1.x and,
+if given, 2.x) and `layerfs mount-branches` (layerfs-dirs), then runs
+every workload in alternated rounds over the columns (layerfs,
+layerfs-dirs, overlay, fuse-overlayfs, fuse-overlayfs2, then layerfs,
+layerfs-dirs, fuse-overlayfs and fuse-overlayfs2 as the user
+layerfs-bench, layerfs, ...). Every timed run gets a fresh mount: "cold" drops the kernel caches (sync; echo 3 >
+/proc/sys/vm/drop_caches) after mounting, "warm" runs the workload once
+untimed first. Prints tables of medians, spread and
 ratios (root, unprivileged), and writes every sample as JSON.
 """
 
@@ -28,8 +29,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import images  # noqa: E402
 
-ROOT_IMPLS = ["layerfs", "layerfs-dirs", "overlay", "fuse-overlayfs"]
-USER_IMPLS = ["layerfs-user", "layerfs-dirs-user", "fuse-overlayfs-user"]
+ROOT_IMPLS = ["layerfs", "layerfs-dirs", "overlay", "fuse-overlayfs",
+              "fuse-overlayfs2"]
+USER_IMPLS = ["layerfs-user", "layerfs-dirs-user", "fuse-overlayfs-user",
+              "fuse-overlayfs2-user"]
 IMPLS = ROOT_IMPLS + USER_IMPLS
 BENCH_USER = "layerfs-bench"
 
@@ -445,6 +448,7 @@ class Overlay(Impl):
 
 
 class FuseOverlayfs(Impl):
+    """Debian's fuse-overlayfs (C, 1.x)."""
     name = "fuse-overlayfs"
     quiet = True        # "unknown argument ignored: lazytime"
 
@@ -477,6 +481,7 @@ class FuseOverlayfs(Impl):
 
     def daemon_pid(self, m):
         want = os.path.realpath(m.path).encode()
+        name = os.path.basename(self.bin).encode()
         for p in os.listdir("/proc"):
             if not p.isdigit():
                 continue
@@ -485,9 +490,44 @@ class FuseOverlayfs(Impl):
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if argv and argv[0].endswith(b"fuse-overlayfs") and want in argv:
+            if argv and argv[0].endswith(name) and want in argv:
                 return int(p)
         return None
+
+
+def fuse_overlayfs2_bin():
+    """fuse-overlayfs 2.x (the Rust rewrite on fuser), not packaged by
+    Debian: $FUSE_OVERLAYFS2, else fuse-overlayfs2 on PATH; (path,
+    version line) or (None, why not)."""
+    path = os.environ.get("FUSE_OVERLAYFS2") or \
+        shutil.which("fuse-overlayfs2")
+    if not path:
+        return None, ("skipped: fuse-overlayfs 2 not found (set "
+                      "FUSE_OVERLAYFS2=/path/to/its/fuse-overlayfs or put "
+                      "fuse-overlayfs2 on PATH; see README \"Benchmark\")")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except OSError as e:
+        return None, "skipped: fuse-overlayfs 2 %s: %s" % (path, e)
+    v = [x for x in out.splitlines() if x.startswith("fuse-overlayfs")]
+    if not v or "version 2." not in v[0]:
+        return None, ("skipped: %s is not fuse-overlayfs 2.x (--version: "
+                      "%r)" % (path, out.strip()[:80]))
+    return path, v[0]
+
+
+class FuseOverlayfs2(FuseOverlayfs):
+    """fuse-overlayfs 2.x: the same command line as 1.x (-o lowerdir=,
+    upperdir=, workdir=, squash_to_uid=, ...; daemonizes once mounted)."""
+    name = "fuse-overlayfs2"
+    quiet = False
+
+    def __init__(self, b, user=None):
+        Impl.__init__(self, b, user)
+        self.bin, why = fuse_overlayfs2_bin()
+        if not self.bin and not self.skip:
+            self.skip = why
 
 
 def make_impls(b, names):
@@ -499,10 +539,11 @@ def make_impls(b, names):
         if user.skip:
             log("unprivileged columns: %s" % user.skip)
     out = []
-    for cls in (Layerfs, LayerfsDirs, Overlay, FuseOverlayfs):
+    for cls in (Layerfs, LayerfsDirs, Overlay, FuseOverlayfs,
+                FuseOverlayfs2):
         if cls.name in names:
             out.append(cls(b))
-    for cls in (Layerfs, LayerfsDirs, FuseOverlayfs):
+    for cls in (Layerfs, LayerfsDirs, FuseOverlayfs, FuseOverlayfs2):
         if cls.name + "-user" in names:
             out.append(cls(b, user))
     return out
@@ -768,7 +809,8 @@ class Bench:
         t_ext = time.time() - t
         if self.user and not self.user.skip and any(
                 n in names for n in ("layerfs-dirs-user",
-                                     "fuse-overlayfs-user")):
+                                     "fuse-overlayfs-user",
+                                     "fuse-overlayfs2-user")):
             n = images.root_only(img.ovl)
             if n:
                 # what rootless storage holds: the user's own copy
@@ -1221,6 +1263,7 @@ def machine(args):
         mem = int(f.readline().split()[1]) * 1024
     fo = [x for x in (cmd(["fuse-overlayfs", "--version"]) or "").splitlines()
           if x.startswith("fuse-overlayfs")]
+    fo2 = fuse_overlayfs2_bin()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
@@ -1229,6 +1272,9 @@ def machine(args):
         "layerfs_git": cmd(["git", "-C", args.repo, "describe", "--always",
                             "--dirty"]),
         "fuse_overlayfs": fo[0] if fo else None,
+        "fuse_overlayfs2": "%s (%s)" % (
+            fo2[1].replace("fuse-overlayfs:", "fuse-overlayfs2:", 1), fo2[0])
+        if fo2[0] else "fuse-overlayfs2: none",
         "command": args.command, "rounds": args.rounds, "quick": args.quick,
         "impls": args.impl, "user": BENCH_USER,
         "seed": args.seed,
@@ -1284,9 +1330,10 @@ def render(out):
         " alternated, every run on a fresh mount" % (
             m["date"], m["cpus"], m["cpu"], human(m["mem_bytes"]),
             m["kernel"], m["rounds"], "" if m["rounds"] == 1 else "s"),
-        "layerfs binary %s, bench tools of %s; %s; load average %s at "
+        "layerfs binary %s, bench tools of %s; %s; %s; load average %s at "
         "start, %s at end; %.0f s" % (
             m["layerfs_bin"], m["layerfs_git"], m["fuse_overlayfs"],
+            m.get("fuse_overlayfs2", "fuse-overlayfs2: none"),
             " ".join("%.1f" % x for x in m.get("loadavg_start", ())),
             " ".join("%.1f" % x for x in m["loadavg_end"]),
             m.get("seconds", 0)),
@@ -1301,7 +1348,7 @@ def render(out):
     user = [i for i in USER_IMPLS if i in sel and out["results"]]
     if root:
         ratios = [(a, b) for a in ("layerfs", "layerfs-dirs")
-                  for b in ("overlay", "fuse-overlayfs")
+                  for b in ("overlay", "fuse-overlayfs", "fuse-overlayfs2")
                   if a in root and b in root]
         lines += ["", "As root:", ""]
         lines += table(out["results"], root, ratios)
@@ -1309,9 +1356,10 @@ def render(out):
         # ratios to the root overlay column of the same run, and layerfs
         # vs fuse-overlayfs, both unprivileged
         ratios = [(a, "overlay") for a in user if "overlay" in root]
-        ratios += [(a, "fuse-overlayfs-user")
+        ratios += [(a, b) for b in ("fuse-overlayfs-user",
+                                    "fuse-overlayfs2-user")
                    for a in ("layerfs-user", "layerfs-dirs-user")
-                   if a in user and "fuse-overlayfs-user" in user]
+                   if a in user and b in user]
         lines += ["", "Unprivileged (user %s: its own layerfs store, "
                   "fusermount3, no passthrough; every file shown as the "
                   "user with squash_to_uid/gid; overlay is the root column "
@@ -1400,7 +1448,9 @@ def main():
         prog="tools/bench", description=__doc__,
         epilog="environment: LAYERFS_BIN (use this layerfs binary instead "
         "of building one),\nCARGO_TARGET_DIR (where tools/bench builds; "
-        "default ./target)",
+        "default ./target),\nFUSE_OVERLAYFS2 (fuse-overlayfs 2.x for the "
+        "fuse-overlayfs2 columns; else\nfuse-overlayfs2 on PATH; else "
+        "they are skipped)",
         formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny images, 1 round, no Debian image")
