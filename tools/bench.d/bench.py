@@ -3,13 +3,16 @@
 
 Builds the benchmark images (images.py), imports them into a private
 layerfs store (and the unprivileged user's own store), extracts the same
-layers into directories for kernel overlayfs, fuse-overlayfs and `layerfs
-mount-branches` (layerfs-dirs), then runs every workload in alternated
-rounds over the columns (layerfs, layerfs-dirs, overlay, fuse-overlayfs,
-then layerfs, layerfs-dirs and fuse-overlayfs as the user layerfs-bench,
-layerfs, ...). Every timed run gets a fresh mount: "cold" drops the kernel
-caches (sync; echo 3 > /proc/sys/vm/drop_caches) after mounting, "warm"
-runs the workload once untimed first. Prints tables of medians, spread and
+layers into directories for kernel overlayfs, fuse-overlayfs (1.x and,
+if given, 2.x) and `layerfs mount-branches` (layerfs-dirs), then runs
+every workload in alternated rounds over the columns (layerfs,
+layerfs-dirs, overlay, fuse-overlayfs, fuse-overlayfs2, then layerfs,
+layerfs-dirs, fuse-overlayfs and fuse-overlayfs2 as the user
+layerfs-bench, layerfs, ...), and podman run / build with each as the
+overlay driver's mount program (overlay: the kernel driver). Every timed
+run gets a fresh mount: "cold" drops the kernel caches (sync; echo 3 >
+/proc/sys/vm/drop_caches) after mounting, "warm" runs the workload once
+untimed first. Prints tables of medians, spread and
 ratios (root, unprivileged), and writes every sample as JSON.
 """
 
@@ -28,8 +31,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import images  # noqa: E402
 
-ROOT_IMPLS = ["layerfs", "layerfs-dirs", "overlay", "fuse-overlayfs"]
-USER_IMPLS = ["layerfs-user", "layerfs-dirs-user", "fuse-overlayfs-user"]
+ROOT_IMPLS = ["layerfs", "layerfs-dirs", "overlay", "fuse-overlayfs",
+              "fuse-overlayfs2"]
+USER_IMPLS = ["layerfs-user", "layerfs-dirs-user", "fuse-overlayfs-user",
+              "fuse-overlayfs2-user"]
 IMPLS = ROOT_IMPLS + USER_IMPLS
 BENCH_USER = "layerfs-bench"
 
@@ -454,6 +459,7 @@ class Overlay(Impl):
 
 
 class FuseOverlayfs(Impl):
+    """Debian's fuse-overlayfs (C, 1.x)."""
     name = "fuse-overlayfs"
     quiet = True        # "unknown argument ignored: lazytime"
 
@@ -486,6 +492,7 @@ class FuseOverlayfs(Impl):
 
     def daemon_pid(self, m):
         want = os.path.realpath(m.path).encode()
+        name = os.path.basename(self.bin).encode()
         for p in os.listdir("/proc"):
             if not p.isdigit():
                 continue
@@ -494,9 +501,44 @@ class FuseOverlayfs(Impl):
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if argv and argv[0].endswith(b"fuse-overlayfs") and want in argv:
+            if argv and argv[0].endswith(name) and want in argv:
                 return int(p)
         return None
+
+
+def fuse_overlayfs2_bin():
+    """fuse-overlayfs 2.x (the Rust rewrite on fuser), not packaged by
+    Debian: $FUSE_OVERLAYFS2, else fuse-overlayfs2 on PATH; (path,
+    version line) or (None, why not)."""
+    path = os.environ.get("FUSE_OVERLAYFS2") or \
+        shutil.which("fuse-overlayfs2")
+    if not path:
+        return None, ("skipped: fuse-overlayfs 2 not found (set "
+                      "FUSE_OVERLAYFS2=/path/to/its/fuse-overlayfs or put "
+                      "fuse-overlayfs2 on PATH; see README \"Benchmark\")")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except OSError as e:
+        return None, "skipped: fuse-overlayfs 2 %s: %s" % (path, e)
+    v = [x for x in out.splitlines() if x.startswith("fuse-overlayfs")]
+    if not v or "version 2." not in v[0]:
+        return None, ("skipped: %s is not fuse-overlayfs 2.x (--version: "
+                      "%r)" % (path, out.strip()[:80]))
+    return path, v[0]
+
+
+class FuseOverlayfs2(FuseOverlayfs):
+    """fuse-overlayfs 2.x: the same command line as 1.x (-o lowerdir=,
+    upperdir=, workdir=, squash_to_uid=, ...; daemonizes once mounted)."""
+    name = "fuse-overlayfs2"
+    quiet = False
+
+    def __init__(self, b, user=None):
+        Impl.__init__(self, b, user)
+        self.bin, why = fuse_overlayfs2_bin()
+        if not self.bin and not self.skip:
+            self.skip = why
 
 
 def make_impls(b, names):
@@ -508,13 +550,147 @@ def make_impls(b, names):
         if user.skip:
             log("unprivileged columns: %s" % user.skip)
     out = []
-    for cls in (Layerfs, LayerfsDirs, Overlay, FuseOverlayfs):
+    for cls in (Layerfs, LayerfsDirs, Overlay, FuseOverlayfs,
+                FuseOverlayfs2):
         if cls.name in names:
             out.append(cls(b))
-    for cls in (Layerfs, LayerfsDirs, FuseOverlayfs):
+    for cls in (Layerfs, LayerfsDirs, FuseOverlayfs, FuseOverlayfs2):
         if cls.name + "-user" in names:
             out.append(cls(b, user))
     return out
+
+
+# --------------------------------------------------------------------------
+# podman (issue 12): its overlay driver with a mount program, or kernel
+# overlayfs
+
+# the columns of the podman rows: the mount program each one names
+PODMAN_IMPLS = ["layerfs", "overlay", "fuse-overlayfs", "fuse-overlayfs2"]
+PODMAN_IMAGE = "docker.io/library/multi:latest"   # fixtures/multi.docker.tar
+
+
+def podman_runs(args):
+    return 2 if args.quick else 5
+
+
+CONTAINERFILE = """FROM %s
+RUN busybox mkdir /d && i=0 && while [ $i -lt 500 ]; do \\
+    echo $i > /d/f$i; i=$((i+1)); done
+RUN busybox dd if=/dev/zero of=/big bs=1M count=16 2>/dev/null
+RUN echo more >> /etc/passwd && busybox rm -rf /opt/data && \\
+    busybox mv /usr/share/doc/pkg /pkg
+""" % PODMAN_IMAGE
+# what a container of the built image shows, and its command
+BUILT_CHECK = "cat /d/f0 /d/f499; busybox wc -c < /big; " \
+    "busybox tail -1 /etc/passwd; ls /opt /pkg"
+BUILT_EXPECT = "0\n499\n16777216\nmore\n/opt:\n\n/pkg:\nREADME\na\n" \
+    "a-link\ncopyright\n"
+
+
+class Podman:
+    """Root podman with its own storage (WORKDIR/podman/COLUMN: graphroot,
+    runroot, tmp_dir), the fixture image loaded, a first run checking
+    that the container's root is the mount it should be (fuse for a mount
+    program, overlay for the kernel driver); `reset` removes containers,
+    mounts and images."""
+
+    def __init__(self, b, impl):
+        self.b, self.impl = b, impl
+        self.dir = os.path.join(b.work, "podman", impl.name)
+        os.makedirs(self.dir, exist_ok=True)
+        if impl.name == "layerfs":
+            program = os.path.abspath(b.args.layerfs)
+        elif impl.name == "overlay":
+            program = None
+        else:
+            program = os.path.abspath(impl.bin)
+        self.program = program
+        st = os.path.join(self.dir, "storage.conf")
+        with open(st, "w") as f:
+            f.write('[storage]\ndriver = "overlay"\ngraphroot = "%s/graph"\n'
+                    'runroot = "%s/run"\n' % (self.dir, self.dir))
+            if program:
+                f.write('[storage.options.overlay]\nmount_program = "%s"\n'
+                        % program)
+        # as tests/common/podman.rs: runc (crun 1.8 refuses the hybrid
+        # cgroup layout), ulimits under the sandbox's hard limit, a
+        # tmp_dir of its own (podman's default /run/libpod is shared)
+        cc = os.path.join(self.dir, "containers.conf")
+        with open(cc, "w") as f:
+            f.write('[containers]\ndefault_ulimits = ["nofile=1024:1024", '
+                    '"nproc=1024:1024"]\n[engine]\nruntime = "runc"\n'
+                    'tmp_dir = "%s/libpod-tmp"\n' % self.dir)
+        self.env = dict(os.environ, CONTAINERS_STORAGE_CONF=st,
+                        CONTAINERS_CONF=cc)
+        self.ctx = os.path.join(self.dir, "ctx")
+        os.makedirs(self.ctx, exist_ok=True)
+        with open(os.path.join(self.ctx, "Containerfile"), "w") as f:
+            f.write(CONTAINERFILE)
+        self.root_mount = None
+
+    def setup(self, fixture):
+        self.podman("load", "-q", "-i", fixture)
+        out = self.podman("run", "--rm", "--network", "none", PODMAN_IMAGE,
+                          "cat", "/proc/self/mountinfo")
+        root = [x.split(" - ", 1)[1].split()[:2] for x in out.splitlines()
+                if x.split()[4] == "/" and " - " in x]
+        self.root_mount = " ".join(root[0]) if root else None
+        want = "overlay" if self.program is None else "fuse"
+        if not root or not root[0][0].startswith(want):
+            raise RuntimeError("container root is %r, not %s" % (
+                self.root_mount, want))
+
+    def podman(self, *args, check=True):
+        r = subprocess.run(["podman"] + list(args), env=self.env,
+                           cwd=self.dir, capture_output=True, timeout=600)
+        if check and r.returncode != 0:
+            raise RuntimeError("podman %s failed (exit %d): %s" % (
+                " ".join(args[:3]), r.returncode,
+                r.stderr.decode("utf-8", "replace").strip()[-400:]))
+        return r.stdout.decode("utf-8", "replace")
+
+    def time_runs(self, n):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            self.podman("run", "--rm", "--network", "none", PODMAN_IMAGE,
+                        "/bin/busybox", "true")
+            out.append(time.perf_counter() - t)
+        return out
+
+    def time_build(self):
+        t = time.perf_counter()
+        self.podman("build", "--no-cache", "--pull=never", "--network",
+                    "none", "-q", "-t", "bench-built", "-f",
+                    os.path.join(self.ctx, "Containerfile"), self.ctx)
+        dt = time.perf_counter() - t
+        got = self.podman("run", "--rm", "--network", "none", "bench-built",
+                          "sh", "-c", BUILT_CHECK)
+        if got != BUILT_EXPECT:
+            raise RuntimeError("built image shows %r, not %r" % (
+                got, BUILT_EXPECT))
+        self.podman("rmi", "-f", "bench-built")
+        self.podman("image", "prune", "-f")
+        return dt
+
+    def reset(self):
+        """Containers, their mounts, images; then anything still mounted
+        under the storage (the kernel driver's private bind mount of
+        graph/overlay)."""
+        for a in (("rm", "--all", "--force"), ("umount", "--all", "--force"),
+                  ("rmi", "--all", "--force")):
+            try:
+                self.podman(*a, check=False)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log("cleanup: podman %s (%s): %s" % (a[0], self.impl.name,
+                                                     e))
+        with open("/proc/self/mountinfo") as f:
+            left = sorted((x.split()[4] for x in f if x.split()[4]
+                           .startswith(self.dir + "/")), reverse=True)
+        for m in left:
+            if subprocess.run(["umount", m], stderr=subprocess.DEVNULL)\
+                    .returncode != 0:
+                subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
 
 
 # --------------------------------------------------------------------------
@@ -682,7 +858,8 @@ def workloads(sz):
     return ws
 
 
-SPECIAL = ["mount-128", "import-1g", "rss-100k", "pull"]
+SPECIAL = ["mount-128", "podman-run", "podman-build", "import-1g", "rss-100k",
+           "pull"]
 
 
 def human(n):
@@ -777,7 +954,8 @@ class Bench:
         t_ext = time.time() - t
         if self.user and not self.user.skip and any(
                 n in names for n in ("layerfs-dirs-user",
-                                     "fuse-overlayfs-user")):
+                                     "fuse-overlayfs-user",
+                                     "fuse-overlayfs2-user")):
             n = images.root_only(img.ovl)
             if n:
                 # what rootless storage holds: the user's own copy
@@ -1091,6 +1269,88 @@ class Bench:
             proc.kill()
             proc.wait()
 
+    def podman_time(self, which):
+        """Issue 12: `podman run` and `podman build` on podman's overlay
+        driver with each FUSE column's binary as its mount program, and
+        on the kernel overlay driver (the overlay column), each with a
+        private storage.conf and containers.conf as
+        tests/common/podman.rs writes them. `which`: the rows to run."""
+        descs = {
+            "podman-run": "`podman run --rm --network none` of the 3-layer "
+            "fixture image (`/bin/busybox true`), per run, %d runs a round"
+            % podman_runs(self.args),
+            "podman-build": "`podman build --no-cache` of a Containerfile "
+            "FROM that image, 3 RUN steps writing files (500 small, 16 MiB,"
+            " edits and removals of lower files)",
+        }
+        why = None
+        if not shutil.which("podman"):
+            why = "skipped: podman not installed"
+        elif not shutil.which("runc"):
+            why = "skipped: runc not installed (the runtime the private " \
+                "containers.conf names)"
+        fixture = os.path.join(self.args.repo, "fixtures", "multi.docker.tar")
+        if not why and not os.path.exists(fixture):
+            why = "skipped: %s missing" % fixture
+        cols = [i for i in self.impls if i.name in PODMAN_IMPLS]
+        if not why and not cols:
+            why = "skipped: no podman column selected (%s)" % ", ".join(
+                PODMAN_IMPLS)
+        if why:
+            for w in which:
+                self.results[w] = {"desc": descs[w], "skipped": why}
+            return
+        res = {w: {"desc": descs[w], "image": "multi.docker.tar (fixture)",
+                   "temp": "warm", "impls": {}} for w in which}
+        samples = {w: {i.name: [] for i in cols} for w in which}
+        pods = {}
+        try:
+            for impl in cols:
+                if impl.skip:
+                    for w in which:
+                        res[w]["impls"][impl.name] = {"skipped": impl.skip}
+                    continue
+                try:
+                    pods[impl.name] = Podman(self, impl)
+                    pods[impl.name].setup(fixture)
+                except (OSError, RuntimeError,
+                        subprocess.SubprocessError) as e:
+                    log("podman on %s FAILED: %s" % (impl.name, e))
+                    for w in which:
+                        res[w]["impls"][impl.name] = {
+                            "skipped": "error: %s" % e}
+            for r in range(self.args.rounds):
+                for w in which:
+                    for impl in cols:
+                        p = pods.get(impl.name)
+                        if not p or impl.name in res[w]["impls"]:
+                            continue
+                        try:
+                            if w == "podman-run":
+                                samples[w][impl.name] += p.time_runs(
+                                    podman_runs(self.args))
+                            else:
+                                samples[w][impl.name].append(p.time_build())
+                        except (OSError, RuntimeError,
+                                subprocess.SubprocessError) as e:
+                            log("%s on %s FAILED: %s" % (w, impl.name, e))
+                            res[w]["impls"][impl.name] = {
+                                "skipped": "error: %s" % e}
+                    log("%s round %d: %s" % (w, r + 1, "  ".join(
+                        "%s %.3fs" % (k, statistics.median(v))
+                        for k, v in samples[w].items() if v)))
+        finally:
+            for p in pods.values():
+                p.reset()
+        for w in which:
+            for name, s in samples[w].items():
+                if s and name not in res[w]["impls"]:
+                    res[w]["impls"][name] = stats(s)
+            # the container's root mount (type, source), as it saw it
+            res[w]["root_mounts"] = {n: p.root_mount
+                                     for n, p in pods.items()}
+            self.results[w] = res[w]
+
     def rss(self):
         """Daemon RSS after a walk of the 100k-file image."""
         try:
@@ -1162,6 +1422,11 @@ class Bench:
         if not sel or "mount-128" in sel:
             log("mount time of the %d-layer image" % max(self.sz.depths))
             self.mount_time()
+        pod = [w for w in ("podman-run", "podman-build")
+               if not sel or w in sel]
+        if pod:
+            log("podman run / build on each storage driver setup")
+            self.podman_time(pod)
         if not sel or "import-1g" in sel:
             log("import vs tar -x")
             self.import_time()
@@ -1230,6 +1495,7 @@ def machine(args):
         mem = int(f.readline().split()[1]) * 1024
     fo = [x for x in (cmd(["fuse-overlayfs", "--version"]) or "").splitlines()
           if x.startswith("fuse-overlayfs")]
+    fo2 = fuse_overlayfs2_bin()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
@@ -1238,6 +1504,9 @@ def machine(args):
         "layerfs_git": cmd(["git", "-C", args.repo, "describe", "--always",
                             "--dirty"]),
         "fuse_overlayfs": fo[0] if fo else None,
+        "fuse_overlayfs2": "%s (%s)" % (
+            fo2[1].replace("fuse-overlayfs:", "fuse-overlayfs2:", 1), fo2[0])
+        if fo2[0] else "fuse-overlayfs2: none",
         "command": args.command, "rounds": args.rounds, "quick": args.quick,
         "impls": args.impl, "user": BENCH_USER,
         "seed": args.seed,
@@ -1293,9 +1562,10 @@ def render(out):
         " alternated, every run on a fresh mount" % (
             m["date"], m["cpus"], m["cpu"], human(m["mem_bytes"]),
             m["kernel"], m["rounds"], "" if m["rounds"] == 1 else "s"),
-        "layerfs binary %s, bench tools of %s; %s; load average %s at "
+        "layerfs binary %s, bench tools of %s; %s; %s; load average %s at "
         "start, %s at end; %.0f s" % (
             m["layerfs_bin"], m["layerfs_git"], m["fuse_overlayfs"],
+            m.get("fuse_overlayfs2", "fuse-overlayfs2: none"),
             " ".join("%.1f" % x for x in m.get("loadavg_start", ())),
             " ".join("%.1f" % x for x in m["loadavg_end"]),
             m.get("seconds", 0)),
@@ -1310,7 +1580,7 @@ def render(out):
     user = [i for i in USER_IMPLS if i in sel and out["results"]]
     if root:
         ratios = [(a, b) for a in ("layerfs", "layerfs-dirs")
-                  for b in ("overlay", "fuse-overlayfs")
+                  for b in ("overlay", "fuse-overlayfs", "fuse-overlayfs2")
                   if a in root and b in root]
         lines += ["", "As root:", ""]
         lines += table(out["results"], root, ratios)
@@ -1318,15 +1588,20 @@ def render(out):
         # ratios to the root overlay column of the same run, and layerfs
         # vs fuse-overlayfs, both unprivileged
         ratios = [(a, "overlay") for a in user if "overlay" in root]
-        ratios += [(a, "fuse-overlayfs-user")
+        ratios += [(a, b) for b in ("fuse-overlayfs-user",
+                                    "fuse-overlayfs2-user")
                    for a in ("layerfs-user", "layerfs-dirs-user")
-                   if a in user and "fuse-overlayfs-user" in user]
+                   if a in user and b in user]
         lines += ["", "Unprivileged (user %s: its own layerfs store, "
                   "fusermount3, no passthrough; every file shown as the "
                   "user with squash_to_uid/gid; overlay is the root column "
                   "above):" % m.get("user", BENCH_USER), ""]
         lines += table(out["results"], user, ratios)
     for name, r in out["results"].items():
+        if r.get("root_mounts"):
+            notes.append("%s: the container's root mount (type source): %s"
+                         % (name, ", ".join("%s %s" % kv for kv in
+                                            r["root_mounts"].items())))
         for impl, v in r.get("impls", {}).items():
             if "skipped" in v:
                 notes.append("%s / %s: %s" % (name, impl, v["skipped"]))
@@ -1411,7 +1686,9 @@ def main():
         "of building one),\nCARGO_TARGET_DIR (where tools/bench builds; "
         "default ./target),\nLAYERFS_BENCH_OPTS (more -o options for every "
         "layerfs mount, comma-separated:\nan A/B of one option, e.g. "
-        "passthrough=off)",
+        "passthrough=off),\nFUSE_OVERLAYFS2 (fuse-overlayfs 2.x for the "
+        "fuse-overlayfs2 columns; else\nfuse-overlayfs2 on PATH; else "
+        "they are skipped)",
         formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny images, 1 round, no Debian image")
