@@ -118,7 +118,8 @@ const ETXTBSY_O_TRUNC: Known = Known {
              (handle_truncate), and with FUSE_ATOMIC_O_TRUNC the daemon has truncated the \
              branch file in OPEN already (fs::Vfs::open_upper); the executable dies of SIGBUS, \
              and when it is gone before the kernel's check the open succeeds. ext4 and kernel \
-             overlayfs refuse it before touching the file",
+             overlayfs refuse it before touching the file, and so does a writable mount where \
+             the kernel opens files itself (`store_mount_rw_kernel_opens`: no atomic O_TRUNC)",
     cases: &["open::etxtbsy"],
 };
 
@@ -440,6 +441,65 @@ fn store_mount_rw() {
         &[&ETXTBSY_O_TRUNC],
     );
     o_trunc_truncates_a_running_executable(&dir);
+}
+
+/// open(O_RDONLY|O_TRUNC) of a file being executed in `dir` (on the mount)
+/// is refused with ETXTBSY and leaves the file whole, as on ext4: where
+/// the kernel opens files itself the truncation comes as a SETATTR after
+/// the kernel's own check (no FUSE_ATOMIC_O_TRUNC).
+fn o_trunc_of_a_running_executable_is_refused(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let exe = dir.join("running-executable");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let len = std::fs::metadata(&exe).unwrap().len();
+    let mut child = Command::new(&exe).arg("30").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let c = std::ffi::CString::new(exe.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string; the descriptor, if any, is closed here.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_TRUNC | libc::O_CLOEXEC) };
+    let err = std::io::Error::last_os_error().raw_os_error();
+    if fd >= 0 {
+        // SAFETY: fd was just opened by this function.
+        unsafe { libc::close(fd) };
+    }
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let after = std::fs::metadata(&exe).unwrap().len();
+    std::fs::remove_file(&exe).unwrap();
+    assert!(
+        fd < 0 && err == Some(libc::ETXTBSY) && after == len && alive,
+        "open(O_RDONLY|O_TRUNC) of a running executable: fd {fd}, errno {err:?}, \
+         size {len} -> {after}, still running: {alive}"
+    );
+}
+
+/// A writable store mount without passthrough, where the kernel opens
+/// files itself (no OPEN requests: I/O by inode, copy-up at the first
+/// write): the same list as with passthrough, and no ETXTBSY case at all.
+#[test]
+fn store_mount_rw_kernel_opens() {
+    let Some(bin) = prerequisites(true) else {
+        return;
+    };
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let rw = store.dir.path().join("rw");
+    let rw_arg = rw.to_str().unwrap();
+    let opts = ["--rw", rw_arg, "-o", "allow_other,passthrough=off"];
+    let m = Mount::new(&store, &id, &opts);
+    assert_branch_longer(&rw, &m.dir);
+    let dir = fresh_dir(&m.dir);
+    let out = run_suite(&bin, &dir);
+    check(
+        "layerfs mount --rw -o passthrough=off",
+        &out,
+        &[&PATH_MAX],
+        &[],
+    );
+    o_trunc_of_a_running_executable_is_refused(&dir);
 }
 
 #[test]
