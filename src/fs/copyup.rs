@@ -388,9 +388,11 @@ impl Vfs {
         for c in self.list(ino)?.iter() {
             self.copy_up_tree(c.ino, staged)?;
         }
-        self.up()?
-            .make_opaque(&p)
+        let up = self.up()?;
+        up.make_opaque(&p)
             .context(|| format!("making {} opaque", p.display()))?;
+        up.drop_whiteouts(&p)
+            .context(|| format!("removing the whiteouts of opaque {}", p.display()))?;
         self.with_node(ino, |n| {
             n.lower = None;
             n.listing = None;

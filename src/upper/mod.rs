@@ -516,6 +516,30 @@ impl Upper {
         }
     }
 
+    /// Removes the whiteouts and any redirect of directory `dir`, just
+    /// made opaque, in the overlay format: they mean nothing there, and
+    /// kernel overlayfs lists an upper-only directory as it is, so a 0:0
+    /// device left in it would show as a name that lookups then deny
+    /// (ENOENT). The AUFS format keeps them (a layer diff reads them as
+    /// redundant).
+    pub fn drop_whiteouts(&self, dir: &Path) -> SysResult<()> {
+        if self.format != Format::Overlay {
+            return Ok(());
+        }
+        match sys::lremovexattr(dir, self.redirect_xattr()) {
+            Ok(()) | Err(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+        for e in std::fs::read_dir(dir).map_err(|e| sys::errno_of(&e))? {
+            let e = e.map_err(|e| sys::errno_of(&e))?;
+            let p = e.path();
+            if sys::lstat(&p).is_ok_and(|st| self.is_whiteout_stat(&st)) {
+                std::fs::remove_file(&p).map_err(|e| sys::errno_of(&e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Is directory `dir` (in the branch) marked opaque?
     pub fn is_opaque(&self, dir: &Path) -> bool {
         match self.format {
