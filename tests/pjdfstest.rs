@@ -380,80 +380,23 @@ fn assert_branch_longer(branch: &Path, mnt: &Path) {
     );
 }
 
-/// The cause of [`ETXTBSY_O_TRUNC`], checked deterministically in `dir`
-/// (on the mount): open(O_RDONLY|O_TRUNC) of a file being executed is
-/// refused with ETXTBSY, and still truncates it. Fails once it no longer
-/// truncates, so that the flaky entry is removed.
-fn o_trunc_truncates_a_running_executable(dir: &Path) {
+/// What open(O_RDONLY|O_TRUNC) of a file being executed in `dir` (on the
+/// mount) does: the error (None if it opened), the size before and after,
+/// whether the program still ran after it.
+struct OTrunc {
+    err: Option<i32>,
+    before: u64,
+    after: u64,
+    alive: bool,
+}
+
+fn o_trunc_of_a_running_executable(dir: &Path) -> OTrunc {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let exe = dir.join("running-executable");
     std::fs::copy("/bin/sleep", &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let len = std::fs::metadata(&exe).unwrap().len();
-    let mut child = Command::new(&exe).arg("30").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let c = std::ffi::CString::new(exe.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid C string; the descriptor, if any, is closed here.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_TRUNC | libc::O_CLOEXEC) };
-    let err = std::io::Error::last_os_error().raw_os_error();
-    if fd >= 0 {
-        // SAFETY: fd was just opened by this function.
-        unsafe { libc::close(fd) };
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let after = std::fs::metadata(&exe).unwrap().len();
-    std::fs::remove_file(&exe).unwrap();
-    eprintln!(
-        "open(O_RDONLY|O_TRUNC) of a running executable: {}, size {len} -> {after}",
-        if fd >= 0 {
-            "opened".to_string()
-        } else {
-            format!("errno {err:?}")
-        }
-    );
-    assert!(
-        after == 0 && len > 0,
-        "open(O_RDONLY|O_TRUNC) of a running executable no longer truncates it \
-         (size {len} -> {after}, fd {fd}, errno {err:?}): remove ETXTBSY_O_TRUNC from the \
-         flaky lists of tests/pjdfstest.rs"
-    );
-}
-
-#[test]
-fn store_mount_rw() {
-    let Some(bin) = prerequisites(true) else {
-        return;
-    };
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
-    let rw = store.dir.path().join("rw");
-    let rw_arg = rw.to_str().unwrap();
-    let m = Mount::new(&store, &id, &["--rw", rw_arg, "-o", "allow_other"]);
-    assert_branch_longer(&rw, &m.dir);
-    let dir = fresh_dir(&m.dir);
-    let out = run_suite(&bin, &dir);
-    check(
-        "layerfs mount --rw",
-        &out,
-        &[&PATH_MAX],
-        &[&ETXTBSY_O_TRUNC],
-    );
-    o_trunc_truncates_a_running_executable(&dir);
-}
-
-/// open(O_RDONLY|O_TRUNC) of a file being executed in `dir` (on the mount)
-/// is refused with ETXTBSY and leaves the file whole, as on ext4: where
-/// the kernel opens files itself the truncation comes as a SETATTR after
-/// the kernel's own check (no FUSE_ATOMIC_O_TRUNC).
-fn o_trunc_of_a_running_executable_is_refused(dir: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    let exe = dir.join("running-executable");
-    std::fs::copy("/bin/sleep", &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let len = std::fs::metadata(&exe).unwrap().len();
+    let before = std::fs::metadata(&exe).unwrap().len();
     let mut child = Command::new(&exe).arg("30").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let c = std::ffi::CString::new(exe.as_os_str().as_bytes()).unwrap();
@@ -469,10 +412,82 @@ fn o_trunc_of_a_running_executable_is_refused(dir: &Path) {
     let _ = child.wait();
     let after = std::fs::metadata(&exe).unwrap().len();
     std::fs::remove_file(&exe).unwrap();
+    let r = OTrunc {
+        err: (fd < 0).then_some(err.unwrap_or(0)),
+        before,
+        after,
+        alive,
+    };
+    eprintln!(
+        "open(O_RDONLY|O_TRUNC) of a running executable: errno {:?}, size {before} -> {after}, \
+         still running: {alive}",
+        r.err
+    );
+    r
+}
+
+/// The cause of [`ETXTBSY_O_TRUNC`], checked deterministically in `dir`
+/// (on the mount): open(O_RDONLY|O_TRUNC) of a file being executed
+/// truncates it. Fails once it no longer truncates, so that the flaky
+/// entry is removed.
+fn o_trunc_truncates_a_running_executable(dir: &Path) {
+    let r = o_trunc_of_a_running_executable(dir);
     assert!(
-        fd < 0 && err == Some(libc::ETXTBSY) && after == len && alive,
-        "open(O_RDONLY|O_TRUNC) of a running executable: fd {fd}, errno {err:?}, \
-         size {len} -> {after}, still running: {alive}"
+        r.after == 0 && r.before > 0,
+        "open(O_RDONLY|O_TRUNC) of a running executable no longer truncates it \
+         (size {} -> {}, errno {:?}): remove ETXTBSY_O_TRUNC from the flaky lists of \
+         tests/pjdfstest.rs",
+        r.before,
+        r.after,
+        r.err
+    );
+}
+
+/// The suite on a writable store mount with `-o OPTS`, checked against
+/// the PATH_MAX list and `flaky`, then `probe` in the same directory.
+fn store_mount_rw_suite(opts: &str, flaky: &[&Known], probe: fn(&Path)) {
+    let Some(bin) = prerequisites(true) else {
+        return;
+    };
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let rw = store.dir.path().join("rw");
+    let m = Mount::new(&store, &id, &["--rw", rw.to_str().unwrap(), "-o", opts]);
+    assert_branch_longer(&rw, &m.dir);
+    let dir = fresh_dir(&m.dir);
+    let out = run_suite(&bin, &dir);
+    check(
+        &format!("layerfs mount --rw -o {opts}"),
+        &out,
+        &[&PATH_MAX],
+        flaky,
+    );
+    probe(&dir);
+}
+
+#[test]
+fn store_mount_rw() {
+    store_mount_rw_suite(
+        "allow_other",
+        &[&ETXTBSY_O_TRUNC],
+        o_trunc_truncates_a_running_executable,
+    );
+}
+
+/// open(O_RDONLY|O_TRUNC) of a file being executed in `dir` (on the mount)
+/// is refused with ETXTBSY and leaves the file whole, as on ext4: where
+/// the kernel opens files itself the truncation comes as a SETATTR after
+/// the kernel's own check (no FUSE_ATOMIC_O_TRUNC).
+fn o_trunc_of_a_running_executable_is_refused(dir: &Path) {
+    let r = o_trunc_of_a_running_executable(dir);
+    assert!(
+        r.err == Some(libc::ETXTBSY) && r.after == r.before && r.alive,
+        "open(O_RDONLY|O_TRUNC) of a running executable: errno {:?}, size {} -> {}, \
+         still running: {}",
+        r.err,
+        r.before,
+        r.after,
+        r.alive
     );
 }
 
@@ -481,25 +496,11 @@ fn o_trunc_of_a_running_executable_is_refused(dir: &Path) {
 /// write): the same list as with passthrough, and no ETXTBSY case at all.
 #[test]
 fn store_mount_rw_kernel_opens() {
-    let Some(bin) = prerequisites(true) else {
-        return;
-    };
-    let store = TestStore::new();
-    let id = store.import(&fixture("multi.docker.tar"), &[]);
-    let rw = store.dir.path().join("rw");
-    let rw_arg = rw.to_str().unwrap();
-    let opts = ["--rw", rw_arg, "-o", "allow_other,passthrough=off"];
-    let m = Mount::new(&store, &id, &opts);
-    assert_branch_longer(&rw, &m.dir);
-    let dir = fresh_dir(&m.dir);
-    let out = run_suite(&bin, &dir);
-    check(
-        "layerfs mount --rw -o passthrough=off",
-        &out,
-        &[&PATH_MAX],
+    store_mount_rw_suite(
+        "allow_other,passthrough=off",
         &[],
+        o_trunc_of_a_running_executable_is_refused,
     );
-    o_trunc_of_a_running_executable_is_refused(&dir);
 }
 
 #[test]
