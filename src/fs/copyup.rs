@@ -391,7 +391,7 @@ impl Vfs {
         let up = self.up()?;
         up.make_opaque(&p)
             .context(|| format!("making {} opaque", p.display()))?;
-        up.drop_whiteouts(&p)
+        up.drop_merge_markers(&p)
             .context(|| format!("removing the whiteouts of opaque {}", p.display()))?;
         self.with_node(ino, |n| {
             n.lower = None;

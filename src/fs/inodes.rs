@@ -212,18 +212,21 @@ impl Vfs {
             Ok(st) if up.is_whiteout_stat(&st) => Err(libc::ENOENT.into()),
             Ok(st) => {
                 let kind = up.meta_of(&p, &st).kind;
-                let lower = match (kind, up.redirect_of(&p)) {
+                // Only a directory has a redirect to read (one xattr read
+                // per lookup of a branch directory, none for its files).
+                let redirect = (kind == Kind::Dir).then(|| up.redirect_of(&p));
+                let lower = match redirect {
                     // A renamed directory: its lower content is where the
                     // redirect points, not at its name.
-                    (Kind::Dir, Some(r)) => self
+                    Some(Some(r)) => self
                         .redirected(plower, &r)
                         .filter(is_dir)
                         .filter(|_| !up.is_opaque(&p)),
-                    (Kind::Dir, None) => self
+                    Some(None) => self
                         .lower_child(plower, name)
                         .filter(is_dir)
                         .filter(|_| !up.is_opaque(&p) && !up.has_whiteout(&pp, name)),
-                    _ => None,
+                    None => None,
                 };
                 Ok(Found {
                     kind,

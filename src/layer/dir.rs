@@ -117,8 +117,8 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
     if !md.is_dir() {
         bail!("branch {} is not a directory", root.display());
     }
-    let warned_redirect = AtomicBool::new(false);
-    let mut found = describe(root, Vec::new(), &md, &warned_redirect, overlay)?;
+    let warned_metacopy = AtomicBool::new(false);
+    let mut found = describe(root, Vec::new(), &md, &warned_metacopy, overlay)?;
     let queue = Mutex::new(Queue {
         dirs: vec![Vec::new()],
         busy: 0,
@@ -127,7 +127,7 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
     let ready = Condvar::new();
     let results: Vec<Result<Vec<Found>>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..walkers.max(1))
-            .map(|_| s.spawn(|| walker(root, overlay, &queue, &ready, &warned_redirect)))
+            .map(|_| s.spawn(|| walker(root, overlay, &queue, &ready, &warned_metacopy)))
             .collect();
         workers
             .into_iter()
@@ -189,7 +189,7 @@ fn walker(
     overlay: bool,
     queue: &Mutex<Queue>,
     ready: &Condvar,
-    warned_redirect: &AtomicBool,
+    warned_metacopy: &AtomicBool,
 ) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     loop {
@@ -214,7 +214,7 @@ fn walker(
             ready,
             done: false,
         };
-        let listed = list_dir(root, &rel, overlay, warned_redirect, &mut out);
+        let listed = list_dir(root, &rel, overlay, warned_metacopy, &mut out);
         guard.done = true;
         let mut q = queue.lock();
         q.busy -= 1;
@@ -260,7 +260,7 @@ fn list_dir(
     root: &Path,
     rel: &[u8],
     overlay: bool,
-    warned_redirect: &AtomicBool,
+    warned_metacopy: &AtomicBool,
     out: &mut Vec<Found>,
 ) -> Result<Vec<Vec<u8>>> {
     let full = if rel.is_empty() {
@@ -279,7 +279,7 @@ fn list_dir(
             // own state (.wh..wh.layerfs): never part of the union.
             continue;
         }
-        out.extend(describe(&p, path.clone(), &md, warned_redirect, overlay)?);
+        out.extend(describe(&p, path.clone(), &md, warned_metacopy, overlay)?);
         if md.is_dir() {
             subdirs.push(path);
         }
@@ -293,7 +293,7 @@ fn describe(
     p: &Path,
     path: Vec<u8>,
     md: &std::fs::Metadata,
-    warned_redirect: &AtomicBool,
+    warned_metacopy: &AtomicBool,
     overlay: bool,
 ) -> Result<Vec<Found>> {
     let kind = Kind::of_mode(md.mode());
@@ -332,7 +332,7 @@ fn describe(
         if xattrs
             .iter()
             .any(|(n, _)| is_overlay_xattr(n) && n.ends_with(b".metacopy"))
-            && !warned_redirect.swap(true, Ordering::Relaxed)
+            && !warned_metacopy.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(path = %p.display(), "overlay metacopy xattrs are not supported: the entry shows as it is stored");
         }

@@ -522,7 +522,7 @@ impl Upper {
     /// device left in it would show as a name that lookups then deny
     /// (ENOENT). The AUFS format keeps them (a layer diff reads them as
     /// redundant).
-    pub fn drop_whiteouts(&self, dir: &Path) -> SysResult<()> {
+    pub fn drop_merge_markers(&self, dir: &Path) -> SysResult<()> {
         if self.format != Format::Overlay {
             return Ok(());
         }
