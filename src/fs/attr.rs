@@ -52,9 +52,30 @@ impl Vfs {
     /// 2 + the merged subdirectories, counted once per directory and then
     /// kept current by the changes (`adjust_subdirs`): a getattr of a busy
     /// directory must not list it.
+    ///
+    /// Over directory layers read lazily (`mount-branches`), a directory
+    /// merged from more than one directory (lower ones, or the rw
+    /// branch's and a lower one) has nlink 1, as kernel overlayfs shows
+    /// it: counting would list every directory merged into it, and a
+    /// `readdirplus` of a merged directory would then list each of its
+    /// subdirectories in every branch (`ls` of the root of 128 branches,
+    /// cold: 0.23 s counting, 0.04-0.09 s with nlink 1). `find` and
+    /// `fts` read 1 as "not counted".
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
-        if let Some(n) = self.nodes.read().table[ino as usize - 1].subdirs {
+        let (subdirs, merged) = {
+            let nodes = self.nodes.read();
+            let n = &nodes.table[ino as usize - 1];
+            let lower = match &n.lower {
+                Some(crate::union::Resolved::Dir(srcs)) => srcs.len(),
+                _ => 0,
+            };
+            (n.subdirs, lower + usize::from(n.upper) > 1)
+        };
+        if let Some(n) = subdirs {
             return Ok(2 + n);
+        }
+        if merged && self.lazy_layers {
+            return Ok(1);
         }
         let n = self
             .list(ino)?
@@ -188,11 +209,13 @@ impl Vfs {
     /// (blocks, bfree, bavail, files, ffree, bsize) for statfs: the upper
     /// branch's filesystem when there is one, else the layers' totals.
     pub fn statfs(&self) -> (u64, u64, u64, u64, u64, u32) {
-        if let Some(st) = self
-            .upper
-            .as_ref()
-            .and_then(|u| sys::statvfs(u.root()).ok())
-        {
+        // The rw branch's file system; else that of the first directory
+        // layer (counting a lazy layer's files would walk it whole).
+        let fs_dir = match &self.upper {
+            Some(u) => Some(u.root()),
+            None => self.layers.iter().find_map(|l| l.dir()),
+        };
+        if let Some(st) = fs_dir.and_then(|d| sys::statvfs(d).ok()) {
             return (
                 st.f_blocks,
                 st.f_bfree,

@@ -106,7 +106,10 @@ impl Vfs {
     /// part is `lower`.
     pub(super) fn lower_child(&self, lower: &Option<Resolved>, name: &[u8]) -> Option<Resolved> {
         match lower {
-            Some(Resolved::Dir(srcs)) => resolve_child(&self.layers, srcs, name),
+            Some(Resolved::Dir(srcs)) => {
+                crate::layer::list_ahead(&self.layers, srcs);
+                resolve_child(&self.layers, srcs, name)
+            }
             _ => None,
         }
     }
@@ -191,11 +194,34 @@ impl Vfs {
             return Err(libc::ENOTDIR.into());
         }
         let found = if upper {
-            self.find_upper(parent, &lower, name)?
+            self.find_upper(parent, &lower, name)
         } else {
-            self.found_lower(self.lower_child(&lower, name).ok_or(libc::ENOENT)?)
+            self.lower_child(&lower, name)
+                .map(|r| self.found_lower(r))
+                .ok_or(libc::ENOENT.into())
         };
-        Ok(self.intern(parent, name, found))
+        self.lower_listed(&lower)?;
+        Ok(self.intern(parent, name, found?))
+    }
+
+    /// EIO if a directory layer could not list a directory of `lower` (a
+    /// lazy index shows it empty, and the name looked up there or the
+    /// listing would be wrong).
+    pub(super) fn lower_listed(&self, lower: &Option<Resolved>) -> VResult<()> {
+        let Some(Resolved::Dir(srcs)) = lower else {
+            return Ok(());
+        };
+        for &(l, d) in srcs {
+            let idx = &self.layers[l as usize].index;
+            let e = idx.entry(d);
+            if idx.is_lazy() && idx.failed(&e).is_some() {
+                return Err(libc::EIO.into());
+            }
+            if e.is_opaque() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Looks `name` up in directory `parent`, which is in the upper branch

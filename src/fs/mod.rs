@@ -210,6 +210,9 @@ pub struct Vfs {
     /// unmasked (FUSE_POSIX_ACL and FUSE_DONT_MASK negotiated): new
     /// objects get the umask or their parent's default ACL here.
     kernel_acls: AtomicBool,
+    /// Some layer is a directory read lazily (`mount-branches`): merged
+    /// directories have nlink 1 (see `dir_nlink`).
+    lazy_layers: bool,
 }
 
 /// How many files of directory layers stay open for handle-less reads.
@@ -229,7 +232,9 @@ impl Vfs {
     /// image root's owner, mode and times.
     pub fn with_upper(layers: Vec<Layer>, upper: Option<Upper>) -> Result<Vfs> {
         let lower_root = root(&layers);
+        let lazy_layers = layers.iter().any(|l| l.index.is_lazy());
         let vfs = Vfs {
+            lazy_layers,
             nodes: RwLock::new(Nodes {
                 table: vec![Node {
                     names: Vec::new(),

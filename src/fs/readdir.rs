@@ -73,7 +73,10 @@ impl Vfs {
             }
         }
         if let Some(Resolved::Dir(srcs)) = &lower {
-            for (name, r) in list_dir(&self.layers, srcs) {
+            crate::layer::list_ahead(&self.layers, srcs);
+            let listed = list_dir(&self.layers, srcs);
+            self.lower_listed(&lower)?;
+            for (name, r) in listed {
                 if shadowed.contains(&name) {
                     continue;
                 }

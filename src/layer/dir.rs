@@ -23,6 +23,7 @@ use parking_lot::{Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use crate::layer::index::lazy::{Expand, Listing};
 use crate::layer::index::{build_index_from_entries, EntryMeta, Index, Kind, RawEntry};
 use crate::layer::whiteout::{
     classify_name, is_overlay_xattr, overlay_mark, NameClass, OverlayMark,
@@ -37,10 +38,68 @@ struct Found {
     /// (device, inode) of a non-directory with more than one name: its
     /// names become links to the first one once the walk is sorted.
     dev_ino: Option<(u64, u64)>,
+    /// Its link count (of a `dev_ino` object).
+    nlink: u32,
     link: Option<Vec<u8>>,
     size: u64,
     target: Vec<u8>,
     rdev: (u32, u32),
+}
+
+impl Found {
+    /// An empty file: a whiteout or opaque marker (its path set by the caller).
+    fn marker() -> Found {
+        Found {
+            path: Vec::new(),
+            kind: Kind::File,
+            meta: EntryMeta::default(),
+            dev_ino: None,
+            nlink: 1,
+            link: None,
+            size: 0,
+            target: Vec::new(),
+            rdev: (0, 0),
+        }
+    }
+}
+
+/// Sorts what a walk found by path: parents come before their children
+/// (a path sorts after its prefixes), and a hard link's first name is its
+/// first in that order. Two objects can stand for one path (an overlay
+/// whiteout device next to a real `.wh.` file of the same name): they are
+/// ordered by what they are too, so the index is the same whoever found
+/// them.
+fn sort_found(found: &mut [Found]) {
+    found.sort_unstable_by(|a, b| {
+        let key = |f: &Found| {
+            (
+                f.kind as u8,
+                f.meta.mode,
+                f.size,
+                f.meta.mtime,
+                f.meta.mtime_nsec,
+            )
+        };
+        a.path
+            .cmp(&b.path)
+            .then_with(|| key(a).cmp(&key(b)))
+            .then_with(|| a.target.cmp(&b.target))
+            .then_with(|| a.meta.xattrs.cmp(&b.meta.xattrs))
+    });
+}
+
+/// What the index builder takes of a found object.
+fn raw_entry(f: &Found) -> RawEntry<'_> {
+    RawEntry {
+        path: &f.path,
+        kind: f.kind,
+        meta: f.meta.clone(),
+        link: f.link.clone(),
+        size: f.size,
+        data_off: 0,
+        target: f.target.clone(),
+        rdev: f.rdev,
+    }
 }
 
 /// The xattrs of `p`, sorted by name (none where the filesystem has none).
@@ -137,25 +196,7 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
     for r in results {
         found.extend(r?);
     }
-    // Two objects can stand for one path (an overlay whiteout device next
-    // to a real `.wh.` file of the same name): order them by what they
-    // are too, so the index is the same whoever found them.
-    found.sort_unstable_by(|a, b| {
-        let key = |f: &Found| {
-            (
-                f.kind as u8,
-                f.meta.mode,
-                f.size,
-                f.meta.mtime,
-                f.meta.mtime_nsec,
-            )
-        };
-        a.path
-            .cmp(&b.path)
-            .then_with(|| key(a).cmp(&key(b)))
-            .then_with(|| a.target.cmp(&b.target))
-            .then_with(|| a.meta.xattrs.cmp(&b.meta.xattrs))
-    });
+    sort_found(&mut found);
     let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for f in &mut found {
         if let Some(key) = f.dev_ino {
@@ -167,19 +208,106 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
             }
         }
     }
-    let entries = found.iter().map(|f| RawEntry {
-        path: &f.path,
-        kind: f.kind,
-        meta: f.meta.clone(),
-        link: f.link.clone(),
-        size: f.size,
-        data_off: 0,
-        target: f.target.clone(),
-        rdev: f.rdev,
-    });
-    let (bytes, _) = build_index_from_entries(entries)
+    let (bytes, _) = build_index_from_entries(found.iter().map(raw_entry))
         .with_context(|| format!("indexing branch {}", root.display()))?;
     Ok(Index::from_bytes(bytes, &root.display().to_string())?)
+}
+
+/// Lists one directory of a branch at a time, for a lazy index
+/// ([`crate::layer::index::lazy`]): what the walk finds in that directory,
+/// in the same grammar. A subdirectory's overlay opaque xattr is read with
+/// it; its AUFS marker, a name inside it, when it is listed itself (one
+/// `getdents` fewer per subdirectory of every listing).
+struct Lister {
+    root: std::path::PathBuf,
+    overlay: bool,
+    warned_metacopy: AtomicBool,
+}
+
+/// The index of directory `root`, each directory listed when first
+/// looked up or listed: the walk of [`index_directory_in`], spread over
+/// the life of the mount. A directory that cannot be listed then shows
+/// empty and [`Index::failed`] says why.
+pub fn index_directory_lazy(root: &Path, overlay: bool) -> Result<Index> {
+    let md =
+        std::fs::symlink_metadata(root).with_context(|| format!("branch {}", root.display()))?;
+    if !md.is_dir() {
+        bail!("branch {} is not a directory", root.display());
+    }
+    let lister = Lister {
+        root: root.to_path_buf(),
+        overlay,
+        warned_metacopy: AtomicBool::new(false),
+    };
+    Index::lazy(Box::new(lister)).map_err(|e| anyhow::anyhow!(e))
+}
+
+impl Lister {
+    /// `found` (paths relative to the listed directory) as a listing.
+    fn listing(&self, mut found: Vec<Found>, what: &Path) -> Result<Listing> {
+        sort_found(&mut found);
+        let links: Vec<(Vec<u8>, (u64, u64), u32)> = found
+            .iter()
+            .filter_map(|f| Some((f.path.clone(), f.dev_ino?, f.nlink)))
+            .collect();
+        let (bytes, _) = build_index_from_entries(found.iter().map(raw_entry))
+            .with_context(|| format!("indexing {}", what.display()))?;
+        let index = Index::from_bytes(bytes, &what.display().to_string())?;
+        let root = index.entry(0);
+        let links = links
+            .into_iter()
+            .filter_map(|(name, key, nlink)| Some((index.lookup(&root, &name)?, key, nlink)))
+            .collect();
+        Ok(Listing { index, links })
+    }
+}
+
+impl Expand for Lister {
+    fn root(&self) -> std::result::Result<Listing, String> {
+        let md = std::fs::symlink_metadata(&self.root).map_err(|e| e.to_string())?;
+        let found = describe(
+            &self.root,
+            Vec::new(),
+            &md,
+            &self.warned_metacopy,
+            self.overlay,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        self.listing(found, &self.root)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn list(&self, rel: &[u8]) -> std::result::Result<Listing, String> {
+        let full = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(std::ffi::OsStr::from_bytes(rel))
+        };
+        let mut found = Vec::new();
+        let mut list = || -> Result<()> {
+            for e in
+                std::fs::read_dir(&full).with_context(|| format!("reading {}", full.display()))?
+            {
+                let name = e?.file_name().as_bytes().to_vec();
+                let p = full.join(std::ffi::OsStr::from_bytes(&name));
+                let md = std::fs::symlink_metadata(&p)
+                    .with_context(|| format!("lstat {}", p.display()))?;
+                if md.is_dir() && name.starts_with(b".wh..wh.") {
+                    continue;
+                }
+                found.extend(describe(
+                    &p,
+                    name,
+                    &md,
+                    &self.warned_metacopy,
+                    self.overlay,
+                )?);
+            }
+            Ok(())
+        };
+        list().map_err(|e| format!("{e:#}"))?;
+        self.listing(found, &full).map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// One walker: takes directories off `queue` until none is left and none
@@ -209,7 +337,7 @@ fn walker(
                 ready.wait(&mut q);
             }
         };
-        let mut guard = Listing {
+        let mut guard = InFlight {
             queue,
             ready,
             done: false,
@@ -236,13 +364,13 @@ fn walker(
 
 /// A directory being listed: if its walker panics, the walk fails
 /// instead of the others waiting for it forever.
-struct Listing<'a> {
+struct InFlight<'a> {
     queue: &'a Mutex<Queue>,
     ready: &'a Condvar,
     done: bool,
 }
 
-impl Drop for Listing<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.done {
             let mut q = self.queue.lock();
@@ -355,13 +483,7 @@ fn describe(
     };
     let marker = |n: &[u8]| Found {
         path: join(dir, n),
-        kind: Kind::File,
-        meta: EntryMeta::default(),
-        dev_ino: None,
-        link: None,
-        size: 0,
-        target: Vec::new(),
-        rdev: (0, 0),
+        ..Found::marker()
     };
     if mark == OverlayMark::Whiteout && !path.is_empty() {
         return Ok(vec![marker(&[b".wh.", name].concat())]);
@@ -382,6 +504,7 @@ fn describe(
         kind,
         meta,
         dev_ino: linked.then(|| (md.dev(), md.ino())),
+        nlink: md.nlink() as u32,
         link: None,
         size: if kind == Kind::File { md.len() } else { 0 },
         target,
@@ -473,5 +596,150 @@ mod tests {
             panic!("listing a/d must fail");
         };
         assert!(format!("{err:#}").contains("a/d"), "{err:#}");
+    }
+
+    /// Every entry reachable from `dir` (path `at`) by listing, with what
+    /// an entry says apart from the numbers that place it in its index;
+    /// the hard-link groups as the paths of each group's first name.
+    fn tree(ix: &Index, dir: &Entry, at: &[u8], out: &mut Vec<(Vec<u8>, String)>) {
+        let mut first: HashMap<u32, Vec<u8>> = HashMap::new();
+        fn go(
+            ix: &Index,
+            dir: &Entry,
+            at: &[u8],
+            first: &mut HashMap<u32, Vec<u8>>,
+            out: &mut Vec<(Vec<u8>, String)>,
+        ) {
+            for c in ix.children(dir) {
+                // A lazy index knows an AUFS opaque marker once it listed
+                // the directory.
+                let e = ix.entry(c);
+                ix.children(&e);
+                let e = ix.entry(c);
+                assert_eq!(e.parent, dir.id, "parent of {c}");
+                let path = join(at, ix.name(&e));
+                assert_eq!(ix.path(c), path);
+                assert_eq!(ix.lookup(dir, ix.name(&e)), Some(c));
+                // Groups are compared for hard links only: other entries'
+                // group numbers mean nothing beyond being unique.
+                let group = if e.nlink > 1 && !e.is_dir() {
+                    first.entry(e.group).or_insert_with(|| path.clone()).clone()
+                } else {
+                    Vec::new()
+                };
+                let xattrs: Vec<_> = ix.xattrs(&e).collect();
+                let what = format!(
+                    "{:?} {:o} {}:{} n{} {} {} {:?} {:?} {:?} flags{} {}",
+                    e.kind,
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    e.nlink,
+                    e.size,
+                    e.mtime,
+                    ix.target(&e),
+                    xattrs,
+                    e.rdev(),
+                    e.flags,
+                    String::from_utf8_lossy(&group)
+                );
+                out.push((path.clone(), what));
+                if e.is_dir() {
+                    go(ix, &e, &path, first, out);
+                }
+            }
+        }
+        go(ix, dir, at, &mut first, out);
+    }
+
+    #[test]
+    fn a_lazy_index_reads_as_the_walk_and_lists_late() {
+        let t = tempfile::tempdir().unwrap();
+        make_tree(t.path());
+        std::fs::create_dir(t.path().join("o")).unwrap();
+        crate::sys::lsetxattr(&t.path().join("o"), b"trusted.overlay.opaque", b"y", 0).unwrap();
+        crate::sys::lsetxattr(&t.path().join("top"), b"user.k", b"v", 0).unwrap();
+        crate::sys::mknod(&t.path().join("e/wh"), libc::S_IFCHR | 0o600, 0).unwrap();
+        let eager = index_directory_in(t.path(), true, 2).unwrap();
+        let lazy = index_directory_lazy(t.path(), true).unwrap();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        tree(&eager, &eager.entry(0), b"", &mut want);
+        // Before the walk, only what was looked up is listed: a file made
+        // now in a directory not read yet shows.
+        let a = lazy.entry(lazy.lookup(&lazy.entry(0), b"a").unwrap());
+        std::fs::write(t.path().join("a/b/late"), b"").unwrap();
+        let b = lazy.entry(lazy.lookup(&a, b"b").unwrap());
+        assert!(lazy.lookup(&b, b"late").is_some());
+        std::fs::remove_file(t.path().join("a/b/late")).unwrap();
+        let fresh = index_directory_lazy(t.path(), true).unwrap();
+        tree(&fresh, &fresh.entry(0), b"", &mut got);
+        assert_eq!(got, want);
+        assert_eq!(fresh.entry(0).flags, eager.entry(0).flags);
+        // Whole-layer questions walk it: the same number of entries.
+        assert_eq!(fresh.len(), eager.len());
+        for p in [&b"f"[..], b"o", b"e/wh", b"a/d/gone"] {
+            let (l, e) = (fresh.lookup_path(p), eager.lookup_path(p));
+            assert!(l.is_some() && e.is_some(), "{}", String::from_utf8_lossy(p));
+            let (l, e) = (fresh.entry(l.unwrap()), eager.entry(e.unwrap()));
+            assert_eq!((l.kind, l.flags), (e.kind, e.flags));
+        }
+    }
+
+    #[test]
+    fn a_lazy_directory_that_cannot_be_listed_shows_empty_and_says_why() {
+        let t = tempfile::tempdir().unwrap();
+        let perm = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        perm(t.path(), 0o755).unwrap();
+        make_tree(t.path());
+        perm(&t.path().join("a/d"), 0).unwrap();
+        let lazy = index_directory_lazy(t.path(), true).unwrap();
+        let d = lazy.lookup_path(b"a/d").map(|i| lazy.entry(i)).unwrap();
+        let old = crate::sys::setfsuid(65534);
+        let listed = lazy.children(&d);
+        crate::sys::setfsuid(old);
+        perm(&t.path().join("a/d"), 0o755).unwrap();
+        assert!(listed.is_empty());
+        let why = lazy.failed(&d).expect("a failed listing is kept");
+        assert!(why.contains("a/d"), "{why}");
+        assert!(lazy.failed(&lazy.entry(0)).is_none());
+        assert!(lazy.lookup_path(b"a/b/c/z").is_some());
+    }
+
+    #[test]
+    fn a_late_aufs_opaque_marker_still_hides_the_branches_below() {
+        let (top, low) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [top.path(), low.path()] {
+            std::fs::create_dir_all(d.join("f/sub")).unwrap();
+        }
+        std::fs::write(low.path().join("f/x"), b"").unwrap();
+        std::fs::write(low.path().join("f/sub/deep"), b"").unwrap();
+        std::fs::write(top.path().join("f/.wh..wh..opq"), b"").unwrap();
+        std::fs::write(top.path().join("f/y"), b"").unwrap();
+        let layers = [
+            index_directory_lazy(top.path(), true).unwrap(),
+            index_directory_lazy(low.path(), true).unwrap(),
+        ];
+        use crate::union::{list_dir, resolve_path, Resolved};
+        // f's sources reach the lower branch (its marker is not read yet)...
+        let Some(Resolved::Dir(srcs)) = resolve_path(&layers, b"f") else {
+            panic!("f is a directory");
+        };
+        assert_eq!(srcs.len(), 2);
+        // ...but lookups and listings stop at it.
+        assert!(resolve_path(&layers, b"f/x").is_none());
+        let names: Vec<_> = list_dir(&layers, &srcs)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, [b"sub".to_vec(), b"y".to_vec()]);
+        assert!(resolve_path(&layers, b"f/sub/deep").is_none());
+        let eager = [
+            index_directory(top.path()).unwrap(),
+            index_directory(low.path()).unwrap(),
+        ];
+        let Some(Resolved::Dir(esrcs)) = resolve_path(&eager, b"f") else {
+            panic!("f is a directory");
+        };
+        assert_eq!(esrcs.len(), 1);
     }
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use memmap2::Mmap;
 
 use crate::sys;
-use index::Index;
+use index::{Entry, Index};
 
 /// One layer as the mount sees it: its index and its tar blob, both mapped
 /// (or, for a virtual layer such as the init layer, both in memory; or,
@@ -95,15 +95,14 @@ impl Layer {
         })
     }
 
-    /// A plain directory as a layer (see [`crate::layer::dir`]): walked and
-    /// indexed now, file data read by path.
-    /// A layer read from directory `root`, walked by `walkers` threads
-    /// (`dirlayer::index_directory_in`).
-    pub fn directory(name: &str, root: &Path, walkers: usize) -> Result<Layer> {
+    /// A plain directory as a layer (see [`crate::layer::dir`]), each of
+    /// its directories listed when first looked up or listed
+    /// ([`dir::index_directory_lazy`]); file data read by path.
+    pub fn directory(name: &str, root: &Path) -> Result<Layer> {
         let root = root
             .canonicalize()
             .with_context(|| format!("branch {}", root.display()))?;
-        let index = dir::index_directory_in(&root, true, walkers)?;
+        let index = dir::index_directory_lazy(&root, true)?;
         Ok(Layer {
             chain_id: name.to_string(),
             index,
@@ -112,6 +111,11 @@ impl Layer {
             file: None,
             dir: Some(root),
         })
+    }
+
+    /// The directory a directory layer reads (`None` for a layer tar).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The file of entry `i` of a directory layer (`None` for a layer
@@ -144,6 +148,40 @@ impl Layer {
     pub(crate) fn data(&self) -> &[u8] {
         self.blob.as_deref().unwrap_or(&self.mem)
     }
+}
+
+/// Threads listing the directories of one merged directory at once (see
+/// [`list_ahead`]).
+const LISTERS: usize = 16;
+
+/// Lists, in parallel, the directories among `srcs` that lazy directory
+/// layers have not listed yet, before the union rules read them one after
+/// the other. A cold listing waits on the disk, not on a CPU, so more
+/// listings in flight pay even on 2 CPUs: the merged root of 128 branches
+/// (20 subdirectories each), cold, took 0.66 s listed one by one.
+pub fn list_ahead(layers: &[Layer], srcs: &[(u16, u32)]) {
+    let todo: Vec<(&Index, Entry)> = srcs
+        .iter()
+        .map(|&(l, d)| (&layers[l as usize].index, d))
+        .filter(|(idx, _)| idx.is_lazy())
+        .map(|(idx, d)| (idx, idx.entry(d)))
+        .filter(|(idx, e)| idx.unlisted(e))
+        .collect();
+    if todo.len() < 2 {
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..LISTERS.min(todo.len()) {
+            s.spawn(|| {
+                while let Some((idx, e)) =
+                    todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    idx.children(e);
+                }
+            });
+        }
+    });
 }
 
 /// The layers of one image, opened, top first (union stack positions):

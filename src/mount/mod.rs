@@ -217,13 +217,6 @@ pub fn run_foreground(
     )
 }
 
-/// Threads walking the branches of `mount-branches` at mount. A cold walk
-/// waits on the disk, not on a CPU: more walkers keep more reads in
-/// flight. Mount of 128 branches (20000 files), cold, on 2 CPUs: 2
-/// walkers 0.49-0.52 s, 8: 0.27-0.28 s, 16: 0.23-0.25 s, 32: 0.22-0.23 s,
-/// 64: 0.25 s.
-const BRANCH_WALKERS: usize = 16;
-
 /// Runs the daemon of `layerfs mount-branches`: plain directories as
 /// layers (top first), the rw branch `opts.rw` on top (AUFS format, or
 /// overlay format with `opts.work`).
@@ -234,46 +227,14 @@ pub fn run_branches_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    // Each branch is walked whole: BRANCH_WALKERS threads list
-    // directories at once, split over the branches (each thread walking
-    // every n-th branch; a branch gets the rest of the budget, so one big
-    // branch is listed by all of them).
-    let n = BRANCH_WALKERS.min(lowers.len().max(1));
-    let per_branch = (BRANCH_WALKERS / n).max(1);
-    let index = |i: usize| -> Result<Layer> {
-        let dir = &lowers[i];
-        let t = Instant::now();
-        let l = Layer::directory(&format!("branch{i}:{}", dir.display()), dir, per_branch)?;
-        tracing::info!(branch = %dir.display(), entries = l.index.len(), took = ?t.elapsed(), "indexed branch");
-        Ok(l)
-    };
-    let mut slots: Vec<Option<Result<Layer>>> = (0..lowers.len()).map(|_| None).collect();
-    std::thread::scope(|s| {
-        let index = &index;
-        let workers: Vec<_> = (0..n)
-            .map(|k| {
-                s.spawn(move || {
-                    (k..lowers.len())
-                        .step_by(n)
-                        .map(|i| (i, index(i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for w in workers {
-            for (i, r) in w.join().expect("branch walk panicked") {
-                slots[i] = Some(r);
-            }
-        }
-    });
-    let mut layers = Vec::new();
-    for r in slots {
-        layers.push(r.expect("every branch walked")?);
-    }
-    // The walks' scratch (paths, unsorted entries) was freed into the
-    // walker threads' malloc arenas, where it would stay for the daemon's
-    // life: hand it back.
-    crate::sys::release_free_heap();
+    // No branch is walked: each directory is listed when first looked up
+    // or listed (`layer::index::lazy`), so a mount costs the same for any
+    // size of branch.
+    let mut layers = lowers
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| Layer::directory(&format!("branch{i}:{}", dir.display()), dir))
+        .collect::<Result<Vec<_>>>()?;
     if opts.init_layer {
         layers.insert(0, crate::layer::init::layer()?);
     }

@@ -10,6 +10,11 @@
 //! explicit one follow: they only give the merged directory its metadata
 //! (an opaque marker hides a directory's lower content, not the directory),
 //! and listing and lookup stop at the first opaque source.
+//!
+//! A lazy index ([`crate::layer::index::lazy`]) learns that a directory
+//! has an AUFS opaque marker only when it lists that directory, so its
+//! sources may go on below it: listing and lookup read each source's
+//! opaque flag after listing it, and stop there.
 
 pub mod inspect;
 
@@ -116,7 +121,9 @@ pub fn resolve_child(
                 break;
             }
         }
-        if dir.is_opaque() {
+        // Read again after the lookup: a lazy index knows a directory's
+        // AUFS opaque marker (a name inside it) once it has listed it.
+        if idx.entry(d).is_opaque() {
             break;
         }
     }
@@ -139,7 +146,8 @@ pub fn list_dir(layers: &[impl AsRef<Index>], sources: &[Source]) -> Vec<(Vec<u8
                 slot.1 = fold(&mut slot.0, slot.1, (l, c), &ce);
             }
         }
-        if dir.is_opaque() {
+        // Read again after the listing (see `resolve_child`).
+        if idx.entry(d).is_opaque() {
             break;
         }
     }

@@ -627,6 +627,7 @@ fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildE
             child_count,
             xattr_start,
             xattr_count: xattr_count - xattr_start,
+            id: idx as u32,
         }
         .encode(&mut entries);
     }

@@ -33,6 +33,7 @@
 //! after the whiteout), it is kept, a directory becoming opaque.
 
 pub mod build;
+pub mod lazy;
 
 use std::fmt;
 use std::fs::File;
@@ -183,6 +184,9 @@ pub struct Entry {
     pub xattr_start: u32,
     /// Number of xattr records of the entry (sorted by name).
     pub xattr_count: u32,
+    /// The entry's own number in its index (not part of the record: set
+    /// when the entry is read).
+    pub id: u32,
 }
 
 impl Entry {
@@ -255,6 +259,7 @@ impl Entry {
             child_count: u32_at(84),
             xattr_start: u32_at(88),
             xattr_count: u32_at(92),
+            id: 0,
         })
     }
 }
@@ -295,13 +300,15 @@ pub enum IndexError {
     },
 }
 
-/// A validated, read-only view of one layer's index.
+/// A validated, read-only view of one layer's index; or one that grows
+/// as directories are first read ([`Index::lazy`]).
 pub struct Index {
     buf: IndexBuf,
     entry_count: u32,
     xattr_count: u32,
     strings_off: usize,
     tar_size: u64,
+    lazy: Option<Box<lazy::Lazy>>,
 }
 
 enum IndexBuf {
@@ -337,9 +344,43 @@ impl AsRef<Index> for Index {
 
 impl Index {
     /// How many xattr records the layer has (0: none of its entries has
-    /// an extended attribute).
+    /// an extended attribute; a lazy index does not know, and says 1).
     pub fn xattr_count(&self) -> u32 {
+        if self.lazy.is_some() {
+            return 1;
+        }
         self.xattr_count
+    }
+
+    /// An index whose directories are listed by `expand` when first
+    /// looked up or listed (see [`lazy`]): the index of a directory layer
+    /// that nobody has to walk whole.
+    pub fn lazy(expand: Box<dyn lazy::Expand>) -> Result<Index, String> {
+        Ok(Index {
+            buf: IndexBuf::Vec(Vec::new()),
+            entry_count: 0,
+            xattr_count: 0,
+            strings_off: 0,
+            tar_size: 0,
+            lazy: Some(Box::new(lazy::Lazy::new(expand)?)),
+        })
+    }
+
+    /// Is this a lazy index ([`Index::lazy`])?
+    pub fn is_lazy(&self) -> bool {
+        self.lazy.is_some()
+    }
+
+    /// Would `children(dir)` read a directory now (a lazy index that has
+    /// not listed `dir` yet)?
+    pub fn unlisted(&self, dir: &Entry) -> bool {
+        self.lazy.as_ref().is_some_and(|l| !l.listed(dir))
+    }
+
+    /// Why directory `dir` of a lazy index shows empty: listing it failed
+    /// (`None` for every other directory and for built indexes).
+    pub fn failed(&self, dir: &Entry) -> Option<&str> {
+        self.lazy.as_ref()?.failed(dir)
     }
 
     /// Memory-maps and validates an index file.
@@ -432,6 +473,7 @@ impl Index {
             xattr_count,
             strings_off,
             tar_size,
+            lazy: None,
         };
         idx.check_structure().map_err(corrupt)?;
         Ok(idx)
@@ -502,7 +544,9 @@ impl Index {
 
     fn entry_raw(&self, i: u32) -> Option<Entry> {
         let off = HEADER_SIZE + i as usize * ENTRY_SIZE;
-        Entry::decode(&self.buf[off..off + ENTRY_SIZE])
+        let mut e = Entry::decode(&self.buf[off..off + ENTRY_SIZE])?;
+        e.id = i;
+        Some(e)
     }
 
     fn xattr_raw(&self, x: u32) -> (u32, u32, u32, u32) {
@@ -517,9 +561,14 @@ impl Index {
         &self.buf[s..s + len as usize]
     }
 
-    /// Number of entries (at least 1: entry 0 is the layer's root directory).
+    /// Number of entries (at least 1: entry 0 is the layer's root
+    /// directory). A lazy index lists every directory first: whole-layer
+    /// questions cost the walk a lazy index otherwise spares.
     pub fn len(&self) -> u32 {
-        self.entry_count
+        match &self.lazy {
+            Some(l) => l.list_all(),
+            None => self.entry_count,
+        }
     }
 
     /// Always false: an index has at least its root entry.
@@ -535,34 +584,53 @@ impl Index {
     /// The entry with number `i` (validated at open, so `i < len()` is all
     /// that is needed).
     pub fn entry(&self, i: u32) -> Entry {
-        self.entry_raw(i).expect("index validated at open")
+        match &self.lazy {
+            Some(l) => l.entry(i),
+            None => self.entry_raw(i).expect("index validated at open"),
+        }
+    }
+
+    /// The index holding the strings of entry `e` (a lazy index keeps
+    /// them in the chunk that listed it).
+    fn home<'a>(&'a self, e: &Entry) -> &'a Index {
+        match &self.lazy {
+            Some(l) => l.home(e),
+            None => self,
+        }
     }
 
     /// The name of entry `e` (one path component; empty for the root).
     pub fn name(&self, e: &Entry) -> &[u8] {
-        self.str_at(e.name_off, e.name_len)
+        self.home(e).str_at(e.name_off, e.name_len)
     }
 
     /// The symlink target of entry `e` (empty for other kinds).
     pub fn target(&self, e: &Entry) -> &[u8] {
-        self.str_at(e.target_off, e.target_len)
+        self.home(e).str_at(e.target_off, e.target_len)
     }
 
     /// The entry's extended attributes as (name, value) pairs.
     pub fn xattrs<'a>(&'a self, e: &Entry) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let home = self.home(e);
         (e.xattr_start..e.xattr_start + e.xattr_count).map(move |x| {
-            let (no, nl, vo, vl) = self.xattr_raw(x);
-            (self.str_at(no, nl), self.str_at(vo, vl))
+            let (no, nl, vo, vl) = home.xattr_raw(x);
+            (home.str_at(no, nl), home.str_at(vo, vl))
         })
     }
 
     /// Children of directory entry `dir` (entry numbers), sorted by name.
     pub fn children(&self, dir: &Entry) -> std::ops::Range<u32> {
-        dir.child_start..dir.child_start + dir.child_count
+        match &self.lazy {
+            Some(l) => l.children(dir),
+            None => dir.child_start..dir.child_start + dir.child_count,
+        }
     }
 
     /// Finds the child called `name` of directory entry `dir` (binary search).
     pub fn lookup(&self, dir: &Entry, name: &[u8]) -> Option<u32> {
+        if let Some(l) = &self.lazy {
+            return l.lookup(dir, name);
+        }
         let (mut lo, mut hi) = (dir.child_start, dir.child_start + dir.child_count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
