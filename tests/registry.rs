@@ -708,8 +708,11 @@ fn pushed_images_keep_their_id_through_skopeo_and_podman() {
 /// `slow` (the layer stalls halfway, and a marker file says so),
 /// `forbidden` (403) and `ratelimit` (429) for the manifest,
 /// `redirect` (the layer is a 307 to "blob storage", which refuses
-/// requests that carry the token), `foreign` (a foreign layer) and
-/// `diffid` (a right blob, but the config gives another diff id).
+/// requests that carry the token), `foreign` (a foreign layer),
+/// `diffid` (a right blob, but the config gives another diff id), `pipe`
+/// (two layers, the second stalls halfway) and `stream` (one gzip layer
+/// of 4 MiB that stalls halfway until the file `release3` appears).
+/// It prints the config digests of `good`, `pipe` and `stream`.
 const FAKE: &str = r#"
 import hashlib, json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -750,6 +753,21 @@ manifest2 = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config2), "size": len(config2)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(l), "size": len(l)} for l in (layer, layer2)]}).encode()
+# A one-layer image (`stream`) of a gzip layer that stalls halfway until
+# the file `release3` appears beside the marker (`marker3` says it stalled).
+import gzip
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    data = os.urandom(4 << 20)
+    ti = tarfile.TarInfo("big/blob"); ti.size = len(data); ti.mtime = 1
+    t.addfile(ti, io.BytesIO(data))
+tar3 = buf.getvalue(); layer3 = gzip.compress(tar3, mtime=0)
+config3 = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": [d(tar3)]}}).encode()
+manifest3 = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config3), "size": len(config3)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d(layer3), "size": len(layer3)}]}).encode()
 state = {"mode": "good", "flaky": 0}
 ranges = os.path.join(os.path.dirname(marker), "ranges")
 gets = os.path.join(os.path.dirname(marker), "gets")  # blob GETs of `pipe`
@@ -807,6 +825,22 @@ class H(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.wfile.write(layer2[len(layer2) // 2 :])
             return
+        if p == "/v2/x/manifests/stream":
+            return self.send(200, manifest3, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(config3): return self.send(200, config3, "application/octet-stream")
+        if p == "/v2/x/blobs/" + d(layer3):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(layer3)))
+            self.end_headers()
+            self.wfile.write(layer3[: len(layer3) // 2])
+            self.wfile.flush()
+            open(marker + "3", "w").close()
+            release = os.path.join(os.path.dirname(marker), "release3")
+            for _ in range(600):
+                if os.path.exists(release): break
+                time.sleep(0.1)
+            self.wfile.write(layer3[len(layer3) // 2 :])
+            return
         if p == "/v2/x/manifests/forbidden":
             return self.send(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
         if p == "/v2/x/manifests/ratelimit":
@@ -851,8 +885,50 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
 print(hashlib.sha256(config2).hexdigest(), flush=True)
+print(hashlib.sha256(config3).hexdigest(), flush=True)
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
+
+/// The fake registry, killed on drop.
+struct Fake {
+    child: Child,
+    port: u16,
+    /// The config digests it printed: `good`, `pipe`, `stream`.
+    ids: Vec<String>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts [`FAKE`] with its files (markers, logs) in `dir`.
+fn start_fake(dir: &Path) -> Fake {
+    let script = dir.join("fake.py");
+    std::fs::write(&script, FAKE).unwrap();
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(fixture("edge/layer0.tar"))
+        .arg(dir.join("stalled"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ids = (0..3)
+        .map(|_| {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            line.trim().to_string()
+        })
+        .collect();
+    wait_for_port(port, &mut child, &dir.join("err"));
+    Fake { child, port, ids }
+}
 
 #[test]
 fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
@@ -860,34 +936,10 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fake.py");
-    std::fs::write(&script, FAKE).unwrap();
-    let port = free_port();
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(fixture("edge/layer0.tar"))
-        .arg(dir.path().join("stalled"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let mut line2 = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line2).unwrap();
-    wait_for_port(port, &mut child, &dir.path().join("err"));
-    let _guard = Kill(child);
-    let config_id = line.trim().to_string();
-    let pipe_id = line2.trim().to_string();
+    let fake = start_fake(dir.path());
+    let port = fake.port;
+    let config_id = fake.ids[0].clone();
+    let pipe_id = fake.ids[1].clone();
 
     let store = TestStore::new();
     store.import(&fixture("multi.docker.tar"), &[]);
@@ -1100,6 +1152,70 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         );
     }
     assert_eq!(store.fingerprint(), before);
+    assert!(store_tmp_is_empty(&store));
+}
+
+/// One layer is decompressed and written to its staging while its blob
+/// still downloads: with the blob stalled halfway, the staged layer tar
+/// already holds the first of its bytes; released, the pull completes.
+#[test]
+fn a_layer_is_decompressed_while_its_blob_downloads() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(dir.path());
+    let store = TestStore::new();
+    let stream = format!("127.0.0.1:{}/x:stream", fake.port);
+    let mut pulling = store
+        .cmd()
+        .args(["pull", "-q", &stream, "--tls-verify=false"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The biggest layer.tar staged under tmp/ so far.
+    let staged_tar = || {
+        std::fs::read_dir(store.root().join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("layer.tar")).ok())
+            .map(|m| m.len())
+            .max()
+    };
+    let start = Instant::now();
+    while !dir.path().join("stalled3").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pull did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    loop {
+        if staged_tar().is_some_and(|n| n >= 1 << 20) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "with half the blob downloaded, the staged layer tar holds {:?} bytes",
+            staged_tar()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        pulling.try_wait().unwrap().is_none(),
+        "the pull ended with half its blob"
+    );
+    std::fs::write(dir.path().join("release3"), "").unwrap();
+    let out = pulling.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[2]);
     assert!(store_tmp_is_empty(&store));
 }
 
