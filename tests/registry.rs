@@ -3,8 +3,9 @@
 //! on 127.0.0.1, once over plain HTTP, once with TLS (a CA and server
 //! certificate made by openssl) and htpasswd Basic auth; images put there
 //! and read back by skopeo and podman, the oracles. A tiny fake registry (Python)
-//! serves Bearer token challenges and a blob whose bytes do not match its
-//! digest.
+//! serves Bearer token challenges, a blob whose bytes do not match its
+//! digest and blobs that stall halfway; another takes pushes and keeps
+//! only half of one chunk.
 
 mod common;
 
@@ -1435,6 +1436,131 @@ fn access_log_count(reg: &Registry, parts: &[&str]) -> usize {
         })
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .count()
+}
+
+/// A fake registry for `push` (Python, no auth): uploads in chunks, the
+/// second `PATCH` of the first upload keeps only the first half of its
+/// body and is answered 416 (logged to `cut` in DIR); an upload's status
+/// (`GET`) gives the bytes it holds in `Range`; a `PUT` that closes an
+/// upload checks the digest of what it holds (400 if wrong) and writes the
+/// blob to DIR/<hex>; manifests are taken as they come.
+const FAKE_PUSH: &str = r#"
+import hashlib, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port = int(sys.argv[1]); out = sys.argv[2]
+uploads = {}; blobs = set(); state = {"n": 0, "patches": 0, "cut": False}
+class H(BaseHTTPRequestHandler):
+    def send(self, code, extra={}, body=b""):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra.items(): self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+    def body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def status(self, u, code):
+        h = {"Location": "/v2/y/blobs/uploads/%s" % u, "Docker-Upload-UUID": u}
+        if uploads[u]: h["Range"] = "0-%d" % (len(uploads[u]) - 1)
+        self.send(code, h)
+    def do_GET(self):
+        if self.path == "/v2/": return self.send(200, body=b"{}")
+        u = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/v2/y/blobs/uploads/") and u in uploads: return self.status(u, 204)
+        self.send(404)
+    def do_HEAD(self):
+        hexd = self.path.rsplit("sha256:", 1)[-1]
+        self.send(200 if hexd in blobs else 404)
+    def do_POST(self):
+        self.body()
+        if self.path.startswith("/v2/y/blobs/uploads/"):
+            state["n"] += 1; u = str(state["n"]); uploads[u] = b""
+            return self.status(u, 202)
+        self.send(404)
+    def do_PATCH(self):
+        b = self.body(); u = self.path.rsplit("/", 1)[-1]
+        if u not in uploads: return self.send(404)
+        first = int(self.headers["Content-Range"].split("-")[0])
+        if first != len(uploads[u]): return self.status(u, 416)
+        state["patches"] += 1
+        if state["patches"] == 2 and not state["cut"]:
+            state["cut"] = True
+            uploads[u] += b[: len(b) // 2]
+            with open(os.path.join(out, "cut"), "a") as f: f.write("%d %d\n" % (first, len(b)))
+            return self.send(416)
+        uploads[u] += b
+        self.status(u, 202)
+    def do_PUT(self):
+        b = self.body()
+        if self.path.startswith("/v2/y/manifests/"): return self.send(201)
+        path, _, q = self.path.partition("?")
+        u = path.rsplit("/", 1)[-1]
+        if u not in uploads: return self.send(404)
+        data = uploads.pop(u) + b
+        want = q.split("digest=sha256%3A", 1)[-1]
+        if hashlib.sha256(data).hexdigest() != want: return self.send(400)
+        blobs.add(want)
+        open(os.path.join(out, want), "wb").write(data)
+        self.send(201)
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// A chunk the registry took only part of (and refused): push asks where
+/// the upload stands and sends the rest from the offset the registry's
+/// `Range` gives; every blob arrives whole (the fake checks each digest).
+#[test]
+fn a_chunk_the_registry_took_in_part_is_sent_on_from_its_range() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake_push.py");
+    std::fs::write(&script, FAKE_PUSH).unwrap();
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(dir.path())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &dir.path().join("err"));
+    let fake = Fake {
+        child,
+        port,
+        ids: Vec::new(),
+    };
+    let store = TestStore::new();
+    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    let dest = format!("127.0.0.1:{}/y:v1", fake.port);
+    let out = store.run(&[
+        "-v",
+        "push",
+        &id,
+        &dest,
+        "--chunk-size",
+        "16K",
+        "--tls-verify=false",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The second chunk of the first layer: 16 KiB sent, 8 KiB kept.
+    let cut = std::fs::read_to_string(dir.path().join("cut")).unwrap();
+    assert_eq!(cut.trim(), "16384 16384");
+    assert!(
+        err.contains("did not land; going on from byte 24576"),
+        "{err}"
+    );
+    // Every layer and the config arrived, each checked against its digest.
+    assert!(dir.path().join(&id).exists(), "the config did not arrive");
+    let cfg = json(&store.ok(&["inspect", &id]));
+    let diff_ids = cfg["rootfs"]["diff_ids"].as_array().unwrap();
+    assert!(!diff_ids.is_empty());
+    for d in diff_ids {
+        let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        assert!(dir.path().join(hex).exists(), "layer {hex} did not arrive");
+    }
+    drop(fake);
 }
 
 #[test]
