@@ -712,7 +712,9 @@ fn pushed_images_keep_their_id_through_skopeo_and_podman() {
 /// requests that carry the token), `foreign` (a foreign layer),
 /// `diffid` (a right blob, but the config gives another diff id), `pipe`
 /// (two layers, the second stalls halfway) and `stream` (one gzip layer
-/// of 4 MiB that stalls halfway until the file `release3` appears).
+/// of 4 MiB that stalls halfway until the file `release3` appears),
+/// `restart` (the same, but after `release4` the connection closes, and
+/// the Range request that follows gets the whole blob again).
 /// It prints the config digests of `good`, `pipe` and `stream`.
 const FAKE: &str = r#"
 import hashlib, json, os, sys, time
@@ -826,9 +828,28 @@ class H(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.wfile.write(layer2[len(layer2) // 2 :])
             return
-        if p == "/v2/x/manifests/stream":
+        if p in ("/v2/x/manifests/stream", "/v2/x/manifests/restart"):
+            state["mode3"] = tag
             return self.send(200, manifest3, "application/vnd.oci.image.manifest.v1+json")
         if p == "/v2/x/blobs/" + d(config3): return self.send(200, config3, "application/octet-stream")
+        if p == "/v2/x/blobs/" + d(layer3) and state.get("mode3") == "restart":
+            if state.get("cut restart"):
+                return self.send(200, layer3, "application/octet-stream")
+            # Half, a stall until `release4`, the connection closed; the
+            # Range request that follows is answered with the whole blob.
+            state["cut restart"] = True
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(layer3)))
+            self.end_headers()
+            self.wfile.write(layer3[: len(layer3) // 2])
+            self.wfile.flush()
+            open(marker + "4", "w").close()
+            release = os.path.join(os.path.dirname(marker), "release4")
+            for _ in range(600):
+                if os.path.exists(release): break
+                time.sleep(0.1)
+            self.close_connection = True
+            return
         if p == "/v2/x/blobs/" + d(layer3):
             self.send_response(200)
             self.send_header("Content-Length", str(len(layer3)))
@@ -1159,6 +1180,8 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
 /// One layer is decompressed and written to its staging while its blob
 /// still downloads: with the blob stalled halfway, the staged layer tar
 /// already holds the first of its bytes; released, the pull completes.
+/// The same when the download then starts again from byte 0 (a lost
+/// connection, a registry that ignores Range): the layer is staged again.
 #[test]
 fn a_layer_is_decompressed_while_its_blob_downloads() {
     if !tools_available() {
@@ -1166,58 +1189,63 @@ fn a_layer_is_decompressed_while_its_blob_downloads() {
     }
     let dir = tempfile::tempdir().unwrap();
     let fake = start_fake(dir.path());
-    let store = TestStore::new();
-    let stream = format!("127.0.0.1:{}/x:stream", fake.port);
-    let mut pulling = store
-        .cmd()
-        .args(["pull", "-q", &stream, "--tls-verify=false"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The biggest layer.tar staged under tmp/ so far.
-    let staged_tar = || {
-        std::fs::read_dir(store.root().join("tmp"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::metadata(e.path().join("layer.tar")).ok())
-            .map(|m| m.len())
-            .max()
-    };
-    let start = Instant::now();
-    while !dir.path().join("stalled3").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the pull did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let start = Instant::now();
-    loop {
-        if staged_tar().is_some_and(|n| n >= 1 << 20) {
-            break;
+    for (tag, stalled, release) in [
+        ("stream", "stalled3", "release3"),
+        ("restart", "stalled4", "release4"),
+    ] {
+        let store = TestStore::new();
+        let r = format!("127.0.0.1:{}/x:{tag}", fake.port);
+        let mut pulling = store
+            .cmd()
+            .args(["-v", "pull", "-q", &r, "--tls-verify=false"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The biggest layer.tar staged under tmp/ so far.
+        let staged_tar = || {
+            std::fs::read_dir(store.root().join("tmp"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::metadata(e.path().join("layer.tar")).ok())
+                .map(|m| m.len())
+                .max()
+        };
+        let start = Instant::now();
+        while !dir.path().join(stalled).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{tag}: the pull did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let start = Instant::now();
+        while staged_tar().is_none_or(|n| n < 1 << 20) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{tag}: with half the blob downloaded, the staged layer tar holds {:?} bytes",
+                staged_tar()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "with half the blob downloaded, the staged layer tar holds {:?} bytes",
-            staged_tar()
+            pulling.try_wait().unwrap().is_none(),
+            "{tag}: the pull ended with half its blob"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join(release), "").unwrap();
+        let out = pulling.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{tag}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[2]);
+        assert!(store_tmp_is_empty(&store));
+        // The blob written again from byte 0 under the reader: the layer
+        // is staged again from the complete blob.
+        if tag == "restart" {
+            assert!(err.contains("ignored the range"), "{err}");
+            assert!(err.contains("staging it once downloaded"), "{err}");
+        }
     }
-    assert!(
-        pulling.try_wait().unwrap().is_none(),
-        "the pull ended with half its blob"
-    );
-    std::fs::write(dir.path().join("release3"), "").unwrap();
-    let out = pulling.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[2]);
-    assert!(store_tmp_is_empty(&store));
 }
 
 #[test]
