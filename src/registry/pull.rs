@@ -214,6 +214,15 @@ fn download_all(
     )
     .expect("template")
     .progress_chars("=> ");
+    // Blobs never started (a download failed first, or a thread
+    // panicked) fail their readers when this returns or unwinds.
+    struct Close<'a>(&'a Board);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = Close(board);
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let jobs = opts.jobs.clamp(1, 16).min(todo.len().max(1));
@@ -252,8 +261,6 @@ fn download_all(
     if let Some(m) = &multi {
         let _ = m.clear();
     }
-    // Blobs never started (a download failed first) fail their waiters.
-    board.close();
     match failed.into_inner().expect("lock") {
         Some(e) => Err(e),
         None => Ok(()),
