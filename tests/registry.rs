@@ -3,8 +3,9 @@
 //! on 127.0.0.1, once over plain HTTP, once with TLS (a CA and server
 //! certificate made by openssl) and htpasswd Basic auth; images put there
 //! and read back by skopeo and podman, the oracles. A tiny fake registry (Python)
-//! serves Bearer token challenges and a blob whose bytes do not match its
-//! digest.
+//! serves Bearer token challenges, a blob whose bytes do not match its
+//! digest and blobs that stall halfway; another takes pushes and keeps
+//! only half of one chunk.
 
 mod common;
 
@@ -708,8 +709,13 @@ fn pushed_images_keep_their_id_through_skopeo_and_podman() {
 /// `slow` (the layer stalls halfway, and a marker file says so),
 /// `forbidden` (403) and `ratelimit` (429) for the manifest,
 /// `redirect` (the layer is a 307 to "blob storage", which refuses
-/// requests that carry the token), `foreign` (a foreign layer) and
-/// `diffid` (a right blob, but the config gives another diff id).
+/// requests that carry the token), `foreign` (a foreign layer),
+/// `diffid` (a right blob, but the config gives another diff id), `pipe`
+/// (two layers, the second stalls halfway) and `stream` (one gzip layer
+/// of 4 MiB that stalls halfway until the file `release3` appears),
+/// `restart` (the same, but after `release4` the connection closes, and
+/// the Range request that follows gets the whole blob again).
+/// It prints the config digests of `good`, `pipe` and `stream`.
 const FAKE: &str = r#"
 import hashlib, json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -750,6 +756,21 @@ manifest2 = json.dumps({"schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config2), "size": len(config2)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(l), "size": len(l)} for l in (layer, layer2)]}).encode()
+# A one-layer image (`stream`) of a gzip layer that stalls halfway until
+# the file `release3` appears beside the marker (`marker3` says it stalled).
+import gzip
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    data = os.urandom(4 << 20)
+    ti = tarfile.TarInfo("big/blob"); ti.size = len(data); ti.mtime = 1
+    t.addfile(ti, io.BytesIO(data))
+tar3 = buf.getvalue(); layer3 = gzip.compress(tar3, mtime=0)
+config3 = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+    "rootfs": {"type": "layers", "diff_ids": [d(tar3)]}}).encode()
+manifest3 = json.dumps({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(config3), "size": len(config3)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d(layer3), "size": len(layer3)}]}).encode()
 state = {"mode": "good", "flaky": 0}
 ranges = os.path.join(os.path.dirname(marker), "ranges")
 gets = os.path.join(os.path.dirname(marker), "gets")  # blob GETs of `pipe`
@@ -807,6 +828,41 @@ class H(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.wfile.write(layer2[len(layer2) // 2 :])
             return
+        if p in ("/v2/x/manifests/stream", "/v2/x/manifests/restart"):
+            state["mode3"] = tag
+            return self.send(200, manifest3, "application/vnd.oci.image.manifest.v1+json")
+        if p == "/v2/x/blobs/" + d(config3): return self.send(200, config3, "application/octet-stream")
+        if p == "/v2/x/blobs/" + d(layer3) and state.get("mode3") == "restart":
+            if state.get("cut restart"):
+                return self.send(200, layer3, "application/octet-stream")
+            # Half, a stall until `release4`, the connection closed; the
+            # Range request that follows is answered with the whole blob.
+            state["cut restart"] = True
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(layer3)))
+            self.end_headers()
+            self.wfile.write(layer3[: len(layer3) // 2])
+            self.wfile.flush()
+            open(marker + "4", "w").close()
+            release = os.path.join(os.path.dirname(marker), "release4")
+            for _ in range(600):
+                if os.path.exists(release): break
+                time.sleep(0.1)
+            self.close_connection = True
+            return
+        if p == "/v2/x/blobs/" + d(layer3):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(layer3)))
+            self.end_headers()
+            self.wfile.write(layer3[: len(layer3) // 2])
+            self.wfile.flush()
+            open(marker + "3", "w").close()
+            release = os.path.join(os.path.dirname(marker), "release3")
+            for _ in range(600):
+                if os.path.exists(release): break
+                time.sleep(0.1)
+            self.wfile.write(layer3[len(layer3) // 2 :])
+            return
         if p == "/v2/x/manifests/forbidden":
             return self.send(403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
         if p == "/v2/x/manifests/ratelimit":
@@ -851,8 +907,50 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
 print(hashlib.sha256(config2).hexdigest(), flush=True)
+print(hashlib.sha256(config3).hexdigest(), flush=True)
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
+
+/// The fake registry, killed on drop.
+struct Fake {
+    child: Child,
+    port: u16,
+    /// The config digests it printed: `good`, `pipe`, `stream`.
+    ids: Vec<String>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts [`FAKE`] with its files (markers, logs) in `dir`.
+fn start_fake(dir: &Path) -> Fake {
+    let script = dir.join("fake.py");
+    std::fs::write(&script, FAKE).unwrap();
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(fixture("edge/layer0.tar"))
+        .arg(dir.join("stalled"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ids = (0..3)
+        .map(|_| {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            line.trim().to_string()
+        })
+        .collect();
+    wait_for_port(port, &mut child, &dir.join("err"));
+    Fake { child, port, ids }
+}
 
 #[test]
 fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
@@ -860,34 +958,10 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fake.py");
-    std::fs::write(&script, FAKE).unwrap();
-    let port = free_port();
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(fixture("edge/layer0.tar"))
-        .arg(dir.path().join("stalled"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let mut line2 = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line2).unwrap();
-    wait_for_port(port, &mut child, &dir.path().join("err"));
-    let _guard = Kill(child);
-    let config_id = line.trim().to_string();
-    let pipe_id = line2.trim().to_string();
+    let fake = start_fake(dir.path());
+    let port = fake.port;
+    let config_id = fake.ids[0].clone();
+    let pipe_id = fake.ids[1].clone();
 
     let store = TestStore::new();
     store.import(&fixture("multi.docker.tar"), &[]);
@@ -1101,6 +1175,77 @@ fn bearer_tokens_and_a_blob_that_does_not_match_its_digest() {
     }
     assert_eq!(store.fingerprint(), before);
     assert!(store_tmp_is_empty(&store));
+}
+
+/// One layer is decompressed and written to its staging while its blob
+/// still downloads: with the blob stalled halfway, the staged layer tar
+/// already holds the first of its bytes; released, the pull completes.
+/// The same when the download then starts again from byte 0 (a lost
+/// connection, a registry that ignores Range): the layer is staged again.
+#[test]
+fn a_layer_is_decompressed_while_its_blob_downloads() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(dir.path());
+    for (tag, stalled, release) in [
+        ("stream", "stalled3", "release3"),
+        ("restart", "stalled4", "release4"),
+    ] {
+        let store = TestStore::new();
+        let r = format!("127.0.0.1:{}/x:{tag}", fake.port);
+        let mut pulling = store
+            .cmd()
+            .args(["-v", "pull", "-q", &r, "--tls-verify=false"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The biggest layer.tar staged under tmp/ so far.
+        let staged_tar = || {
+            std::fs::read_dir(store.root().join("tmp"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::metadata(e.path().join("layer.tar")).ok())
+                .map(|m| m.len())
+                .max()
+        };
+        let start = Instant::now();
+        while !dir.path().join(stalled).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{tag}: the pull did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let start = Instant::now();
+        while staged_tar().is_none_or(|n| n < 1 << 20) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{tag}: with half the blob downloaded, the staged layer tar holds {:?} bytes",
+                staged_tar()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            pulling.try_wait().unwrap().is_none(),
+            "{tag}: the pull ended with half its blob"
+        );
+        std::fs::write(dir.path().join(release), "").unwrap();
+        let out = pulling.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{tag}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[2]);
+        assert!(store_tmp_is_empty(&store));
+        // The blob written again from byte 0 under the reader: the layer
+        // is staged again from the complete blob.
+        if tag == "restart" {
+            assert!(err.contains("ignored the range"), "{err}");
+            assert!(err.contains("staging it once downloaded"), "{err}");
+        }
+    }
 }
 
 #[test]
@@ -1319,6 +1464,131 @@ fn access_log_count(reg: &Registry, parts: &[&str]) -> usize {
         })
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .count()
+}
+
+/// A fake registry for `push` (Python, no auth): uploads in chunks, the
+/// second `PATCH` of the first upload keeps only the first half of its
+/// body and is answered 416 (logged to `cut` in DIR); an upload's status
+/// (`GET`) gives the bytes it holds in `Range`; a `PUT` that closes an
+/// upload checks the digest of what it holds (400 if wrong) and writes the
+/// blob to DIR/<hex>; manifests are taken as they come.
+const FAKE_PUSH: &str = r#"
+import hashlib, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port = int(sys.argv[1]); out = sys.argv[2]
+uploads = {}; blobs = set(); state = {"n": 0, "patches": 0, "cut": False}
+class H(BaseHTTPRequestHandler):
+    def send(self, code, extra={}, body=b""):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra.items(): self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+    def body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def status(self, u, code):
+        h = {"Location": "/v2/y/blobs/uploads/%s" % u, "Docker-Upload-UUID": u}
+        if uploads[u]: h["Range"] = "0-%d" % (len(uploads[u]) - 1)
+        self.send(code, h)
+    def do_GET(self):
+        if self.path == "/v2/": return self.send(200, body=b"{}")
+        u = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/v2/y/blobs/uploads/") and u in uploads: return self.status(u, 204)
+        self.send(404)
+    def do_HEAD(self):
+        hexd = self.path.rsplit("sha256:", 1)[-1]
+        self.send(200 if hexd in blobs else 404)
+    def do_POST(self):
+        self.body()
+        if self.path.startswith("/v2/y/blobs/uploads/"):
+            state["n"] += 1; u = str(state["n"]); uploads[u] = b""
+            return self.status(u, 202)
+        self.send(404)
+    def do_PATCH(self):
+        b = self.body(); u = self.path.rsplit("/", 1)[-1]
+        if u not in uploads: return self.send(404)
+        first = int(self.headers["Content-Range"].split("-")[0])
+        if first != len(uploads[u]): return self.status(u, 416)
+        state["patches"] += 1
+        if state["patches"] == 2 and not state["cut"]:
+            state["cut"] = True
+            uploads[u] += b[: len(b) // 2]
+            with open(os.path.join(out, "cut"), "a") as f: f.write("%d %d\n" % (first, len(b)))
+            return self.send(416)
+        uploads[u] += b
+        self.status(u, 202)
+    def do_PUT(self):
+        b = self.body()
+        if self.path.startswith("/v2/y/manifests/"): return self.send(201)
+        path, _, q = self.path.partition("?")
+        u = path.rsplit("/", 1)[-1]
+        if u not in uploads: return self.send(404)
+        data = uploads.pop(u) + b
+        want = q.split("digest=sha256%3A", 1)[-1]
+        if hashlib.sha256(data).hexdigest() != want: return self.send(400)
+        blobs.add(want)
+        open(os.path.join(out, want), "wb").write(data)
+        self.send(201)
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// A chunk the registry took only part of (and refused): push asks where
+/// the upload stands and sends the rest from the offset the registry's
+/// `Range` gives; every blob arrives whole (the fake checks each digest).
+#[test]
+fn a_chunk_the_registry_took_in_part_is_sent_on_from_its_range() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake_push.py");
+    std::fs::write(&script, FAKE_PUSH).unwrap();
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(dir.path())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &dir.path().join("err"));
+    let fake = Fake {
+        child,
+        port,
+        ids: Vec::new(),
+    };
+    let store = TestStore::new();
+    let id = store.import(&fixture("edge.docker.tar"), &[]);
+    let dest = format!("127.0.0.1:{}/y:v1", fake.port);
+    let out = store.run(&[
+        "-v",
+        "push",
+        &id,
+        &dest,
+        "--chunk-size",
+        "16K",
+        "--tls-verify=false",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The second chunk of the first layer: 16 KiB sent, 8 KiB kept.
+    let cut = std::fs::read_to_string(dir.path().join("cut")).unwrap();
+    assert_eq!(cut.trim(), "16384 16384");
+    assert!(
+        err.contains("did not land; going on from byte 24576"),
+        "{err}"
+    );
+    // Every layer and the config arrived, each checked against its digest.
+    assert!(dir.path().join(&id).exists(), "the config did not arrive");
+    let cfg = json(&store.ok(&["inspect", &id]));
+    let diff_ids = cfg["rootfs"]["diff_ids"].as_array().unwrap();
+    assert!(!diff_ids.is_empty());
+    for d in diff_ids {
+        let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        assert!(dir.path().join(hex).exists(), "layer {hex} did not arrive");
+    }
+    drop(fake);
 }
 
 #[test]

@@ -19,6 +19,7 @@ use ureq::{Agent, Body};
 
 use super::auth::{parse_challenges, token_of, Challenge, Credentials};
 use super::manifest::Descriptor;
+use crate::image::import::Growing;
 use crate::oci::Reference;
 
 /// Builds and sends one request, given the agent and the current
@@ -341,7 +342,10 @@ impl Client {
     /// earlier, interrupted download left there is kept and resumed with
     /// a `Range` request, as is a connection lost midway (up to 4 times
     /// without progress). A registry that ignores the range (200) sends
-    /// the blob again from the start.
+    /// the blob again from the start. `watch`, if given, is told how many
+    /// bytes `partial` holds as they land (and when it is emptied to start
+    /// again), for an import reading it meanwhile; the caller tells it the
+    /// end.
     pub fn download_blob(
         &self,
         d: &Descriptor,
@@ -349,6 +353,7 @@ impl Client {
         partial: &Path,
         what: &str,
         progress: Option<&indicatif::ProgressBar>,
+        watch: Option<&Growing>,
     ) -> Result<()> {
         let r = &self.reference;
         let url = self.url(&format!("blobs/sha256:{}", d.digest));
@@ -376,6 +381,9 @@ impl Client {
         }
         if let Some(p) = progress {
             p.set_position(got);
+        }
+        if let Some(w) = watch {
+            w.wrote(got);
         }
         // A resumed download whose result does not verify is fetched
         // again whole, once: the bytes kept could be what was damaged.
@@ -408,6 +416,9 @@ impl Client {
                     tracing::info!(
                     "{r}: {what}: the registry ignored the range; downloading again from the start"
                 );
+                    if let Some(w) = watch {
+                        w.rewind();
+                    }
                     file.set_len(0)?;
                     got = 0;
                     h = Sha256::new();
@@ -417,7 +428,8 @@ impl Client {
                 }
                 file.seek(std::io::SeekFrom::Start(got))?;
                 let before = got;
-                let res = self.stream_into(resp, &mut file, &mut h, &mut got, d, what, progress);
+                let res =
+                    self.stream_into(resp, &mut file, &mut h, &mut got, d, what, progress, watch);
                 match res {
                     Ok(()) => {}
                     Err(Stream::Fatal(e)) => return Err(e),
@@ -450,6 +462,9 @@ impl Client {
             if digest != d.digest && resumed {
                 tracing::info!("{r}: {what}: the resumed blob does not match its digest; downloading it again whole");
                 resumed = false;
+                if let Some(w) = watch {
+                    w.rewind();
+                }
                 file.set_len(0)?;
                 got = 0;
                 h = Sha256::new();
@@ -487,6 +502,7 @@ impl Client {
         d: &Descriptor,
         what: &str,
         progress: Option<&indicatif::ProgressBar>,
+        watch: Option<&Growing>,
     ) -> std::result::Result<(), Stream> {
         let mut body = resp.into_body().into_reader();
         let mut buf = vec![0u8; 1 << 20];
@@ -507,6 +523,9 @@ impl Client {
                     *got += n as u64;
                     if let Some(p) = progress {
                         p.inc(n as u64);
+                    }
+                    if let Some(w) = watch {
+                        w.wrote(*got);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

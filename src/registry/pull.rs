@@ -4,13 +4,17 @@
 //! checked against its digest and size as it streams; the import staging
 //! does the rest (decompress, diff ids against the config, index, publish
 //! all or nothing), taking each layer, bottom first, as soon as its blob
-//! has downloaded, while the later ones still download.
+//! starts to download: the import reads the blob's file in the store's
+//! `tmp/downloads/` from its first byte as it grows (a
+//! [`FollowReader`]), so decompression, hashing and the layer tar's
+//! writing run while the blob still arrives, and the later blobs download
+//! meanwhile.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -21,7 +25,7 @@ use super::manifest::{
     accept_header, parse_manifest, select_platform, Descriptor, Manifest, Platform,
 };
 use super::{credentials, RegistryOptions};
-use crate::image::import::import_blobs;
+use crate::image::import::{import_blobs, Blob, FollowReader, Growing};
 use crate::oci::{chain_ids, config_diff_ids, sha256_hex, Reference};
 use crate::store::Store;
 
@@ -138,16 +142,16 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
     let bytes_total: u64 = todo.iter().map(|(_, d)| d.size).sum();
 
     // Each blob lies in the staging directory under its digest once
-    // downloaded; the import stages each layer as soon as its blob is
-    // there, while the later ones still download.
+    // downloaded; the import stages each layer as soon as its blob's
+    // download starts, reading it as it grows.
     let layer_list = layers
         .iter()
         .map(|d| (d.digest.clone(), Some(d.digest.clone())))
         .collect();
     let tag = r.store_tag();
     let tags: Vec<String> = tag.iter().cloned().collect();
-    let board = Board::default();
-    let ready = |hex: &str| board.wait(hex);
+    let board = Board::new(&todo);
+    let ready = |hex: &str| board.open(store, hex);
     let got = std::thread::scope(|s| {
         let downloads = s.spawn(|| download_all(store, &c, &todo, staging.path(), opts, &board));
         let got = import_blobs(
@@ -210,6 +214,15 @@ fn download_all(
     )
     .expect("template")
     .progress_chars("=> ");
+    // Blobs never started (a download failed first, or a thread
+    // panicked) fail their readers when this returns or unwinds.
+    struct Close<'a>(&'a Board);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = Close(board);
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let jobs = opts.jobs.clamp(1, 16).min(todo.len().max(1));
@@ -229,15 +242,16 @@ fn download_all(
                 });
                 let dst: PathBuf = dir.join(&d.digest);
                 let what = format!("layer {i} (sha256:{})", &d.digest[..12]);
-                let res = store
-                    .partial_download(&d.digest)
-                    .and_then(|partial| c.download_blob(d, &dst, &partial, &what, bar.as_ref()));
+                let watch = board.blob(&d.digest);
+                let res = store.partial_download(&d.digest).and_then(|partial| {
+                    c.download_blob(d, &dst, &partial, &what, bar.as_ref(), Some(watch))
+                });
                 if let Err(e) = res {
-                    board.post(&d.digest, Err(format!("{e:#}")));
+                    watch.finish(Err(format!("the download failed: {e:#}")));
                     failed.lock().expect("lock").get_or_insert(e);
                     return;
                 }
-                board.post(&d.digest, Ok(()));
+                watch.finish(Ok(()));
                 if let Some(b) = bar {
                     b.finish();
                 }
@@ -247,64 +261,64 @@ fn download_all(
     if let Some(m) = &multi {
         let _ = m.clear();
     }
-    // Blobs never started (a download failed first) fail their waiters.
-    board.close();
     match failed.into_inner().expect("lock") {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-/// How each blob's download ended, for the import waiting on it.
-#[derive(Default)]
+/// Each blob's download as far as it has got, for the import reading it.
 struct Board {
-    state: Mutex<BoardState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct BoardState {
-    /// Finished downloads by digest hex: Ok, or the error's text.
-    done: HashMap<String, std::result::Result<(), String>>,
-    /// No more downloads will finish (all done, or one failed).
-    closed: bool,
+    /// By digest hex, one per blob to download.
+    blobs: HashMap<String, Arc<Growing>>,
     /// The import failed: start no more downloads.
-    stopped: bool,
+    stopped: AtomicBool,
 }
 
 impl Board {
-    fn post(&self, hex: &str, res: std::result::Result<(), String>) {
-        self.state
-            .lock()
-            .expect("board")
-            .done
-            .insert(hex.to_string(), res);
-        self.changed.notify_all();
+    fn new(todo: &[(usize, Descriptor)]) -> Board {
+        Board {
+            blobs: todo
+                .iter()
+                .map(|(_, d)| (d.digest.clone(), Growing::new()))
+                .collect(),
+            stopped: AtomicBool::new(false),
+        }
     }
 
+    /// Blob `hex`'s state (one of the blobs to download).
+    fn blob(&self, hex: &str) -> &Growing {
+        &self.blobs[hex]
+    }
+
+    /// Blobs never started (a download failed first) fail their readers.
     fn close(&self) {
-        self.state.lock().expect("board").closed = true;
-        self.changed.notify_all();
+        for g in self.blobs.values() {
+            g.finish(Err("not downloaded (another download failed first)".into()));
+        }
     }
 
     fn stop(&self) {
-        self.state.lock().expect("board").stopped = true;
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     fn stopped(&self) -> bool {
-        self.state.lock().expect("board").stopped
+        self.stopped.load(Ordering::SeqCst)
     }
 
-    /// Waits for blob `hex`'s download.
-    fn wait(&self, hex: &str) -> Result<()> {
-        let mut st = self.state.lock().expect("board");
-        loop {
-            match st.done.get(hex) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => bail!("the download failed: {e}"),
-                None if st.closed => bail!("not downloaded (another download failed first)"),
-                None => st = self.changed.wait(st).expect("board"),
-            }
+    /// Waits for blob `hex`'s download to start, and hands it to the
+    /// import: complete (in the staging directory), or its partial file
+    /// in the store, read as it grows.
+    fn open(&self, store: &Store, hex: &str) -> Result<Blob> {
+        let Some(g) = self.blobs.get(hex) else {
+            bail!("sha256:{hex} is not among the blobs downloaded");
+        };
+        if g.wait_started()? {
+            return Ok(Blob::Complete);
         }
+        let partial = store.partial_download(hex)?;
+        let f = std::fs::File::open(&partial)
+            .with_context(|| format!("opening {}", partial.display()))?;
+        Ok(Blob::Arriving(FollowReader::new(f, g.clone())))
     }
 }

@@ -8,26 +8,27 @@
 //! [`Publish`]. Nothing in the store changes until every digest has been
 //! checked.
 
+mod follow;
 mod formats;
 mod limits;
 pub mod source;
+mod stage;
 
 use formats::{docker_candidates, legacy_candidates, legacy_ids, oci_candidates, rootfs_candidate};
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::layer::index::{build_index, VERSION as INDEX_VERSION};
+use crate::layer::index::VERSION as INDEX_VERSION;
 use crate::oci::{chain_ids, config_diff_ids, normalize_ref, sha256_hex, validate_tag};
 use crate::store::{ImageRecord, LayerRecord, Publish, Staging, Store, StoreLock};
+pub use follow::{FollowReader, Growing, Watch, REWOUND};
 use limits::Meter;
 pub use limits::{parse_size, Limits, DEFAULT_MAX_LAYER_SIZE};
 pub use source::Source;
@@ -63,26 +64,6 @@ pub fn detect_compression(head: &[u8]) -> Compression {
     }
 }
 
-/// A reader that hashes and counts what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hash: Sha256,
-    count: u64,
-    progress: Option<ProgressBar>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.count += n as u64;
-        if let Some(p) = &self.progress {
-            p.inc(n as u64);
-        }
-        Ok(n)
-    }
-}
-
 /// Wraps `r` in the decompressor its first bytes call for.
 fn decompressor<'a, R: BufRead + Send + 'a>(
     mut r: R,
@@ -101,239 +82,6 @@ struct StagedLayer {
     record: LayerRecord,
 }
 
-/// The decompressing path of [`stage_layer`]: writes the uncompressed
-/// tar to `tar_path`; returns its diff id and size.
-fn stage_compressed(
-    blob: Box<dyn Read + Send>,
-    tar_path: &Path,
-    expect_blob: Option<&str>,
-    label: &str,
-    progress: Option<ProgressBar>,
-    meter: &mut Meter,
-) -> Result<(String, u64)> {
-    let mut hashing = Hashing {
-        inner: blob,
-        hash: Sha256::new(),
-        count: 0,
-        progress,
-    };
-    let (diff_id, size) = {
-        let (mut dec, comp) = decompressor(BufReader::with_capacity(1 << 20, &mut hashing))
-            .with_context(|| format!("{label}: reading"))?;
-        let out = crate::store::create_private(tar_path)?;
-        meter.check_free(0)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, out);
-        // An uncompressed blob is its own layer tar: its digest is the diff
-        // id, hashed once by `hashing`.
-        let mut h = (comp != Compression::None).then(Sha256::new);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = match dec.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => bail!("{label}: corrupt {comp:?} data: {e}"),
-            };
-            if let Some(h) = h.as_mut() {
-                h.update(&buf[..n]);
-            }
-            // Errors of the writer are told from those of the reader.
-            meter.grow(n as u64)?;
-            out.write_all(&buf[..n]).map_err(|e| meter.write_error(e))?;
-            meter.wrote(n as u64);
-            size += n as u64;
-        }
-        let f = out
-            .into_inner()
-            .map_err(|e| meter.write_error(e.into_error()))?;
-        f.sync_all().map_err(|e| meter.write_error(e))?;
-        (h.map(|h| hex::encode(h.finalize())), size)
-    };
-    // Drain what the decompressor did not need (trailing padding) so the
-    // blob digest covers the whole blob.
-    io::copy(&mut hashing, &mut io::sink())?;
-    let blob_digest = hex::encode(hashing.hash.clone().finalize());
-    if let Some(expect) = expect_blob {
-        if blob_digest != expect {
-            bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{blob_digest}");
-        }
-    }
-    Ok((diff_id.unwrap_or(blob_digest), size))
-}
-
-/// Copies `size` bytes of `src` at `off` (an uncompressed layer tar) to
-/// `dst` in the kernel (`copy_file_range`) while this thread hashes what
-/// landed in `dst`, chunk by chunk behind the copy, so the digest is the
-/// stored bytes' own; writeback of each chunk starts as soon as it is
-/// copied, so the final fsync has little left to wait for. Returns the
-/// sha256 of the copy. With `punch` (a writable handle on `src`, a spool
-/// of ours read for the last time), each chunk's blocks are freed from
-/// `src` once copied, so the bytes are on disk once, not twice.
-fn copy_and_hash(
-    src: &File,
-    off: u64,
-    size: u64,
-    dst: &File,
-    progress: Option<&ProgressBar>,
-    meter: &mut Meter,
-    punch: Option<&File>,
-) -> Result<String> {
-    use std::os::unix::fs::FileExt;
-    const CHUNK: u64 = 16 << 20;
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
-    std::thread::scope(|scope| {
-        let copier = scope.spawn(move || -> Result<()> {
-            let mut buf = Vec::new();
-            let mut at = 0u64;
-            crate::sys::advise_sequential(src);
-            while at < size {
-                let len = CHUNK.min(size - at);
-                // Have the disk read the next chunk while this one copies.
-                let next = CHUNK.min(size - at - len);
-                if next > 0 {
-                    crate::sys::prefetch(src, off + at + len, next);
-                }
-                // Without punching, the whole size was checked up front;
-                // with it, the source shrinks as the copy grows.
-                if punch.is_some() {
-                    meter.grow(len)?;
-                }
-                let mut done = crate::sys::copy_range_at(src, off + at, dst, at, len)
-                    .map_err(|e| meter.write_error(io::Error::from_raw_os_error(e)))?;
-                // Where the kernel cannot copy, copy through user space.
-                while done < len {
-                    buf.resize(CHUNK as usize, 0);
-                    let want = (len - done) as usize;
-                    let n = src.read_at(&mut buf[..want], off + at + done)?;
-                    if n == 0 {
-                        bail!("the source ended early");
-                    }
-                    dst.write_all_at(&buf[..n], at + done)
-                        .map_err(|e| meter.write_error(e))?;
-                    done += n as u64;
-                }
-                meter.wrote(len);
-                if let Some(p) = punch {
-                    // Best effort: a filesystem without holes keeps both.
-                    let _ = crate::sys::punch_hole(p, off + at, len);
-                }
-                crate::sys::start_writeback(dst, at, len);
-                if tx.send((at, len)).is_err() {
-                    break;
-                }
-                at += len;
-            }
-            Ok(())
-        });
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; CHUNK as usize];
-        for (at, len) in rx {
-            let b = &mut buf[..len as usize];
-            dst.read_exact_at(b, at)?;
-            h.update(&*b);
-            if let Some(p) = progress {
-                p.inc(len);
-            }
-        }
-        copier.join().expect("copy thread panicked")?;
-        Ok(hex::encode(h.finalize()))
-    })
-}
-
-/// Reads one layer blob (`size` bytes of `src` at `off`) into a staging
-/// directory: decompress, hash (the blob's digest and the uncompressed
-/// diff id), write `layer.tar`, build and write its index. `expect_blob`
-/// is the descriptor digest, if the format has one. An uncompressed blob
-/// is its own layer tar: copied in the kernel and hashed once. `punch`
-/// frees the copied bytes from `src` (see [`copy_and_hash`]).
-#[allow(clippy::too_many_arguments)]
-fn stage_layer(
-    store: &Store,
-    src: File,
-    off: u64,
-    size: u64,
-    expect_blob: Option<&str>,
-    label: &str,
-    progress: Option<ProgressBar>,
-    limits: &Limits,
-    punch: Option<File>,
-) -> Result<(Staging, String, crate::layer::index::build::BuildStats, u64)> {
-    use std::os::unix::fs::FileExt;
-    let dir = store.staging("layer")?;
-    let tar_path = dir.path().join("layer.tar");
-    let mut head = [0u8; 8];
-    let n = src.read_at(&mut head, off)?.min(size as usize);
-    let mut meter = Meter::new(label, store.root(), limits.max_layer_size, limits);
-    let (diff_id, size) = if detect_compression(&head[..n]) == Compression::None {
-        // The size is known: refuse a layer too large, or one the disk
-        // cannot hold, before copying.
-        meter.check_size(size)?;
-        if punch.is_none() {
-            meter.check_free(size)?;
-        }
-        // Read back too: the digest is taken from the copy.
-        let out = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tar_path)
-            .with_context(|| format!("creating {}", tar_path.display()))?;
-        let digest = copy_and_hash(
-            &src,
-            off,
-            size,
-            &out,
-            progress.as_ref(),
-            &mut meter,
-            punch.as_ref(),
-        )
-        .with_context(|| format!("{label}: copying"))?;
-        out.sync_all().map_err(|e| meter.write_error(e))?;
-        if let Some(expect) = expect_blob {
-            if digest != expect {
-                bail!("{label}: blob does not match its digest: descriptor says sha256:{expect}, content is sha256:{digest}");
-            }
-        }
-        (digest, size)
-    } else {
-        let blob = io::Read::take(
-            {
-                let mut f = src;
-                io::Seek::seek(&mut f, io::SeekFrom::Start(off))?;
-                f
-            },
-            size,
-        );
-        stage_compressed(
-            Box::new(blob),
-            &tar_path,
-            expect_blob,
-            label,
-            progress,
-            &mut meter,
-        )?
-    };
-    // Index the tar where it lies (mapped), without reading it into memory.
-    let tar_file = File::open(&tar_path)?;
-    // SAFETY: the staged tar is ours alone until it is published, and is
-    // not written again.
-    let map = if size == 0 {
-        None
-    } else {
-        Some(crate::sys::map_readonly(&tar_file)?)
-    };
-    let data: &[u8] = map.as_deref().unwrap_or(&[]);
-    let (index, stats) = build_index(data).with_context(|| format!("{label}: bad layer tar"))?;
-    drop(map);
-    let ipath = dir.path().join("index");
-    let mut f = crate::store::create_private(&ipath)?;
-    f.write_all(&index)?;
-    f.sync_all()?;
-    Ok((dir, diff_id, stats, size))
-}
-
 /// One image found in an archive, before its layers are read.
 struct Candidate {
     config: Vec<u8>,
@@ -347,11 +95,19 @@ struct Candidate {
     diff_ids: Option<Vec<String>>,
 }
 
-/// Everything an import collects before publishing.
-/// Returns once the blob at a path of a source is complete (or fails
-/// saying why it will not be); see [`import_blobs`].
-pub type BlobReady<'a> = dyn Fn(&str) -> Result<()> + Sync + 'a;
+/// A layer blob as [`BlobReady`] hands it over.
+pub enum Blob {
+    /// Complete in the source: read where it lies.
+    Complete,
+    /// Still being written: read as it arrives, from its first byte.
+    Arriving(FollowReader),
+}
 
+/// Returns once the blob at a path of a source can be read: complete, or
+/// arriving (or fails saying why it will not be); see [`import_blobs`].
+pub type BlobReady<'a> = dyn Fn(&str) -> Result<Blob> + Sync + 'a;
+
+/// Everything an import collects before publishing.
 struct Plan<'s> {
     store: &'s Store,
     staged_layers: BTreeMap<String, StagedLayer>,
@@ -363,8 +119,8 @@ struct Plan<'s> {
     /// many layer references to each member (by its offset) are still to
     /// come, so the last one frees the member's blocks as it copies them.
     punch: Option<(PathBuf, BTreeMap<u64, usize>)>,
-    /// Waits until the blob at a path of the source is there in full
-    /// (`pull`: its download finished and verified), or says why it
+    /// Waits until the blob at a path of the source can be read (`pull`:
+    /// its download started, or finished and verified), or says why it
     /// will not be.
     ready: Option<&'s BlobReady<'s>>,
 }
@@ -397,27 +153,57 @@ impl Plan<'_> {
                 continue;
             }
             let label = format!("layer {i} ({path})");
-            if let Some(ready) = self.ready {
-                ready(path).with_context(|| label.clone())?;
-            }
-            let (file, off, len) = src.open_range(path).with_context(|| label.clone())?;
-            let punch = match (&self.punch, last_use) {
-                (Some((spool, _)), true) => {
-                    std::fs::OpenOptions::new().write(true).open(spool).ok()
-                }
-                _ => None,
+            let blob = match self.ready {
+                Some(ready) => ready(path).with_context(|| label.clone())?,
+                None => Blob::Complete,
             };
-            let (dir, got, stats, size) = stage_layer(
-                self.store,
-                file,
-                off,
-                len,
-                digest.as_deref(),
-                &label,
-                self.progress.clone(),
-                &self.limits,
-                punch,
-            )?;
+            let streamed = match blob {
+                Blob::Complete => None,
+                Blob::Arriving(reader) => {
+                    let watch = reader.watch();
+                    let res = stage::stage_stream(
+                        self.store,
+                        Box::new(reader),
+                        digest.as_deref(),
+                        &label,
+                        &self.limits,
+                    );
+                    match res {
+                        // Started again from byte 0 under the reader (a
+                        // registry that ignored Range, kept bytes that did
+                        // not verify): read the blob once it is complete.
+                        Err(_) if watch.rewound() => {
+                            tracing::info!("{label}: {REWOUND}; staging it once downloaded");
+                            watch.wait_end().with_context(|| label.clone())?;
+                            None
+                        }
+                        res => Some(res?),
+                    }
+                }
+            };
+            let (dir, got, stats, size) = match streamed {
+                Some(staged) => staged,
+                None => {
+                    let (file, off, len) = src.open_range(path).with_context(|| label.clone())?;
+                    let punch = match (&self.punch, last_use) {
+                        (Some((spool, _)), true) => {
+                            std::fs::OpenOptions::new().write(true).open(spool).ok()
+                        }
+                        _ => None,
+                    };
+                    stage::stage_layer(
+                        self.store,
+                        file,
+                        off,
+                        len,
+                        digest.as_deref(),
+                        &label,
+                        self.progress.clone(),
+                        &self.limits,
+                        punch,
+                    )?
+                }
+            };
             if &got != diff_id {
                 bail!("{label}: diff_id mismatch: the image config says sha256:{diff_id}, the layer content is sha256:{got}");
             }
@@ -688,8 +474,12 @@ pub fn import_staged(
 /// whose downloads land in `dir`; `source` is recorded in the image, and
 /// `limits` bound each layer as in [`import`]. `ready`, if given, is
 /// called with a layer's path before that layer is read, and returns
-/// when its blob is complete in `dir` (or fails): so a pull stages each
-/// layer as soon as it has downloaded, while later ones still download.
+/// when its blob can be read: complete in `dir`, or still arriving
+/// ([`Blob::Arriving`], read as it grows; its end of file comes only
+/// once the writer has verified the whole blob), or fails. So a pull
+/// stages each layer as its blob downloads, bottom first, while later
+/// ones still download. A blob whose writer starts it again from byte 0
+/// under the reader is staged again once it is complete.
 #[allow(clippy::too_many_arguments)]
 pub fn import_blobs(
     store: &Store,
