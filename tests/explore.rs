@@ -108,6 +108,30 @@ fn tree_cli(store: &TestStore, layer: &str, only_changed: bool) -> Vec<String> {
     tree_of(store, "multi", layer, only_changed)
 }
 
+/// The text of the bottom pane (the selected layer's whole `created_by`,
+/// wrapped), its lines joined, all whitespace dropped; and its title.
+fn command_pane(screen: &str) -> (String, String) {
+    let (title, lines) = command_lines(screen);
+    (title, no_space(&lines.concat()))
+}
+
+/// The title and the text lines of the bottom pane.
+fn command_lines(screen: &str) -> (String, Vec<String>) {
+    let mut lines = screen
+        .lines()
+        .skip_while(|l| !l.starts_with("┌ Command of layer"));
+    let title = lines.next().unwrap_or("").to_string();
+    let text = lines
+        .take_while(|l| !l.starts_with('└'))
+        .map(|l| l.trim().trim_matches('│').trim().to_string())
+        .collect();
+    (title, text)
+}
+
+fn no_space(s: &str) -> String {
+    s.split_whitespace().collect()
+}
+
 /// The title line of the tree pane.
 fn title(screen: &str) -> &str {
     screen.lines().next().unwrap_or("")
@@ -161,6 +185,11 @@ fn explore_under_tmux_shows_layers_tree_marks_changes_and_quits() {
         );
     }
     assert!(rows[0].starts_with('>'), "layer 0 selected: {s}");
+    // The bottom pane shows layer 0's created_by whole.
+    let cb = |i: usize| layers["layers"][2 - i]["created_by"].as_str().unwrap();
+    let (t, text) = command_pane(&s);
+    assert!(t.contains("Command of layer 0"), "{s}");
+    assert_eq!(text, no_space(cb(0)), "{s}");
     assert!(
         tree_rows(&s).contains(&"19B A │ ├── os-release-extra".to_string()),
         "{s}"
@@ -180,6 +209,9 @@ fn explore_under_tmux_shows_layers_tree_marks_changes_and_quits() {
     );
     assert!(rows.contains(&"204B C ├── etc/".to_string()), "{s}");
     assert!(rows.contains(&"110B │ ├── os-release".to_string()), "{s}");
+    let (t, text) = command_pane(&s);
+    assert!(t.contains("Command of layer 1"), "{s}");
+    assert_eq!(text, no_space(cb(1)), "{s}");
 
     // c: only what layer 1 changed, and the directories leading to it.
     tmux.keys(&["c"]);
@@ -212,6 +244,26 @@ fn explore_under_tmux_shows_layers_tree_marks_changes_and_quits() {
     let want = tree_cli(&store, "2", false);
     tmux.wait("layer 2's whole tree", |s| {
         !title(s).contains("[changes") && tree_rows(s) == want
+    });
+
+    // s: largest first, as `tree --sort size` orders them; s again: by
+    // name.
+    tmux.keys(&["s"]);
+    let by_size: Vec<String> = store
+        .ok(&["tree", "multi", "--layer", "2", "--sort", "size"])
+        .lines()
+        .skip(1)
+        .map(squeeze)
+        .collect();
+    assert_ne!(by_size, want, "the fixture's order differs by size");
+    let s = tmux.wait("layer 2 by size", |s| {
+        title(s).contains("[by size]") && tree_rows(s) == by_size
+    });
+    let (_, text) = command_pane(&s);
+    assert_eq!(text, no_space(cb(2)), "{s}");
+    tmux.keys(&["s"]);
+    tmux.wait("layer 2 by name again", |s| {
+        !title(s).contains("[by size]") && tree_rows(s) == want
     });
 
     // Tab to the tree, Enter collapses the first directory (bin).
@@ -296,6 +348,48 @@ fn explore_under_tmux_an_empty_layer_changes_nothing() {
                 .all(|(r, w)| w.starts_with(r.as_str()))
     });
     assert!(s.contains("ustar-prefix-uuuu"), "{s}");
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the exit", |s| s.contains("EXIT="));
+    assert!(s.contains("EXIT=0"), "{s}");
+}
+
+#[test]
+fn explore_under_tmux_wraps_a_long_created_by_in_a_narrow_terminal() {
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let layers: Value = serde_json::from_str(&store.ok(&["layers", "multi", "--json"])).unwrap();
+    // Layer 2's (72 characters) takes three lines of a 30-column screen.
+    let cb = layers["layers"][0]["created_by"].as_str().unwrap();
+    assert!(cb.len() > 2 * 28, "{cb}");
+    let tmux = Tmux::new();
+    let cmd = format!(
+        "{} --root {} explore multi; echo EXIT=$?; sleep 600",
+        bin(),
+        store.root().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "x",
+        "-x",
+        "30",
+        "-y",
+        "30",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    tmux.wait("layer 0", |s| command_lines(s).0.contains("layer 0"));
+    tmux.keys(&["j", "j"]);
+    let s = tmux.wait("layer 2's command", |s| {
+        command_lines(s).0.contains("layer 2")
+    });
+    let (_, lines) = command_lines(&s);
+    assert!(lines.len() >= 3, "wrapped: {s}");
+    assert!(lines.iter().all(|l| l.chars().count() <= 28), "{s}");
+    // Broken at spaces only: the lines joined by one space are the text.
+    assert_eq!(lines.join(" "), squeeze(cb), "{s}");
     tmux.keys(&["q"]);
     let s = tmux.wait("the exit", |s| s.contains("EXIT="));
     assert!(s.contains("EXIT=0"), "{s}");

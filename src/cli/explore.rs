@@ -131,6 +131,9 @@ pub(crate) struct Explorer<'a> {
     pub filter: String,
     /// Typing into the filter.
     pub editing: bool,
+    /// Entries largest first (directories by the total under them), else
+    /// by name.
+    pub by_size: bool,
     /// `q` was pressed.
     pub quit: bool,
 }
@@ -155,6 +158,7 @@ impl<'a> Explorer<'a> {
             only_changed: false,
             filter: String::new(),
             editing: false,
+            by_size: false,
             quit: false,
         };
         e.select();
@@ -172,6 +176,12 @@ impl<'a> Explorer<'a> {
             .iter()
             .map(|l| format!("{:>3} {:>8}  {}", l.index, human_size(l.size), l.created_by))
             .collect()
+    }
+
+    /// The selected layer's whole `created_by`, as lines of at most
+    /// `width` characters.
+    pub(crate) fn detail_lines(&self, width: usize) -> Vec<String> {
+        wrap(&self.selected().created_by, width)
     }
 
     /// Does `n` pass the change and name filters (itself, or something
@@ -196,7 +206,10 @@ impl<'a> Explorer<'a> {
     }
 
     fn walk(&self, node: &TreeNode, path: &[u8], prefix: &str, out: &mut Vec<Row>) {
-        let kids: Vec<&TreeNode> = node.children.iter().filter(|c| self.keep(c)).collect();
+        let mut kids: Vec<&TreeNode> = node.children.iter().filter(|c| self.keep(c)).collect();
+        if self.by_size {
+            kids.sort_by(|a, b| TreeNode::size_order(a, b));
+        }
         for (i, c) in kids.iter().enumerate() {
             let last = i + 1 == kids.len();
             let p = join(path, &c.name);
@@ -241,6 +254,7 @@ impl<'a> Explorer<'a> {
             (Key::Tab, Pane::Layers) => self.pane = Pane::Tree,
             (Key::Tab, Pane::Tree) => self.pane = Pane::Layers,
             (Key::Char('c'), _) => self.only_changed = !self.only_changed,
+            (Key::Char('s'), _) => self.by_size = !self.by_size,
             (Key::Char('/'), _) => self.editing = true,
             (Key::Esc, _) => self.filter.clear(),
             (Key::Up | Key::Char('k'), Pane::Layers) if self.layer > 0 => {
@@ -284,6 +298,38 @@ impl<'a> Explorer<'a> {
         let n = self.rows().len();
         self.cursor = self.cursor.min(n.saturating_sub(1));
     }
+}
+
+/// `text` in lines of at most `width` characters (at least 1), broken at
+/// whitespace (runs of it become one space), words longer than a line cut.
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut len = 0;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        if len > 0 && len + 1 + word.len() > width {
+            out.push(std::mem::take(&mut line));
+            len = 0;
+        }
+        // A word longer than a line starts one (pushed above) and is cut.
+        while word.len() > width {
+            let rest = word.split_off(width);
+            out.push(word.into_iter().collect());
+            word = rest;
+        }
+        if len > 0 {
+            line.push(' ');
+            len += 1;
+        }
+        len += word.len();
+        line.extend(word);
+    }
+    if len > 0 || out.is_empty() {
+        out.push(line);
+    }
+    out
 }
 
 /// `explore IMAGE`.
@@ -348,10 +394,18 @@ fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer<'_>) -> Result<()>
 }
 
 fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
-    let [main, status] = Layout::default()
+    let area = f.area();
+    let detail = ui.detail_lines(area.width.saturating_sub(2) as usize);
+    // The whole created_by, up to a third of the screen.
+    let dh = (detail.len() as u16 + 2).min((area.height / 3).max(3));
+    let [main, cmd, status] = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Min(3), Constraint::Length(1)])
-        .areas(f.area());
+        .constraints([
+            Constraint::Min(3),
+            Constraint::Length(dh),
+            Constraint::Length(1),
+        ])
+        .areas(area);
     let [left, right] = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(40), Constraint::Percentage(60)])
@@ -389,6 +443,9 @@ fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
     if !ui.filter.is_empty() {
         title.push_str(&format!("[filter: {}] ", ui.filter));
     }
+    if ui.by_size {
+        title.push_str("[by size] ");
+    }
     if ui.pane == Pane::Tree {
         title.push_str("* ");
     }
@@ -414,10 +471,17 @@ fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
     let mut ts = ListState::default().with_selected((!rows.is_empty()).then_some(ui.cursor));
     f.render_stateful_widget(tree, right, &mut ts);
 
+    let cmd_title = format!(" Command of layer {} ", sel.index);
+    f.render_widget(
+        Paragraph::new(detail.join("\n"))
+            .block(Block::default().borders(Borders::ALL).title(cmd_title)),
+        cmd,
+    );
+
     let help = if ui.editing {
         format!("filter: {}_   (Enter: keep, Esc: clear)", ui.filter)
     } else {
-        "↑↓/jk move  Tab pane  Enter/Space collapse  c changes only  / filter  q quit".into()
+        "↑↓/jk move  Tab pane  Enter/Space collapse  c changes only  s size/name order  / filter  q quit".into()
     };
     f.render_widget(Paragraph::new(help), status);
 }
@@ -585,6 +649,76 @@ mod tests {
         assert_eq!(e.rows()[0].line(), "     12B C ├── etc/+");
         e.key(Key::Char('q'));
         assert!(e.quit);
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_cuts_long_words() {
+        assert_eq!(wrap("", 10), vec![""]);
+        assert_eq!(wrap("a b  c", 10), vec!["a b c"]);
+        assert_eq!(
+            wrap("/bin/sh -c apt-get update && apt-get install", 12),
+            vec!["/bin/sh -c", "apt-get", "update &&", "apt-get", "install"]
+        );
+        // Exactly the width fits.
+        assert_eq!(wrap("abc def", 7), vec!["abc def"]);
+        assert_eq!(wrap("abc def", 6), vec!["abc", "def"]);
+        assert_eq!(wrap("x abcdefghij y", 4), vec!["x", "abcd", "efgh", "ij y"]);
+        assert_eq!(wrap("ab", 0), vec!["a", "b"]);
+        // Nothing is lost: the words come back in order.
+        let t = "RUN /bin/sh -c set -eux; apt-get update; rm -rf /var/lib/apt/lists/*";
+        for w in 1..40 {
+            let l = wrap(t, w);
+            assert!(l.iter().all(|x| x.chars().count() <= w), "{w}: {l:?}");
+            assert_eq!(l.concat().replace(' ', ""), t.replace(' ', ""), "{w}");
+        }
+    }
+
+    #[test]
+    fn the_detail_is_the_whole_created_by_of_the_selected_layer() {
+        let mut e = sample();
+        e.layers[1].created_by = "/bin/sh -c echo one two three".into();
+        assert_eq!(e.detail_lines(80), vec!["step 0"]);
+        e.key(Key::Down);
+        assert_eq!(
+            e.detail_lines(14),
+            vec!["/bin/sh -c", "echo one two", "three"]
+        );
+    }
+
+    #[test]
+    fn s_sorts_by_size_largest_first_and_back_to_names() {
+        let mut e = sample();
+        e.key(Key::Char('s'));
+        assert!(e.by_size);
+        // etc (9) before opt (6); in etc motd (5) before passwd (4).
+        assert_eq!(
+            lines(&e),
+            vec![
+                "      9B A ├── etc/",
+                "      5B A │   ├── motd",
+                "      4B A │   └── passwd",
+                "      6B A └── opt/",
+                "      6B A     └── a",
+            ]
+        );
+        e.key(Key::Down);
+        // Layer 1: passwd (7) before motd (5); etc (12) before opt (0).
+        let names: Vec<String> = e.rows().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, vec!["etc", "passwd", "motd", "opt", "a"]);
+        assert_eq!(e.rows()[1].prefix, "│   ├── ");
+        assert_eq!(e.rows()[2].prefix, "│   └── ");
+        // Ties by name; sorting combines with the filter.
+        e.key(Key::Char('/'));
+        e.key(Key::Char('s'));
+        e.key(Key::Enter);
+        let names: Vec<String> = e.rows().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, vec!["etc", "passwd"]);
+        assert!(e.by_size, "s typed into the filter is text");
+        e.key(Key::Esc);
+        e.key(Key::Char('s'));
+        assert!(!e.by_size);
+        let names: Vec<String> = e.rows().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, vec!["etc", "motd", "passwd", "opt", "a"]);
     }
 
     #[test]

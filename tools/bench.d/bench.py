@@ -859,7 +859,11 @@ def workloads(sz):
 
 
 SPECIAL = ["mount-128", "podman-run", "podman-build", "import-1g", "rss-100k",
-           "pull"]
+           "pull", "debian-tree-why"]
+
+# issue 16's goal for the debugging commands on the Debian image
+TREE_WHY_GOAL_S = 0.1
+TREE_WHY_PATHS = ["/etc/passwd", "/usr/bin/ls"]
 
 
 def human(n):
@@ -1182,6 +1186,49 @@ class Bench:
                 human(self.sz.big_bytes), len(img.layers)),
             "samples": {k: stats(v) for k, v in s.items()}}
 
+    def tree_why_time(self):
+        """`layerfs tree` and `layerfs why PATH` on the Debian image, warm
+        (one untimed run first), as absolute times against issue 16's goal
+        (dive has no non-interactive equivalent to time)."""
+        try:
+            img = self.image("debian")
+        except Skip as e:
+            self.extra["tree_why"] = {"skipped": str(e)}
+            return
+        cmds = {"tree": ["tree", img.tag],
+                "tree --json": ["tree", img.tag, "--json"]}
+        for p in TREE_WHY_PATHS:
+            cmds["why " + p] = ["why", img.tag, p]
+        s = {k: [] for k in cmds}
+        for k, c in cmds.items():
+            run([self.args.layerfs, "--root", self.store] + c,
+                stdout=subprocess.DEVNULL)
+        # what the timed runs print: the tree's entries, why's lines
+        lines = {k: len(run([self.args.layerfs, "--root", self.store] + c,
+                            capture_output=True, text=True)
+                        .stdout.splitlines())
+                 for k, c in cmds.items() if k != "tree --json"}
+        log("output lines:", ", ".join("%s %d" % kv for kv in lines.items()))
+        for r in range(max(self.args.rounds, 5)):
+            for k, c in cmds.items():
+                t = time.perf_counter()
+                run([self.args.layerfs, "--root", self.store] + c,
+                    stdout=subprocess.DEVNULL)
+                s[k].append(time.perf_counter() - t)
+        for k, v in s.items():
+            med = statistics.median(v)
+            log("%s: median %.4fs (min %.4fs, max %.4fs) %s" % (
+                k, med, min(v), max(v),
+                "under" if med < TREE_WHY_GOAL_S else "OVER"),
+                "the %.1fs goal" % TREE_WHY_GOAL_S)
+        self.extra["tree_why"] = {
+            "desc": "layerfs tree / why PATH on the Debian minbase image "
+            "(%d layers), warm, whole command (process start included); "
+            "goal under %.1f s (issue 16)" % (len(img.layers),
+                                               TREE_WHY_GOAL_S),
+            "goal_s": TREE_WHY_GOAL_S, "output_lines": lines,
+            "samples": {k: stats(v) for k, v in s.items()}}
+
     def pull_time(self):
         """layerfs pull vs podman pull vs skopeo copy to a docker-archive +
         layerfs import, of the Debian and a 10-layer image put (gzip) into
@@ -1433,6 +1480,9 @@ class Bench:
         if not sel or "pull" in sel:
             log("pull from a local registry")
             self.pull_time()
+        if not sel or "debian-tree-why" in sel:
+            log("layerfs tree / why on the Debian image")
+            self.tree_why_time()
         if not sel or "rss-100k" in sel:
             log("daemon RSS after walking the many-file image")
             self.rss()
@@ -1621,6 +1671,18 @@ def render(out):
                 lines.append("| %s | %s | %s | %s |" % (
                     "until the command returns" if not suffix else
                     "including sync", cell(a), cell(b), ratio(b, a)))
+    tw = out["extra"].get("tree_why")
+    if tw:
+        lines += ["", "Debugging commands:", ""]
+        if "skipped" in tw:
+            lines.append(tw["skipped"])
+        else:
+            lines += [tw["desc"] + ":", "", "| command | median | goal |",
+                      "|---|---|---|"]
+            for k, v in tw["samples"].items():
+                lines.append("| layerfs %s | %s | %s |" % (
+                    k, cell(v), "met" if v["median"] < tw["goal_s"]
+                    else "NOT met"))
     pull = out["extra"].get("pull")
     if pull:
         lines += ["", "Pull from a registry:", ""]

@@ -40,10 +40,15 @@ impl TreeNode {
         }
     }
 
+    /// The order of [`TreeNode::sort_by_size`]: largest first, then by
+    /// name.
+    pub fn size_order(a: &TreeNode, b: &TreeNode) -> std::cmp::Ordering {
+        b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name))
+    }
+
     /// Sorts every directory's entries by size, largest first (ties by name).
     pub fn sort_by_size(&mut self) {
-        self.children
-            .sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+        self.children.sort_by(TreeNode::size_order);
         for c in &mut self.children {
             c.sort_by_size();
         }
