@@ -643,3 +643,84 @@ fn directory_branch_files_read_on_every_path() {
         assert!(logged_reads(&store, ino) > 0, "{opts}: no read logged");
     }
 }
+
+/// `commit --plain` of an overlay upperdir holding redirects (renamed
+/// lower directories, nested, with changes inside) onto the image the
+/// lowers are: the committed image mounted shows what kernel overlayfs
+/// shows of the same upperdir over the same lowers.
+#[test]
+fn commit_of_an_upperdir_with_redirects_is_what_kernel_overlay_shows() {
+    let Some(l) = layers() else { return };
+    if !overlay_listed() {
+        eprintln!("SKIP: kernel overlayfs is not available");
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture(IMAGE), &[]);
+    let t = tempfile::tempdir().unwrap();
+    let (up, work) = (t.path().join("upper"), t.path().join("work"));
+    let ov: Vec<&PathBuf> = l.overlay.iter().collect();
+    let opts = format!(
+        "{},upperdir={},workdir={}",
+        lowerdir(&ov),
+        up.display(),
+        work.display()
+    );
+    let m = Mount::branches(&store, &opts);
+    std::fs::rename(m.path("usr"), m.path("u2")).unwrap(); // mv A B
+    std::fs::rename(m.path("u2/share"), m.path("s")).unwrap(); // mv B/sub S
+    std::fs::write(m.path("s/doc/pkg/new"), b"new\n").unwrap();
+    std::fs::remove_file(m.path("s/doc/pkg/README")).unwrap();
+    std::fs::rename(m.path("s/doc/pkg"), m.path("s/pkg2")).unwrap(); // inside a redirect
+    std::fs::rename(m.path("opt/data"), m.path("opt/d2")).unwrap();
+    std::fs::write(m.path("opt/d2/x"), b"x\n").unwrap();
+    // Directories of one layer move with a redirect (usr and its share
+    // span two and are copied up).
+    std::fs::rename(m.path("home"), m.path("h")).unwrap(); // mv A B
+    std::fs::rename(m.path("h/user"), m.path("U")).unwrap(); // mv B/sub S
+    std::fs::remove_file(m.path("U/secret")).unwrap();
+    std::fs::create_dir(m.path("U/d")).unwrap();
+    std::fs::write(m.path("U/new"), b"n\n").unwrap();
+    std::fs::rename(m.path("bin"), m.path("h/b2")).unwrap(); // into a redirected dir
+    std::fs::remove_file(m.path("h/b2/cat")).unwrap();
+    std::fs::write(m.path("h/b2/x"), b"x\n").unwrap();
+    std::fs::rename(m.path("tmp"), m.path("h/b2/t")).unwrap(); // redirect in a redirect
+    drop(m);
+    for (d, to) in [
+        ("h", "/home"),
+        ("U", "/home/user"),
+        ("h/b2", "/bin"),
+        ("h/b2/t", "/tmp"),
+        ("opt/d2", "/opt/data"),
+    ] {
+        assert_eq!(
+            lgetxattr(&up.join(d), "trusted.overlay.redirect"),
+            Ok(to.as_bytes().to_vec()),
+            "{d}"
+        );
+    }
+
+    let w2 = t.path().join("work2");
+    std::fs::create_dir(&w2).unwrap();
+    let kmp = t.path().join("kmnt");
+    let expected = {
+        let k = KernelOverlay::mount(
+            &kmp,
+            &format!(
+                "{},upperdir={},workdir={},redirect_dir=on,index=off,metacopy=off",
+                lowerdir(&ov),
+                up.display(),
+                w2.display()
+            ),
+        );
+        snapshot(&k.dir)
+    };
+    let new = store.ok(&["commit", "--plain", "--image", &id, up.to_str().unwrap()]);
+    let m = Mount::new(&store, new.trim(), &[]);
+    assert_same_tree(
+        "the committed upperdir vs kernel overlayfs",
+        &expected,
+        &snapshot(&m.dir),
+        &[],
+    );
+}

@@ -15,12 +15,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::image::export::{write_subtree, ImageLayers};
 use crate::image::tarw::{self, TarMeta, TarType};
 use crate::layer::index::{Index, Kind};
 use crate::layer::whiteout::{is_overlay_xattr, overlay_mark, OverlayMark, WH_OPAQUE, WH_PREFIX};
 use crate::store::Store;
 use crate::sys;
 use crate::union::inspect::{join, layer_changes, Change};
+use crate::union::{list_dir, resolve_path, Resolved};
 use crate::upper::{Meta, OVERRIDE_XATTR, STATE_DIR};
 
 /// Checks that `dir` is a read-write branch (it has the state directory),
@@ -124,23 +126,85 @@ fn branch_meta(p: &Path, st: &libc::stat) -> (Meta, Xattrs) {
 /// within the branch become link entries. Sockets have no tar form and are
 /// left out (with a warning).
 pub fn write_layer(rw: &Path, out: impl Write) -> Result<()> {
+    write_layer_on(rw, None, out)
+}
+
+/// [`write_layer`] of a branch over `lowers` (the image it lies on): an
+/// overlay-format branch's directories renamed with a redirect
+/// (`redirect_dir=on`) become opaque directories holding the merged lower
+/// content they point at overlaid with their own entries, the standard
+/// layer they mean. Without `lowers` a redirect is refused.
+pub fn write_layer_on(rw: &Path, lowers: Option<&ImageLayers>, out: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(BufWriter::with_capacity(1 << 20, out));
-    let mut seen: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let overlay = reads_overlay(rw);
+    let mut cx = Cx {
+        lowers,
+        overlay: reads_overlay(rw),
+        seen: HashMap::new(),
+        links: HashMap::new(),
+    };
     // The branch's root too (`./`): a writable mount shows its metadata.
-    write_tree(&mut b, rw, b"", overlay, &mut seen)?;
+    write_tree(&mut b, rw, b"", None, &mut cx)?;
     b.into_inner()?.flush()?;
     Ok(())
 }
 
+/// What the walk of [`write_tree`] carries.
+struct Cx<'a> {
+    lowers: Option<&'a ImageLayers>,
+    overlay: bool,
+    seen: HashMap<(u64, u64), Vec<u8>>,
+    links: HashMap<(u16, u32), Vec<u8>>,
+}
+
+/// The lower path (no leading `/`) an overlay redirect `value` of a
+/// directory names, `cand` being where the directory's lower content would
+/// be without it: absolute (`/a/b`) as is, relative (`b`) beside `cand`.
+pub(crate) fn redirect_target(cand: &[u8], value: &[u8]) -> Vec<u8> {
+    let (base, rest): (&[u8], &[u8]) = match value.strip_prefix(b"/") {
+        Some(v) => (b"", v),
+        None => (
+            cand.iter()
+                .rposition(|&c| c == b'/')
+                .map_or(&cand[..0], |i| &cand[..i]),
+            value,
+        ),
+    };
+    let mut out = base.to_vec();
+    for c in rest
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        out = join(&out, c);
+    }
+    out
+}
+
+/// The children of an expanded (opaque in the layer) directory in name
+/// order: each upper name (`true`), and each lower name the upper does not
+/// have (`false`). Both inputs sorted.
+pub(crate) fn merge_children(upper: &[Vec<u8>], lower: &[Vec<u8>]) -> Vec<(Vec<u8>, bool)> {
+    let mut out: Vec<(Vec<u8>, bool)> = upper.iter().map(|n| (n.clone(), true)).collect();
+    out.extend(
+        lower
+            .iter()
+            .filter(|n| upper.binary_search(n).is_err())
+            .map(|n| (n.clone(), false)),
+    );
+    out.sort();
+    out
+}
+
 /// Writes the entry at `p` (`path` in the layer) and, for a directory,
-/// everything under it, depth first in name order.
+/// everything under it, depth first in name order. `expand` is `None`
+/// outside a redirected directory; inside one, `Some(origin)`: the entry
+/// is written whole (its directories opaque) and `origin` is the lower
+/// path whose content it overlays, if any.
 fn write_tree<W: Write>(
     b: &mut tar::Builder<W>,
     p: &Path,
     path: &[u8],
-    overlay: bool,
-    seen: &mut HashMap<(u64, u64), Vec<u8>>,
+    expand: Option<Option<Vec<u8>>>,
+    cx: &mut Cx,
 ) -> Result<()> {
     let st = sys::lstat(p)
         .map_err(|e| anyhow!("{}: {}", p.display(), io::Error::from_raw_os_error(e)))?;
@@ -149,15 +213,22 @@ fn write_tree<W: Write>(
     let err = |e: io::Error| anyhow!("writing {}: {e}", p.display());
     // Overlay's markers become the layer format's (AUFS `.wh.` names).
     let mut opaque = false;
-    if overlay {
+    let mut my_expand: Option<Option<Vec<u8>>> = None;
+    if cx.overlay {
         let rdev = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
         let mark = overlay_mark(
             real,
             rdev,
             xattrs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
         );
+        let redirect = xattrs
+            .iter()
+            .find(|(n, _)| is_overlay_xattr(n) && n.ends_with(b".redirect"))
+            .map(|(n, v)| (n.clone(), v.clone()));
         xattrs.retain(|(n, _)| !is_overlay_xattr(n));
         match mark {
+            // Inside an expanded directory (opaque) nothing lies below.
+            OverlayMark::Whiteout if expand.is_some() => return Ok(()),
             OverlayMark::Whiteout if !path.is_empty() => {
                 let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
                     Some(i) => (&path[..i], &path[i + 1..]),
@@ -178,7 +249,38 @@ fn write_tree<W: Write>(
             OverlayMark::Opaque => opaque = true,
             _ => {}
         }
+        if real == Kind::Dir {
+            if let Some((n, v)) = redirect {
+                if cx.lowers.is_none() {
+                    bail!(
+                        "{}: a directory renamed by overlayfs ({}={}): its content lies \
+                         in the layers below, which are not known here; commit it onto \
+                         the image it lies on",
+                        p.display(),
+                        String::from_utf8_lossy(&n),
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+                let cand = match &expand {
+                    Some(o) => o.clone().unwrap_or_else(|| path.to_vec()),
+                    None => path.to_vec(),
+                };
+                my_expand = Some(Some(redirect_target(&cand, &v)));
+                opaque = true;
+            } else if let Some(o) = &expand {
+                my_expand = Some(if opaque { None } else { o.clone() });
+                opaque = true;
+            }
+        }
     }
+    // The lower directory an expanded directory overlays.
+    let lower_dir = match (&my_expand, cx.lowers) {
+        (Some(Some(o)), Some(img)) => match resolve_path(&img.layers, o) {
+            Some(Resolved::Dir(srcs)) => Some(srcs),
+            _ => None,
+        },
+        _ => None,
+    };
     let tm = TarMeta {
         mode: meta.perm,
         uid: meta.uid,
@@ -207,27 +309,45 @@ fn write_tree<W: Write>(
                 let m = join(path, WH_OPAQUE);
                 tarw::append(b, &m, TarType::File, &marker, b"", 0, io::empty()).map_err(err)?;
             }
-            for name in children {
-                if path.is_empty() && name.as_slice() == STATE_DIR.as_bytes() {
-                    continue;
+            let children: Vec<Vec<u8>> = children
+                .into_iter()
+                .filter(|n| !(path.is_empty() && n.as_slice() == STATE_DIR.as_bytes()))
+                .collect();
+            let lower: Vec<(Vec<u8>, Resolved)> = match (&lower_dir, cx.lowers) {
+                (Some(srcs), Some(img)) => list_dir(&img.layers, srcs),
+                _ => Vec::new(),
+            };
+            let lower_names: Vec<Vec<u8>> = lower.iter().map(|(n, _)| n.clone()).collect();
+            for (name, upper) in merge_children(&children, &lower_names) {
+                let child_path = join(path, &name);
+                if upper {
+                    let child_expand = my_expand.as_ref().map(|o| {
+                        o.as_ref()
+                            .filter(|_| lower_dir.is_some())
+                            .map(|o| join(o, &name))
+                    });
+                    write_tree(
+                        b,
+                        &p.join(OsStr::from_bytes(&name)),
+                        &child_path,
+                        child_expand,
+                        cx,
+                    )?;
+                } else if let (Some(img), Some((_, r))) =
+                    (cx.lowers, lower.iter().find(|(n, _)| *n == name))
+                {
+                    write_subtree(img, b, r, &child_path, &mut cx.links)?;
                 }
-                write_tree(
-                    b,
-                    &p.join(OsStr::from_bytes(&name)),
-                    &join(path, &name),
-                    overlay,
-                    seen,
-                )?;
             }
         }
         Kind::File | Kind::Whiteout if real == Kind::File => {
             if st.st_nlink > 1 {
                 let key = (st.st_dev, st.st_ino);
-                if let Some(first) = seen.get(&key) {
+                if let Some(first) = cx.seen.get(&key) {
                     return tarw::append(b, path, TarType::HardLink, &tm, first, 0, io::empty())
                         .map_err(err);
                 }
-                seen.insert(key, path.to_vec());
+                cx.seen.insert(key, path.to_vec());
             }
             let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
             let size = f.metadata()?.len();
@@ -469,6 +589,7 @@ pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> R
         crate::oci::validate_tag(t).map_err(|e| anyhow!(e))?;
     }
     let rw = check_branch(rw, opts.plain)?;
+    let lowers = ImageLayers::open(store, parent)?;
     let lock = store.lock()?;
     let staging = store.staging("commit")?;
     let tar_path = staging.path().join("layer.tar");
@@ -478,7 +599,7 @@ pub fn commit(store: &Store, parent: &str, rw: &Path, opts: &CommitOptions) -> R
             inner: f,
             hash: Sha256::new(),
         };
-        write_layer(&rw, &mut h)?;
+        write_layer_on(&rw, Some(&lowers), &mut h)?;
         h.inner.sync_all()?;
         hex::encode(h.hash.finalize())
     };
@@ -508,6 +629,28 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_name_lower_paths() {
+        assert_eq!(redirect_target(b"x/B", b"/A"), b"A");
+        assert_eq!(redirect_target(b"x/B", b"/a//b/"), b"a/b");
+        assert_eq!(redirect_target(b"x/B", b"A"), b"x/A");
+        assert_eq!(redirect_target(b"B", b"A"), b"A");
+    }
+
+    #[test]
+    fn expanded_children_are_upper_over_lower() {
+        let v = |s: &[&str]| s.iter().map(|x| x.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            merge_children(&v(&["b", "d"]), &v(&["a", "b", "c"])),
+            vec![
+                (b"a".to_vec(), false),
+                (b"b".to_vec(), true),
+                (b"c".to_vec(), false),
+                (b"d".to_vec(), true),
+            ]
+        );
+    }
 
     #[test]
     fn changes_edit_the_config_like_docker_commit() {

@@ -124,6 +124,26 @@ fn append_file<W: Write>(
         .with_context(|| format!("writing {}", String::from_utf8_lossy(p)))
 }
 
+/// Writes the merged subtree of `img` at `src` (which must exist) as
+/// `dst` in the tar, depth first in name order; what `commit` copies for
+/// a directory renamed by overlayfs (its content lies in the image).
+pub(crate) fn write_subtree<W: Write>(
+    img: &ImageLayers,
+    b: &mut tar::Builder<W>,
+    src: &Resolved,
+    dst: &[u8],
+    links: &mut HashMap<(u16, u32), Vec<u8>>,
+) -> Result<()> {
+    let mut none = BTreeMap::new();
+    write_node(img, b, dst, src, links, &mut none)?;
+    if let Resolved::Dir(srcs) = src {
+        for (name, child) in list_dir(&img.layers, srcs) {
+            write_subtree(img, b, &child, &join(dst, &name), links)?;
+        }
+    }
+    Ok(())
+}
+
 fn write_node<W: Write>(
     img: &ImageLayers,
     b: &mut tar::Builder<W>,
