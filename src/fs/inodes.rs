@@ -208,7 +208,7 @@ impl Vfs {
     /// lazy index shows it empty, and the name looked up there or the
     /// listing would be wrong).
     pub(super) fn lower_listed(&self, lower: &Option<Resolved>) -> VResult<()> {
-        let Some(Resolved::Dir(srcs)) = lower else {
+        let Some(Resolved::Dir(srcs)) = lower.as_ref().filter(|_| self.lazy_layers) else {
             return Ok(());
         };
         for &(l, d) in srcs {
