@@ -715,6 +715,21 @@ fn commit_of_an_upperdir_with_redirects_is_what_kernel_overlay_shows() {
         );
         snapshot(&k.dir)
     };
+    // diff of the upperdir: its changes as the expanded layer's.
+    let diff = store.ok(&["diff", "--plain", "--image", &id, up.to_str().unwrap()]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for l in [
+        "D /bin",
+        "D /tmp",
+        "A /h/b2/busybox",
+        "A /h/b2/t",
+        "A /U/new",
+        "D /opt/data",
+        "A /opt/d2/new",
+    ] {
+        assert!(lines.contains(&l), "{l} not in diff:\n{diff}");
+    }
+    assert!(!lines.contains(&"A /h/b2/cat"), "{diff}");
     let new = store.ok(&["commit", "--plain", "--image", &id, up.to_str().unwrap()]);
     let m = Mount::new(&store, new.trim(), &[]);
     assert_same_tree(

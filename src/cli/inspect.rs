@@ -13,7 +13,7 @@ use super::render::{
 use super::store::image_config;
 use super::waste::WastedReport;
 use super::{DiffArgs, LsArgs, TreeArgs, TreeSort};
-use crate::image::commit::rw_diff;
+use crate::image::commit::{rw_diff, rw_diff_image};
 use crate::image::export::ImageLayers;
 use crate::layer::index::Index;
 use crate::mount::Source;
@@ -190,7 +190,9 @@ pub(crate) fn diff(store: &Store, out: &mut impl Write, a: DiffArgs) -> Result<(
         }
         None => {
             match branch_and_base(store, &target, a.image.first().map(String::as_str), a.plain)? {
-                (rw, Source::Image(id)) => rw_diff(&ImageLayers::open(store, &id)?.layers, &rw)?,
+                (rw, Source::Image(id)) => {
+                    rw_diff_image(store, &ImageLayers::open(store, &id)?, &rw)?
+                }
                 (rw, Source::Dirs(dirs)) => rw_diff(&index_dirs(dirs)?, &rw)?,
             }
         }

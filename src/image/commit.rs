@@ -87,6 +87,41 @@ pub fn rw_diff(layers: &[impl AsRef<Index>], rw: &Path) -> Result<Vec<(Change, V
         .collect())
 }
 
+/// [`rw_diff`] of a branch lying on image `img`: an overlay-format
+/// branch with redirects (directories renamed by overlayfs, which a
+/// directory read as one layer cannot follow) is compared as the layer
+/// `commit` makes of it ([`write_layer_on`], written to a staging file
+/// of `store`).
+pub fn rw_diff_image(
+    store: &Store,
+    img: &ImageLayers,
+    rw: &Path,
+) -> Result<Vec<(Change, Vec<u8>)>> {
+    let top = match branch_index(rw) {
+        Ok(top) => top,
+        Err(e) if e.downcast_ref::<crate::layer::dir::Redirected>().is_some() => {
+            let staging = store.staging("diff")?;
+            let tmp = staging.path().join("layer.tar");
+            let f = crate::store::create_private(&tmp)?;
+            let r = write_layer_on(rw, Some(img), &f).and_then(|()| {
+                let map = sys::map_readonly(&File::open(&tmp)?)?;
+                let (bytes, _) = crate::layer::index::build_index(&map)?;
+                Ok(Index::from_bytes(bytes, &rw.display().to_string())?)
+            });
+            let _ = std::fs::remove_file(&tmp);
+            r?
+        }
+        Err(e) => return Err(e),
+    };
+    let mut all: Vec<&Index> = vec![&top];
+    all.extend(img.layers.iter().map(|l| l.as_ref()));
+    Ok(layer_changes(&all, 0)
+        .into_iter()
+        .filter(|c| !c.path.is_empty())
+        .map(|c| (c.change, c.path))
+        .collect())
+}
+
 // ---------------------------------------------------------------------------
 // commit: the branch as a layer tar
 

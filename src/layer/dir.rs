@@ -415,6 +415,20 @@ fn list_dir(
     Ok(subdirs)
 }
 
+/// The error of reading as one layer a directory renamed by overlayfs
+/// (its content lies in the layers below): callers that know those
+/// layers expand it instead (`commit`, `diff` onto an image).
+#[derive(Debug)]
+pub struct Redirected(pub String);
+
+impl std::fmt::Display for Redirected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redirected {}
+
 /// The entries one object of the walk stands for: itself, a whiteout in
 /// the AUFS spelling, or a directory plus its opaque marker.
 fn describe(
@@ -446,7 +460,7 @@ fn describe(
             // it would lose that content, and its old name stays whited
             // out. Upper directories of layerfs' own mounts read them;
             // a directory read as a layer does not.
-            bail!(
+            return Err(anyhow::Error::new(Redirected(format!(
                 "{}: a directory renamed by overlayfs ({}={}): its content lies \
                  in the layers below, which a directory read as one layer (a \
                  lowerdir, `layerfs diff` or `commit` of it) cannot follow; mount \
@@ -455,7 +469,7 @@ fn describe(
                 p.display(),
                 String::from_utf8_lossy(n),
                 String::from_utf8_lossy(v)
-            );
+            ))));
         }
         if xattrs
             .iter()
