@@ -1088,3 +1088,84 @@ fn walks_need_no_lookups_and_acls_are_asked_once() {
         "{acl} ACL GETXATTRs for two ls -l of 1000 files"
     );
 }
+
+/// GETXATTR requests of `name` in the daemon logs of `store`'s mounts.
+fn getxattrs_logged(store: &TestStore, name: &str) -> usize {
+    let needle = format!("GETXATTR name {name:?}");
+    let mut n = 0;
+    for e in std::fs::read_dir(store.root().join("mounts")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let log = std::fs::read_to_string(&p).unwrap();
+            n += log.lines().filter(|l| l.contains(&needle)).count();
+        }
+    }
+    n
+}
+
+/// `ls -l` asks every file for security.selinux. On a host without SELinux
+/// a missing label answers EOPNOTSUPP, so `ls` stops asking for the rest
+/// of the mount: one GETXATTR of it per `ls -l` of a whole directory, not
+/// one per file, also on writable mounts, which cannot answer ENOSYS for
+/// every xattr as read-only mounts of xattr-free images do. A label that
+/// is set is stored and reads back, and other missing names still answer
+/// ENODATA. (Where SELinux is active its LSM answers the label and no such
+/// request reaches the daemon at all.)
+#[test]
+fn ls_l_asks_a_writable_mount_for_selinux_labels_once() {
+    let Some(r) = Rw::new().filter(|_| is_root()) else {
+        return;
+    };
+    let selinux = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .lines()
+        .any(|l| l.ends_with("selinuxfs"));
+    let rw = r.rw();
+    let m = Mount::with_env(
+        &r.store,
+        &r.id,
+        &["--rw", rw.to_str().unwrap()],
+        &[("RUST_LOG", "fuser=debug")],
+    );
+    let dir = m.path("many");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+    }
+    let lower = m.path("etc/os-release");
+    if !selinux {
+        assert_eq!(lgetxattr(&lower, "security.selinux"), Err(libc::EOPNOTSUPP));
+        assert_eq!(
+            lgetxattr(&dir.join("f0"), "security.selinux"),
+            Err(libc::EOPNOTSUPP)
+        );
+    }
+    assert_eq!(lgetxattr(&lower, "user.nosuch"), Err(libc::ENODATA));
+    let before = getxattrs_logged(&r.store, "security.selinux");
+    for _ in 0..3 {
+        let out = run_ok(Command::new("ls").arg("-l").arg(&dir));
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with('-')).count(),
+            200,
+            "{out}"
+        );
+    }
+    let asked = getxattrs_logged(&r.store, "security.selinux") - before;
+    assert!(
+        asked <= 3,
+        "{asked} GETXATTR of security.selinux for 3 ls -l of 200 files"
+    );
+    if !selinux {
+        let f = dir.join("f1");
+        lsetxattr(&f, "security.selinux", b"system_u:object_r:etc_t:s0\0").unwrap();
+        assert_eq!(
+            lgetxattr(&f, "security.selinux"),
+            Ok(b"system_u:object_r:etc_t:s0\0".to_vec())
+        );
+        assert_eq!(
+            lgetxattr(&rw.join("many/f1"), "security.selinux"),
+            Ok(b"system_u:object_r:etc_t:s0\0".to_vec()),
+            "stored in the branch"
+        );
+    }
+}

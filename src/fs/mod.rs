@@ -66,7 +66,7 @@ mod xattr;
 pub use attr::to_system_time;
 pub(crate) use error::err;
 pub use error::{Error, ErrorContext, VResult};
-pub use xattr::PROVENANCE_XATTR;
+pub use xattr::{missing_xattr, PROVENANCE_XATTR};
 
 use handles::Handle;
 use inodes::{LinkGroups, Node, Nodes};

@@ -15,6 +15,28 @@ use crate::union::{Resolved, Source};
 /// entry comes from. See [`Vfs::provenance`].
 pub const PROVENANCE_XATTR: &[u8] = b"user.layerfs.layer";
 
+/// The SELinux label's xattr name. Where SELinux is active its LSM answers
+/// getxattr(2) of this name from the inode's in-core label, and no request
+/// reaches a filesystem; elsewhere `ls -l` sends one GETXATTR of it per
+/// file, and FUSE has no cache for xattr answers.
+const SELINUX_XATTR: &[u8] = b"security.selinux";
+
+/// What getxattr of `name` answers when the entry has no such xattr
+/// (`missing`, normally ENODATA). On a host without SELinux
+/// (`labels_active` false) a missing SELinux label answers EOPNOTSUPP, "no
+/// labels on this filesystem", as a filesystem without a security xattr
+/// handler does: `ls` (coreutils' getfilecon cache) and libselinux callers
+/// then stop asking for the rest of the device, which saves a round trip
+/// per file of every `ls -l`. A label that is stored still reads back,
+/// and setxattr of one still works.
+pub fn missing_xattr(name: &[u8], missing: Error, labels_active: bool) -> Error {
+    if !labels_active && name == SELINUX_XATTR && missing.errno() == libc::ENODATA {
+        Error::new(libc::EOPNOTSUPP)
+    } else {
+        missing
+    }
+}
+
 impl Vfs {
     fn meta_entry(&self, r: &Resolved) -> (Source, crate::layer::index::Entry) {
         let src = r.meta_source(&self.layers);
@@ -143,4 +165,31 @@ pub(super) fn shown_xattrs<'a>(
     e: &crate::layer::index::Entry,
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
     idx.xattrs(e).filter(|(k, _)| !is_overlay_xattr(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_label_is_unsupported_only_without_selinux() {
+        let enodata = || Error::new(libc::ENODATA);
+        let errno = |name: &[u8], e: Error, active| missing_xattr(name, e, active).errno();
+        assert_eq!(errno(SELINUX_XATTR, enodata(), false), libc::EOPNOTSUPP);
+        assert_eq!(errno(SELINUX_XATTR, enodata(), true), libc::ENODATA);
+        assert_eq!(
+            errno(b"security.capability", enodata(), false),
+            libc::ENODATA
+        );
+        assert_eq!(errno(b"user.foo", enodata(), false), libc::ENODATA);
+        // Other failures pass as they are.
+        assert_eq!(
+            errno(SELINUX_XATTR, Error::new(libc::ESTALE), false),
+            libc::ESTALE
+        );
+        assert_eq!(
+            errno(SELINUX_XATTR, Error::new(libc::ERANGE), false),
+            libc::ERANGE
+        );
+    }
 }

@@ -71,6 +71,10 @@ pub struct LayerFs {
     /// `-o noxattrs=1`: a mount without extended attributes; every xattr
     /// request answers ENOSYS (the kernel then answers EOPNOTSUPP itself).
     no_xattrs: bool,
+    /// SELinux is active on the host (its LSM then answers security.selinux
+    /// itself); else a missing label answers EOPNOTSUPP
+    /// ([`crate::fs::missing_xattr`]).
+    labels_active: bool,
     /// FUSE_HANDLE_KILLPRIV_V2 negotiated (read-write mounts): the kernel
     /// no longer asks for security.capability before every write (one
     /// GETXATTR per inode, where it was one per write(2)), and leaves
@@ -92,6 +96,7 @@ impl LayerFs {
         LayerFs {
             no_getxattr: vfs.has_no_xattrs(),
             no_xattrs: false,
+            labels_active: crate::sys::selinux_active(),
             vfs,
             no_open: false,
             no_opendir: false,
@@ -491,7 +496,10 @@ impl Filesystem for LayerFs {
         }
         match self.vfs.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => reply_xattr(reply, "getxattr", ino.0, size, &v),
-            Err(e) => reply_error(reply, "getxattr", ino.0, e),
+            Err(e) => {
+                let e = crate::fs::missing_xattr(name.as_bytes(), e, self.labels_active);
+                reply_error(reply, "getxattr", ino.0, e)
+            }
         }
     }
 

@@ -19,6 +19,18 @@ use std::path::Path;
 /// Result of a system call: the errno on failure.
 pub type SysResult<T> = Result<T, i32>;
 
+/// Is SELinux active on this kernel? Its filesystem (selinuxfs) is
+/// registered only then (not when built in but disabled at boot), as
+/// libselinux's `is_selinux_enabled` checks first.
+pub fn selinux_active() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("selinuxfs"))
+        })
+        .unwrap_or(false)
+}
+
 /// The errno of an `io::Error` (EIO if it has none).
 pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
