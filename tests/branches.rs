@@ -330,6 +330,8 @@ fn bad_branch_options_are_refused() {
     let lo = t.path().join("lower");
     std::fs::create_dir(&mp).unwrap();
     std::fs::create_dir(&lo).unwrap();
+    std::fs::create_dir(mp.join("sub")).unwrap();
+    std::os::unix::fs::symlink(mp.join("sub"), t.path().join("lower-link")).unwrap();
     let mps = mp.to_str().unwrap();
     let l = lo.display();
     for (opts, msg) in [
@@ -342,7 +344,13 @@ fn bad_branch_options_are_refused() {
         (format!("br={l}=ro:{l}2=rw"), "not the first"),
         (format!("br={l}=bogus"), "unknown permission"),
         ("allow_other".to_string(), "no branches"),
-        (format!("lowerdir={l}/missing"), "missing"),
+        (
+            format!("lowerdir={l}/missing"),
+            &*format!("branch {l}/missing: No such file or directory"),
+        ),
+        // A link to a directory inside the mountpoint (resolved, as
+        // podman's l/SHORTID links are).
+        (format!("lowerdir={l}:{l}-link"), "is inside the mountpoint"),
     ] {
         let err = store.fails(&["mount-branches", mps, "-o", &opts]);
         assert!(err.contains(msg), "{opts}: {err}");

@@ -63,7 +63,20 @@ pub(crate) fn mount_branches(store: &Store, a: MountBranchesArgs) -> Result<()> 
     let br = Branches {
         upper: br.upper.as_deref().map(absolute),
         work: br.work.as_deref().map(absolute),
-        lowers: br.lowers.iter().map(|p| absolute(p)).collect(),
+        lowers: {
+            // Canonical here, once: the daemon's argv then carries resolved
+            // paths, and the inside-mountpoint check needs no resolving.
+            let mut canon = mnt::Canonicalizer::default();
+            br.lowers
+                .iter()
+                .map(|p| {
+                    let a = absolute(p);
+                    canon
+                        .canonical(&a)
+                        .with_context(|| format!("branch {}", a.display()))
+                })
+                .collect::<Result<Vec<_>>>()?
+        },
         rest: br.rest,
         ignored: Vec::new(),
     };
@@ -73,19 +86,17 @@ pub(crate) fn mount_branches(store: &Store, a: MountBranchesArgs) -> Result<()> 
              as non-root use -o br=UPPER=rw:LOWER=ro+wh:... (an AUFS-format rw branch)"
         );
     }
-    for d in br
-        .lowers
-        .iter()
-        .chain(br.upper.iter())
-        .chain(br.work.iter())
-    {
-        if inside_mountpoint(d, &mp) {
-            bail!(
-                "branch {} is inside the mountpoint {}",
-                d.display(),
-                mp.display()
-            );
-        }
+    // The lowers are canonical already; upper and work may not exist yet.
+    let inside =
+        br.lowers.iter().find(|d| d.starts_with(&mp)).or_else(|| {
+            (br.upper.iter().chain(br.work.iter())).find(|d| inside_mountpoint(d, &mp))
+        });
+    if let Some(d) = inside {
+        bail!(
+            "branch {} is inside the mountpoint {}",
+            d.display(),
+            mp.display()
+        );
     }
     if a.foreground {
         let opts = MountOptions {

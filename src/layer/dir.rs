@@ -220,6 +220,9 @@ pub fn index_directory_in(root: &Path, overlay: bool, walkers: usize) -> Result<
 /// `getdents` fewer per subdirectory of every listing).
 struct Lister {
     root: std::path::PathBuf,
+    /// The root's metadata, read once to check it is a directory and
+    /// taken by the root listing.
+    root_md: parking_lot::Mutex<Option<std::fs::Metadata>>,
     overlay: bool,
     warned_metacopy: AtomicBool,
 }
@@ -236,6 +239,7 @@ pub fn index_directory_lazy(root: &Path, overlay: bool) -> Result<Index> {
     }
     let lister = Lister {
         root: root.to_path_buf(),
+        root_md: parking_lot::Mutex::new(Some(md)),
         overlay,
         warned_metacopy: AtomicBool::new(false),
     };
@@ -264,7 +268,10 @@ impl Lister {
 
 impl Expand for Lister {
     fn root(&self) -> std::result::Result<Listing, String> {
-        let md = std::fs::symlink_metadata(&self.root).map_err(|e| e.to_string())?;
+        let md = match self.root_md.lock().take() {
+            Some(md) => md,
+            None => std::fs::symlink_metadata(&self.root).map_err(|e| e.to_string())?,
+        };
         let found = describe(
             &self.root,
             Vec::new(),

@@ -98,11 +98,13 @@ impl Layer {
     /// A plain directory as a layer (see [`crate::layer::dir`]), each of
     /// its directories listed when first looked up or listed
     /// ([`dir::index_directory_lazy`]); file data read by path.
+    /// `root` must be canonical (absolute, no symlink on the way: see
+    /// `mount::Canonicalizer`): its files are opened by `root` + path.
     pub fn directory(name: &str, root: &Path) -> Result<Layer> {
-        let root = root
-            .canonicalize()
+        debug_assert!(root.is_absolute(), "{}", root.display());
+        let root = root.to_path_buf();
+        let index = dir::index_directory_lazy(&root, true)
             .with_context(|| format!("branch {}", root.display()))?;
-        let index = dir::index_directory_lazy(&root, true)?;
         Ok(Layer {
             chain_id: name.to_string(),
             index,

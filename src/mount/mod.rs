@@ -218,7 +218,7 @@ pub fn run_foreground(
 }
 
 /// Runs the daemon of `layerfs mount-branches`: plain directories as
-/// layers (top first), the rw branch `opts.rw` on top (AUFS format, or
+/// layers (top first, canonical: see [`Canonicalizer`]), the rw branch `opts.rw` on top (AUFS format, or
 /// overlay format with `opts.work`).
 pub fn run_branches_foreground(
     store: &Store,
@@ -227,10 +227,11 @@ pub fn run_branches_foreground(
     opts: &MountOptions,
     notify_ready: bool,
 ) -> Result<()> {
+    let dirs = lowers.to_vec();
     // No branch is walked: each directory is listed when first looked up
     // or listed (`layer::index::lazy`), so a mount costs the same for any
     // size of branch.
-    let mut layers = lowers
+    let mut layers = dirs
         .iter()
         .enumerate()
         .map(|(i, dir)| Layer::directory(&format!("branch{i}:{}", dir.display()), dir))
@@ -243,10 +244,6 @@ pub fn run_branches_foreground(
         (Some(dir), None) => Some(Upper::open(dir, None)?),
         (None, _) => None,
     };
-    let dirs: Vec<PathBuf> = lowers
-        .iter()
-        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
-        .collect();
     // A mount-branches mount records no image (empty), but its lowerdirs.
     let registration = store.register_mount_guarded(&MountRecord {
         pid: std::process::id(),
@@ -605,6 +602,43 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     out
 }
 
+/// Canonical forms of many paths that share their parents, each parent
+/// resolved once: a mount program's lowerdirs are all in one directory
+/// (`GRAPHROOT/overlay/l/*` links, or the layers themselves), and
+/// resolving each whole costs a readlink per component per path (3,000
+/// for a 128-layer mount). The same answer as `Path::canonicalize`: a path
+/// of plain components has the canonical form of its parent joined with
+/// its name unless the name is a symlink (then it is resolved whole).
+#[derive(Default)]
+pub struct Canonicalizer {
+    memo: std::collections::HashMap<PathBuf, PathBuf>,
+}
+
+impl Canonicalizer {
+    /// The canonical form of `p` (which must exist), as
+    /// `Path::canonicalize` gives it.
+    pub fn canonical(&mut self, p: &Path) -> std::io::Result<PathBuf> {
+        use std::path::Component;
+        if let Some(c) = self.memo.get(p) {
+            return Ok(c.clone());
+        }
+        let plain = p.is_absolute()
+            && p.components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let (Some(parent), Some(name), true) = (p.parent(), p.file_name(), plain) else {
+            return p.canonicalize();
+        };
+        let joined = self.canonical(parent)?.join(name);
+        let real = if std::fs::symlink_metadata(&joined)?.file_type().is_symlink() {
+            joined.canonicalize()?
+        } else {
+            joined
+        };
+        self.memo.insert(p.to_path_buf(), real.clone());
+        Ok(real)
+    }
+}
+
 /// Is the branch directory `dir` inside `mountpoint` (canonical)? A
 /// branch must not live under the mount it serves: every access to it
 /// would come back through the daemon. A `dir` that does not exist (yet)
@@ -628,6 +662,40 @@ pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memoized canonical form equals `Path::canonicalize` for plain
+    /// paths, links in the middle and at the end (absolute and relative,
+    /// like podman's `l/SHORTID -> ../ID/diff`), `..` and `.`; a missing
+    /// path is an error.
+    #[test]
+    fn canonicalizer_agrees_with_canonicalize() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("layers/a/diff/sub")).unwrap();
+        std::fs::create_dir_all(root.join("layers/b/diff")).unwrap();
+        std::fs::create_dir_all(root.join("l")).unwrap();
+        std::os::unix::fs::symlink("../layers/a/diff", root.join("l/A")).unwrap();
+        std::os::unix::fs::symlink(root.join("layers/b"), root.join("l/B")).unwrap();
+        std::os::unix::fs::symlink("layers", t.path().join("via")).unwrap();
+        let mut c = Canonicalizer::default();
+        for rel in [
+            "layers/a/diff",
+            "layers/a/diff/sub",
+            "l/A",
+            "l/A/sub",
+            "l/B/diff",
+            "via/b/diff",
+            "via/a/diff/sub",
+            "l/A/../diff",
+            "layers/./b/diff",
+        ] {
+            for p in [t.path().join(rel), root.join(rel)] {
+                assert_eq!(c.canonical(&p).unwrap(), p.canonicalize().unwrap(), "{rel}");
+            }
+        }
+        assert!(c.canonical(&root.join("layers/none")).is_err());
+        assert!(c.canonical(&root.join("l/A/none")).is_err());
+    }
 
     #[test]
     fn mountinfo_lookup() {

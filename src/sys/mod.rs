@@ -262,14 +262,11 @@ pub fn getxattr_obj(o: Obj, name: &[u8]) -> SysResult<Vec<u8>> {
             RawObj::Fd(fd) => libc::fgetxattr(*fd, n.as_ptr(), buf, len),
         }
     };
+    // One call for the usual short value; a value too long for the buffer
+    // (ERANGE) is probed for its size and read again (a racing grow gives
+    // ERANGE again: retry).
+    let mut buf = vec![0u8; 1024];
     loop {
-        // A size probe, then a read into a buffer of the probed size; a
-        // racing grow gives ERANGE: retry.
-        let len = get(std::ptr::null_mut(), 0);
-        if len < 0 {
-            return Err(last_errno());
-        }
-        let mut buf = vec![0u8; len as usize];
         let got = get(buf.as_mut_ptr().cast(), buf.len());
         if got >= 0 {
             buf.truncate(got as usize);
@@ -279,6 +276,11 @@ pub fn getxattr_obj(o: Obj, name: &[u8]) -> SysResult<Vec<u8>> {
         if e != libc::ERANGE {
             return Err(e);
         }
+        let len = get(std::ptr::null_mut(), 0);
+        if len < 0 {
+            return Err(last_errno());
+        }
+        buf = vec![0u8; len as usize + 1];
     }
 }
 
@@ -303,12 +305,10 @@ pub fn listxattr_obj(o: Obj) -> SysResult<Vec<u8>> {
             RawObj::Fd(fd) => libc::flistxattr(*fd, buf, len),
         }
     };
+    // One call for the usual short (or empty) list; a size probe only
+    // when that buffer is too small.
+    let mut buf = vec![0u8; 1024];
     loop {
-        let len = list(std::ptr::null_mut(), 0);
-        if len < 0 {
-            return Err(last_errno());
-        }
-        let mut buf = vec![0u8; len as usize];
         let got = list(buf.as_mut_ptr().cast(), buf.len());
         if got >= 0 {
             buf.truncate(got as usize);
@@ -318,6 +318,11 @@ pub fn listxattr_obj(o: Obj) -> SysResult<Vec<u8>> {
         if e != libc::ERANGE {
             return Err(e);
         }
+        let len = list(std::ptr::null_mut(), 0);
+        if len < 0 {
+            return Err(last_errno());
+        }
+        buf = vec![0u8; len as usize + 1];
     }
 }
 
@@ -526,4 +531,47 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values and name lists longer than the first buffer are read whole
+    /// (probed, then read again); short and empty ones in one call.
+    #[test]
+    fn long_xattr_values_and_lists_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"").unwrap();
+        match lsetxattr(&f, b"user.probe", b"v", 0) {
+            Err(libc::EOPNOTSUPP) => return, // no user xattrs on this filesystem
+            r => r.unwrap(),
+        }
+        assert_eq!(lgetxattr(&f, b"user.probe").unwrap(), b"v");
+        assert_eq!(lgetxattr(&f, b"user.none"), Err(libc::ENODATA));
+        let long: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        lsetxattr(&f, b"user.long", &long, 0).unwrap();
+        assert_eq!(lgetxattr(&f, b"user.long").unwrap(), long);
+        lremovexattr(&f, b"user.long").unwrap();
+        let mut want = b"user.probe\0".to_vec();
+        for i in 0..40 {
+            let n = format!("user.name-of-some-length-{i:03}");
+            lsetxattr(&f, n.as_bytes(), b"", 0).unwrap();
+            want.extend_from_slice(n.as_bytes());
+            want.push(0);
+        }
+        let got = llistxattr(&f).unwrap();
+        assert!(got.len() > 1024, "{}", got.len());
+        let names = |l: &[u8]| {
+            let mut v: Vec<Vec<u8>> = l.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&got), names(&want));
+        let empty = dir.path().join("e");
+        std::fs::write(&empty, b"").unwrap();
+        let listed = llistxattr(&empty).unwrap();
+        assert!(!names(&listed).iter().any(|n| n.starts_with(b"user.")));
+    }
 }
