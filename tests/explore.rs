@@ -395,6 +395,62 @@ fn explore_under_tmux_wraps_a_long_created_by_in_a_narrow_terminal() {
     assert!(s.contains("EXIT=0"), "{s}");
 }
 
+/// On a screen too short for the whole created_by, the command pane shows
+/// a page of it, `]` and `[` scroll it, and the status line still names
+/// every key in 30 columns.
+#[test]
+fn explore_under_tmux_scrolls_a_long_created_by() {
+    let store = TestStore::new();
+    store.import(&fixture("multi.docker.tar"), &[]);
+    let layers: Value = serde_json::from_str(&store.ok(&["layers", "multi", "--json"])).unwrap();
+    let cb = layers["layers"][0]["created_by"].as_str().unwrap();
+    let tmux = Tmux::new();
+    let cmd = format!(
+        "{} --root {} explore multi; echo EXIT=$?; sleep 600",
+        bin(),
+        store.root().display()
+    );
+    // 9 rows: the command pane gets a third, one line inside its border.
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "x",
+        "-x",
+        "30",
+        "-y",
+        "9",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    tmux.wait("layer 0", |s| command_lines(s).0.contains("layer 0"));
+    tmux.keys(&["j", "j"]);
+    let s = tmux.wait("layer 2's command", |s| {
+        command_lines(s).0.contains("layer 2")
+    });
+    let first = command_lines(&s).1;
+    assert_eq!(first.len(), 1, "{s}");
+    assert!(squeeze(cb).starts_with(&first[0]), "{s}");
+    assert!(
+        s.lines().last().unwrap().contains("[ ] q"),
+        "help line: {s}"
+    );
+    tmux.keys(&["]"]);
+    let s = tmux.wait("the second line", |s| command_lines(s).1 != first);
+    let second = command_lines(&s).1;
+    assert_eq!(second.len(), 1, "{s}");
+    assert!(
+        squeeze(cb).starts_with(&format!("{} {}", first[0], second[0])),
+        "{s}"
+    );
+    tmux.keys(&["["]);
+    tmux.wait("the first line again", |s| command_lines(s).1 == first);
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the exit", |s| s.contains("EXIT="));
+    assert!(s.contains("EXIT=0"), "{s}");
+}
+
 #[test]
 fn explore_without_a_terminal_says_so() {
     let store = TestStore::new();

@@ -136,6 +136,9 @@ pub(crate) struct Explorer<'a> {
     pub by_size: bool,
     /// `q` was pressed.
     pub quit: bool,
+    /// First line of the created_by pane shown (`[` and `]` scroll it);
+    /// back to 0 when another layer is selected.
+    pub detail_top: usize,
 }
 
 impl<'a> Explorer<'a> {
@@ -160,6 +163,7 @@ impl<'a> Explorer<'a> {
             editing: false,
             by_size: false,
             quit: false,
+            detail_top: 0,
         };
         e.select();
         e
@@ -182,6 +186,34 @@ impl<'a> Explorer<'a> {
     /// `width` characters.
     pub(crate) fn detail_lines(&self, width: usize) -> Vec<String> {
         wrap(&self.selected().created_by, width)
+    }
+
+    /// The created_by pane's title and the lines it shows, `height` of
+    /// them from [`Explorer::detail_top`] (kept to the last full page), for
+    /// a pane `width` characters wide inside its border. A command longer
+    /// than the pane says which lines are shown and how to scroll.
+    pub(crate) fn detail_view(&mut self, width: usize, height: usize) -> (String, Vec<String>) {
+        let all = self.detail_lines(width);
+        let index = self.selected().index;
+        let height = height.max(1);
+        self.detail_top = self.detail_top.min(all.len().saturating_sub(height));
+        let shown: Vec<String> = all
+            .iter()
+            .skip(self.detail_top)
+            .take(height)
+            .cloned()
+            .collect();
+        let title = if all.len() > height {
+            format!(
+                " Command of layer {index} (lines {}-{} of {}, [ ] scroll) ",
+                self.detail_top + 1,
+                self.detail_top + shown.len(),
+                all.len()
+            )
+        } else {
+            format!(" Command of layer {index} ")
+        };
+        (title, shown)
     }
 
     /// Does `n` pass the change and name filters (itself, or something
@@ -257,13 +289,17 @@ impl<'a> Explorer<'a> {
             (Key::Char('s'), _) => self.by_size = !self.by_size,
             (Key::Char('/'), _) => self.editing = true,
             (Key::Esc, _) => self.filter.clear(),
+            (Key::Char(']'), _) => self.detail_top += 1,
+            (Key::Char('['), _) => self.detail_top = self.detail_top.saturating_sub(1),
             (Key::Up | Key::Char('k'), Pane::Layers) if self.layer > 0 => {
                 self.layer -= 1;
                 self.cursor = 0;
+                self.detail_top = 0;
             }
             (Key::Down | Key::Char('j'), Pane::Layers) if self.layer + 1 < self.layers.len() => {
                 self.layer += 1;
                 self.cursor = 0;
+                self.detail_top = 0;
             }
             (Key::Up | Key::Char('k'), Pane::Tree) => self.cursor = self.cursor.saturating_sub(1),
             (Key::Down | Key::Char('j'), Pane::Tree) => self.cursor += 1,
@@ -393,7 +429,7 @@ fn run(term: &mut ratatui::DefaultTerminal, ui: &mut Explorer<'_>) -> Result<()>
     Ok(())
 }
 
-fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
+fn draw(f: &mut ratatui::Frame, ui: &mut Explorer<'_>) {
     let area = f.area();
     let detail = ui.detail_lines(area.width.saturating_sub(2) as usize);
     // The whole created_by, up to a third of the screen.
@@ -471,9 +507,12 @@ fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
     let mut ts = ListState::default().with_selected((!rows.is_empty()).then_some(ui.cursor));
     f.render_stateful_widget(tree, right, &mut ts);
 
-    let cmd_title = format!(" Command of layer {} ", sel.index);
+    let (cmd_title, shown) = ui.detail_view(
+        area.width.saturating_sub(2) as usize,
+        dh.saturating_sub(2) as usize,
+    );
     f.render_widget(
-        Paragraph::new(detail.join("\n"))
+        Paragraph::new(shown.join("\n"))
             .block(Block::default().borders(Borders::ALL).title(cmd_title)),
         cmd,
     );
@@ -481,9 +520,23 @@ fn draw(f: &mut ratatui::Frame, ui: &Explorer<'_>) {
     let help = if ui.editing {
         format!("filter: {}_   (Enter: keep, Esc: clear)", ui.filter)
     } else {
-        "↑↓/jk move  Tab pane  Enter/Space collapse  c changes only  s size/name order  / filter  q quit".into()
+        help_line(area.width as usize).into()
     };
     f.render_widget(Paragraph::new(help), status);
+}
+
+/// The key help of the status line: the longest wording that fits in
+/// `width` columns (every key is named in all of them).
+fn help_line(width: usize) -> &'static str {
+    const TIERS: [&str; 3] = [
+        "↑↓/jk move  Tab pane  Enter/Space collapse  c changes  s size/name  / filter  [ ] command  q quit",
+        "↑↓ move  Tab pane  ⏎ collapse  c changes  s sort  / filter  [ ] cmd  q quit",
+        "↑↓ Tab ⏎ c s / [ ] q",
+    ];
+    TIERS
+        .into_iter()
+        .find(|t| t.chars().count() <= width)
+        .unwrap_or(TIERS[2])
 }
 
 #[cfg(test)]
@@ -571,6 +624,59 @@ mod tests {
         };
         let trees = [l0, l1];
         Explorer::new(vec![info(0), info(1)], move |i| trees[i].clone())
+    }
+
+    /// A created_by longer than its pane shows a page at a time: `]` and
+    /// `[` scroll it within bounds, the title says which lines, and another
+    /// layer starts at its top.
+    #[test]
+    fn a_long_command_scrolls_in_its_pane() {
+        let mut e = sample();
+        e.layers[0].created_by = (1..=10)
+            .map(|i| format!("word{i:02}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // 10 words of 6 characters: one per line at width 6, 3 shown.
+        let (title, shown) = e.detail_view(6, 3);
+        assert_eq!(shown, ["word01", "word02", "word03"]);
+        assert!(title.contains("lines 1-3 of 10"), "{title}");
+        for _ in 0..4 {
+            e.key(Key::Char(']'));
+        }
+        let (title, shown) = e.detail_view(6, 3);
+        assert_eq!(shown, ["word05", "word06", "word07"]);
+        assert!(title.contains("lines 5-7 of 10"), "{title}");
+        for _ in 0..20 {
+            e.key(Key::Char(']'));
+        }
+        let (_, shown) = e.detail_view(6, 3);
+        assert_eq!(
+            shown,
+            ["word08", "word09", "word10"],
+            "stops at the last page"
+        );
+        e.key(Key::Char('['));
+        assert_eq!(e.detail_view(6, 3).1, ["word07", "word08", "word09"]);
+        // A command that fits has the plain title and no scrolling.
+        e.key(Key::Down);
+        let (title, shown) = e.detail_view(6, 3);
+        assert_eq!(title, " Command of layer 1 ");
+        assert_eq!(shown, ["step 1"]);
+        assert_eq!(e.detail_top, 0);
+    }
+
+    /// The status line names every key in whatever width it gets.
+    #[test]
+    fn the_help_line_fits_the_width() {
+        for width in [20, 40, 79, 80, 94, 120, 200] {
+            let h = help_line(width);
+            assert!(h.chars().count() <= width, "{width}: {h}");
+            for key in ["↑↓", "Tab", "c", "s", "/", "[ ]", "q"] {
+                assert!(h.contains(key), "{width}: {h} lacks {key}");
+            }
+        }
+        assert!(help_line(80).contains("filter"), "80 columns get words");
+        assert!(help_line(100).contains("Enter/Space"), "100 columns get it all");
     }
 
     fn lines(e: &Explorer<'_>) -> Vec<String> {

@@ -64,6 +64,25 @@ def mounted(path):
 # --------------------------------------------------------------------------
 # The unprivileged user
 
+
+# The Debian rootfs tar's name in a cache directory, shared with the tests.
+DEBIAN_TAR = "debian-minbase-bookworm.tar"
+
+
+def prune_rootfs(root):
+    """What the tests leave out of the debootstrap rootfs, as Debian's own
+    container images do: the downloaded .debs, apt's lists and /dev's
+    device nodes (tests/common/debian.rs, debian_minbase_tar)."""
+    for d in ("var/cache/apt/archives", "var/lib/apt/lists", "dev"):
+        top = os.path.join(root, d)
+        for name in os.listdir(top):
+            p = os.path.join(top, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                if name != "partial":
+                    shutil.rmtree(p)
+            else:
+                os.remove(p)
+
 class Skip(Exception):
     """An implementation cannot run a workload; the message says why."""
 
@@ -901,14 +920,19 @@ class Bench:
             raise Skip("skipped: Debian image is not built in --quick")
         if not shutil.which("debootstrap"):
             raise Skip("skipped: debootstrap not installed")
-        cache = self.args.cache and os.path.join(self.args.cache,
-                                                 "debian-minbase.tar")
+        # One rootfs tar for the bench and the tests (tests/common/debian.rs
+        # writes the same name, made the same way): --cache DIR, else the
+        # tests' cache ($LAYERFS_TEST_CACHE, else /var/tmp/layerfs-test-cache).
+        dirs = [d for d in (self.args.cache, os.environ.get("LAYERFS_TEST_CACHE"),
+                            "/var/tmp/layerfs-test-cache") if d]
+        cache = self.args.cache and os.path.join(self.args.cache, DEBIAN_TAR)
         root = os.path.join(self.work, "debootstrap")
-        if cache and os.path.exists(cache):
-            log("Debian rootfs from cache", cache)
-            os.makedirs(root)
-            run(images.extract_cmd(cache, root))
-            return root
+        for found in (os.path.join(d, DEBIAN_TAR) for d in dirs):
+            if os.path.exists(found):
+                log("Debian rootfs from cache", found)
+                os.makedirs(root)
+                run(images.extract_cmd(found, root))
+                return root
         mirror = self.args.mirror
         log("debootstrap --variant=minbase bookworm from", mirror,
             "(a minute or two)")
@@ -920,6 +944,7 @@ class Bench:
             raise Skip("skipped: debootstrap failed (exit %d): %s" % (
                 r.returncode, " | ".join(tail)))
         self.extra["debootstrap_seconds"] = round(time.time() - t, 1)
+        prune_rootfs(root)
         if cache:
             os.makedirs(self.args.cache, exist_ok=True)
             images.tar_dir(root, cache, ["."])
@@ -1776,8 +1801,9 @@ def main():
                    metavar="URL", help="Debian mirror for debootstrap "
                    "(tools/bench passes the one apt uses)")
     p.add_argument("--cache", default=None, metavar="DIR",
-                   help="keep the debootstrap rootfs as a tar here and "
-                   "reuse it")
+                   help="keep the debootstrap rootfs as a tar here (%s, "
+                   "as the tests name it) and reuse it; without it the "
+                   "tests' cache is reused if there" % DEBIAN_TAR)
     p.add_argument("--keep", action="store_true",
                    help="keep the work dir (handled by tools/bench)")
     p.add_argument("--layerfs", required=True, help=argparse.SUPPRESS)
