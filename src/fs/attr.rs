@@ -65,11 +65,11 @@ impl Vfs {
         let (subdirs, merged) = {
             let nodes = self.nodes.read();
             let n = &nodes.table[ino as usize - 1];
-            let lower = match &n.lower {
+            let lower = match n.place.lower() {
                 Some(crate::union::Resolved::Dir(srcs)) => srcs.len(),
                 _ => 0,
             };
-            (n.subdirs, lower + usize::from(n.upper) > 1)
+            (n.subdirs, lower + usize::from(n.place.upper()) > 1)
         };
         if let Some(n) = subdirs {
             return Ok(2 + n);

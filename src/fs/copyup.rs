@@ -15,6 +15,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::handles::open_entry;
+use super::inodes::Place;
 use super::xattr::shown_xattrs;
 use super::{err, Error, ErrorContext, VResult, Vfs};
 use crate::layer::index::Kind;
@@ -100,7 +101,7 @@ impl Vfs {
             return Err(e.context(what()));
         }
         self.with_node(ino, |n| {
-            n.upper = true;
+            n.place.copied_up(Kind::Dir);
             n.listing = None;
         });
         Ok(dst)
@@ -202,10 +203,7 @@ impl Vfs {
         .context(what)?;
         t.placed();
         // The first name is in place: the node lives in the branch now.
-        self.with_node(ino, |n| {
-            n.upper = true;
-            n.lower = None;
-        });
+        self.with_node(ino, |n| n.place = Place::Upper);
         self.note_upper_ino(ino, first);
         self.nlinks.lock().clear();
         self.switch_readers(ino, first);
@@ -246,10 +244,7 @@ impl Vfs {
         let f = made.context(|| format!("copy-up of an unlinked file in {}", t.display()))?;
         removed.context(|| format!("removing {}", t.display()))?;
         self.keep_nameless_file(ino, f);
-        self.with_node(ino, |n| {
-            n.upper = true;
-            n.lower = None;
-        });
+        self.with_node(ino, |n| n.place = Place::Upper);
         self.nlinks.lock().clear();
         Ok(())
     }
@@ -394,7 +389,7 @@ impl Vfs {
         up.drop_merge_markers(&p)
             .context(|| format!("removing the whiteouts of opaque {}", p.display()))?;
         self.with_node(ino, |n| {
-            n.lower = None;
+            n.place.cut_below();
             n.listing = None;
         });
         Ok(())

@@ -25,12 +25,8 @@ pub(super) struct Node {
     /// in the upper branch. Empty for the root and once unlinked.
     pub(super) names: Vec<(u64, Box<[u8]>)>,
     pub(super) kind: Kind,
-    /// The node exists in the upper branch (at every one of its names).
-    pub(super) upper: bool,
-    /// What the lower layers give: for a directory, the sources still
-    /// merged under it (`None` once opaque or if it exists only in the
-    /// upper branch); for a non-directory, its entry (`None` once copied up).
-    pub(super) lower: Option<Resolved>,
+    /// Where its content is: the lower layers, the branch, or both.
+    pub(super) place: Place,
     /// Merged listing, cached for directories that are not in the upper
     /// branch (their content cannot change without a copy-up first).
     pub(super) listing: Option<Arc<Vec<DirEntry>>>,
@@ -39,11 +35,56 @@ pub(super) struct Node {
     pub(super) subdirs: Option<u32>,
 }
 
+/// Where a node's content is. Never nowhere: a node that is in neither
+/// the branch nor a layer cannot be written down.
+#[derive(Clone, Debug)]
+pub(super) enum Place {
+    /// Only in the lower layers: for a directory, the sources merged into
+    /// it; for any other node, its entry.
+    Lower(Resolved),
+    /// A directory in the branch (at every one of its names) with the
+    /// lower directories still merged under it (not opaque).
+    Merged(Resolved),
+    /// Only in the branch: made there, copied up (a non-directory), or an
+    /// opaque directory.
+    Upper,
+}
+
+impl Place {
+    /// Is the node in the branch?
+    pub(super) fn upper(&self) -> bool {
+        !matches!(self, Place::Lower(_))
+    }
+
+    /// What the lower layers give (see the variants).
+    pub(super) fn lower(&self) -> Option<&Resolved> {
+        match self {
+            Place::Lower(r) | Place::Merged(r) => Some(r),
+            Place::Upper => None,
+        }
+    }
+
+    /// Now in the branch too: a directory keeps its lower part merged, any
+    /// other node leaves its lower entry behind.
+    pub(super) fn copied_up(&mut self, kind: Kind) {
+        *self = match std::mem::replace(self, Place::Upper) {
+            Place::Lower(r) | Place::Merged(r) if kind == Kind::Dir => Place::Merged(r),
+            _ => Place::Upper,
+        };
+    }
+
+    /// Nothing below any more (an opaque directory): only in the branch.
+    /// Only for a node already in the branch.
+    pub(super) fn cut_below(&mut self) {
+        debug_assert!(self.upper(), "cut_below of a lower-only node");
+        *self = Place::Upper;
+    }
+}
+
 /// What a name resolves to before it has a node.
 pub(super) struct Found {
     pub(super) kind: Kind,
-    pub(super) upper: bool,
-    pub(super) lower: Option<Resolved>,
+    pub(super) place: Place,
     /// `st_ino` of an upper non-directory: its hard links share a node.
     pub(super) upper_ino: Option<u64>,
 }
@@ -73,7 +114,7 @@ impl Vfs {
             .table
             .get((ino as usize).wrapping_sub(1))
             .ok_or(libc::ESTALE)?;
-        Ok((n.kind, n.upper, n.lower.clone()))
+        Ok((n.kind, n.place.upper(), n.place.lower().cloned()))
     }
 
     pub(super) fn with_node<T>(&self, ino: u64, f: impl FnOnce(&mut Node) -> T) -> T {
@@ -256,8 +297,7 @@ impl Vfs {
                 };
                 Ok(Found {
                     kind,
-                    upper: true,
-                    lower,
+                    place: lower.map_or(Place::Upper, Place::Merged),
                     upper_ino: (kind != Kind::Dir).then_some(st.st_ino),
                 })
             }
@@ -274,8 +314,7 @@ impl Vfs {
     fn found_lower(&self, r: Resolved) -> Found {
         Found {
             kind: self.entry_of(r.meta_source(&self.layers)).kind,
-            upper: false,
-            lower: Some(r),
+            place: Place::Lower(r),
             upper_ino: None,
         }
     }
@@ -288,8 +327,8 @@ impl Vfs {
         if let Some(&ino) = nodes.by_name.get(&key) {
             return ino;
         }
-        let group_key = match (&found.lower, found.upper) {
-            (Some(Resolved::Leaf((l, e))), false) => {
+        let group_key = match &found.place {
+            Place::Lower(Resolved::Leaf((l, e))) => {
                 Some((*l, self.layers[*l as usize].index.entry(*e).group))
             }
             _ => None,
@@ -300,7 +339,7 @@ impl Vfs {
             // one is gone: only a node that still has names shares it.
             (None, Some(ui)) => nodes.by_upper_ino.get(&ui).copied().filter(|&i| {
                 let n = &nodes.table[i as usize - 1];
-                n.upper && n.kind == found.kind && !n.names.is_empty()
+                n.place.upper() && n.kind == found.kind && !n.names.is_empty()
             }),
             _ => None,
         };
@@ -312,8 +351,7 @@ impl Vfs {
         nodes.table.push(Node {
             names: vec![key.clone()],
             kind: found.kind,
-            upper: found.upper,
-            lower: found.lower,
+            place: found.place,
             listing: None,
             subdirs: None,
         });

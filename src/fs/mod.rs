@@ -239,8 +239,11 @@ impl Vfs {
                 table: vec![Node {
                     names: Vec::new(),
                     kind: Kind::Dir,
-                    upper: upper.is_some(),
-                    lower: Some(lower_root.clone()),
+                    place: if upper.is_some() {
+                        inodes::Place::Merged(lower_root.clone())
+                    } else {
+                        inodes::Place::Lower(lower_root.clone())
+                    },
                     listing: None,
                     subdirs: None,
                 }],

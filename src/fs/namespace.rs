@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::acl::{self, NewAcls};
-use super::inodes::Found;
+use super::inodes::{Found, Place};
 use super::{Attr, Caller, Error, ErrorContext, Handle, VResult, Vfs};
 use crate::idmap::OVERFLOW_ID;
 use crate::layer::index::Kind;
@@ -166,8 +166,7 @@ impl Vfs {
             name,
             Found {
                 kind: meta.kind,
-                upper: true,
-                lower: None,
+                place: Place::Upper,
                 upper_ino: None,
             },
         ))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::inodes::Found;
+use super::inodes::{Found, Place};
 use super::{DirEntry, ErrorContext, Handle, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::layer::whiteout::NameClass;
@@ -86,8 +86,7 @@ impl Vfs {
                     &name,
                     Found {
                         kind,
-                        upper: false,
-                        lower: Some(r),
+                        place: Place::Lower(r),
                         upper_ino: None,
                     },
                 );
