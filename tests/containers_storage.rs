@@ -2,7 +2,7 @@
 //! mount program besides mounting them, checked against fuse-overlayfs
 //! (the mount program it was written for) on copies of the same
 //! directories. Found by running containers-storage's own bats suite
-//! against layerfs (`tools/cs-bats.sh`).
+//! against layerfs (`tools/cs-bats`).
 
 mod common;
 
