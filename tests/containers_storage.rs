@@ -2,7 +2,7 @@
 //! mount program besides mounting them, checked against fuse-overlayfs
 //! (the mount program it was written for) on copies of the same
 //! directories. Found by running containers-storage's own bats suite
-//! against layerfs (`tools/cs-bats.sh`).
+//! against layerfs (`tools/cs-bats`).
 
 mod common;
 
@@ -100,6 +100,68 @@ fn aufs_whiteouts_in_an_upper_directory_act_as_in_fuse_overlayfs() {
         assert!(
             !names.iter().any(|n| n.trim_start_matches('/') == hidden),
             "{hidden} shows through its whiteout: {names:?}"
+        );
+    }
+}
+
+/// containers-storage mounts a base layer with its empty `lowerdir` (a
+/// 0700 directory it makes) under an empty `upperdir`, the layer's `diff`,
+/// which it made 0555 (its default layer root mode; a child layer's diff
+/// copies its parent's). The merged root is the upper root, as in kernel
+/// overlayfs and fuse-overlayfs: its mode shows, and the mount leaves the
+/// directory alone. layerfs took the lower root's owner and mode for an
+/// empty upperdir and wrote them onto it (chmod 0700 at mount), so every
+/// layer made through it, and each child layer after it, had a 0700 root
+/// (containers-storage's bats suite: the merged root of `mount --ro` of
+/// an image read drwx------ where fuse-overlayfs reads dr-xr-xr-x).
+#[test]
+fn an_empty_upperdir_keeps_its_root_mode_as_in_fuse_overlayfs() {
+    if !fuse_available() || !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let t = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    let kernel = common::overlay::overlay_listed();
+    for who in ["fuse-overlayfs", "kernel", "layerfs"] {
+        if who == "kernel" && !kernel {
+            continue;
+        }
+        let base = t.path().join(who);
+        for d in ["empty", "diff", "work", "merged"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        let set = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        set(&base.join("empty"), 0o700).unwrap();
+        set(&base.join("diff"), 0o555).unwrap();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.join("empty").display(),
+            base.join("diff").display(),
+            base.join("work").display()
+        );
+        let mnt = base.join("merged");
+        let check = |m: &Path| {
+            assert_eq!(mode(m), 0o555, "{who}: merged root");
+            std::fs::write(m.join("f"), "x").unwrap();
+            assert_eq!(mode(m), 0o555, "{who}: merged root after a write");
+        };
+        match who {
+            "fuse-overlayfs" => check(&FuseOverlayfs::mount(&mnt, &opts).dir),
+            "kernel" => check(&KernelOverlay::mount(&mnt, &opts).dir),
+            _ => check(&Mount::branches(&store, &opts).dir),
+        }
+        assert_eq!(
+            mode(&base.join("diff")),
+            0o555,
+            "{who}: upperdir after the mount"
+        );
+        assert_eq!(
+            mode(&base.join("empty")),
+            0o700,
+            "{who}: lowerdir after the mount"
         );
     }
 }

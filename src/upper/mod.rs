@@ -205,7 +205,8 @@ pub struct Upper {
     /// The machine's root (not root in a user namespace): `trusted.*`
     /// xattrs can be set.
     host_root: bool,
-    /// Mounted for the first time (its state directory was just made).
+    /// Mounted for the first time (its state directory was just made;
+    /// never for an overlay-format upperdir, see `open_overlay`).
     fresh: bool,
     format: Format,
 }
@@ -254,7 +255,10 @@ impl Upper {
     /// Opens (creating if needed) the overlay-format branch `dir` (an
     /// overlayfs upperdir) with `workdir` for the lock and temporaries.
     /// Root only (the machine's or a user namespace's): overlay whiteouts
-    /// are device nodes. The branch counts as fresh while it is empty.
+    /// are device nodes. Never fresh: as in kernel overlayfs, the merged
+    /// root is the upperdir's own root, whose owner and mode the caller
+    /// chose (containers-storage makes a layer's `diff` 0555 over an empty
+    /// 0700 `lowerdir`), so a mount shows them and does not rewrite them.
     pub fn open_overlay(dir: &Path, workdir: &Path) -> Result<Upper> {
         if sys::euid() != 0 {
             bail!(
@@ -292,11 +296,10 @@ impl Upper {
                 root.display()
             );
         }
-        let fresh = std::fs::read_dir(&root)?.next().is_none();
         let work = work_root.join("layerfs");
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let lock = take_lock(&work_root.join("layerfs.lock"), "upperdir", &root)?;
-        Upper::finish_open(root, work, lock, fresh, Format::Overlay)
+        Upper::finish_open(root, work, lock, false, Format::Overlay)
     }
 
     /// Empties the work directory (what a killed daemon left there).
