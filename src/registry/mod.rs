@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod manifest;
 pub mod pull;
 pub mod push;
