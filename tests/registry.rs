@@ -1918,7 +1918,7 @@ fn short_names_resolve_through_search_registries_and_aliases() {
     let gets = access_log_count(&reg, &["layerfs/"]);
     std::fs::write(
         d.join("40-search.conf"),
-        format!("unqualified-search-registries = [\"{host}\", \"127.0.0.1:1\"]\n"),
+        format!("unqualified-search-registries = [\"127.0.0.1:1\", \"{host}\"]\n"),
     )
     .unwrap();
     let (ok, _, err) = run_at_home(
@@ -1933,7 +1933,8 @@ fn short_names_resolve_through_search_registries_and_aliases() {
         "{err}"
     );
     assert_eq!(access_log_count(&reg, &["layerfs/"]), gets);
-    // Permissive: tried in order, the first serves it.
+    // Permissive: tried in order; the first is not there, the second
+    // serves it.
     std::fs::write(d.join("50-mode.conf"), "short-name-mode = \"permissive\"\n").unwrap();
     let (ok, out, err) = run_at_home(
         &store,

@@ -103,6 +103,17 @@ fn transient(e: &ureq::Error) -> bool {
     }
 }
 
+/// Did this transport error fail to reach the endpoint at all (refused,
+/// reset, timed out, a name that does not resolve), rather than reach
+/// something that failed TLS (InvalidData) or the protocol?
+fn unreachable(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::HostNotFound => true,
+        e => transient(e),
+    }
+}
+
 fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(250 << attempt));
 }
@@ -213,7 +224,7 @@ impl Client {
                         ""
                     };
                     let msg = format!("{}: {what}: {e}{hint}", self.reference);
-                    if transient(&e) || matches!(e, ureq::Error::HostNotFound) {
+                    if unreachable(&e) {
                         return Err(Unavailable(msg).into());
                     }
                     bail!(msg)

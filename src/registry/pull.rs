@@ -102,7 +102,8 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
         None => Platform::host(),
     };
     let mut failed: Vec<anyhow::Error> = Vec::new();
-    for cand in &resolved.candidates {
+    let last = resolved.candidates.len().saturating_sub(1);
+    for (i, cand) in resolved.candidates.iter().enumerate() {
         let sources = match &cand.sources {
             Ok(s) => s,
             Err(e) => {
@@ -133,7 +134,20 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
                     tracing::info!("{e:#}; trying the next source");
                     failed.push(e);
                 }
-                Err(e) => return Err(e),
+                // Another candidate of a short name is another image, not
+                // a fallback for this one: tried whatever the error (a
+                // registry may answer 401 for a repository it lacks), as
+                // podman does in permissive mode; the error is kept.
+                Err(e) if i < last => {
+                    tracing::warn!("{e:#}; trying the next candidate");
+                    failed.push(e);
+                    break;
+                }
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => {
+                    failed.push(e);
+                    break;
+                }
             }
         }
     }
