@@ -1657,3 +1657,306 @@ fn chunked_uploads_and_cross_repository_mounts() {
         same_mounted_tree(&store, &third, &id);
     }
 }
+
+/// `layerfs ARGS` in `store` with `HOME` and `XDG_CACHE_HOME` in `home`
+/// (no user registries.conf or aliases from the machine), and `RUST_LOG`
+/// at info (which source served a pull is logged): (success, stdout,
+/// stderr).
+fn run_at_home(store: &TestStore, home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = store
+        .cmd()
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("CONTAINERS_REGISTRIES_CONF")
+        .env("RUST_LOG", "layerfs=info")
+        .output()
+        .expect("running layerfs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Requests by layerfs in `reg`'s access log whose line has `part`.
+fn layerfs_requests(reg: &Registry, part: &str) -> usize {
+    access_log_count(reg, &[part, "layerfs/"])
+}
+
+/// registries.conf mirrors: the registry's location is unreachable, its
+/// first mirror lacks the image (404), the second has it: the pull comes
+/// from the second (its access log), is tagged with the name the user
+/// gave, and `insecure = true` stands for --tls-verify=false. A push to
+/// the same name never goes to a mirror.
+#[test]
+fn a_mirror_serves_a_pull_when_the_registry_is_unreachable() {
+    if !tools_available() {
+        return;
+    }
+    let empty = Registry::plain();
+    let good = Registry::plain();
+    good.put("multi.docker.tar", "t/multi:1", &[]);
+    let primary = format!("127.0.0.1:{}", free_port());
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{primary}\"\ninsecure = true\n\n\
+             [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n\n\
+             [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            empty.host(),
+            good.host()
+        ),
+    )
+    .unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let store = TestStore::new();
+    let r = format!("{primary}/t/multi:1");
+    let (ok, out, err) = run_at_home(
+        &store,
+        home.path(),
+        &["pull", &r, "--registries-conf", conf_arg, "--json", "-q"],
+    );
+    assert!(ok, "{err}");
+    let out = json(&out);
+    assert_eq!(out["reference"], r.as_str());
+    assert_eq!(out["source"], format!("{}/t/multi:1", good.host()).as_str());
+    assert!(
+        err.contains(&format!(
+            "pulling from {}/t/multi:1 (a mirror)",
+            good.host()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        layerfs_requests(&empty, "\"GET /v2/t/multi/manifests/1"),
+        1,
+        "the first mirror was asked first"
+    );
+    assert!(layerfs_requests(&good, "\"GET /v2/t/multi/manifests/1") >= 1);
+    assert!(good.layerfs_blob_gets() > 0);
+    assert_eq!(empty.layerfs_blob_gets(), 0);
+    let reference = TestStore::new();
+    let id = reference.import(&fixture("multi.docker.tar"), &[]);
+    assert_eq!(out["id"], id.as_str());
+    // Tagged with the name asked for, not the mirror's.
+    assert_eq!(out["tag"], r.as_str());
+    store.ok(&["inspect", &r]);
+
+    // A push goes to the registry itself (unreachable), not a mirror.
+    let (ok, _, err) = run_at_home(
+        &store,
+        home.path(),
+        &["push", &id, &r, "--registries-conf", conf_arg],
+    );
+    assert!(!ok && err.contains(&primary), "{err}");
+    assert_eq!(layerfs_requests(&good, "\"POST /v2/"), 0);
+    assert_eq!(layerfs_requests(&empty, "\"POST /v2/"), 0);
+}
+
+/// A registry blocked in registries.conf: pull and push are refused
+/// naming the file, and the registry sees no request from layerfs.
+#[test]
+fn a_blocked_registry_is_refused() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\nblocked = true\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let before = store.fingerprint();
+    let r = format!("{}/t/multi:1", reg.host());
+    for args in [
+        vec![
+            "pull",
+            &r,
+            "--tls-verify=false",
+            "--registries-conf",
+            conf_arg,
+        ],
+        vec![
+            "push",
+            &id,
+            &r,
+            "--tls-verify=false",
+            "--registries-conf",
+            conf_arg,
+        ],
+    ] {
+        let (ok, _, err) = run_at_home(&store, home.path(), &args);
+        assert!(
+            !ok && err.contains(&r) && err.contains("is blocked") && err.contains(conf_arg),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(access_log_count(&reg, &["layerfs/"]), 0);
+    assert_eq!(store.fingerprint(), before);
+    // $CONTAINERS_REGISTRIES_CONF is read the same way.
+    let out = store
+        .cmd()
+        .args(["pull", &r, "--tls-verify=false"])
+        .env("HOME", home.path())
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is blocked"));
+}
+
+/// Short names: through `unqualified-search-registries` to a registry on
+/// 127.0.0.1 (one candidate: no ambiguity even when enforcing), through an
+/// alias in a drop-in of `FILE.d` (a later drop-in overriding an earlier
+/// one), and refused when enforcing with two candidates, listing them.
+#[test]
+fn short_names_resolve_through_search_registries_and_aliases() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::plain();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path().join("registries.conf");
+    let host = reg.host();
+    std::fs::write(
+        &conf,
+        format!(
+            "unqualified-search-registries = [\"{host}\"]\nshort-name-mode = \"enforcing\"\n\n\
+             [[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    let d = home.path().join("registries.conf.d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(
+        d.join("10-aliases.conf"),
+        "[aliases]\n\"layerfs-test-multi\" = \"quay.io/nowhere/multi\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("20-aliases.conf"),
+        format!("[aliases]\n\"layerfs-test-multi\" = \"{host}/t/multi\"\n"),
+    )
+    .unwrap();
+    std::fs::write(d.join("30-ignored.txt"), "not toml [[[").unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let store = TestStore::new();
+    let want = format!("{host}/t/multi:1");
+
+    let (ok, out, err) = run_at_home(
+        &store,
+        home.path(),
+        &[
+            "pull",
+            "t/multi:1",
+            "--registries-conf",
+            conf_arg,
+            "--json",
+            "-q",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["reference"], want.as_str());
+    assert!(err.contains("unqualified-search-registries"), "{err}");
+
+    let (ok, out, err) = run_at_home(
+        &store,
+        home.path(),
+        &[
+            "pull",
+            "layerfs-test-multi:1",
+            "--registries-conf",
+            conf_arg,
+            "--json",
+            "-q",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["reference"], want.as_str());
+    assert!(err.contains("20-aliases.conf"), "{err}");
+
+    // mount and bundle find the image under its resolved name: no pull.
+    if fuse_available() {
+        let blobs = reg.layerfs_blob_gets();
+        let manifests = layerfs_requests(&reg, "/manifests/");
+        let bundle = tempfile::tempdir().unwrap();
+        let b = bundle.path().join("b");
+        let (ok, _, err) = run_at_home(
+            &store,
+            home.path(),
+            &[
+                "bundle",
+                "layerfs-test-multi:1",
+                b.to_str().unwrap(),
+                "--registries-conf",
+                conf_arg,
+            ],
+        );
+        let _unmounted_if_this_fails = common::LazyUnmount(b.join("rootfs"));
+        assert!(ok, "{err}");
+        assert!(b.join("rootfs/bin/busybox").exists());
+        store.ok(&["bundle", "--umount", b.to_str().unwrap()]);
+        assert_eq!(reg.layerfs_blob_gets(), blobs);
+        assert_eq!(layerfs_requests(&reg, "/manifests/"), manifests);
+    }
+
+    // Two search registries under enforcing: refused, listing both, with
+    // no request made.
+    let gets = access_log_count(&reg, &["layerfs/"]);
+    std::fs::write(
+        d.join("40-search.conf"),
+        format!("unqualified-search-registries = [\"127.0.0.1:1\", \"{host}\"]\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = run_at_home(
+        &store,
+        home.path(),
+        &["pull", "t/multi:1", "--registries-conf", conf_arg],
+    );
+    assert!(
+        !ok && err.contains(&want)
+            && err.contains("127.0.0.1:1/t/multi:1")
+            && err.contains("enforcing"),
+        "{err}"
+    );
+    assert_eq!(access_log_count(&reg, &["layerfs/"]), gets);
+    // Permissive: tried in order; the first is not there, the second
+    // serves it.
+    std::fs::write(d.join("50-mode.conf"), "short-name-mode = \"permissive\"\n").unwrap();
+    let (ok, out, err) = run_at_home(
+        &store,
+        home.path(),
+        &[
+            "pull",
+            "t/multi:1",
+            "--registries-conf",
+            conf_arg,
+            "--json",
+            "-q",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["reference"], want.as_str());
+
+    // A bad drop-in fails naming its file and line.
+    std::fs::write(d.join("60-bad.conf"), "\n[[registry]]\ninsecure = 1\n").unwrap();
+    let (ok, _, err) = run_at_home(
+        &store,
+        home.path(),
+        &["pull", "t/multi:1", "--registries-conf", conf_arg],
+    );
+    assert!(!ok && err.contains("60-bad.conf:3:"), "{err}");
+}

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::render::print_json;
 use crate::registry::auth::Credentials;
-use crate::registry::pull::{pull as pull_image, PullOptions};
+use crate::registry::pull::{find_resolved, pull as pull_image, PullOptions};
 use crate::registry::push::{push as push_image, PushOptions};
 use crate::registry::{login as login_to, logout as logout_from, RegistryOptions};
 use crate::store::Store;
@@ -29,6 +29,12 @@ pub(crate) struct ConnArgs {
     /// $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
+    /// The registries.conf to read (short names, aliases, mirrors,
+    /// blocked and insecure registries; default: $CONTAINERS_REGISTRIES_CONF,
+    /// ~/.config/containers/registries.conf, /etc/containers/registries.conf,
+    /// with their .d drop-ins).
+    #[arg(long, value_name = "FILE")]
+    registries_conf: Option<PathBuf>,
 }
 
 impl ConnArgs {
@@ -37,6 +43,7 @@ impl ConnArgs {
             tls_verify: self.tls_verify,
             creds: self.creds.clone(),
             authfile: self.authfile.clone(),
+            registries_conf: self.registries_conf.clone(),
         }
     }
 }
@@ -65,6 +72,13 @@ pub(crate) struct PullFirst {
 pub(crate) fn resolve_or_pull(store: &Store, image: &str, how: &PullFirst) -> Result<String> {
     if let Some(id) = store.find(image)? {
         return Ok(id);
+    }
+    if crate::oci::Reference::parse(image).is_ok() {
+        // A short name stored under its resolved name (an alias, a search
+        // registry); a bad registries.conf is the pull's to report.
+        if let Ok(Some(id)) = find_resolved(store, image, &how.conn.options()) {
+            return Ok(id);
+        }
     }
     if how.pull == PullPolicy::Never || crate::oci::Reference::parse(image).is_err() {
         // The store's own message (known tags).
@@ -217,6 +231,7 @@ pub(crate) fn login(out: &mut impl Write, a: LoginArgs) -> Result<()> {
         tls_verify: a.tls_verify,
         creds: None,
         authfile: a.authfile,
+        registries_conf: None,
     };
     let creds = Credentials {
         user: a.username,

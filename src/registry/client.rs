@@ -46,6 +46,28 @@ pub struct Client {
     pull_scopes: Vec<String>,
 }
 
+/// A request that failed because this endpoint cannot serve it (the
+/// connection failed, or it answered 404, 429 or 5xx after the retries):
+/// a pull may try its next source (a mirror, then the registry). An
+/// authentication failure, a refused certificate or bytes that do not
+/// match their digest are other errors, and stop the pull.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// Did `e` come from an endpoint that cannot serve the request
+/// ([`Unavailable`])?
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Unavailable>().is_some()
+}
+
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
 pub fn query_escape(s: &str) -> String {
     let mut out = String::new();
@@ -78,6 +100,17 @@ fn transient(e: &ureq::Error) -> bool {
         ),
         ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => true,
         _ => false,
+    }
+}
+
+/// Did this transport error fail to reach the endpoint at all (refused,
+/// reset, timed out, a name that does not resolve), rather than reach
+/// something that failed TLS (InvalidData) or the protocol?
+fn unreachable(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::HostNotFound => true,
+        e => transient(e),
     }
 }
 
@@ -190,7 +223,11 @@ impl Client {
                     } else {
                         ""
                     };
-                    bail!("{}: {what}: {e}{hint}", self.reference)
+                    let msg = format!("{}: {what}: {e}{hint}", self.reference);
+                    if unreachable(&e) {
+                        return Err(Unavailable(msg).into());
+                    }
+                    bail!(msg)
                 }
                 Ok(r) if r.status().as_u16() == 401 && !authenticated => {
                     let challenges: Vec<Challenge> = r
@@ -306,7 +343,11 @@ impl Client {
             429 => "the registry is rate limiting this client (429 Too Many Requests); try again later".to_string(),
             s => format!("the registry answered {s}"),
         };
-        bail!("{r}: {what}: {why}{detail}")
+        let msg = format!("{r}: {what}: {why}{detail}");
+        if status == 404 || status == 429 || (500..600).contains(&status) {
+            return Err(Unavailable(msg).into());
+        }
+        bail!(msg)
     }
 
     /// A small document (a manifest or config), at most 64 MiB: its

@@ -8,11 +8,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod manifest;
 pub mod pull;
 pub mod push;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -28,6 +29,9 @@ pub struct RegistryOptions {
     pub creds: Option<String>,
     /// The auth file to read instead of podman's and docker's.
     pub authfile: Option<PathBuf>,
+    /// The registries.conf to read instead of the default ones
+    /// ([`load_registries_conf`]).
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -36,8 +40,109 @@ impl Default for RegistryOptions {
             tls_verify: true,
             creds: None,
             authfile: None,
+            registries_conf: None,
         }
     }
+}
+
+/// The registries configuration (containers-registries.conf(5)) as podman
+/// finds it: `explicit` (`--registries-conf`), else
+/// `$CONTAINERS_REGISTRIES_CONF` (either must exist), else
+/// `$HOME/.config/containers/registries.conf` if it exists, else
+/// `/etc/containers/registries.conf` (if it exists). Then the drop-ins,
+/// `*.conf` sorted by name, each over the earlier: of the directory
+/// `FILE.d` next to the file, then of
+/// `$HOME/.config/containers/registries.conf.d` (only that one for the
+/// user's own file, as podman); last the aliases podman records in
+/// `short-name-aliases.conf` (`$XDG_CACHE_HOME/containers/`, or
+/// `/var/cache/containers/` as root). No file at all: an empty
+/// configuration (a short name is Docker Hub's, no mirrors).
+pub fn load_registries_conf(explicit: Option<&Path>) -> Result<config::Config> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let home = env("HOME").map(PathBuf::from);
+    let user_dir = home
+        .as_ref()
+        .map(|h| h.join(".config/containers/registries.conf.d"));
+    let user_file = home
+        .as_ref()
+        .map(|h| h.join(".config/containers/registries.conf"))
+        .filter(|f| f.exists());
+    let (file, must_exist, dirs) = match explicit
+        .map(PathBuf::from)
+        .or_else(|| env("CONTAINERS_REGISTRIES_CONF").map(PathBuf::from))
+    {
+        Some(f) => {
+            let d = PathBuf::from(format!("{}.d", f.display()));
+            (
+                f,
+                true,
+                [Some(d), user_dir]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            )
+        }
+        None => match user_file {
+            Some(f) => (f, true, user_dir.into_iter().collect()),
+            None => {
+                let f = PathBuf::from("/etc/containers/registries.conf");
+                let d = PathBuf::from("/etc/containers/registries.conf.d");
+                (
+                    f,
+                    false,
+                    [Some(d), user_dir].into_iter().flatten().collect(),
+                )
+            }
+        },
+    };
+    let read = |f: &Path| -> Result<Option<String>> {
+        match std::fs::read_to_string(f) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", f.display())),
+        }
+    };
+    let mut conf = config::Config::default();
+    match read(&file)? {
+        Some(t) => {
+            conf = config::Config::parse(&t, &file.display().to_string(), false)
+                .map_err(|e| anyhow!(e))?
+        }
+        None if must_exist => {
+            anyhow::bail!("registries configuration {}: no such file", file.display())
+        }
+        None => {}
+    }
+    let mut drop_ins = Vec::new();
+    for d in dirs {
+        let mut here: Vec<PathBuf> = match std::fs::read_dir(&d) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf") && !p.is_dir())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
+        };
+        here.sort();
+        drop_ins.extend(here);
+    }
+    let cache = if crate::sys::process::uid() == 0 {
+        Some(PathBuf::from("/var/cache"))
+    } else {
+        env("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+    };
+    drop_ins.extend(cache.map(|c| c.join("containers/short-name-aliases.conf")));
+    for f in drop_ins {
+        if let Some(t) = read(&f)? {
+            let c = config::Config::parse(&t, &f.display().to_string(), true)
+                .map_err(|e| anyhow!(e))?;
+            conf.merge(c);
+        }
+    }
+    Ok(conf)
 }
 
 /// The auth files read when `--authfile` is not given, in order: podman's

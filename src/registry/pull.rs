@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::client::Client;
+use super::client::{is_unavailable, Client};
 use super::manifest::{
     accept_header, parse_manifest, select_platform, Descriptor, Manifest, Platform,
 };
@@ -49,8 +49,12 @@ pub struct PullOptions {
 pub struct Pulled {
     /// The image id (sha256 of the config).
     pub id: String,
-    /// The reference, fully spelled out.
+    /// The reference, fully spelled out (as resolved: a short name's
+    /// alias or search registry).
     pub reference: String,
+    /// Where it was pulled from: the reference rewritten to the mirror or
+    /// location that served it.
+    pub source: String,
     /// The store tag set, if the reference had a tag.
     pub tag: Option<String>,
     /// The digest of the image manifest pulled (`sha256:...`).
@@ -79,17 +83,119 @@ fn fetch_manifest(c: &Client, reference: &str, what: &str) -> Result<(Vec<u8>, S
     Ok((bytes, ct))
 }
 
-/// Pulls `reference` into `store`; see the module doc.
+/// Pulls `reference` into `store`; see the module doc. The reference is
+/// resolved by the registries configuration first
+/// ([`super::load_registries_conf`]): a short name to its alias or the
+/// unqualified-search registries, each name to its sources (mirrors, then
+/// the registry's location). The sources are tried in order until one
+/// serves the manifest; one that cannot ([`is_unavailable`]: unreachable,
+/// 404, 5xx) passes to the next, any other error stops the pull. The
+/// image is tagged with the resolved name, whichever source served it.
 pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled> {
-    let r = Reference::parse(reference).map_err(|e| anyhow!(e))?;
+    let conf = super::load_registries_conf(opts.registry.registries_conf.as_deref())?;
+    let resolved = conf.resolve_pull(reference).map_err(|e| anyhow!(e))?;
+    if let Some(how) = &resolved.how {
+        tracing::info!("{how}");
+    }
     let want = match &opts.platform {
         Some(p) => Platform::parse(p).map_err(|e| anyhow!(e))?,
         None => Platform::host(),
     };
-    let creds = credentials(&opts.registry, &r)?;
-    let c = Client::connect(&r, opts.registry.tls_verify, creds, false)?;
+    let mut failed: Vec<anyhow::Error> = Vec::new();
+    let last = resolved.candidates.len().saturating_sub(1);
+    for (i, cand) in resolved.candidates.iter().enumerate() {
+        let sources = match &cand.sources {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(anyhow!("{e}"));
+                continue;
+            }
+        };
+        for src in sources {
+            let probe = || -> Result<(Client, Vec<u8>, String)> {
+                let creds = credentials(&opts.registry, &src.reference)?;
+                let tls_verify = opts.registry.tls_verify && !src.insecure;
+                let c = Client::connect(&src.reference, tls_verify, creds, false)?;
+                let (bytes, ct) =
+                    fetch_manifest(&c, src.reference.manifest_ref(), "fetching the manifest")?;
+                Ok((c, bytes, ct))
+            };
+            match probe() {
+                Ok((c, bytes, ct)) => {
+                    tracing::info!(
+                        "{}: pulling from {}{}",
+                        cand.name,
+                        src.reference,
+                        if src.mirror { " (a mirror)" } else { "" }
+                    );
+                    return pull_from(store, &cand.name, &src.reference, c, bytes, ct, &want, opts);
+                }
+                Err(e) if is_unavailable(&e) => {
+                    tracing::info!("{e:#}; trying the next source");
+                    failed.push(e);
+                }
+                // Another candidate of a short name is another image, not
+                // a fallback for this one: tried whatever the error (a
+                // registry may answer 401 for a repository it lacks), as
+                // podman does in permissive mode; the error is kept.
+                Err(e) if i < last => {
+                    tracing::warn!("{e:#}; trying the next candidate");
+                    failed.push(e);
+                    break;
+                }
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => {
+                    failed.push(e);
+                    break;
+                }
+            }
+        }
+    }
+    if failed.len() == 1 {
+        return Err(failed.pop().expect("one error"));
+    }
+    let list: Vec<String> = failed.iter().map(|e| format!("\n  {e:#}")).collect();
+    bail!("{reference}: no source could serve it:{}", list.concat())
+}
 
-    let (mut bytes, mut ct) = fetch_manifest(&c, r.manifest_ref(), "fetching the manifest")?;
+/// The id of a stored image that `reference` names once registries.conf
+/// resolved it (an alias, a search registry; the first candidate the
+/// store has a tag of), if any: what `mount` and `bundle` look for before
+/// pulling a name the store does not know as it is.
+pub fn find_resolved(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+) -> Result<Option<String>> {
+    let conf = super::load_registries_conf(opts.registries_conf.as_deref())?;
+    let Ok(resolved) = conf.resolve_pull(reference) else {
+        return Ok(None);
+    };
+    for c in &resolved.candidates {
+        if let Some(tag) = c.name.store_tag() {
+            if let Some(id) = store.find(&tag)? {
+                return Ok(Some(id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The rest of a pull once `source` (a mirror or the registry of `r`)
+/// answered its manifest (`bytes`, `ct`) on `c`.
+#[allow(clippy::too_many_arguments)]
+fn pull_from(
+    store: &Store,
+    r: &Reference,
+    source: &Reference,
+    c: Client,
+    bytes: Vec<u8>,
+    ct: String,
+    want: &Platform,
+    opts: &PullOptions,
+) -> Result<Pulled> {
+    let (mut bytes, mut ct) = (bytes, ct);
+    let want = want.clone();
     let mut parsed = parse_manifest(&bytes, &ct).map_err(|e| anyhow!("{r}: {e}"))?;
     if let Manifest::Index(entries) = &parsed {
         let d = select_platform(entries, &want).map_err(|e| anyhow!("{r}: {e}"))?;
@@ -188,6 +294,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Pulled
     Ok(Pulled {
         id,
         reference: r.to_string(),
+        source: source.to_string(),
         tag,
         manifest_digest,
         layers: layers.len(),

@@ -331,8 +331,13 @@ pub fn push(store: &Store, image: &str, reference: &str, opts: &PushOptions) -> 
     let mut scopes: Vec<String> = sources.iter().flatten().cloned().collect();
     scopes.sort();
     scopes.dedup();
+    // registries.conf: a blocked registry is refused, an insecure one is
+    // reached as with --tls-verify=false; no mirrors, no location.
+    let conf = super::load_registries_conf(opts.registry.registries_conf.as_deref())?;
+    let insecure = conf.push_insecure(&r).map_err(|e| anyhow!(e))?;
     let creds = credentials(&opts.registry, &r)?;
-    let c = Client::connect(&r, opts.registry.tls_verify, creds, true)?.with_pull_scopes(scopes);
+    let tls_verify = opts.registry.tls_verify && !insecure;
+    let c = Client::connect(&r, tls_verify, creds, true)?.with_pull_scopes(scopes);
     let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
     for (i, (diff_id, size, path)) in layers.iter().enumerate() {
         if has_blob(&c, diff_id)? {
