@@ -773,3 +773,80 @@ fn pax_xattr_last_record_wins_and_old_style_dirs() {
     assert_eq!(d.kind, layerfs::layer::index::Kind::Dir);
     assert_eq!(d.mode, 0o750);
 }
+
+/// PAX records may hold newlines (their length prefixes them, POSIX pax):
+/// a tar written by Python's tarfile, with newlines in a path, a symlink
+/// target, a hard link's target and an xattr value, indexes to what GNU
+/// tar extracts from it. Before, the whole entry failed with "malformed
+/// pax extension" (the tar crate splits records at newlines).
+#[test]
+fn pax_records_with_newlines_index_as_gnu_tar_extracts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar_path = dir.path().join("nl.tar");
+    let script = r#"
+import io, sys, tarfile
+t = tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT)
+def add(name, data=b"", kind=tarfile.REGTYPE, link="", pax=None):
+    i = tarfile.TarInfo(name)
+    i.type, i.linkname, i.mode, i.mtime = kind, link, 0o644, 1700000000
+    i.size = len(data) if kind == tarfile.REGTYPE else 0
+    if pax: i.pax_headers = pax
+    t.addfile(i, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+add("d", kind=tarfile.DIRTYPE)
+add("d/two\nlines", b"first\n", pax={"SCHILY.xattr.user.note": "a\nb"})
+add("d/sym\nlink", kind=tarfile.SYMTYPE, link="two\nlines")
+add("d/hard\nlink", kind=tarfile.LNKTYPE, link="d/two\nlines")
+add("plain", b"x")
+t.close()
+"#;
+    let st = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&tar_path)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+    let tar = std::fs::read(&tar_path).unwrap();
+    let idx = index(&tar);
+
+    let out = dir.path().join("x");
+    std::fs::create_dir(&out).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&out)
+        .arg("-xf")
+        .arg(&tar_path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "GNU tar -x");
+    let mut extracted: Vec<String> = std::fs::read_dir(out.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    extracted.sort();
+    let mut listed = names(&idx, "d");
+    listed.sort();
+    assert_eq!(listed, extracted);
+    assert_eq!(listed, ["hard\nlink", "sym\nlink", "two\nlines"]);
+
+    let f = get(&idx, "d/two\nlines");
+    assert_eq!(
+        content(&tar, &f),
+        std::fs::read(out.join("d/two\nlines")).unwrap()
+    );
+    let xattrs: Vec<(Vec<u8>, Vec<u8>)> = idx
+        .xattrs(&f)
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(xattrs, [(b"user.note".to_vec(), b"a\nb".to_vec())]);
+    let s = get(&idx, "d/sym\nlink");
+    assert_eq!(
+        idx.target(&s),
+        std::fs::read_link(out.join("d/sym\nlink"))
+            .unwrap()
+            .as_os_str()
+            .as_encoded_bytes()
+    );
+    let h = get(&idx, "d/hard\nlink");
+    assert_eq!(h.group, f.group, "the hard link shares the file's inode");
+    assert_eq!(content(&tar, &get(&idx, "plain")), b"x");
+}

@@ -1,18 +1,18 @@
 //! Builds a layer index in one pass over an uncompressed layer tar.
 //!
-//! This is where every tar detail is decided: GNU/PAX long names (decoded by
-//! the `tar` crate), PAX mtimes and `SCHILY.xattr.*` extended attributes,
+//! This is where every tar detail is decided: GNU/PAX long names (the members
+//! walked by [`super::tarwalk`]), PAX mtimes and `SCHILY.xattr.*` extended attributes,
 //! hard links (resolved to the entry they name, sharing its inode group),
 //! devices, implicit parent directories, `./` prefixes, later entries
 //! replacing earlier ones, and the whiteout grammar. Paths that are absolute
 //! or contain `..` are refused: a layer may only describe its own tree.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::tarwalk::Walk;
 use super::{
     Entry, Kind, ENTRY_SIZE, FLAG_IMPLICIT, FLAG_OPAQUE, HEADER_SIZE, MAGIC, VERSION, XATTR_SIZE,
 };
@@ -404,17 +404,18 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
 /// bytes (ready to write to disk) and counts.
 pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
     let mut tree = Tree::new();
-    let mut archive = tar::Archive::new(Cursor::new(tar));
-    for entry in archive.entries_with_seek()? {
-        let mut entry = entry?;
-        let path = entry.path_bytes().into_owned();
+    for m in Walk::new(tar) {
+        let m = m.map_err(|e| {
+            BuildError::Tar(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
+        let path = m.path.into_owned();
         if path.contains(&0) {
             // A PAX path or GNU long name may hold one; no file system
             // name can, and the mount would cut it there.
             return Err(entry_err(&path, "name holds a NUL byte"));
         }
-        let etype = entry.header().entry_type();
-        let h = entry.header();
+        let h = m.header;
+        let etype = h.entry_type();
         let old = h.as_old();
         let mode = header_num(&old.mode, h.mode().map(u64::from), &path, "mode")? as u32;
         let uid = header_num(&old.uid, h.uid(), &path, "uid")?;
@@ -423,29 +424,24 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
             mode: mode & 0o7777,
             uid: u32::try_from(uid).map_err(|_| entry_err(&path, "uid too large"))?,
             gid: u32::try_from(gid).map_err(|_| entry_err(&path, "gid too large"))?,
-            mtime: entry.header().mtime().unwrap_or(0) as i64,
+            mtime: h.mtime().unwrap_or(0) as i64,
             mtime_nsec: 0,
             xattrs: Vec::new(),
         };
-        if let Some(exts) = entry.pax_extensions()? {
-            for ext in exts {
-                let ext = ext?;
-                let key = ext.key_bytes();
-                if key == b"mtime" {
-                    let (s, ns) = parse_pax_time(ext.value_bytes())
-                        .ok_or_else(|| entry_err(&path, "bad PAX mtime"))?;
-                    meta.mtime = s;
-                    meta.mtime_nsec = ns;
-                } else if key == b"uid" {
-                    meta.uid = pax_id(ext.value_bytes(), &path, "uid")?;
-                } else if key == b"gid" {
-                    meta.gid = pax_id(ext.value_bytes(), &path, "gid")?;
-                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs
-                        .push((name.to_vec(), ext.value_bytes().to_vec()));
-                } else if key.starts_with(b"GNU.sparse.") {
-                    return Err(entry_err(&path, "sparse files are not supported"));
-                }
+        for &(key, value) in &m.pax {
+            if key == b"mtime" {
+                let (s, ns) =
+                    parse_pax_time(value).ok_or_else(|| entry_err(&path, "bad PAX mtime"))?;
+                meta.mtime = s;
+                meta.mtime_nsec = ns;
+            } else if key == b"uid" {
+                meta.uid = pax_id(value, &path, "uid")?;
+            } else if key == b"gid" {
+                meta.gid = pax_id(value, &path, "gid")?;
+            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.push((name.to_vec(), value.to_vec()));
+            } else if key.starts_with(b"GNU.sparse.") {
+                return Err(entry_err(&path, "sparse files are not supported"));
             }
         }
         // A later PAX record for the same attribute overrides an earlier
@@ -479,8 +475,8 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
 
         let link = if etype == EntryType::Link {
             Some(
-                entry
-                    .link_name_bytes()
+                m.link
+                    .clone()
                     .ok_or_else(|| entry_err(&path, "hard link without a target"))?
                     .into_owned(),
             )
@@ -490,13 +486,11 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         if link.as_ref().is_some_and(|l| l.contains(&0)) {
             return Err(entry_err(&path, "hard link target holds a NUL byte"));
         }
-        let size = if kind == Kind::File { entry.size() } else { 0 };
-        let data_off = entry.raw_file_position();
-        if link.is_none()
-            && kind == Kind::File
-            && data_off
-                .checked_add(size)
-                .is_none_or(|end| end > tar.len() as u64)
+        let size = if kind == Kind::File { m.size } else { 0 };
+        let data_off = m.data_off;
+        if data_off
+            .checked_add(m.size)
+            .is_none_or(|end| end > tar.len() as u64)
         {
             return Err(entry_err(
                 &path,
@@ -504,8 +498,8 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
             ));
         }
         let target = if kind == Kind::Symlink && link.is_none() {
-            entry
-                .link_name_bytes()
+            m.link
+                .clone()
                 .ok_or_else(|| entry_err(&path, "symlink without a target"))?
                 .into_owned()
         } else {
@@ -516,8 +510,8 @@ pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
         }
         let rdev = if matches!(kind, Kind::Char | Kind::Block) {
             (
-                entry.header().device_major()?.unwrap_or(0),
-                entry.header().device_minor()?.unwrap_or(0),
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
             )
         } else {
             (0, 0)

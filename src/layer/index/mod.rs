@@ -34,6 +34,7 @@
 
 pub mod build;
 pub mod lazy;
+pub mod tarwalk;
 
 use std::fmt;
 use std::fs::File;
