@@ -237,8 +237,8 @@ pub(crate) fn login(out: &mut impl Write, a: LoginArgs) -> Result<()> {
         user: a.username,
         password,
     };
-    let file = login_to(&a.registry, creds, &opts)?;
-    writeln!(out, "Login Succeeded ({})", file.display())?;
+    let place = login_to(&a.registry, creds, &opts)?;
+    writeln!(out, "Login Succeeded ({place})")?;
     Ok(())
 }
 
@@ -248,12 +248,7 @@ pub(crate) fn logout(out: &mut impl Write, a: LogoutArgs) -> Result<()> {
         authfile: a.authfile,
         ..RegistryOptions::default()
     };
-    let file = logout_from(&a.registry, &opts)?;
-    writeln!(
-        out,
-        "Removed the login to {} from {}",
-        a.registry,
-        file.display()
-    )?;
+    let place = logout_from(&a.registry, &opts)?;
+    writeln!(out, "Removed the login to {} from {place}", a.registry)?;
     Ok(())
 }
