@@ -904,6 +904,18 @@ class H(BaseHTTPRequestHandler):
                     "Content-Range": "bytes %d-%d/%d" % (first, len(layer) - 1, len(layer))})
             return self.send(200, layer, "application/octet-stream")
         self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
+    def do_POST(self):
+        # The OAuth2 refresh_token grant of an identity token, logged to
+        # `posts`; the token is `r3fresh`.
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        if self.path != "/token": return self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
+        with open(os.path.join(os.path.dirname(marker), "posts"), "a") as f: f.write(body + "\n")
+        from urllib.parse import parse_qs
+        q = parse_qs(body)
+        ok = (q.get("grant_type") == ["refresh_token"] and q.get("refresh_token") == ["r3fresh"]
+              and q.get("service") == ["fake"] and q.get("scope") == ["repository:x:pull"] and q.get("client_id"))
+        if not ok: return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"bad refresh token"}]}')
+        return self.send(200, json.dumps({"access_token": "t0k", "expires_in": 300}).encode())
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
 print(hashlib.sha256(config2).hexdigest(), flush=True)
@@ -1468,6 +1480,59 @@ fn a_credential_helper_answers_for_its_registry() {
     let (ok, out, err) = pull(&TestStore::new(), &path, None);
     assert!(ok, "{err}");
     assert_eq!(out, want);
+}
+
+/// A helper's answer with the user name `<token>` is an identity token:
+/// it is POSTed to the token server as the OAuth2 `refresh_token` grant
+/// (the fake's `posts`), not sent as Basic credentials; one the token
+/// server refuses fails the pull.
+#[test]
+fn an_identity_token_from_a_helper_is_an_oauth2_refresh_token() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fake = start_fake(d);
+    let host = format!("127.0.0.1:{}", fake.port);
+    let path = fake_credential_helper(d);
+    let authfile = d.join("auth.json");
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"credHelpers": {&host: "test"}}).to_string(),
+    )
+    .unwrap();
+    let r = format!("{host}/x:good");
+    let pull = |store: &TestStore| {
+        store
+            .cmd()
+            .args(["pull", "-q", &r, "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .env("PATH", &path)
+            .env_remove("HELPER_BROKEN")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(d.join("stored"), helper_login(&host, "<token>", "r3fresh")).unwrap();
+    let out = pull(&TestStore::new());
+    let posts = std::fs::read_to_string(d.join("posts")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{} (posted: {posts:?})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[0]);
+    assert!(
+        posts.contains("grant_type=refresh_token") && posts.contains("refresh_token=r3fresh"),
+        "{posts:?}"
+    );
+    std::fs::write(d.join("stored"), helper_login(&host, "<token>", "stale")).unwrap();
+    let out = pull(&TestStore::new());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains("bad refresh token"),
+        "{err}"
+    );
 }
 
 /// `login` with a credential helper configured for the registry in the
