@@ -197,7 +197,9 @@ fn normalize_auth_key(k: &str) -> String {
 /// The credentials an auth file (its JSON text) holds for `repository` on
 /// `registry`: the longest matching `registry/namespace` key first, then
 /// `registry` itself (podman's lookup order). `Ok(None)` when the file has
-/// no entry; an entry that does not decode is an error.
+/// no entry; an entry that does not decode is an error. An entry's
+/// `identitytoken` (docker's) is used over its `auth`, as an identity
+/// token ([`IDENTITY_TOKEN_USER`]).
 pub fn lookup_auth(
     file_text: &str,
     registry: &str,
@@ -217,6 +219,17 @@ pub fn lookup_auth(
         for (k, entry) in auths {
             if normalize_auth_key(k) != *w {
                 continue;
+            }
+            // docker keeps an identity token beside (or instead of) `auth`.
+            if let Some(t) = entry
+                .get("identitytoken")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                return Ok(Some(Credentials {
+                    user: IDENTITY_TOKEN_USER.to_string(),
+                    password: t.to_string(),
+                }));
             }
             let Some(auth) = entry.get("auth").and_then(Value::as_str) else {
                 continue;
@@ -528,6 +541,15 @@ mod tests {
         assert_eq!(get("localhost:5000", "a").as_deref(), Some("l"));
         assert_eq!(get("ghcr.io", "a"), None);
         assert!(lookup_auth(&file, "broken.io", "a").is_err());
+        // docker's identity token, over the entry's auth.
+        let file = serde_json::json!({"auths": {
+            "reg:5000": {"auth": b("u:p"), "identitytoken": "refresh"},
+            "other": {"identitytoken": ""},
+        }})
+        .to_string();
+        let c = lookup_auth(&file, "reg:5000", "a").unwrap().unwrap();
+        assert!(c.is_identity_token() && c.password == "refresh");
+        assert_eq!(lookup_auth(&file, "other", "a").unwrap(), None);
         assert_eq!(lookup_auth("{}", "x", "y").unwrap(), None);
         assert!(lookup_auth("not json", "x", "y").is_err());
     }
