@@ -201,7 +201,9 @@ pub(crate) struct LoginArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
     /// The auth file to write (default: $REGISTRY_AUTH_FILE, else
-    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it).
+    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it); a
+    /// credential helper it names for the registry (credHelpers, else
+    /// credsStore) stores the login instead.
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }
@@ -211,7 +213,8 @@ pub(crate) struct LoginArgs {
 pub(crate) struct LogoutArgs {
     /// The registry: HOST[:PORT].
     registry: String,
-    /// The auth file (default as for `login`).
+    /// The auth file (default as for `login`; its credential helper for
+    /// the registry, if any, erases the login too).
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }
