@@ -904,6 +904,18 @@ class H(BaseHTTPRequestHandler):
                     "Content-Range": "bytes %d-%d/%d" % (first, len(layer) - 1, len(layer))})
             return self.send(200, layer, "application/octet-stream")
         self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
+    def do_POST(self):
+        # The OAuth2 refresh_token grant of an identity token, logged to
+        # `posts`; the token is `r3fresh`.
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        if self.path != "/token": return self.send(404, b'{"errors":[{"code":"NOT_FOUND","message":"nope"}]}')
+        with open(os.path.join(os.path.dirname(marker), "posts"), "a") as f: f.write(body + "\n")
+        from urllib.parse import parse_qs
+        q = parse_qs(body)
+        ok = (q.get("grant_type") == ["refresh_token"] and q.get("refresh_token") == ["r3fresh"]
+              and q.get("service") == ["fake"] and q.get("scope") == ["repository:x:pull"] and q.get("client_id"))
+        if not ok: return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"bad refresh token"}]}')
+        return self.send(200, json.dumps({"access_token": "t0k", "expires_in": 300}).encode())
     def log_message(self, *a): pass
 print(hashlib.sha256(config).hexdigest(), flush=True)
 print(hashlib.sha256(config2).hexdigest(), flush=True)
@@ -1337,6 +1349,270 @@ fn login_writes_podmans_auth_file_and_logout_removes_it() {
         !out.status.success() && err.contains("not logged in"),
         "{err}"
     );
+}
+
+/// A fake credential helper, `docker-credential-test`, in `dir/bin`: it
+/// keeps one login in `dir/stored` (the JSON `store` gave it, which `get`
+/// prints back for that ServerURL), says "credentials not found in native
+/// keychain" otherwise, logs each call with its input to `dir/calls`, and
+/// fails as a broken keychain would when `HELPER_BROKEN` is set. Returns
+/// a `PATH` with it first.
+fn fake_credential_helper(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+D='{}'
+input=$(cat)
+echo "$1 $input" >> "$D/calls"
+if [ -n "$HELPER_BROKEN" ]; then echo "keychain locked: $HELPER_BROKEN" >&2; exit 3; fi
+has() {{ [ -f "$D/stored" ] && grep -qF "\"ServerURL\":\"$input\"" "$D/stored"; }}
+case "$1" in
+get) if has; then cat "$D/stored"; exit 0; fi ;;
+store) printf '%s' "$input" > "$D/stored"; exit 0 ;;
+erase) if has; then rm "$D/stored"; exit 0; fi ;;
+*) echo "unknown action $1" >&2; exit 2 ;;
+esac
+echo "credentials not found in native keychain"
+exit 1
+"#,
+        dir.display()
+    );
+    let helper = bin.join("docker-credential-test");
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// What the fake helper in `dir` keeps for `server`, as its `store` input.
+fn helper_login(server: &str, user: &str, secret: &str) -> String {
+    serde_json::json!({"ServerURL": server, "Username": user, "Secret": secret}).to_string()
+}
+
+/// `credHelpers` in the auth file: the registry's helper answers, over the
+/// file's own (wrong) entry for it; without the helper on PATH, or with a
+/// helper that fails, the pull fails naming the helper; a helper with
+/// nothing for the registry means anonymous (the wrong entry is not used
+/// either). `credsStore` answers for a registry without an entry.
+#[test]
+fn a_credential_helper_answers_for_its_registry() {
+    if !tools_available() {
+        return;
+    }
+    let reg = Registry::tls_auth();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let want = TestStore::new().import(&fixture("multi.docker.tar"), &[]);
+    let host = reg.host();
+    let r = format!("{host}/t/multi:1");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = fake_credential_helper(d);
+    std::fs::write(d.join("stored"), helper_login(&host, "tester", "s3cret")).unwrap();
+    use base64::Engine;
+    let wrong = base64::engine::general_purpose::STANDARD.encode("tester:wrong");
+    let authfile = d.join("auth.json");
+    std::fs::write(
+        &authfile,
+        serde_json::json!({
+            "auths": {&host: {"auth": wrong}},
+            "credHelpers": {&host: "test"},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let pull = |store: &TestStore, path: &str, broken: Option<&str>| {
+        let mut c = store.cmd();
+        c.args(["pull", "-q", &r, "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .env("PATH", path)
+            .env_remove("HELPER_BROKEN");
+        if let Some(b) = broken {
+            c.env("HELPER_BROKEN", b);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let store = TestStore::new();
+    let (ok, out, err) = pull(&store, &path, None);
+    assert!(ok, "{err}");
+    assert_eq!(out, want);
+    let calls = std::fs::read_to_string(d.join("calls")).unwrap();
+    assert!(calls.contains(&format!("get {host}")), "{calls}");
+
+    // No helper on PATH: an error naming it, not an anonymous pull.
+    let store = TestStore::new();
+    let (ok, _, err) = pull(&store, "/usr/bin:/bin", None);
+    assert!(
+        !ok && err.contains("docker-credential-test") && err.contains("PATH"),
+        "{err}"
+    );
+    // A helper that fails: its status and message.
+    let (ok, _, err) = pull(&store, &path, Some("for the test"));
+    assert!(
+        !ok && err.contains("docker-credential-test")
+            && err.contains("keychain locked: for the test"),
+        "{err}"
+    );
+    // A helper with nothing for the registry: anonymous, which this
+    // registry refuses (the file's own wrong entry is not tried: no 401
+    // for it, the error asks for credentials).
+    std::fs::remove_file(d.join("stored")).unwrap();
+    let (ok, _, err) = pull(&store, &path, None);
+    assert!(!ok && err.contains("--creds"), "{err}");
+    assert!(store_tmp_is_empty(&store));
+
+    // credsStore: the default helper, for a registry without an entry.
+    std::fs::write(d.join("stored"), helper_login(&host, "tester", "s3cret")).unwrap();
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"auths": {&host: {}}, "credsStore": "test"}).to_string(),
+    )
+    .unwrap();
+    let (ok, out, err) = pull(&TestStore::new(), &path, None);
+    assert!(ok, "{err}");
+    assert_eq!(out, want);
+}
+
+/// A helper's answer with the user name `<token>` is an identity token:
+/// it is POSTed to the token server as the OAuth2 `refresh_token` grant
+/// (the fake's `posts`), not sent as Basic credentials; one the token
+/// server refuses fails the pull.
+#[test]
+fn an_identity_token_from_a_helper_is_an_oauth2_refresh_token() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fake = start_fake(d);
+    let host = format!("127.0.0.1:{}", fake.port);
+    let path = fake_credential_helper(d);
+    let authfile = d.join("auth.json");
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"credHelpers": {&host: "test"}}).to_string(),
+    )
+    .unwrap();
+    let r = format!("{host}/x:good");
+    let pull = |store: &TestStore| {
+        store
+            .cmd()
+            .args(["pull", "-q", &r, "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .env("PATH", &path)
+            .env_remove("HELPER_BROKEN")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(d.join("stored"), helper_login(&host, "<token>", "r3fresh")).unwrap();
+    let out = pull(&TestStore::new());
+    let posts = std::fs::read_to_string(d.join("posts")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{} (posted: {posts:?})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fake.ids[0]);
+    assert!(
+        posts.contains("grant_type=refresh_token") && posts.contains("refresh_token=r3fresh"),
+        "{posts:?}"
+    );
+    std::fs::write(d.join("stored"), helper_login(&host, "<token>", "stale")).unwrap();
+    let out = pull(&TestStore::new());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains("bad refresh token"),
+        "{err}"
+    );
+}
+
+/// `login` with a credential helper configured for the registry in the
+/// login file stores through it (the file is left as it was), a pull
+/// finds the login there, and `logout` erases it through the helper.
+#[test]
+fn login_and_logout_go_through_the_registrys_credential_helper() {
+    if !tools_available() {
+        return;
+    }
+    use std::io::Write;
+    let reg = Registry::tls_auth();
+    reg.put("multi.docker.tar", "t/multi:1", &[]);
+    let host = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = fake_credential_helper(d);
+    let run = d.join("xdg-run");
+    let file = run.join("containers/auth.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let config = serde_json::json!({"auths": {}, "credHelpers": {&host: "test"}}).to_string();
+    std::fs::write(&file, &config).unwrap();
+    let store = TestStore::new();
+    let layerfs = |args: &[&str], stdin: &str| {
+        let mut c = store.cmd();
+        c.args(args)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("HELPER_BROKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let login = [
+        "login",
+        &host,
+        "-u",
+        "tester",
+        "--password-stdin",
+        "--tls-verify=false",
+    ];
+    let (ok, _, err) = layerfs(&login, "wrong\n");
+    assert!(!ok && err.contains("401"), "{err}");
+    assert!(!d.join("stored").exists(), "a failed login was stored");
+    let (ok, out, err) = layerfs(&login, "s3cret\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("docker-credential-test"), "{out}");
+    assert_eq!(
+        json(&std::fs::read_to_string(d.join("stored")).unwrap()),
+        json(&helper_login(&host, "tester", "s3cret"))
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), config);
+    let r = format!("{host}/t/multi:1");
+    let (ok, out, err) = layerfs(&["pull", "-q", &r, "--tls-verify=false"], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), config_digest(&reg.raw_manifest("t/multi:1")));
+
+    let (ok, out, err) = layerfs(&["logout", &host], "");
+    assert!(ok && out.contains("docker-credential-test"), "{err}");
+    let calls = std::fs::read_to_string(d.join("calls")).unwrap();
+    assert!(calls.contains(&format!("erase {host}")), "{calls}");
+    assert!(!d.join("stored").exists());
+    let (ok, _, err) = layerfs(&["pull", &r, "--tls-verify=false"], "");
+    assert!(!ok && err.contains("--creds"), "{err}");
+    let (ok, _, err) = layerfs(&["logout", &host], "");
+    assert!(!ok && err.contains("not logged in"), "{err}");
 }
 
 #[test]

@@ -201,7 +201,9 @@ pub(crate) struct LoginArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
     /// The auth file to write (default: $REGISTRY_AUTH_FILE, else
-    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it).
+    /// $XDG_RUNTIME_DIR/containers/auth.json, where podman keeps it); a
+    /// credential helper it names for the registry (credHelpers, else
+    /// credsStore) stores the login instead.
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }
@@ -211,7 +213,8 @@ pub(crate) struct LoginArgs {
 pub(crate) struct LogoutArgs {
     /// The registry: HOST[:PORT].
     registry: String,
-    /// The auth file (default as for `login`).
+    /// The auth file (default as for `login`; its credential helper for
+    /// the registry, if any, erases the login too).
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }
@@ -237,8 +240,8 @@ pub(crate) fn login(out: &mut impl Write, a: LoginArgs) -> Result<()> {
         user: a.username,
         password,
     };
-    let file = login_to(&a.registry, creds, &opts)?;
-    writeln!(out, "Login Succeeded ({})", file.display())?;
+    let place = login_to(&a.registry, creds, &opts)?;
+    writeln!(out, "Login Succeeded ({place})")?;
     Ok(())
 }
 
@@ -248,12 +251,7 @@ pub(crate) fn logout(out: &mut impl Write, a: LogoutArgs) -> Result<()> {
         authfile: a.authfile,
         ..RegistryOptions::default()
     };
-    let file = logout_from(&a.registry, &opts)?;
-    writeln!(
-        out,
-        "Removed the login to {} from {}",
-        a.registry,
-        file.display()
-    )?;
+    let place = logout_from(&a.registry, &opts)?;
+    writeln!(out, "Removed the login to {} from {place}", a.registry)?;
     Ok(())
 }

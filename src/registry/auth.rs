@@ -1,7 +1,10 @@
 //! Pure: credentials and authentication challenges. The `WWW-Authenticate`
 //! grammar (RFC 7235: a scheme, then `key="value"` parameters) as registries
-//! send it, and the auth files podman and docker write
-//! (`{"auths": {"HOST": {"auth": base64("USER:PASS")}}}`).
+//! send it, the auth files podman and docker write
+//! (`{"auths": {"HOST": {"auth": base64("USER:PASS")}}}`), the credential
+//! helpers they name (`credHelpers`, `credsStore`), and the messages of
+//! the docker-credential-helpers protocol (running a helper is
+//! [`super::helper`]'s).
 
 use base64::Engine;
 use serde_json::Value;
@@ -21,7 +24,17 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The user name a credential helper answers with when its secret is an
+/// identity token (an OAuth2 refresh token) rather than a password.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// Is the password an identity token, for a token server's OAuth2
+    /// `refresh_token` grant ([`IDENTITY_TOKEN_USER`])?
+    pub fn is_identity_token(&self) -> bool {
+        self.user == IDENTITY_TOKEN_USER
+    }
+
     /// `USER:PASS` as `--creds` takes it (the password may hold ':').
     pub fn parse(s: &str) -> Result<Credentials, String> {
         match s.split_once(':') {
@@ -184,7 +197,9 @@ fn normalize_auth_key(k: &str) -> String {
 /// The credentials an auth file (its JSON text) holds for `repository` on
 /// `registry`: the longest matching `registry/namespace` key first, then
 /// `registry` itself (podman's lookup order). `Ok(None)` when the file has
-/// no entry; an entry that does not decode is an error.
+/// no entry; an entry that does not decode is an error. An entry's
+/// `identitytoken` (docker's) is used over its `auth`, as an identity
+/// token ([`IDENTITY_TOKEN_USER`]).
 pub fn lookup_auth(
     file_text: &str,
     registry: &str,
@@ -204,6 +219,17 @@ pub fn lookup_auth(
         for (k, entry) in auths {
             if normalize_auth_key(k) != *w {
                 continue;
+            }
+            // docker keeps an identity token beside (or instead of) `auth`.
+            if let Some(t) = entry
+                .get("identitytoken")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                return Ok(Some(Credentials {
+                    user: IDENTITY_TOKEN_USER.to_string(),
+                    password: t.to_string(),
+                }));
             }
             let Some(auth) = entry.get("auth").and_then(Value::as_str) else {
                 continue;
@@ -270,6 +296,148 @@ pub fn edit_auth(
         }
     }
     Ok(Some(serde_json::to_string_pretty(&v).expect("json") + "\n"))
+}
+
+/// A credential helper an auth file names: the program
+/// `docker-credential-NAME` on `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Helper {
+    /// The suffix after `docker-credential-`.
+    pub name: String,
+    /// Named by `credsStore` (docker's default store for every registry),
+    /// not by a `credHelpers` entry for this registry.
+    pub default_store: bool,
+}
+
+impl Helper {
+    /// The program to run.
+    pub fn program(&self) -> String {
+        format!("docker-credential-{}", self.name)
+    }
+
+    /// The server URL the helper is asked about for `registry`: the
+    /// registry itself (`host[:port]`, as podman asks its `credHelpers`),
+    /// except Docker Hub in docker's default store, which `docker login`
+    /// fills under `https://index.docker.io/v1/`.
+    pub fn server_url(&self, registry: &str) -> String {
+        if self.default_store && registry == "docker.io" {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            registry.to_string()
+        }
+    }
+}
+
+/// Where an auth file says the credentials of a registry are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// With a credential helper: the file's own entries for the registry
+    /// are not used (containers-auth.json(5)).
+    Helper(Helper),
+    /// In the file's `auths`.
+    File(Credentials),
+    /// The file says nothing of this registry.
+    Nothing,
+}
+
+/// Where an auth file (its JSON text) keeps the credentials for
+/// `repository` on `registry`: a `credHelpers` entry for the registry
+/// first (its key is a registry, `host[:port]`, spelt as `auths` keys may
+/// be), else the file's `auths` entry ([`lookup_auth`]), unless a
+/// `credsStore` names a default helper, which then answers for every
+/// registry without an entry of its own in `credHelpers` (docker's rule:
+/// the file's `auths` are then only placeholders).
+pub fn source_for(file_text: &str, registry: &str, repository: &str) -> Result<Source, String> {
+    if let Some(h) = helper_for(file_text, registry)? {
+        return Ok(Source::Helper(h));
+    }
+    Ok(match lookup_auth(file_text, registry, repository)? {
+        Some(c) => Source::File(c),
+        None => Source::Nothing,
+    })
+}
+
+/// The credential helper an auth file names for `registry`
+/// (`credHelpers`, else `credsStore`), if any. A name that is not a
+/// plain program-name suffix is an error.
+pub fn helper_for(file_text: &str, registry: &str) -> Result<Option<Helper>, String> {
+    let v: Value = serde_json::from_str(file_text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let check = |what: &str, n: &Value| -> Result<String, String> {
+        match n.as_str() {
+            Some(n)
+                if !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Ok(n.to_string())
+            }
+            _ => Err(format!(
+                "{what} names no credential helper a program docker-credential-NAME can be ({n})"
+            )),
+        }
+    };
+    if let Some(helpers) = v.get("credHelpers") {
+        let helpers = helpers
+            .as_object()
+            .ok_or("\"credHelpers\" is not an object")?;
+        for (k, n) in helpers {
+            if normalize_auth_key(k) == registry {
+                return Ok(Some(Helper {
+                    name: check(&format!("credHelpers {k:?}"), n)?,
+                    default_store: false,
+                }));
+            }
+        }
+    }
+    match v.get("credsStore") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(n) => Ok(Some(Helper {
+            name: check("credsStore", n)?,
+            default_store: true,
+        })),
+    }
+}
+
+/// What a helper's `get` prints when it has nothing for the server
+/// (docker-credential-helpers' `ErrCredentialsNotFound`), with a
+/// non-zero exit status.
+pub const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// Does a helper's failing output say it has no credentials (rather than
+/// that it failed)?
+pub fn helper_has_none(output: &str) -> bool {
+    output.contains(HELPER_NOT_FOUND)
+}
+
+/// The credentials in a helper's answer to `get`:
+/// `{"ServerURL": ..., "Username": ..., "Secret": ...}`. A `Username` of
+/// [`IDENTITY_TOKEN_USER`] makes `Secret` an identity token.
+pub fn parse_helper_get(answer: &str) -> Result<Credentials, String> {
+    let v: Value = serde_json::from_str(answer.trim())
+        .map_err(|e| format!("its answer to get is not JSON ({e})"))?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+    let (user, secret) = (field("Username"), field("Secret"));
+    if secret.is_empty() {
+        return Err("its answer to get has no Secret".to_string());
+    }
+    if user.is_empty() {
+        return Err("its answer to get has no Username".to_string());
+    }
+    Ok(Credentials {
+        user: user.to_string(),
+        password: secret.to_string(),
+    })
+}
+
+/// The input of a helper's `store`: the credentials of `server_url`.
+pub fn helper_store_input(server_url: &str, c: &Credentials) -> String {
+    serde_json::json!({
+        "ServerURL": server_url,
+        "Username": c.user,
+        "Secret": c.password,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -373,7 +541,122 @@ mod tests {
         assert_eq!(get("localhost:5000", "a").as_deref(), Some("l"));
         assert_eq!(get("ghcr.io", "a"), None);
         assert!(lookup_auth(&file, "broken.io", "a").is_err());
+        // docker's identity token, over the entry's auth.
+        let file = serde_json::json!({"auths": {
+            "reg:5000": {"auth": b("u:p"), "identitytoken": "refresh"},
+            "other": {"identitytoken": ""},
+        }})
+        .to_string();
+        let c = lookup_auth(&file, "reg:5000", "a").unwrap().unwrap();
+        assert!(c.is_identity_token() && c.password == "refresh");
+        assert_eq!(lookup_auth(&file, "other", "a").unwrap(), None);
         assert_eq!(lookup_auth("{}", "x", "y").unwrap(), None);
         assert!(lookup_auth("not json", "x", "y").is_err());
+    }
+
+    #[test]
+    fn a_credential_helper_wins_over_the_files_own_entries() {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let file = serde_json::json!({
+            "auths": {
+                "reg.example:5000": {"auth": b("file:1")},
+                "quay.io": {"auth": b("q:2")},
+            },
+            "credHelpers": {"reg.example:5000": "test", "https://gcr.io": "gcloud"},
+        })
+        .to_string();
+        let helper = |name: &str, default_store| {
+            Source::Helper(Helper {
+                name: name.to_string(),
+                default_store,
+            })
+        };
+        // A credHelpers entry: its helper, not the auths entry.
+        assert_eq!(
+            source_for(&file, "reg.example:5000", "a/b").unwrap(),
+            helper("test", false)
+        );
+        // Keys are spelt as auths keys may be.
+        assert_eq!(
+            source_for(&file, "gcr.io", "p/x").unwrap(),
+            helper("gcloud", false)
+        );
+        // No helper for the registry: the auths entry, or nothing.
+        let Source::File(c) = source_for(&file, "quay.io", "x").unwrap() else {
+            panic!("quay.io is in auths")
+        };
+        assert_eq!(c.user, "q");
+        assert_eq!(source_for(&file, "ghcr.io", "x").unwrap(), Source::Nothing);
+
+        // credsStore answers for every registry without a credHelpers
+        // entry, over the auths entries (docker's placeholders).
+        let mut v: Value = serde_json::from_str(&file).unwrap();
+        v["credsStore"] = "pass".into();
+        let file = v.to_string();
+        assert_eq!(
+            source_for(&file, "quay.io", "x").unwrap(),
+            helper("pass", true)
+        );
+        assert_eq!(
+            source_for(&file, "ghcr.io", "x").unwrap(),
+            helper("pass", true)
+        );
+        assert_eq!(
+            source_for(&file, "reg.example:5000", "x").unwrap(),
+            helper("test", false)
+        );
+        // An empty credsStore is none; a name that is no program suffix
+        // is an error, as is a credHelpers that is no object.
+        assert_eq!(helper_for(r#"{"credsStore": ""}"#, "x").unwrap(), None);
+        assert!(helper_for(r#"{"credsStore": "../../bin/sh"}"#, "x").is_err());
+        assert!(helper_for(r#"{"credHelpers": {"x": 1}}"#, "x").is_err());
+        assert!(helper_for(r#"{"credHelpers": {"y": ""}}"#, "y").is_err());
+        assert!(helper_for(r#"{"credHelpers": []}"#, "x").is_err());
+        assert_eq!(
+            helper_for(r#"{"credHelpers": {"y": "n"}}"#, "x").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn helpers_are_asked_about_the_registry_and_docker_hub_as_docker_stores_it() {
+        let h = |default_store| Helper {
+            name: "test".to_string(),
+            default_store,
+        };
+        assert_eq!(h(false).program(), "docker-credential-test");
+        assert_eq!(h(false).server_url("reg:5000"), "reg:5000");
+        assert_eq!(h(true).server_url("reg:5000"), "reg:5000");
+        assert_eq!(h(false).server_url("docker.io"), "docker.io");
+        assert_eq!(
+            h(true).server_url("docker.io"),
+            "https://index.docker.io/v1/"
+        );
+    }
+
+    #[test]
+    fn helper_answers_parse_as_the_protocol_has_them() {
+        let c =
+            parse_helper_get(r#"{"ServerURL":"reg:5000","Username":"me","Secret":"pw"}"#).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("me", "pw"));
+        assert!(!c.is_identity_token());
+        let c = parse_helper_get(r#"{"Username":"<token>","Secret":"refresh"}"#).unwrap();
+        assert!(c.is_identity_token());
+        assert!(parse_helper_get(r#"{"Username":"me","Secret":""}"#).is_err());
+        assert!(parse_helper_get(r#"{"Secret":"x"}"#).is_err());
+        assert!(parse_helper_get("credentials not found in native keychain").is_err());
+        assert!(helper_has_none(
+            "credentials not found in native keychain\n"
+        ));
+        assert!(!helper_has_none("permission denied"));
+        let input: Value = serde_json::from_str(&helper_store_input(
+            "reg:5000",
+            &Credentials::parse("me:p\"w").unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(
+            input,
+            serde_json::json!({"ServerURL": "reg:5000", "Username": "me", "Secret": "p\"w"})
+        );
     }
 }

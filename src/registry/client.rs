@@ -207,7 +207,18 @@ impl Client {
     /// backoff, and answering one 401 challenge. Any other status is
     /// returned for the caller to judge.
     pub fn send(&self, what: &str, mk: &MakeRequest<'_>) -> Result<Response<Body>> {
-        let mut authenticated = false;
+        self.send_as(what, mk, true)
+    }
+
+    /// [`Client::send`], answering a 401's challenge only if `challenges`
+    /// (a token server's 401 is its answer: the credentials are refused).
+    fn send_as(
+        &self,
+        what: &str,
+        mk: &MakeRequest<'_>,
+        challenges: bool,
+    ) -> Result<Response<Body>> {
+        let mut authenticated = !challenges;
         let mut attempt = 0;
         loop {
             let auth = self.auth.lock().expect("auth lock").clone();
@@ -251,35 +262,65 @@ impl Client {
     }
 
     /// Answers a 401: a Bearer challenge is taken to its token server
-    /// (with the credentials, if any, as Basic auth), a Basic one is
-    /// answered with the credentials.
+    /// (with the credentials, if any, as Basic auth; an identity token as
+    /// the OAuth2 `refresh_token` grant, POSTed), a Basic one is answered
+    /// with the credentials.
     fn authenticate(&self, challenges: &[Challenge]) -> Result<()> {
         let r = &self.reference;
         if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
             let realm = b
                 .param("realm")
                 .ok_or_else(|| anyhow!("{r}: the registry's Bearer challenge names no realm"))?;
-            let mut url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
-            if let Some(s) = b.param("service") {
-                url.push_str(&format!("service={}&", query_escape(s)));
-            }
             // A login names no repository, and asks for no scope.
+            let mut scopes = Vec::new();
             if !r.repository.is_empty() {
-                let scope = format!("repository:{}:{}", r.repository, self.actions);
-                url.push_str(&format!("scope={}", query_escape(&scope)));
+                scopes.push(format!("repository:{}:{}", r.repository, self.actions));
                 for repo in &self.pull_scopes {
-                    let scope = format!("repository:{repo}:pull");
-                    url.push_str(&format!("&scope={}", query_escape(&scope)));
+                    scopes.push(format!("repository:{repo}:pull"));
                 }
             }
-            let basic = self.creds.as_ref().map(Credentials::basic_header);
-            let resp = self.send("getting a token", &|a, _| {
-                let mut q = a.get(&url);
-                if let Some(h) = &basic {
-                    q = q.header("Authorization", h);
+            let resp = match self.creds.as_ref().filter(|c| c.is_identity_token()) {
+                // An identity token is an OAuth2 refresh token: POSTed as
+                // the distribution spec's oauth grant, never sent as Basic.
+                Some(c) => {
+                    let mut form = vec![
+                        ("grant_type", "refresh_token".to_string()),
+                        ("refresh_token", c.password.clone()),
+                        ("client_id", "layerfs".to_string()),
+                    ];
+                    if let Some(s) = b.param("service") {
+                        form.push(("service", s.to_string()));
+                    }
+                    if !scopes.is_empty() {
+                        form.push(("scope", scopes.join(" ")));
+                    }
+                    let post = |a: &Agent, _: Option<&str>| {
+                        a.post(realm)
+                            .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+                    };
+                    self.send_as("getting a token with the identity token", &post, false)
                 }
-                q.call()
-            });
+                None => {
+                    let mut url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
+                    if let Some(s) = b.param("service") {
+                        url.push_str(&format!("service={}&", query_escape(s)));
+                    }
+                    let scopes: Vec<String> = scopes
+                        .iter()
+                        .map(|s| format!("scope={}", query_escape(s)))
+                        .collect();
+                    url.push_str(&scopes.join("&"));
+                    let basic = self.creds.as_ref().map(Credentials::basic_header);
+                    let get = |a: &Agent, _: Option<&str>| {
+                        let mut q = a.get(&url);
+                        if let Some(h) = &basic {
+                            q = q.header("Authorization", h);
+                        }
+                        q.call()
+                    };
+                    self.send_as("getting a token", &get, false)
+                }
+            };
             let resp = resp?;
             let mut resp = self.expect(resp, &format!("getting a token from {realm}"), &[200])?;
             let body = resp
@@ -299,6 +340,9 @@ impl Client {
             let Some(c) = &self.creds else {
                 bail!("{r}: the registry wants a user name and password (401 Unauthorized): give --creds USER:PASSWORD or an auth file (--authfile)");
             };
+            if c.is_identity_token() {
+                bail!("{r}: the credentials are an identity token (user name {}), which only a Bearer token server takes, and the registry asks for Basic auth", c.user);
+            }
             *self.auth.lock().expect("auth lock") = Some(c.basic_header());
             return Ok(());
         }

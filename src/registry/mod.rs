@@ -1,14 +1,16 @@
 //! Images from and to OCI registries (the distribution API): `pull` and
 //! `push`, `login` and `logout`. The protocol's pure parts are apart from its I/O: references
-//! are in [`crate::oci::Reference`], challenges and auth files in
-//! [`auth`], manifests and platform selection in [`manifest`]; [`client`]
-//! is the HTTP side (ureq with rustls). A pull hands its verified
+//! are in [`crate::oci::Reference`], challenges, auth files and the
+//! credential helpers' messages in [`auth`], manifests and platform
+//! selection in [`manifest`]; [`client`] is the HTTP side (ureq with
+//! rustls), [`helper`] runs credential helpers. A pull hands its verified
 //! downloads to the import staging of [`crate::image::import`], so it is
 //! all or nothing like any import.
 
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod helper;
 pub mod manifest;
 pub mod pull;
 pub mod push;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 
 use crate::oci::Reference;
-use auth::{edit_auth, lookup_auth, Credentials};
+use auth::{edit_auth, helper_for, source_for, Credentials, Helper, Source};
 
 /// How to reach a registry and whom to be there.
 #[derive(Debug, Clone)]
@@ -168,6 +170,10 @@ pub fn default_auth_files() -> Vec<PathBuf> {
 
 /// The credentials for `r`: `--creds`, else the first auth file with an
 /// entry for it (a given `--authfile` must exist), else none (anonymous).
+/// A file that names a credential helper for the registry (`credHelpers`,
+/// else `credsStore`) is answered by the helper, not by its own entries
+/// ([`source_for`]); a helper that has nothing for the registry passes to
+/// the next file, one that is missing or fails is an error.
 pub fn credentials(opts: &RegistryOptions, r: &Reference) -> Result<Option<Credentials>> {
     if let Some(c) = &opts.creds {
         return Credentials::parse(c).map(Some).map_err(|e| anyhow!(e));
@@ -184,13 +190,49 @@ pub fn credentials(opts: &RegistryOptions, r: &Reference) -> Result<Option<Crede
             }
             Err(e) => return Err(e).with_context(|| format!("reading auth file {}", f.display())),
         };
-        if let Some(c) = lookup_auth(&text, &r.registry, &r.repository)
+        match source_for(&text, &r.registry, &r.repository)
             .map_err(|e| anyhow!("auth file {}: {e}", f.display()))?
         {
-            return Ok(Some(c));
+            Source::File(c) => return Ok(Some(c)),
+            Source::Helper(h) => {
+                let got = helper::get(&h, &r.registry).with_context(|| {
+                    format!(
+                        "{}: the credentials of {} (auth file {})",
+                        r,
+                        r.registry,
+                        f.display()
+                    )
+                })?;
+                match got {
+                    Some(c) => {
+                        tracing::debug!("{}: credentials from {}", r.registry, h.program());
+                        return Ok(Some(c));
+                    }
+                    None => tracing::debug!("{}: {} has none", r.registry, h.program()),
+                }
+            }
+            Source::Nothing => {}
         }
     }
     Ok(None)
+}
+
+/// The credential helper the login file names for `registry`, if any.
+fn login_helper(file: &Path, text: Option<&str>, registry: &str) -> Result<Option<Helper>> {
+    match text {
+        Some(t) if !t.trim().is_empty() => {
+            helper_for(t, registry).map_err(|e| anyhow!("auth file {}: {e}", file.display()))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn read_login_file(file: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(file) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading auth file {}", file.display())),
+    }
 }
 
 /// The auth file `login` and `logout` write: `--authfile`, else
@@ -239,45 +281,60 @@ fn registry_reference(registry: &str) -> Result<Reference> {
 }
 
 /// `login`: checks `creds` against `registry` (`GET /v2/`, answering its
-/// challenge), then stores them in the auth file; returns the file.
-pub fn login(registry: &str, creds: Credentials, opts: &RegistryOptions) -> Result<PathBuf> {
+/// challenge), then stores them: through the credential helper the auth
+/// file names for the registry (`credHelpers`, else `credsStore`; the file
+/// is left as it is), else in the auth file. Returns where they went.
+pub fn login(registry: &str, creds: Credentials, opts: &RegistryOptions) -> Result<String> {
     let r = registry_reference(registry)?;
+    let file = login_auth_file(opts);
+    let old = read_login_file(&file)?;
+    // Known before the registry is asked, so a bad file costs no round trip.
+    let helper = login_helper(&file, old.as_deref(), &r.registry)?;
     client::Client::connect(&r, opts.tls_verify, Some(creds.clone()), false)
         .with_context(|| format!("logging in to {}", r.registry))?;
-    let file = login_auth_file(opts);
-    let old = match std::fs::read_to_string(&file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading auth file {}", file.display())),
-    };
+    if let Some(h) = helper {
+        helper::store(&h, &r.registry, &creds)
+            .with_context(|| format!("storing the login to {}", r.registry))?;
+        return Ok(format!("credential helper {}", h.program()));
+    }
     let text = edit_auth(old.as_deref(), &r.registry, Some(&creds))
         .map_err(|e| anyhow!("auth file {}: {e}", file.display()))?
         .expect("a login always writes");
     write_auth_file(&file, &text)?;
-    Ok(file)
+    Ok(file.display().to_string())
 }
 
-/// `logout`: removes `registry`'s entry from the auth file; returns the
-/// file. An error when there was none.
-pub fn logout(registry: &str, opts: &RegistryOptions) -> Result<PathBuf> {
+/// `logout`: erases `registry`'s credentials from the credential helper
+/// the auth file names for it, if any, and removes its entry from the
+/// auth file; returns where they were. An error when there were none.
+pub fn logout(registry: &str, opts: &RegistryOptions) -> Result<String> {
     let r = registry_reference(registry)?;
     let file = login_auth_file(opts);
-    let old = match std::fs::read_to_string(&file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading auth file {}", file.display())),
-    };
-    match edit_auth(old.as_deref(), &r.registry, None)
+    let old = read_login_file(&file)?;
+    let mut removed = Vec::new();
+    let mut looked = vec![file.display().to_string()];
+    if let Some(h) = login_helper(&file, old.as_deref(), &r.registry)? {
+        if helper::erase(&h, &r.registry)
+            .with_context(|| format!("removing the login to {}", r.registry))?
+        {
+            removed.push(format!("credential helper {}", h.program()));
+        }
+        looked.insert(0, h.program());
+    }
+    if let Some(text) = edit_auth(old.as_deref(), &r.registry, None)
         .map_err(|e| anyhow!("auth file {}: {e}", file.display()))?
     {
-        Some(text) => write_auth_file(&file, &text)?,
-        None => anyhow::bail!(
-            "not logged in to {} (no entry in {})",
-            r.registry,
-            file.display()
-        ),
+        write_auth_file(&file, &text)?;
+        removed.push(file.display().to_string());
     }
-    Ok(file)
+    if removed.is_empty() {
+        anyhow::bail!(
+            "not logged in to {} (nothing in {})",
+            r.registry,
+            looked.join(" or ")
+        );
+    }
+    Ok(removed.join(" and "))
 }
 
 fn write_auth_file(file: &std::path::Path, text: &str) -> Result<()> {
