@@ -158,3 +158,66 @@ fn failed_mount_leaves_no_mount() {
     );
     assert!(!live, "a failed mount left a (dead) mount behind");
 }
+
+/// Unmounted by the kernel's own tools (`umount`, as podman and
+/// containers-storage do, or `fusermount3 -u`), a daemon exits a moment
+/// later, and its record goes with it. A mount at the same path in that
+/// moment waits for the exiting daemon instead of refusing the path as
+/// "already a layerfs mount" (seen once in containers-storage's bats
+/// suite). The moment is made long here: the record of the last mount is
+/// put back with the pid of a process that exits after 0.4 s. A record
+/// whose process stays and whose path is not mounted still refuses, after
+/// a bounded wait.
+#[test]
+fn a_mount_waits_for_the_daemon_of_an_unmounted_record() {
+    if !fuse_available() {
+        return;
+    }
+    let store = TestStore::new();
+    let id = store.import(&fixture("multi.docker.tar"), &[]);
+    let mp = tempfile::tempdir().unwrap();
+    let mnt = mp.path().to_str().unwrap();
+    let _guard = common::mount::LazyUnmount(mp.path().to_path_buf());
+    store.ok(&["mount", &id, mnt]);
+    let records = store.root().join("mounts");
+    let (path, rec) = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            (p, v)
+        })
+        .find(|(_, m)| m["mountpoint"] == mnt)
+        .expect("the mount's record");
+    let st = Command::new("umount").arg(mnt).status().unwrap();
+    assert!(st.success());
+    for (sleep, should_mount) in [("0.4", true), ("30", false)] {
+        let mut exiting = Command::new("sleep").arg(sleep).spawn().unwrap();
+        let mut fake = rec.clone();
+        fake["pid"] = exiting.id().into();
+        std::fs::write(&path, serde_json::to_vec(&fake).unwrap()).unwrap();
+        let t = std::time::Instant::now();
+        let out = store.run(&["mount", &id, mnt]);
+        if should_mount {
+            assert!(
+                out.status.success(),
+                "a mount after an exiting daemon's record: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(mp.path().join("bin/busybox").is_file());
+            store.ok(&["umount", mnt]);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("already a layerfs mount"),
+                "{err}"
+            );
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+            assert!(!is_mounted(mp.path()));
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = exiting.kill();
+        let _ = exiting.wait();
+    }
+}

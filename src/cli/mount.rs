@@ -13,10 +13,19 @@ use crate::mount::options::{self, Branches};
 use crate::mount::{self as mnt, inside_mountpoint, MountOptions};
 use crate::store::Store;
 
+/// The layerfs mount at `mp`, not counting a daemon on its way out after
+/// its path was unmounted ([`mnt::record_is_live`]).
+fn live_mount_at(store: &Store, mp: &Path) -> Result<Option<crate::store::MountRecord>> {
+    let wait = std::time::Duration::from_secs(2);
+    Ok(store
+        .mount_at(mp)?
+        .filter(|m| mnt::record_is_live(mp, m.pid, wait)))
+}
+
 /// `mountpoint` made canonical, refused if a layerfs mount is there.
 fn free_mountpoint(store: &Store, mountpoint: &Path) -> Result<PathBuf> {
     let mp = mnt::canonical_mountpoint(mountpoint)?;
-    if let Some(m) = store.mount_at(&mp)? {
+    if let Some(m) = live_mount_at(store, &mp)? {
         bail!(
             "{} is already a layerfs mount (daemon pid {})",
             mp.display(),
@@ -168,7 +177,7 @@ fn make_bundle(
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let mp = mnt::canonical_mountpoint(&rootfs)?;
-    if let Some(m) = store.mount_at(&mp)? {
+    if let Some(m) = live_mount_at(store, &mp)? {
         bail!(
             "{} is already a layerfs mount (daemon pid {}): `layerfs bundle --umount {}` first",
             mp.display(),

@@ -563,6 +563,30 @@ pub fn is_dead_fuse_mount(path: &Path) -> bool {
             .is_some_and(|t| t.starts_with("fuse"))
 }
 
+/// Is the record of a live daemon at `mountpoint` still a mount? Unmounted
+/// by `umount` or `fusermount3 -u` (not through [`umount`], which waits),
+/// a daemon exits a moment after the kernel let go, and its record with
+/// it. So a record whose path is not mounted is waited on, up to `wait`:
+/// `false` once its daemon is gone; `true` if the path is mounted again or
+/// the daemon stays (one that is starting, or whose mount lives in a mount
+/// namespace this process does not see).
+pub fn record_is_live(mountpoint: &Path, pid: u32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if !crate::sys::process_alive(pid) {
+            return false;
+        }
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|t| mount_fstype(&t, mountpoint))
+            .is_some_and(|t| t.starts_with("fuse"));
+        if mounted || Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The filesystem type of the last (topmost) mount at `path` in a
 /// `/proc/PID/mountinfo` text.
 fn mount_fstype(mountinfo: &str, path: &Path) -> Option<String> {
