@@ -116,7 +116,7 @@ pub(crate) fn mount_branches(store: &Store, a: MountBranchesArgs) -> Result<()> 
         };
         mnt::run_branches_foreground(store, &br.lowers, &mp, &opts, a.notify_ready)
     } else {
-        mnt::spawn_branches_background(store.root(), &mp, &br, a.init_layer).map(drop)
+        mnt::spawn_branches_background(store, &mp, &br, a.init_layer).map(drop)
     }
 }
 

@@ -415,18 +415,33 @@ pub fn spawn_background(
     spawn_daemon(args, mountpoint)
 }
 
-/// Starts the daemon of `mount-branches` in the background (`branches`
-/// resolved to absolute paths, given back to it as options by
-/// [`options::build`]) and waits until the mount answers.
+/// Starts the daemon of `mount-branches` in the background and waits
+/// until the mount answers. The daemon is a fork of this process, which
+/// has checked and resolved everything already: a mount program runs at
+/// every container start, and a second exec of the binary, cold, was a
+/// good part of a mount's time. Where this process has other threads
+/// (fork would copy this one alone), the daemon is a new exec instead,
+/// given `branches` back as options by [`options::build`].
 pub fn spawn_branches_background(
-    root: &Path,
+    store: &Store,
     mountpoint: &Path,
     branches: &options::Branches,
     init_layer: bool,
 ) -> Result<u32> {
+    if crate::sys::thread_count() == Some(1) {
+        let opts = MountOptions {
+            options: branches.rest.clone(),
+            rw: branches.upper.clone(),
+            work: branches.work.clone(),
+            init_layer,
+        };
+        return fork_daemon(mountpoint, || {
+            run_branches_foreground(store, &branches.lowers, mountpoint, &opts, true)
+        });
+    }
     let mut args: Vec<OsString> = vec![
         "--root".into(),
-        root.into(),
+        store.root().into(),
         "mount-branches".into(),
         mountpoint.into(),
         "--foreground".into(),
@@ -442,6 +457,36 @@ pub fn spawn_branches_background(
     spawn_daemon(args, mountpoint)
 }
 
+/// Runs `daemon` (a foreground mount that says READY) in a child forked
+/// into a new session, and waits until the mount answers.
+fn fork_daemon(mountpoint: &Path, daemon: impl FnOnce() -> Result<()>) -> Result<u32> {
+    let (out_r, out_w) = crate::sys::pipe()?;
+    let (err_r, err_w) = crate::sys::pipe()?;
+    let null = std::fs::File::open("/dev/null")?;
+    // Nothing buffered may be written twice, once by each side.
+    std::io::stdout().flush()?;
+    std::io::stderr().flush()?;
+    match crate::sys::fork_new_session().context("starting the mount daemon")? {
+        crate::sys::Forked::Child => {
+            crate::sys::set_stdio(&null, &out_w, &err_w);
+            drop((out_r, err_r, out_w, err_w, null));
+            let code = match daemon() {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("layerfs: {e:#}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        crate::sys::Forked::Parent(pid) => {
+            drop((out_w, err_w, null));
+            await_ready(out_r, err_r, mountpoint, || crate::sys::wait_child(pid))?;
+            Ok(pid)
+        }
+    }
+}
+
 /// Starts `layerfs ARGS` (a mount command with `--foreground
 /// --notify-ready`) in a new session and waits until the mount answers.
 fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
@@ -454,18 +499,36 @@ fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
     // A new session: a Ctrl-C at the caller's terminal does not reach it.
     crate::sys::new_session_on_exec(&mut cmd);
     let mut child = cmd.spawn().context("starting the mount daemon")?;
-    let mut stderr = child.stderr.take().expect("piped");
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    await_ready(out, err, mountpoint, || match child.wait() {
+        Ok(st) => st.to_string(),
+        Err(e) => format!("wait: {e}"),
+    })?;
+    Ok(child.id())
+}
+
+/// Waits for a daemon's READY line on `out` and for the mount to answer;
+/// what the daemon wrote to `err` before it detached is passed on to this
+/// process's stderr. Without READY, the mount failed: `status` waits for
+/// the daemon and says how it ended.
+fn await_ready(
+    out: impl Read,
+    mut err: impl Read + Send + 'static,
+    mountpoint: &Path,
+    status: impl FnOnce() -> String,
+) -> Result<()> {
     let (err_tx, err_rx) = std::sync::mpsc::channel();
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
+        let _ = err.read_to_string(&mut s);
         let _ = err_tx.send(s.clone());
         s
     });
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    BufReader::new(out).read_line(&mut line)?;
     if line.trim() != "READY" {
-        let status = child.wait()?;
+        let status = status();
         let err = err_reader.join().unwrap_or_default();
         let err = err.trim();
         bail!(
@@ -491,7 +554,7 @@ fn spawn_daemon(args: Vec<OsString>, mountpoint: &Path) -> Result<u32> {
             eprint!("{said}");
         }
     }
-    Ok(child.id())
+    Ok(())
 }
 
 /// Unmounts `mountpoint` and waits (up to 10 s) for its daemon to exit.

@@ -250,3 +250,88 @@ pub fn process_in_group(pid: u32, gid: u32) -> bool {
             .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
     })
 }
+
+/// The number of threads of this process (`/proc/self/status`), if known.
+pub fn thread_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Which side of a [`fork_new_session`] this is.
+pub enum Forked {
+    /// The caller, with the child's pid.
+    Parent(u32),
+    /// The child, leader of a new session.
+    Child,
+}
+
+/// `fork(2)`; the child starts a new session (setsid), detached from the
+/// caller's terminal and process group. Only for a process with one
+/// thread ([`thread_count`]): the child gets a copy of this thread alone,
+/// and a lock another thread held would stay locked in it.
+pub fn fork_new_session() -> io::Result<Forked> {
+    if thread_count() != Some(1) {
+        return Err(io::Error::other("fork from a process with several threads"));
+    }
+    // SAFETY: the process has a single thread (checked above), so the
+    // child's copy of the heap and of every lock is consistent; it then
+    // runs ordinary code as any process does.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            // SAFETY: setsid takes no arguments; a fresh child is never a
+            // process group leader, so it cannot fail.
+            unsafe { libc::setsid() };
+            Ok(Forked::Child)
+        }
+        pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// Points standard input, output and error at `stdin`, `stdout` and
+/// `stderr`.
+pub fn set_stdio(stdin: &impl AsRawFd, stdout: &impl AsRawFd, stderr: &impl AsRawFd) {
+    // SAFETY: dup2 onto the standard descriptors; the sources are open.
+    unsafe {
+        libc::dup2(stdin.as_raw_fd(), 0);
+        libc::dup2(stdout.as_raw_fd(), 1);
+        libc::dup2(stderr.as_raw_fd(), 2);
+    }
+}
+
+/// Waits for child `pid` to end and describes how it did ("exit status
+/// 1", "signal 9").
+pub fn wait_child(pid: u32) -> String {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid on our own child, writing into a local.
+    let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    if r < 0 {
+        return format!("wait: {}", io::Error::last_os_error());
+    }
+    if libc::WIFEXITED(status) {
+        format!("exit status: {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal: {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status}")
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and belong to no one else.
+    Ok(unsafe {
+        (
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    })
+}
