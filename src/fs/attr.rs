@@ -58,8 +58,8 @@ impl Vfs {
     /// branch's and a lower one) has nlink 1, as kernel overlayfs shows
     /// it: counting would list every directory merged into it, and a
     /// `readdirplus` of a merged directory would then list each of its
-    /// subdirectories in every branch (`ls` of the root of 128 branches,
-    /// cold: 0.23 s counting, 0.04-0.09 s with nlink 1). `find` and
+    /// subdirectories in every branch (README, benchmark section: `ls` of
+    /// the root of 128 branches, cold). `find` and
     /// `fts` read 1 as "not counted".
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
         let (subdirs, merged) = {

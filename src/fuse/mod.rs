@@ -205,8 +205,9 @@ impl Filesystem for LayerFs {
             }
         } else {
             // Zero-message opens even with directory layers: an OPEN and a
-            // RELEASE round trip per file cost far more (7x overlay reading
-            // 20000 small files warm) than passthrough saves on big ones;
+            // RELEASE round trip per file cost far more (README, benchmark
+            // section: reading many small files warm) than passthrough
+            // saves on big ones;
             // their reads then open the file by path (an LRU of fds).
             self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
             self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);

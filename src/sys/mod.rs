@@ -398,8 +398,8 @@ pub fn try_lock_exclusive(f: &std::fs::File) -> SysResult<()> {
 /// Copies `len` bytes of `src` from offset `off` to the start of `dst`
 /// with `copy_file_range(2)`, in chunks of 16 MiB; with `writeback`, each
 /// chunk's writeback starts as soon as it is copied, so a sync afterwards
-/// finds little left (1 GiB copy-up, copied then fdatasynced: 1.07 s;
-/// 0.67 s so). Returns how many bytes were copied before the kernel said
+/// finds little left (README, benchmark section: a synced 1 GiB
+/// copy-up). Returns how many bytes were copied before the kernel said
 /// it cannot (the caller copies the rest itself).
 pub fn copy_range(
     src: &std::fs::File,
