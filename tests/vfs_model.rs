@@ -3224,3 +3224,40 @@ fn fstat_of_removed_open_directory() {
         (stat_h(1), Expect::Meta("dir", 0o750)),
     ]);
 }
+
+/// Inode numbers this mount never gave out (0, or past the table: a
+/// confused or malicious kernel request) answer ESTALE from every entry
+/// point, never a panic of the daemon's thread (`Nodes::node`).
+#[test]
+fn inode_numbers_never_given_out_are_estale() {
+    let Some(env) = Env::new() else {
+        return;
+    };
+    let upper = env.work.path().join("upper-estale");
+    std::fs::create_dir(&upper).unwrap();
+    let v = env.vfs(&upper);
+    for ino in [0u64, 1 << 40] {
+        assert_eq!(
+            vfs(v.getattr(ino)).err(),
+            Some(libc::ESTALE),
+            "getattr {ino}"
+        );
+        assert_eq!(
+            vfs(v.lookup(ino, b"etc")).err(),
+            Some(libc::ESTALE),
+            "lookup {ino}"
+        );
+        assert_eq!(
+            vfs(v.readdir(ino)).err(),
+            Some(libc::ESTALE),
+            "readdir {ino}"
+        );
+        assert_eq!(
+            vfs(v.listxattr(ino)).err(),
+            Some(libc::ESTALE),
+            "listxattr {ino}"
+        );
+    }
+    // A real number still answers.
+    assert!(vfs(v.lookup(1, b"etc")).is_ok());
+}

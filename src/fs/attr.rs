@@ -64,7 +64,7 @@ impl Vfs {
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
         let (subdirs, merged) = {
             let nodes = self.nodes.read();
-            let n = &nodes.table[ino as usize - 1];
+            let n = nodes.node(ino)?;
             let lower = match n.place.lower() {
                 Some(crate::union::Resolved::Dir(srcs)) => srcs.len(),
                 _ => 0,
@@ -82,13 +82,14 @@ impl Vfs {
             .iter()
             .filter(|d| d.kind == Kind::Dir)
             .count() as u32;
-        self.with_node(ino, |node| node.subdirs = Some(n));
+        self.with_node(ino, |node| node.subdirs = Some(n))?;
         Ok(2 + n)
     }
 
     /// A directory of `ino` appeared (`delta` 1) or went (-1).
     pub(super) fn adjust_subdirs(&self, ino: u64, delta: i32) {
-        self.with_node(ino, |n| {
+        // Only for a node in the table (its callers looked it up).
+        let _ = self.with_node(ino, |n| {
             if let Some(k) = n.subdirs.as_mut() {
                 *k = k.saturating_add_signed(delta);
             }

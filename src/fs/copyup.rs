@@ -74,7 +74,8 @@ impl Vfs {
         }
         let (parent, name) = {
             let nodes = self.nodes.read();
-            nodes.table[ino as usize - 1]
+            nodes
+                .node(ino)?
                 .names
                 .first()
                 .cloned()
@@ -103,7 +104,7 @@ impl Vfs {
         self.with_node(ino, |n| {
             n.place.copied_up(Kind::Dir);
             n.listing = None;
-        });
+        })?;
         Ok(dst)
     }
 
@@ -171,7 +172,7 @@ impl Vfs {
         let (src, e) = self.leaf(ino)?;
         // Make every visible name of a hard link known to the node.
         self.group_names(ino, src, &e);
-        let names = self.nodes.read().table[ino as usize - 1].names.clone();
+        let names = self.nodes.read().node(ino)?.names.clone();
         let mut paths = Vec::with_capacity(names.len());
         for (p, n) in &names {
             paths.push(child(&self.copy_up_dir(*p)?, n));
@@ -203,7 +204,7 @@ impl Vfs {
         .context(what)?;
         t.placed();
         // The first name is in place: the node lives in the branch now.
-        self.with_node(ino, |n| n.place = Place::Upper);
+        self.with_node(ino, |n| n.place = Place::Upper)?;
         self.note_upper_ino(ino, first);
         self.nlinks.lock().clear();
         self.switch_readers(ino, first);
@@ -244,7 +245,7 @@ impl Vfs {
         let f = made.context(|| format!("copy-up of an unlinked file in {}", t.display()))?;
         removed.context(|| format!("removing {}", t.display()))?;
         self.keep_nameless_file(ino, f);
-        self.with_node(ino, |n| n.place = Place::Upper);
+        self.with_node(ino, |n| n.place = Place::Upper)?;
         self.nlinks.lock().clear();
         Ok(())
     }
@@ -391,7 +392,7 @@ impl Vfs {
         self.with_node(ino, |n| {
             n.place.cut_below();
             n.listing = None;
-        });
+        })?;
         Ok(())
     }
 }

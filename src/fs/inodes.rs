@@ -99,6 +99,23 @@ pub(super) struct Nodes {
     pub(super) by_upper_ino: HashMap<u64, u64>,
 }
 
+impl Nodes {
+    /// The node of inode number `ino`; ESTALE for a number this mount never
+    /// gave out (0, or past the table).
+    pub(super) fn node(&self, ino: u64) -> VResult<&Node> {
+        self.table
+            .get((ino as usize).wrapping_sub(1))
+            .ok_or_else(|| libc::ESTALE.into())
+    }
+
+    /// [`Nodes::node`], to change.
+    pub(super) fn node_mut(&mut self, ino: u64) -> VResult<&mut Node> {
+        self.table
+            .get_mut((ino as usize).wrapping_sub(1))
+            .ok_or_else(|| libc::ESTALE.into())
+    }
+}
+
 /// Inode group -> entry numbers of its names, within one layer.
 pub(super) type LinkGroups = HashMap<u32, Vec<u32>>;
 
@@ -110,15 +127,12 @@ impl Vfs {
     /// (kind, upper, lower) of node `ino`.
     pub(super) fn state(&self, ino: u64) -> VResult<(Kind, bool, Option<Resolved>)> {
         let nodes = self.nodes.read();
-        let n = nodes
-            .table
-            .get((ino as usize).wrapping_sub(1))
-            .ok_or(libc::ESTALE)?;
+        let n = nodes.node(ino)?;
         Ok((n.kind, n.place.upper(), n.place.lower().cloned()))
     }
 
-    pub(super) fn with_node<T>(&self, ino: u64, f: impl FnOnce(&mut Node) -> T) -> T {
-        f(&mut self.nodes.write().table[ino as usize - 1])
+    pub(super) fn with_node<T>(&self, ino: u64, f: impl FnOnce(&mut Node) -> T) -> VResult<T> {
+        Ok(f(self.nodes.write().node_mut(ino)?))
     }
 
     /// The path of node `ino` in the upper branch (via its first name).
@@ -338,15 +352,19 @@ impl Vfs {
             // An upper st_ino may be reused by a new file once the old
             // one is gone: only a node that still has names shares it.
             (None, Some(ui)) => nodes.by_upper_ino.get(&ui).copied().filter(|&i| {
-                let n = &nodes.table[i as usize - 1];
-                n.place.upper() && n.kind == found.kind && !n.names.is_empty()
+                nodes
+                    .node(i)
+                    .is_ok_and(|n| n.place.upper() && n.kind == found.kind && !n.names.is_empty())
             }),
             _ => None,
         };
+        // The maps hold only numbers of the table, which never shrinks.
         if let Some(ino) = shared {
-            nodes.by_name.insert(key.clone(), ino);
-            nodes.table[ino as usize - 1].names.push(key);
-            return ino;
+            if let Ok(n) = nodes.node_mut(ino) {
+                n.names.push(key.clone());
+                nodes.by_name.insert(key, ino);
+                return ino;
+            }
         }
         nodes.table.push(Node {
             names: vec![key.clone()],
@@ -465,8 +483,8 @@ impl Vfs {
         groups
     }
 
-    pub(super) fn kind_of(&self, ino: u64) -> Kind {
-        self.nodes.read().table[ino as usize - 1].kind
+    pub(super) fn kind_of(&self, ino: u64) -> VResult<Kind> {
+        Ok(self.nodes.read().node(ino)?.kind)
     }
 
     pub(super) fn leaf(&self, ino: u64) -> VResult<(Source, crate::layer::index::Entry)> {

@@ -281,7 +281,9 @@ impl Vfs {
         let key = (parent, Box::<[u8]>::from(name));
         let mut nodes = self.nodes.write();
         nodes.by_name.remove(&key);
-        nodes.table[ino as usize - 1].names.retain(|k| *k != key);
+        if let Ok(n) = nodes.node_mut(ino) {
+            n.names.retain(|k| *k != key);
+        }
         drop(nodes);
         self.nlinks.lock().clear();
     }
@@ -501,7 +503,8 @@ impl Vfs {
 
     /// Renames one name of node `ino` in its names list.
     fn move_name(&self, ino: u64, from: (u64, &[u8]), to: (u64, &[u8])) {
-        self.with_node(ino, |n| {
+        // Only for a node in the table (its callers looked it up).
+        let _ = self.with_node(ino, |n| {
             for k in n.names.iter_mut() {
                 if k.0 == from.0 && *k.1 == *from.1 {
                     *k = (to.0, Box::from(to.1));
@@ -556,8 +559,8 @@ impl Vfs {
         let key = (newparent, Box::<[u8]>::from(newname));
         {
             let mut nodes = self.nodes.write();
-            nodes.by_name.insert(key.clone(), ino);
-            nodes.table[ino as usize - 1].names.push(key);
+            nodes.node_mut(ino)?.names.push(key.clone());
+            nodes.by_name.insert(key, ino);
         }
         self.nlinks.lock().clear();
         self.attr(ino)

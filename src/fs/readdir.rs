@@ -66,7 +66,7 @@ impl Vfs {
                     continue;
                 };
                 out.push(DirEntry {
-                    kind: self.kind_of(c),
+                    kind: self.kind_of(c)?,
                     name,
                     ino: c,
                 });
@@ -91,7 +91,7 @@ impl Vfs {
                     },
                 );
                 out.push(DirEntry {
-                    kind: self.kind_of(c),
+                    kind: self.kind_of(c)?,
                     name,
                     ino: c,
                 });
@@ -102,7 +102,7 @@ impl Vfs {
         }
         let out = Arc::new(out);
         if !upper {
-            self.with_node(ino, |n| n.listing = Some(out.clone()));
+            self.with_node(ino, |n| n.listing = Some(out.clone()))?;
         }
         Ok(out)
     }
