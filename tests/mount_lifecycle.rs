@@ -20,6 +20,20 @@ fn is_mounted(p: &Path) -> bool {
         .success()
 }
 
+/// The record of the live mount at `mnt`: its file and its JSON.
+fn mount_record(store: &TestStore, mnt: &str) -> (std::path::PathBuf, serde_json::Value) {
+    std::fs::read_dir(store.root().join("mounts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            (p, v)
+        })
+        .find(|(_, m): &(_, serde_json::Value)| m["mountpoint"] == mnt)
+        .expect("the mount's record")
+}
+
 /// `layerfs rm IMG` and `layerfs mount IMG MNT` started together: either
 /// the mount wins (and rm refuses, the image and its layers stay) or rm
 /// wins (and the mount fails, nothing is mounted).
@@ -93,15 +107,7 @@ fn umount_removes_a_dead_mount() {
     let mnt = mp.path().to_str().unwrap();
     store.ok(&["mount", &id, mnt]);
     // The daemon's pid, from its mount record.
-    let pid = std::fs::read_dir(store.root().join("mounts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap())
-        .find(|m| m["mountpoint"] == mnt)
-        .expect("the mount's record")["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = mount_record(&store, mnt).1["pid"].as_u64().unwrap();
     assert!(Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -179,17 +185,7 @@ fn a_mount_waits_for_the_daemon_of_an_unmounted_record() {
     let mnt = mp.path().to_str().unwrap();
     let _guard = common::mount::LazyUnmount(mp.path().to_path_buf());
     store.ok(&["mount", &id, mnt]);
-    let records = store.root().join("mounts");
-    let (path, rec) = std::fs::read_dir(&records)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            (p, v)
-        })
-        .find(|(_, m)| m["mountpoint"] == mnt)
-        .expect("the mount's record");
+    let (path, rec) = mount_record(&store, mnt);
     let st = Command::new("umount").arg(mnt).status().unwrap();
     assert!(st.success());
     for (sleep, should_mount) in [("0.4", true), ("30", false)] {
