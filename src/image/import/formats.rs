@@ -342,3 +342,19 @@ pub(super) fn rootfs_candidate(file: &Path) -> Result<Candidate> {
         diff_ids: None,
     })
 }
+
+/// Parses a docker-archive `manifest.json` as import reads it and checks
+/// each config and layer path as import would, without an archive. For
+/// the fuzz target `fuzz/fuzz_targets/manifests.rs` only.
+pub(super) fn check_docker_manifest(bytes: &[u8]) -> Result<usize> {
+    let m: Vec<DockerManifestEntry> = serde_json::from_slice(bytes)?;
+    for e in &m {
+        let _ = digest_in_name(&e.config);
+        source::resolve_inside("", &e.config)?;
+        for l in &e.layers {
+            let _ = digest_in_name(l);
+            source::resolve_inside("", l)?;
+        }
+    }
+    Ok(m.len())
+}

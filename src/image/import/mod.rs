@@ -53,6 +53,13 @@ pub enum Compression {
     Zstd,
 }
 
+/// Fuzzing entry point: parses a docker-archive `manifest.json` and checks
+/// its paths as import does (`fuzz/fuzz_targets/manifests.rs`).
+#[doc(hidden)]
+pub fn fuzz_docker_manifest(bytes: &[u8]) -> Result<usize> {
+    formats::check_docker_manifest(bytes)
+}
+
 /// The compression of a blob whose first bytes are `head` (4 are enough).
 pub fn detect_compression(head: &[u8]) -> Compression {
     if head.starts_with(&[0x1f, 0x8b]) {
