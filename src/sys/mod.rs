@@ -5,9 +5,11 @@
 //! and mounts ([`process`]), and the one read-only memory map
 //! ([`map_readonly`]).
 
+pub mod heap;
 pub mod mmap;
 pub mod process;
 
+pub use heap::trim_heap;
 pub use mmap::map_readonly;
 pub use process::*;
 
