@@ -564,7 +564,10 @@ impl Vfs {
                 return Ok(ino);
             }
             // A name whose node went: resolved again.
-            nodes.by_name.remove(&(parent, Box::<[u8]>::from(name)));
+            let key = (parent, Box::<[u8]>::from(name));
+            if nodes.by_name.get(&key) == Some(&ino) {
+                nodes.by_name.remove(&key);
+            }
         }
         Err(libc::ESTALE.into())
     }

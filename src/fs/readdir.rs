@@ -105,6 +105,8 @@ impl Vfs {
         if upper {
             out.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        // Kept as long as the directory's node: no spare capacity.
+        out.shrink_to_fit();
         let out = Arc::new(out);
         if !upper {
             self.with_node(ino, |n| n.listing = Some(out.clone()))?;
