@@ -89,67 +89,6 @@ fn inode_numbers_survive_copy_up_and_rename() {
     assert_eq!(std::fs::metadata(m.path("opt/data2")).unwrap().ino(), d);
 }
 
-/// st_ino survives the kernel forgetting nodes on a writable mount: of
-/// lower files, of files copied up (a chmod of a hard-linked one), of a
-/// lower directory renamed (copied up whole, opaque) and of new objects
-/// and their hard links, each looked up again after `drop_caches`; hard
-/// links share theirs, no two other paths do. Then once more after a
-/// second round of changes on top of forgotten nodes.
-#[test]
-fn inode_numbers_survive_forgetting_and_copy_up() {
-    use std::os::unix::fs::PermissionsExt;
-    let Some(t) = Rw::new() else {
-        return;
-    };
-    if !drop_kernel_caches() {
-        return;
-    }
-    let m = t.mount();
-    let first = inode_numbers(&m.dir);
-    let ino = |p: &str| std::fs::symlink_metadata(m.path(p)).unwrap().ino();
-    let a = ino("usr/share/doc/pkg/a");
-    assert_eq!(a, ino("usr/share/doc/pkg/a-link"));
-    assert!(drop_kernel_caches());
-    assert_eq!(first, inode_numbers(&m.dir), "lower nodes forgotten");
-    // Changes, each through nodes the kernel forgot.
-    let chmod = |p: &str, mode| {
-        std::fs::set_permissions(m.path(p), std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    chmod("usr/share/doc/pkg/a", 0o600);
-    let data = ino("opt/data");
-    std::fs::rename(m.path("opt/data"), m.path("opt/data2")).unwrap();
-    std::fs::create_dir(m.path("new")).unwrap();
-    std::fs::write(m.path("new/f"), b"x").unwrap();
-    std::fs::hard_link(m.path("new/f"), m.path("new/g")).unwrap();
-    let changed = inode_numbers(&m.dir);
-    assert_only_hard_links_share(&changed);
-    assert_eq!(ino("usr/share/doc/pkg/a"), a, "copy-up");
-    assert_eq!(ino("usr/share/doc/pkg/a-link"), a, "copy-up, other name");
-    assert_eq!(ino("opt/data2"), data, "renamed lower directory");
-    assert_eq!(ino("new/f"), ino("new/g"));
-    for (p, i) in &first {
-        if let Some((_, j)) = changed.iter().find(|(q, _)| q == p) {
-            assert_eq!(i, j, "{}", p.display());
-        }
-    }
-    assert!(drop_kernel_caches());
-    assert_eq!(
-        changed,
-        inode_numbers(&m.dir),
-        "after forgetting the changes"
-    );
-    // A second copy-up of an object forgotten since its first.
-    chmod("usr/share/doc/pkg/a-link", 0o640);
-    std::fs::remove_file(m.path("new/g")).unwrap();
-    assert!(drop_kernel_caches());
-    let last = inode_numbers(&m.dir);
-    assert_only_hard_links_share(&last);
-    for (p, i) in &last {
-        let j = changed.iter().find(|(q, _)| q == p).map(|(_, j)| j);
-        assert_eq!(Some(i), j, "{}", p.display());
-    }
-}
-
 /// O_TRUNC on a lower file copies no data; writes land only in the branch.
 #[test]
 fn open_with_o_trunc_and_lower_layers_untouched() {
