@@ -8,7 +8,7 @@
 pub mod mmap;
 pub mod process;
 
-pub use mmap::map_readonly;
+pub use mmap::{map_range_readonly, map_readonly};
 pub use process::*;
 
 use std::ffi::CString;
