@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::handles::open_entry;
 use super::inodes::Place;
 use super::xattr::shown_xattrs;
-use super::{err, Error, ErrorContext, VResult, Vfs};
+use super::{err, ErrorContext, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::{self, TimeSpec};
 use crate::union::Source;
@@ -209,7 +209,7 @@ impl Vfs {
         self.nlinks.lock().clear();
         self.switch_readers(ino, first);
         for p in &paths[1..] {
-            place_copy(p, |d| std::fs::hard_link(first, d).map_err(Error::from))
+            place_copy(p, |d| Ok(sys::link(first, d)?))
                 .context(|| format!("{}: link {}", what(), p.display()))?;
         }
         Ok(())

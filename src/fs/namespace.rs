@@ -392,15 +392,35 @@ impl Vfs {
         // Not for a tree holding lower hard links: the merged view finds a
         // link's other names by their paths in the layer, which a
         // redirect moves (its copy-up would break the link).
-        let redirect = match self.state(src)?.2 {
+        let mut redirect = match self.state(src)?.2 {
             Some(Resolved::Dir(srcs)) if redirects && !self.holds_hard_links(&srcs) => {
                 Some(self.lower_origin(src)?)
             }
             _ => None,
         };
-        match redirect {
-            Some(_) => drop(self.copy_up_dir(src)?),
-            None => self.copy_up_tree(src, &mut staged)?,
+        if let Some(origin) = &redirect {
+            // Before the rename, as overlayfs does: at the old name a
+            // redirect to its own path changes nothing, and a rename that
+            // fails leaves it so.
+            let p = self.copy_up_dir(src)?;
+            match up.set_redirect(&p, origin) {
+                Ok(()) => {}
+                // Too long for the branch's filesystem (ext4 keeps a
+                // directory's xattrs in one block: a path near PATH_MAX
+                // does not fit): copied up whole instead, its data under
+                // `ns` (none was staged).
+                Err(libc::ENOSPC | libc::E2BIG | libc::ERANGE) => {
+                    tracing::debug!(len = origin.len(), "redirect too long: copying up");
+                    redirect = None;
+                }
+                Err(e) => {
+                    return Err(Error::from(e)
+                        .context(format!("redirect of {} on the branch", p.display())))
+                }
+            }
+        }
+        if redirect.is_none() {
+            self.copy_up_tree(src, &mut staged)?;
         }
         let sp = self.copy_up_dir(parent)?;
         let dp = self.copy_up_dir(newparent)?;
@@ -432,13 +452,7 @@ impl Vfs {
             self.move_name(d, (newparent, newname), (parent, name));
             self.set_parent_key(src, d, (parent, name), (newparent, newname));
         } else {
-            if let Some(origin) = &redirect {
-                // Before the rename, as overlayfs does: at the old name a
-                // redirect to its own path changes nothing, and a rename
-                // that fails leaves it so.
-                up.set_redirect(&from, origin)
-                    .context(|| format!("redirect of {} on the branch", from.display()))?;
-            } else if sdir && self.lower_has(newparent, newname)? {
+            if redirect.is_none() && sdir && self.lower_has(newparent, newname)? {
                 up.make_opaque(&from)
                     .context(|| format!("making {} opaque", from.display()))?;
             }

@@ -367,10 +367,10 @@ impl Upper {
             && st.st_rdev == 0
     }
 
-    /// What the branch's entry `name` of directory `dir` (of type `ft`)
-    /// means: a plain entry, a whiteout of a name, or bookkeeping.
-    pub fn classify<'a>(&self, dir: &Path, name: &'a [u8], ft: std::fs::FileType) -> NameClass<'a> {
-        use std::os::unix::fs::FileTypeExt;
+    /// What the branch's entry `name` of directory `dir` (of type `kind`,
+    /// the `S_IFMT` bits of its mode: [`sys::Dirent`]) means: a plain
+    /// entry, a whiteout of a name, or bookkeeping.
+    pub fn classify<'a>(&self, dir: &Path, name: &'a [u8], kind: u32) -> NameClass<'a> {
         let class = classify_name(name);
         match self.format {
             Format::Aufs => class,
@@ -381,12 +381,12 @@ impl Upper {
             // `.wh..wh..opq` makes its directory opaque. Other `.wh.` names
             // are never shown.
             Format::Overlay if class != NameClass::Plain => match class {
-                NameClass::Whiteout(_) if ft.is_file() => class,
+                NameClass::Whiteout(_) if kind == libc::S_IFREG => class,
                 NameClass::Opaque => class,
                 _ => NameClass::Meta,
             },
             Format::Overlay => {
-                if ft.is_char_device()
+                if kind == libc::S_IFCHR
                     && sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
                 {
                     NameClass::Whiteout(name)
@@ -417,8 +417,8 @@ impl Upper {
     /// has been given a new object.
     fn drop_aufs_whiteout(&self, dir: &Path, name: &[u8]) {
         if self.format == Format::Overlay && aufs_file(dir, name) {
-            if let Err(e) = std::fs::remove_file(whiteout_path(dir, name)) {
-                tracing::warn!("removing {}: {e}", whiteout_path(dir, name).display());
+            if let Err(e) = sys::unlink(&whiteout_path(dir, name)) {
+                tracing::warn!("removing {}: errno {e}", whiteout_path(dir, name).display());
             }
         }
     }
@@ -451,14 +451,13 @@ impl Upper {
                 child(dir, name)
             }
         };
-        match std::fs::remove_file(p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        match sys::unlink(&p) {
+            Ok(()) | Err(libc::ENOENT) => Ok(()),
             // `.wh.NAME` of a NAME within 4 bytes of NAME_MAX cannot exist,
             // so there is none to remove (a create of such a name failed
             // here after it was already in place).
-            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(()),
-            Err(e) => Err(sys::errno_of(&e)),
+            Err(libc::ENAMETOOLONG) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -533,11 +532,11 @@ impl Upper {
             Ok(()) | Err(libc::ENODATA) => {}
             Err(e) => return Err(e),
         }
-        for e in std::fs::read_dir(dir).map_err(|e| sys::errno_of(&e))? {
-            let e = e.map_err(|e| sys::errno_of(&e))?;
-            let p = e.path();
-            if sys::lstat(&p).is_ok_and(|st| self.is_whiteout_stat(&st)) {
-                std::fs::remove_file(&p).map_err(|e| sys::errno_of(&e))?;
+        for e in sys::read_dir(dir)? {
+            let p = child(dir, &e.name);
+            if e.kind == libc::S_IFCHR && sys::lstat(&p).is_ok_and(|st| self.is_whiteout_stat(&st))
+            {
+                sys::unlink(&p)?;
             }
         }
         Ok(())
@@ -572,7 +571,7 @@ impl Upper {
             if is_dir {
                 self.discard(p)
             } else {
-                std::fs::remove_file(p).map_err(|e| sys::errno_of(&e))
+                sys::unlink(p)
             }
         };
         if self.format == Format::Aufs || !whiteout || !upper {
@@ -644,8 +643,8 @@ impl Upper {
             // name's whiteout lands on the old name, wanted there or not.
             sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
             if !whiteout_old {
-                if let Err(e) = std::fs::remove_file(&from) {
-                    tracing::warn!("rename: whiteout of the old name left: {e}");
+                if let Err(e) = sys::unlink(&from) {
+                    tracing::warn!("rename: whiteout of the old name left: errno {e}");
                 }
             }
             self.drop_aufs_whiteout(ddir, newname);
@@ -697,7 +696,7 @@ impl Upper {
         let p = child(dir, name);
         if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             let t = self.temp();
-            std::fs::hard_link(from, &t).map_err(|e| sys::errno_of(&e))?;
+            sys::link(from, &t)?;
             if let Err(e) = sys::rename2(&t, &p, 0) {
                 let _ = std::fs::remove_file(&t);
                 return Err(e);
@@ -705,7 +704,7 @@ impl Upper {
             self.drop_aufs_whiteout(dir, name);
             return Ok(());
         }
-        std::fs::hard_link(from, &p).map_err(|e| sys::errno_of(&e))?;
+        sys::link(from, &p)?;
         self.remove_whiteout(dir, name)
     }
 
@@ -731,8 +730,7 @@ impl Upper {
             return Err(libc::EPERM);
         }
         match meta.kind {
-            Kind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(target), p)
-                .map_err(|e| sys::errno_of(&e))?,
+            Kind::Symlink => sys::symlink(target, p)?,
             Kind::Fifo | Kind::Socket => sys::mknod(p, meta.kind.mode_bits() | 0o600, 0)?,
             Kind::Char | Kind::Block if !self.rootless => {
                 sys::mknod(p, meta.kind.mode_bits() | 0o600, meta.rdev)?
