@@ -100,11 +100,11 @@ impl Vfs {
         let file = if acc != libc::O_RDONLY || trunc {
             self.up()?;
             let staged = self.stage_copy_up(ino, !trunc)?;
-            let _w = self.ns.write();
-            self.copy_up_with(ino, !trunc, staged)?;
+            let ch = self.change()?;
+            self.copy_up_with(&ch, ino, !trunc, staged)?;
             Some(Arc::new(self.open_upper(ino, flags)?))
         } else {
-            let _r = self.ns.read();
+            let _r = self.reading();
             match self.state(ino)? {
                 (_, true, _) => Some(Arc::new(self.open_upper(ino, flags)?)),
                 (_, false, Some(Resolved::Leaf(src))) => {
@@ -174,7 +174,7 @@ impl Vfs {
             return Ok(None);
         }
         let f = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             match self.open_upper(ino, libc::O_RDONLY) {
                 Ok(f) => Arc::new(f),
                 // Copied up with no name left (`copy_up_nameless`).
@@ -276,8 +276,8 @@ impl Vfs {
         if !self.state(ino)?.1 {
             self.up()?;
             let staged = self.stage_copy_up(ino, true)?;
-            let _w = self.ns.write();
-            self.copy_up_with(ino, true, staged)?;
+            let ch = self.change()?;
+            self.copy_up_with(&ch, ino, true, staged)?;
         }
         self.ino_file(ino, true)?.ok_or(Error::new(libc::EBADF))
     }
@@ -320,7 +320,7 @@ impl Vfs {
             return Ok(());
         }
         let p = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             self.upath(ino)?
         };
         let d = sys::open(&p, libc::O_RDONLY, 0)
@@ -340,7 +340,7 @@ impl Vfs {
 
     /// The target of symlink `ino` (EINVAL if it is not one).
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Symlink {
             return Err(libc::EINVAL.into());
@@ -393,7 +393,7 @@ impl Vfs {
         if let Some(f) = at_hand(self) {
             return Ok(Some(f));
         }
-        let _r = self.ns.read();
+        let _r = self.reading();
         // Again under `ns`: an unlink may have kept it meanwhile.
         if let Some(f) = at_hand(self) {
             return Ok(Some(f));

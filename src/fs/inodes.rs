@@ -388,7 +388,7 @@ impl Vfs {
     /// resolved before (every entry of a listing was): for readdirplus,
     /// whose entries the kernel links to their names.
     pub fn current_entry(&self, dir: u64, name: &[u8]) -> Option<Attr> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let ino = *self
             .nodes
             .read()
@@ -407,7 +407,7 @@ impl Vfs {
 
     /// Looks up `name` in directory `parent`: the attributes of the child.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let ino = self.child_ino(parent, name)?;
         self.attr(ino)
     }

@@ -21,7 +21,7 @@ impl Vfs {
     /// The merged listing of directory `ino` (without `.` and `..`), sorted
     /// by name.
     pub fn readdir(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         self.list(ino)
     }
 

@@ -40,6 +40,9 @@ use crate::layer::index::Kind;
 use crate::layer::whiteout::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 use crate::sys::{self, Obj, SysResult};
 
+mod ns;
+pub use ns::{Changing, Reading};
+
 /// The hidden working directory at the top of the branch.
 pub const STATE_DIR: &str = ".wh..wh.layerfs";
 /// Kernel overlayfs' opaque-directory xattr (value `y`).
@@ -209,9 +212,29 @@ pub struct Upper {
     /// never for an overlay-format upperdir, see `open_overlay`).
     fresh: bool,
     format: Format,
+    /// The lock of the branch's namespace (`ns.rs`): the methods that
+    /// change a name in the tree take its write guard.
+    ns: ns::Namespace,
 }
 
 impl Upper {
+    /// Takes the namespace for a change of the branch's tree (waits for
+    /// every reader and other change to end).
+    pub fn change(&self) -> Changing<'_> {
+        self.ns.change()
+    }
+
+    /// Takes the namespace for reading the branch (waits for a change in
+    /// progress to end).
+    pub fn read(&self) -> Reading<'_> {
+        self.ns.read()
+    }
+
+    /// Checks that `c` holds this branch's namespace.
+    fn check(&self, c: &Changing<'_>) {
+        debug_assert!(self.ns.held_by(c), "a change of another branch's namespace");
+    }
+
     /// Opens (creating if needed) the branch at `dir` for image `image`,
     /// takes its lock and removes what a killed daemon left in the work
     /// directory. A branch made on another image is refused: its changes
@@ -328,6 +351,7 @@ impl Upper {
             host_root: sys::host_root(),
             fresh,
             format,
+            ns: ns::Namespace::default(),
         })
     }
 
@@ -426,7 +450,8 @@ impl Upper {
     /// Writes `dir/.wh.name` (an empty file; one mknod, so it exists or
     /// not); in the overlay format, a 0:0 device `dir/name` (where the
     /// branch has nothing).
-    pub fn make_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn make_whiteout(&self, c: &Changing<'_>, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let r = match self.format {
             Format::Aufs => sys::mknod(&whiteout_path(dir, name), libc::S_IFREG, 0),
             Format::Overlay => sys::mknod(&child(dir, name), libc::S_IFCHR, 0),
@@ -440,7 +465,8 @@ impl Upper {
     }
 
     /// Removes the whiteout of `name` in `dir`, if there is one.
-    pub fn remove_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn remove_whiteout(&self, c: &Changing<'_>, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let p = match self.format {
             Format::Aufs => whiteout_path(dir, name),
             Format::Overlay => {
@@ -492,7 +518,8 @@ impl Upper {
 
     /// Points directory `dir` at `target` for its lower content (an
     /// absolute path from the layers' root).
-    pub fn set_redirect(&self, dir: &Path, target: &[u8]) -> SysResult<()> {
+    pub fn set_redirect(&self, c: &Changing<'_>, dir: &Path, target: &[u8]) -> SysResult<()> {
+        self.check(c);
         sys::lsetxattr(dir, self.redirect_xattr(), target, 0)
     }
 
@@ -508,7 +535,8 @@ impl Upper {
     }
 
     /// Marks directory `dir` opaque.
-    pub fn make_opaque(&self, dir: &Path) -> SysResult<()> {
+    pub fn make_opaque(&self, c: &Changing<'_>, dir: &Path) -> SysResult<()> {
+        self.check(c);
         if self.format == Format::Overlay {
             return sys::lsetxattr(dir, self.opaque_xattr(), b"y", 0);
         }
@@ -524,7 +552,8 @@ impl Upper {
     /// device left in it would show as a name that lookups then deny
     /// (ENOENT). The AUFS format keeps them (a layer diff reads them as
     /// redundant).
-    pub fn drop_merge_markers(&self, dir: &Path) -> SysResult<()> {
+    pub fn drop_merge_markers(&self, c: &Changing<'_>, dir: &Path) -> SysResult<()> {
+        self.check(c);
         if self.format != Format::Overlay {
             return Ok(());
         }
@@ -560,23 +589,25 @@ impl Upper {
     /// takes the object's place in one rename.
     pub fn delete(
         &self,
+        c: &Changing<'_>,
         dir: &Path,
         name: &[u8],
         upper: bool,
         is_dir: bool,
         whiteout: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         let remove = |p: &Path| {
             if is_dir {
-                self.discard(p)
+                self.discard(c, p)
             } else {
                 sys::unlink(p)
             }
         };
         if self.format == Format::Aufs || !whiteout || !upper {
             if whiteout {
-                self.make_whiteout(dir, name)?;
+                self.make_whiteout(c, dir, name)?;
             }
             if upper {
                 remove(&p)?;
@@ -604,11 +635,13 @@ impl Upper {
     /// discards the directory at the new name.
     pub fn rename(
         &self,
+        c: &Changing<'_>,
         (sdir, name): (&Path, &[u8]),
         (ddir, newname): (&Path, &[u8]),
         whiteout_old: bool,
         discard_to: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let from = child(sdir, name);
         let to = child(ddir, newname);
         if self.format == Format::Aufs {
@@ -617,26 +650,26 @@ impl Upper {
             // after the rename it hides the lower one. A crash in between
             // shows the old view; a refused whiteout changes nothing.
             if whiteout_old {
-                self.make_whiteout(sdir, name)?;
+                self.make_whiteout(c, sdir, name)?;
             }
             if discard_to {
-                self.discard(&to)?;
+                self.discard(c, &to)?;
             }
             if let Err(e) = sys::rename2(&from, &to, 0) {
                 if whiteout_old {
-                    let _ = self.remove_whiteout(sdir, name);
+                    let _ = self.remove_whiteout(c, sdir, name);
                 }
                 return Err(e);
             }
             // Done on disk: whatever else fails, a whiteout left next to
             // the new name hides nothing.
-            if let Err(e) = self.remove_whiteout(ddir, newname) {
+            if let Err(e) = self.remove_whiteout(c, ddir, newname) {
                 tracing::warn!("rename: whiteout of the new name left: errno {e}");
             }
             return Ok(());
         }
         if discard_to {
-            self.discard(&to)?;
+            self.discard(c, &to)?;
         }
         if self.device_whiteout(ddir, newname) {
             // A directory cannot replace a device: exchange, so the new
@@ -668,11 +701,13 @@ impl Upper {
     /// saves the `unlink` of `.wh.name` (a stray one would hide nothing).
     pub fn publish(
         &self,
+        c: &Changing<'_>,
         t: &Path,
         dir: &Path,
         name: &[u8],
         maybe_whiteout: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             sys::rename2(t, &p, libc::RENAME_EXCHANGE)?;
@@ -687,12 +722,13 @@ impl Upper {
         if !maybe_whiteout && self.format == Format::Aufs {
             return Ok(());
         }
-        self.remove_whiteout(dir, name)
+        self.remove_whiteout(c, dir, name)
     }
 
     /// Hard-links `from` as `dir/name`, replacing the whiteout of `name`
     /// if there is one.
-    pub fn link(&self, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn link(&self, c: &Changing<'_>, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             let t = self.temp();
@@ -705,12 +741,13 @@ impl Upper {
             return Ok(());
         }
         sys::link(from, &p)?;
-        self.remove_whiteout(dir, name)
+        self.remove_whiteout(c, dir, name)
     }
 
     /// Takes `path` out of the branch in one rename, then deletes it from
     /// the work directory (a crash in between leaves only work garbage).
-    pub fn discard(&self, path: &Path) -> SysResult<()> {
+    pub fn discard(&self, c: &Changing<'_>, path: &Path) -> SysResult<()> {
+        self.check(c);
         let t = self.temp();
         sys::rename2(path, &t, 0)?;
         let r = if std::fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
