@@ -28,7 +28,7 @@ pub fn to_system_time(secs: i64, nsec: u32) -> SystemTime {
 impl Vfs {
     /// `stat` of node `ino`, as the mount shows it.
     pub fn getattr(&self, ino: u64) -> VResult<Attr> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         self.attr(ino)
     }
 

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use super::handles::open_entry;
 use super::inodes::Place;
 use super::xattr::shown_xattrs;
-use super::{err, Error, ErrorContext, VResult, Vfs};
+use super::{err, ErrorContext, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::{self, TimeSpec};
 use crate::union::Source;
-use crate::upper::{child, Meta};
+use crate::upper::{child, Changing, Meta};
 
 impl Vfs {
     /// Gives the new upper object at `p` the owner, mode, xattrs and times
@@ -64,7 +64,7 @@ impl Vfs {
 
     /// Copies directory `ino` (and its parents) up into the branch, with
     /// its own metadata; returns its upper path.
-    pub(super) fn copy_up_dir(&self, ino: u64) -> VResult<PathBuf> {
+    pub(super) fn copy_up_dir(&self, ch: &Changing<'_>, ino: u64) -> VResult<PathBuf> {
         let (kind, upper, lower) = self.state(ino)?;
         if upper {
             return self.upath(ino);
@@ -81,7 +81,7 @@ impl Vfs {
                 .cloned()
                 .ok_or(libc::ENOENT)?
         };
-        let pp = self.copy_up_dir(parent)?;
+        let pp = self.copy_up_dir(ch, parent)?;
         let up = self.up()?;
         let t = up.temp();
         let dst = child(&pp, &name);
@@ -92,7 +92,7 @@ impl Vfs {
             .copy_meta(&t, src)
             .context(|| format!("metadata of {}", t.display()))
             .and_then(|()| {
-                place_copy(&dst, |d| {
+                place_copy(ch, &dst, |d| {
                     sys::rename2(&t, d, libc::RENAME_NOREPLACE)
                         .context(|| format!("rename of {} into place", t.display()))
                 })
@@ -121,7 +121,7 @@ impl Vfs {
             return Ok(None);
         }
         let (src, e) = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             let (kind, upper, _) = self.state(ino)?;
             if upper || kind != Kind::File {
                 return Ok(None);
@@ -157,6 +157,7 @@ impl Vfs {
     /// node's current lower file.
     pub(super) fn copy_up_with(
         &self,
+        ch: &Changing<'_>,
         ino: u64,
         with_data: bool,
         staged: Option<StagedCopy>,
@@ -166,7 +167,7 @@ impl Vfs {
             return Ok(());
         }
         if kind == Kind::Dir {
-            self.copy_up_dir(ino)?;
+            self.copy_up_dir(ch, ino)?;
             return Ok(());
         }
         let (src, e) = self.leaf(ino)?;
@@ -175,7 +176,7 @@ impl Vfs {
         let names = self.nodes.read().node(ino)?.names.clone();
         let mut paths = Vec::with_capacity(names.len());
         for (p, n) in &names {
-            paths.push(child(&self.copy_up_dir(*p)?, n));
+            paths.push(child(&self.copy_up_dir(ch, *p)?, n));
         }
         let Some(first) = paths.first() else {
             // No name left: a file the kernel still holds open.
@@ -197,7 +198,7 @@ impl Vfs {
                 s
             }
         };
-        place_copy(first, |d| {
+        place_copy(ch, first, |d| {
             sys::rename2(&t.path, d, libc::RENAME_NOREPLACE)
                 .context(|| format!("rename of {} into place", t.path.display()))
         })
@@ -209,7 +210,7 @@ impl Vfs {
         self.nlinks.lock().clear();
         self.switch_readers(ino, first);
         for p in &paths[1..] {
-            place_copy(p, |d| std::fs::hard_link(first, d).map_err(Error::from))
+            place_copy(ch, p, |d| Ok(sys::link(first, d)?))
                 .context(|| format!("{}: link {}", what(), p.display()))?;
         }
         Ok(())
@@ -336,7 +337,7 @@ impl Vfs {
     /// nothing staged (its rename writes a redirect).
     pub(super) fn stage_tree(&self, parent: u64, name: &[u8], dirs: bool) -> VResult<Staged> {
         let files = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             let Ok(top) = self.child_ino(parent, name) else {
                 return Ok(Staged::new()); // the rename reports it
             };
@@ -374,22 +375,27 @@ impl Vfs {
     /// branch, since a layer diff has no redirects). File data comes from `staged` (see
     /// `stage_tree`), so no data is copied under `ns`; a file missing
     /// there (empty, or changed since) is copied here.
-    pub(super) fn copy_up_tree(&self, ino: u64, staged: &mut Staged) -> VResult<()> {
+    pub(super) fn copy_up_tree(
+        &self,
+        ch: &Changing<'_>,
+        ino: u64,
+        staged: &mut Staged,
+    ) -> VResult<()> {
         let (kind, _, lower) = self.state(ino)?;
         if kind != Kind::Dir {
-            return self.copy_up_with(ino, true, staged.remove(&ino));
+            return self.copy_up_with(ch, ino, true, staged.remove(&ino));
         }
-        let p = self.copy_up_dir(ino)?;
+        let p = self.copy_up_dir(ch, ino)?;
         if lower.is_none() {
             return Ok(());
         }
         for c in self.list(ino)?.iter() {
-            self.copy_up_tree(self.child_ino(ino, &c.name)?, staged)?;
+            self.copy_up_tree(ch, self.child_ino(ino, &c.name)?, staged)?;
         }
         let up = self.up()?;
-        up.make_opaque(&p)
+        up.make_opaque(ch, &p)
             .context(|| format!("making {} opaque", p.display()))?;
-        up.drop_merge_markers(&p)
+        up.drop_merge_markers(ch, &p)
             .context(|| format!("removing the whiteouts of opaque {}", p.display()))?;
         self.with_node(ino, |n| {
             n.place.cut_below();
@@ -405,7 +411,7 @@ pub(super) type Staged = std::collections::HashMap<u64, StagedCopy>;
 /// Puts a copied-up object at `dst` with `put`, keeping the times of the
 /// directory it lands in: a copy-up changes nothing the merged view shows
 /// (as overlayfs, which restores the parent's timestamps too).
-fn place_copy(dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()> {
+fn place_copy(_: &Changing<'_>, dst: &Path, put: impl FnOnce(&Path) -> VResult<()>) -> VResult<()> {
     let dir = dst.parent().ok_or(libc::EINVAL)?;
     let st = sys::lstat(dir)?;
     put(dst)?;

@@ -37,7 +37,7 @@ impl Vfs {
 
     /// BATCH_FORGET: [`Vfs::forget`] of each (inode, nlookup).
     pub fn forget_many(&self, forgets: &[(u64, u64)]) {
-        let _r = self.ns.read();
+        let _r = self.reading();
         self.forget_locked(forgets);
     }
 

@@ -8,8 +8,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -52,7 +51,7 @@ impl Vfs {
             if let Handle::File { ino: i, file, .. } = &*h {
                 let mut f = file.lock();
                 if *i == ino && f.is_none() {
-                    *f = File::open(p).ok().map(Arc::new);
+                    *f = sys::open(p, libc::O_RDONLY, 0).ok().map(Arc::new);
                 }
             }
         }
@@ -89,7 +88,7 @@ impl Vfs {
         let h = self.handles.lock().remove(&fh);
         if let Some(Handle::File { ino, .. }) = h.as_deref() {
             if self.nodes.read().node(*ino).is_ok_and(|n| n.forgotten) {
-                let _r = self.ns.read();
+                let _r = self.reading();
                 self.drop_idle(vec![*ino]);
             }
         }
@@ -108,11 +107,11 @@ impl Vfs {
         let file = if acc != libc::O_RDONLY || trunc {
             self.up()?;
             let staged = self.stage_copy_up(ino, !trunc)?;
-            let _w = self.ns.write();
-            self.copy_up_with(ino, !trunc, staged)?;
+            let ch = self.change()?;
+            self.copy_up_with(&ch, ino, !trunc, staged)?;
             Some(Arc::new(self.open_upper(ino, flags)?))
         } else {
-            let _r = self.ns.read();
+            let _r = self.reading();
             match self.state(ino)? {
                 (_, true, _) => Some(Arc::new(self.open_upper(ino, flags)?)),
                 (_, false, Some(Resolved::Leaf(src))) => {
@@ -149,26 +148,19 @@ impl Vfs {
 
     pub(super) fn open_upper(&self, ino: u64, flags: i32) -> VResult<File> {
         let p = self.upath(ino)?;
-        let acc = flags & libc::O_ACCMODE;
-        let mut o = std::fs::OpenOptions::new();
-        o.read(acc != libc::O_WRONLY)
-            .write(acc != libc::O_RDONLY)
-            .custom_flags(
-                flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) | libc::O_NOFOLLOW,
-            );
-        let f = o.open(&p)?;
+        let acc = match flags & libc::O_ACCMODE {
+            a @ (libc::O_RDONLY | libc::O_WRONLY) => a,
+            _ => libc::O_RDWR,
+        };
+        let keep = flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        let f = sys::open(&p, acc | keep | libc::O_NOFOLLOW, 0)?;
         if flags & libc::O_TRUNC != 0 {
-            let r = if acc == libc::O_RDONLY {
+            if acc == libc::O_RDONLY {
                 // O_RDONLY|O_TRUNC truncates too (Linux does).
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&p)
-                    .and_then(|w| w.set_len(0))
+                sys::open(&p, libc::O_WRONLY | libc::O_NOFOLLOW, 0)?.set_len(0)?;
             } else {
-                f.set_len(0)
-            };
-            r?;
+                f.set_len(0)?;
+            }
         }
         Ok(f)
     }
@@ -189,7 +181,7 @@ impl Vfs {
             return Ok(None);
         }
         let f = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             match self.open_upper(ino, libc::O_RDONLY) {
                 Ok(f) => Arc::new(f),
                 // Copied up with no name left (`copy_up_nameless`).
@@ -291,8 +283,8 @@ impl Vfs {
         if !self.state(ino)?.1 {
             self.up()?;
             let staged = self.stage_copy_up(ino, true)?;
-            let _w = self.ns.write();
-            self.copy_up_with(ino, true, staged)?;
+            let ch = self.change()?;
+            self.copy_up_with(&ch, ino, true, staged)?;
         }
         self.ino_file(ino, true)?.ok_or(Error::new(libc::EBADF))
     }
@@ -335,10 +327,11 @@ impl Vfs {
             return Ok(());
         }
         let p = {
-            let _r = self.ns.read();
+            let _r = self.reading();
             self.upath(ino)?
         };
-        let d = File::open(&p).context(|| format!("fsync of {}: open", p.display()))?;
+        let d = sys::open(&p, libc::O_RDONLY, 0)
+            .context(|| format!("fsync of {}: open", p.display()))?;
         d.sync_all()
             .context(|| format!("fsync of {}", p.display()))?;
         tracing::debug!(dir = %p.display(), "fsyncdir synced");
@@ -354,16 +347,13 @@ impl Vfs {
 
     /// The target of symlink `ino` (EINVAL if it is not one).
     pub fn readlink(&self, ino: u64) -> VResult<Vec<u8>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Symlink {
             return Err(libc::EINVAL.into());
         }
         if upper {
-            let p = self.upath(ino)?;
-            return std::fs::read_link(p)
-                .map(|t| t.into_os_string().into_vec())
-                .map_err(Error::from);
+            return Ok(sys::readlink(&self.upath(ino)?)?);
         }
         let (src, e) = self.leaf(ino)?;
         Ok(self.layers[src.0 as usize].index.target(&e).to_vec())
@@ -410,7 +400,7 @@ impl Vfs {
         if let Some(f) = at_hand(self) {
             return Ok(Some(f));
         }
-        let _r = self.ns.read();
+        let _r = self.reading();
         // Again under `ns`: an unlink may have kept it meanwhile.
         if let Some(f) = at_hand(self) {
             return Ok(Some(f));
@@ -445,11 +435,8 @@ impl Vfs {
         }
         let f = match dir {
             true => self.upath(ino).and_then(|p| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                    .open(p)
-                    .map_err(Error::from)
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                Ok(sys::open(&p, flags, 0)?)
             }),
             false => self
                 .open_upper(ino, libc::O_RDWR)

@@ -576,7 +576,7 @@ impl Vfs {
     /// if it is gone: for readdirplus, whose entries the kernel links to
     /// their names. Counts a lookup of it (see [`Vfs::hand_out`]).
     pub fn current_entry(&self, dir: u64, name: &[u8]) -> Option<Attr> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let ino = self.counted_child(dir, name).ok()?;
         match self.attr(ino) {
             Ok(a) => Some(a),
@@ -599,7 +599,7 @@ impl Vfs {
     /// Looks up `name` in directory `parent`: the attributes of the child,
     /// whose node counts one more lookup (the kernel's LOOKUP).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let ino = self.counted_child(parent, name)?;
         self.attr(ino)
             .inspect_err(|_| self.forget_locked(&[(ino, 1)]))

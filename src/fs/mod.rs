@@ -22,11 +22,15 @@
 //! on disk again.
 //!
 //! Locking: `nodes` (a read-write lock, held only for table accesses, never
-//! across I/O) and `ns`, held for writing by every change of the namespace
-//! and every copy-up and for reading by lookups and listings (public entry
-//! points take it; internal functions never do). Lock order: `ns` before
-//! `nodes`; `nlinks`, `link_groups`, `handles` and `dir_files` are leaves
-//! (each written on its field of [`Vfs`]).
+//! across I/O) and the branch's namespace lock `ns`, which the branch owns
+//! (`upper::Changing`, `upper::Reading`): held for writing by every change
+//! of the namespace and every copy-up, and for reading by lookups and
+//! listings of a writable mount (public entry points take it through
+//! `change` and `reading`; internal functions never do). Every function
+//! that writes a name in the branch, ours or `Upper`'s, takes the write
+//! token `&Changing`, so a change outside the lock does not compile. Lock
+//! order: `ns` before `nodes`; `nlinks`, `link_groups`, `handles` and
+//! `dir_files` are leaves (each written on its field of [`Vfs`]).
 //!
 //! This file holds the [`Vfs`] itself, the public types and the
 //! constructors; `error` the error type; the operations live in one
@@ -56,7 +60,7 @@ use crate::layer::index::Kind;
 use crate::layer::Layer;
 use crate::sys::TimeSpec;
 use crate::union::{root, Source};
-use crate::upper::Upper;
+use crate::upper::{Changing, Reading, Upper};
 
 mod acl;
 mod attr;
@@ -157,7 +161,8 @@ pub struct SetAttr {
 }
 
 /// The merged view of a mount: layers, the optional rw branch, the inode
-/// table and the open handles. Lock order: `ns`, then `nodes`, then any
+/// table and the open handles. Lock order: `ns` (the branch's namespace,
+/// owned by `upper`, see `change`), then `nodes`, then any
 /// one of the leaves (`nlinks`, `link_groups`, `handles`, `dir_files`,
 /// `ino_files`, `nameless_files`).
 pub struct Vfs {
@@ -168,11 +173,6 @@ pub struct Vfs {
     /// The inode table. Taken after `ns`, held only for table accesses,
     /// never across I/O.
     nodes: RwLock<Nodes>,
-    /// Changes of the namespace and copy-ups hold it for writing; lookups
-    /// and listings that read the branch on disk hold it for reading, so
-    /// they never see (and cache) half of a change. First in the lock
-    /// order; taken only by public entry points.
-    ns: RwLock<()>,
     /// nlink of hard-linked lower files, by (layer, inode group): how many
     /// of the group's names the merged view shows. Cleared by every change
     /// of the namespace. A leaf lock.
@@ -262,7 +262,6 @@ impl Vfs {
             }),
             layers,
             upper,
-            ns: RwLock::new(()),
             nlinks: Mutex::new(HashMap::new()),
             link_groups: Mutex::new(HashMap::new()),
             dir_files: Mutex::new(lru::LruCache::new(
@@ -321,6 +320,20 @@ impl Vfs {
 
     fn up(&self) -> VResult<&Upper> {
         self.upper.as_ref().ok_or(Error::new(libc::EROFS))
+    }
+
+    /// The branch's namespace held for a change (EROFS without a branch):
+    /// changes of the namespace and copy-ups hold it, and every function
+    /// that writes a name in the branch takes it (`upper::Changing`).
+    fn change(&self) -> VResult<Changing<'_>> {
+        Ok(self.up()?.change())
+    }
+
+    /// The branch's namespace held for reading: lookups and listings that
+    /// read the branch on disk hold it, so they never see (and cache) half
+    /// of a change. `None` on a read-only mount, where nothing changes.
+    fn reading(&self) -> Option<Reading<'_>> {
+        self.upper.as_ref().map(Upper::read)
     }
 
     fn entry_of(&self, src: Source) -> crate::layer::index::Entry {

@@ -21,7 +21,7 @@ use crate::layer::index::Kind;
 use crate::layer::whiteout::{classify_name, NameClass};
 use crate::sys;
 use crate::union::Resolved;
-use crate::upper::{child, Meta};
+use crate::upper::{child, Changing, Meta};
 
 impl Vfs {
     fn exists(&self, parent: u64, name: &[u8]) -> VResult<Option<u64>> {
@@ -88,12 +88,18 @@ impl Vfs {
     /// Publishes the finished object `t` as `name` in `parent` (whose upper
     /// path is `pp`): one rename, then the whiteout it replaces goes. A
     /// directory over something lower is made opaque first.
-    fn publish(&self, t: &Path, parent: u64, pp: &Path, name: &[u8], dir: bool) -> VResult<()> {
+    fn publish(
+        &self,
+        ch: &Changing<'_>,
+        t: &Path,
+        (parent, pp, name): (u64, &Path, &[u8]),
+        dir: bool,
+    ) -> VResult<()> {
         let up = self.up()?;
         let (_, _, plower) = self.state(parent)?;
         let lower_has = self.lower_child(&plower, name).is_some();
         if dir && lower_has {
-            up.make_opaque(t)
+            up.make_opaque(ch, t)
                 .context(|| format!("making {} opaque", t.display()))?;
         }
         // The branch holds `.wh.NAME` only where a lower layer has NAME
@@ -101,7 +107,7 @@ impl Vfs {
         // or in a directory that stopped merging its lower one (an opaque
         // copy keeps the whiteouts it had).
         let maybe_whiteout = lower_has || !matches!(plower, Some(Resolved::Dir(_)));
-        up.publish(t, pp, name, maybe_whiteout).context(|| {
+        up.publish(ch, t, pp, name, maybe_whiteout).context(|| {
             format!(
                 "publishing {} as {}",
                 t.display(),
@@ -114,6 +120,7 @@ impl Vfs {
     /// temporary path. Returns its inode number.
     fn create_node(
         &self,
+        ch: &Changing<'_>,
         parent: u64,
         name: &[u8],
         (meta, acls): (Meta, NewAcls),
@@ -123,20 +130,21 @@ impl Vfs {
         if self.exists(parent, name)?.is_some() {
             return Err(libc::EEXIST.into());
         }
-        self.create_new_node(parent, name, (meta, acls), make)
+        self.create_new_node(ch, parent, name, (meta, acls), make)
     }
 
     /// `create_node` for a name known to be new (checked under the same
     /// hold of `ns`).
     fn create_new_node(
         &self,
+        ch: &Changing<'_>,
         parent: u64,
         name: &[u8],
         (meta, acls): (Meta, NewAcls),
         make: impl FnOnce(&Path) -> VResult<()>,
     ) -> VResult<u64> {
         let up = self.up()?;
-        let pp = self.copy_up_dir(parent)?;
+        let pp = self.copy_up_dir(ch, parent)?;
         let t = up.temp();
         let r = make(&t)
             .context(|| format!("making {}", t.display()))
@@ -155,9 +163,9 @@ impl Vfs {
                 }
                 Ok(())
             })
-            .and_then(|()| self.publish(&t, parent, &pp, name, meta.kind == Kind::Dir));
+            .and_then(|()| self.publish(ch, &t, (parent, &pp, name), meta.kind == Kind::Dir));
         if let Err(e) = r {
-            let _ = up.discard(&t);
+            let _ = up.discard(ch, &t);
             return Err(e.context(format!("creating {}", child(&pp, name).display())));
         }
         self.nlinks.lock().clear();
@@ -176,9 +184,9 @@ impl Vfs {
     /// by `who`, in the rw branch (EROFS without one).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> VResult<Attr> {
         self.up()?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let meta = self.new_meta(parent, who, Kind::Dir, mode, 0)?;
-        let ino = self.create_node(parent, name, meta, |t| {
+        let ino = self.create_node(&ch, parent, name, meta, |t| {
             std::fs::create_dir(t).map_err(Error::from)
         })?;
         self.adjust_subdirs(parent, 1);
@@ -204,10 +212,10 @@ impl Vfs {
             libc::S_IFSOCK => Kind::Socket,
             _ => return Err(libc::EINVAL.into()),
         };
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let (meta, acls) = self.new_meta(parent, who, kind, mode, rdev as u64)?;
         let up = self.up()?;
-        let ino = self.create_node(parent, name, (meta, acls), |t| {
+        let ino = self.create_node(&ch, parent, name, (meta, acls), |t| {
             if kind == Kind::File {
                 Ok(sys::mknod(t, libc::S_IFREG | 0o600, 0)?)
             } else {
@@ -220,14 +228,14 @@ impl Vfs {
     /// Makes symlink `name` in `parent` pointing at `target`, owned by `who`.
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> VResult<Attr> {
         self.up()?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let (meta, _) = self.new_meta(parent, who, Kind::Symlink, 0o777, 0)?;
         let meta = Meta {
             perm: 0o777,
             ..meta
         };
         let up = self.up()?;
-        let ino = self.create_node(parent, name, (meta, NewAcls::default()), |t| {
+        let ino = self.create_node(&ch, parent, name, (meta, NewAcls::default()), |t| {
             Ok(up.make_special(t, &meta, target)?)
         })?;
         self.attr(ino)
@@ -244,19 +252,19 @@ impl Vfs {
         who: Caller,
     ) -> VResult<(Attr, u64)> {
         self.up()?;
-        let guard = self.ns.write();
+        let ch = self.change()?;
         if let Some(ino) = self.exists(parent, name)? {
             if flags & libc::O_EXCL != 0 {
                 return Err(libc::EEXIST.into());
             }
-            drop(guard);
+            drop(ch);
             let fh = self.open(ino, flags & !libc::O_CREAT)?;
             return Ok((self.getattr(ino)?, fh));
         }
         Self::check_new_name(name)?;
         let meta = self.new_meta(parent, who, Kind::File, mode, 0)?;
         let mut file = None;
-        let ino = self.create_new_node(parent, name, meta, |t| {
+        let ino = self.create_new_node(&ch, parent, name, meta, |t| {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -267,7 +275,7 @@ impl Vfs {
             Ok(())
         })?;
         let attr = self.attr(ino)?;
-        drop(guard);
+        drop(ch);
         let fh = self.alloc_handle(Handle::File {
             ino,
             file: Mutex::new(file),
@@ -292,15 +300,15 @@ impl Vfs {
     /// whiteout where a lower layer has the name.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind == Kind::Dir {
             return Err(libc::EISDIR.into());
         }
-        let pp = self.copy_up_dir(parent)?;
+        let pp = self.copy_up_dir(&ch, parent)?;
         let kept = self.open_before_unname(ino);
-        up.delete(&pp, name, upper, false, self.lower_has(parent, name)?)
+        up.delete(&ch, &pp, name, upper, false, self.lower_has(parent, name)?)
             .context(|| format!("unlink of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
         self.keep_nameless(ino, kept);
@@ -311,7 +319,7 @@ impl Vfs {
     /// lower layer has the name.
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> VResult<()> {
         let up = self.up()?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let ino = self.child_ino(parent, name)?;
         let (kind, upper, _) = self.state(ino)?;
         if kind != Kind::Dir {
@@ -320,9 +328,9 @@ impl Vfs {
         if !self.list(ino)?.is_empty() {
             return Err(libc::ENOTEMPTY.into());
         }
-        let pp = self.copy_up_dir(parent)?;
+        let pp = self.copy_up_dir(&ch, parent)?;
         let kept = self.open_before_unname(ino);
-        up.delete(&pp, name, upper, true, self.lower_has(parent, name)?)
+        up.delete(&ch, &pp, name, upper, true, self.lower_has(parent, name)?)
             .context(|| format!("rmdir of {} on the branch", child(&pp, name).display()))?;
         self.drop_name(ino, parent, name);
         self.keep_nameless(ino, kept);
@@ -360,7 +368,7 @@ impl Vfs {
         if exchange {
             staged.extend(self.stage_tree(newparent, newname, true)?);
         }
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let src = self.child_ino(parent, name)?;
         let dst = self.exists(newparent, newname)?;
         if exchange && dst.is_none() {
@@ -392,30 +400,50 @@ impl Vfs {
         // Not for a tree holding lower hard links: the merged view finds a
         // link's other names by their paths in the layer, which a
         // redirect moves (its copy-up would break the link).
-        let redirect = match self.state(src)?.2 {
+        let mut redirect = match self.state(src)?.2 {
             Some(Resolved::Dir(srcs)) if redirects && !self.holds_hard_links(&srcs) => {
                 Some(self.lower_origin(src)?)
             }
             _ => None,
         };
-        match redirect {
-            Some(_) => drop(self.copy_up_dir(src)?),
-            None => self.copy_up_tree(src, &mut staged)?,
+        if let Some(origin) = &redirect {
+            // Before the rename, as overlayfs does: at the old name a
+            // redirect to its own path changes nothing, and a rename that
+            // fails leaves it so.
+            let p = self.copy_up_dir(&ch, src)?;
+            match up.set_redirect(&ch, &p, origin) {
+                Ok(()) => {}
+                // Too long for the branch's filesystem (ext4 keeps a
+                // directory's xattrs in one block: a path near PATH_MAX
+                // does not fit): copied up whole instead, its data under
+                // `ns` (none was staged).
+                Err(libc::ENOSPC | libc::E2BIG | libc::ERANGE) => {
+                    tracing::debug!(len = origin.len(), "redirect too long: copying up");
+                    redirect = None;
+                }
+                Err(e) => {
+                    return Err(Error::from(e)
+                        .context(format!("redirect of {} on the branch", p.display())))
+                }
+            }
         }
-        let sp = self.copy_up_dir(parent)?;
-        let dp = self.copy_up_dir(newparent)?;
+        if redirect.is_none() {
+            self.copy_up_tree(&ch, src, &mut staged)?;
+        }
+        let sp = self.copy_up_dir(&ch, parent)?;
+        let dp = self.copy_up_dir(&ch, newparent)?;
         let from = child(&sp, name);
         let to = child(&dp, newname);
         if exchange {
             let d = dst.expect("checked above");
-            self.copy_up_tree(d, &mut staged)?;
+            self.copy_up_tree(&ch, d, &mut staged)?;
             let ddir = self.state(d)?.0 == Kind::Dir;
             if sdir && self.lower_has(newparent, newname)? {
-                up.make_opaque(&from)
+                up.make_opaque(&ch, &from)
                     .context(|| format!("making {} opaque", from.display()))?;
             }
             if ddir && self.lower_has(parent, name)? {
-                up.make_opaque(&to)
+                up.make_opaque(&ch, &to)
                     .context(|| format!("making {} opaque", to.display()))?;
             }
             sys::rename2(&from, &to, libc::RENAME_EXCHANGE).context(|| {
@@ -432,14 +460,8 @@ impl Vfs {
             self.move_name(d, (newparent, newname), (parent, name));
             self.set_parent_key(src, d, (parent, name), (newparent, newname));
         } else {
-            if let Some(origin) = &redirect {
-                // Before the rename, as overlayfs does: at the old name a
-                // redirect to its own path changes nothing, and a rename
-                // that fails leaves it so.
-                up.set_redirect(&from, origin)
-                    .context(|| format!("redirect of {} on the branch", from.display()))?;
-            } else if sdir && self.lower_has(newparent, newname)? {
-                up.make_opaque(&from)
+            if redirect.is_none() && sdir && self.lower_has(newparent, newname)? {
+                up.make_opaque(&ch, &from)
                     .context(|| format!("making {} opaque", from.display()))?;
             }
             let whiteout_old = self.lower_has(parent, name)?;
@@ -451,7 +473,7 @@ impl Vfs {
                 None => false,
             };
             let kept = dst.and_then(|d| self.open_before_unname(d));
-            up.rename((&sp, name), (&dp, newname), whiteout_old, discard_to)
+            up.rename(&ch, (&sp, name), (&dp, newname), whiteout_old, discard_to)
                 .context(|| {
                     format!(
                         "rename of {} to {} on the branch",
@@ -528,7 +550,7 @@ impl Vfs {
         Self::check_new_name(newname)?;
         {
             // The refusals first, before a copy-up's data copy.
-            let _r = self.ns.read();
+            let _r = self.reading();
             if self.state(ino)?.0 == Kind::Dir {
                 return Err(libc::EPERM.into());
             }
@@ -537,7 +559,7 @@ impl Vfs {
             }
         }
         let staged = self.stage_copy_up(ino, true)?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         let (kind, ..) = self.state(ino)?;
         if kind == Kind::Dir {
             return Err(libc::EPERM.into());
@@ -545,10 +567,10 @@ impl Vfs {
         if self.exists(newparent, newname)?.is_some() {
             return Err(libc::EEXIST.into());
         }
-        self.copy_up_with(ino, true, staged)?;
+        self.copy_up_with(&ch, ino, true, staged)?;
         let from = self.upath(ino)?;
-        let dp = self.copy_up_dir(newparent)?;
-        self.up()?.link(&from, &dp, newname).context(|| {
+        let dp = self.copy_up_dir(&ch, newparent)?;
+        self.up()?.link(&ch, &from, &dp, newname).context(|| {
             format!(
                 "link of {} as {} on the branch",
                 from.display(),

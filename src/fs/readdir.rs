@@ -7,7 +7,6 @@
 //! readdirplus attributes (`fuse`).
 
 use std::collections::BTreeSet;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,7 +21,7 @@ impl Vfs {
     /// The merged listing of directory `ino` (without `.` and `..`), sorted
     /// by name.
     pub fn readdir(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         self.list(ino)
     }
 
@@ -43,12 +42,10 @@ impl Vfs {
         if upper {
             let up_ref = self.up()?;
             let dir = self.upath(ino)?;
-            let rd = std::fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))?;
+            let rd = crate::sys::read_dir(&dir).context(|| format!("listing {}", dir.display()))?;
             for de in rd {
-                let de = de?;
-                let name = de.file_name().as_bytes().to_vec();
-                let ft = de.file_type()?;
-                match up_ref.classify(&dir, &name, ft) {
+                let name = de.name;
+                match up_ref.classify(&dir, &name, de.kind) {
                     NameClass::Plain => {}
                     NameClass::Whiteout(hidden) => {
                         shadowed.insert(hidden.to_vec());

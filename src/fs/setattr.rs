@@ -10,6 +10,7 @@ use super::handles::KERNEL_FH;
 use super::{Attr, Caller, SetAttr, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::sys::{self, Obj, TimeSpec};
+use crate::upper::Changing;
 
 impl Vfs {
     /// Is `who` in group `gid` (a file's, as shown), or root (CAP_FSETID,
@@ -107,7 +108,7 @@ impl Vfs {
             true => self.stage_copy_up(ino, with_data)?,
             false => None,
         };
-        let _w = self.ns.write();
+        let ch = self.change()?;
         if let Some(who) = kill {
             if s.mode.is_none() {
                 s.mode = perm_after_kill(&self.attr(ino)?, |g| Self::in_group(who, g));
@@ -121,7 +122,7 @@ impl Vfs {
                 return self.attr(ino);
             }
         }
-        self.setattr_locked(ino, fh, s, staged)
+        self.setattr_locked(&ch, ino, fh, s, staged)
     }
 
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
@@ -136,20 +137,22 @@ impl Vfs {
                 return Ok(());
             }
         }
-        let _w = self.ns.write();
+        let ch = self.change()?;
         if let Some(p) = perm_after_kill(&self.attr(ino)?, |g| Self::in_group(who, g)) {
             let s = SetAttr {
                 mode: Some(p),
                 ..SetAttr::default()
             };
-            self.setattr_locked(ino, fh, s, None)?;
+            self.setattr_locked(&ch, ino, fh, s, None)?;
         }
         Ok(())
     }
 
-    /// `setattr` with `ns` held for writing and owners already stored ids.
+    /// `setattr` with `ns` held for writing (`ch`) and owners already
+    /// stored ids.
     fn setattr_locked(
         &self,
+        ch: &Changing<'_>,
         ino: u64,
         fh: Option<u64>,
         s: SetAttr,
@@ -162,7 +165,7 @@ impl Vfs {
             if kind == Kind::Dir {
                 return Err(libc::EISDIR.into());
             }
-            self.copy_up_with(ino, size > 0, staged.take())?;
+            self.copy_up_with(ch, ino, size > 0, staged.take())?;
             // Through the caller's handle if it can write (the name may be
             // gone), else through a new one.
             let done = self
@@ -174,7 +177,7 @@ impl Vfs {
             }
         }
         if meta_change || s.atime.is_some() || s.mtime.is_some() {
-            self.copy_up_with(ino, true, staged)?;
+            self.copy_up_with(ch, ino, true, staged)?;
         }
         let p = self.upath(ino);
         if p.as_ref().is_err_and(|e| e.errno() == libc::ENOENT) {

@@ -71,7 +71,7 @@ impl Vfs {
 
     /// The value of extended attribute `name` of node `ino` (ENODATA if none).
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VResult<Vec<u8>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         self.xattr(ino, name)
     }
 
@@ -97,7 +97,7 @@ impl Vfs {
 
     /// Names of the extended attributes, each followed by a NUL.
     pub fn listxattr(&self, ino: u64) -> VResult<Vec<u8>> {
-        let _r = self.ns.read();
+        let _r = self.reading();
         let (_, upper, lower) = self.state(ino)?;
         let mut out = Vec::new();
         if upper {
@@ -128,8 +128,8 @@ impl Vfs {
             return Err(libc::EPERM.into());
         }
         let staged = self.stage_copy_up(ino, true)?;
-        let _w = self.ns.write();
-        self.copy_up_with(ino, true, staged)?;
+        let ch = self.change()?;
+        self.copy_up_with(&ch, ino, true, staged)?;
         self.at_upper(ino, |o| sys::setxattr_obj(o, name, value, flags))
     }
 
@@ -145,13 +145,13 @@ impl Vfs {
         }
         {
             // Removing what is not there copies nothing up.
-            let _r = self.ns.read();
+            let _r = self.reading();
             self.xattr(ino, name)?;
         }
         let staged = self.stage_copy_up(ino, true)?;
-        let _w = self.ns.write();
+        let ch = self.change()?;
         self.xattr(ino, name)?;
-        self.copy_up_with(ino, true, staged)?;
+        self.copy_up_with(&ch, ino, true, staged)?;
         self.at_upper(ino, |o| sys::removexattr_obj(o, name))
     }
 }

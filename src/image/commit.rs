@@ -104,9 +104,12 @@ pub fn rw_diff_image(
             let tmp = staging.path().join("layer.tar");
             let f = crate::store::create_private(&tmp)?;
             let r = write_layer_on(rw, Some(img), &f).and_then(|()| {
-                let map = sys::map_readonly(&File::open(&tmp)?)?;
-                let (bytes, _) = crate::layer::index::build_index(&map)?;
-                Ok(Index::from_bytes(bytes, &rw.display().to_string())?)
+                let mut bytes = std::io::Cursor::new(Vec::new());
+                crate::layer::index::write_index_of(&File::open(&tmp)?, &mut bytes)?;
+                Ok(Index::from_bytes(
+                    bytes.into_inner(),
+                    &rw.display().to_string(),
+                )?)
             });
             let _ = std::fs::remove_file(&tmp);
             r?

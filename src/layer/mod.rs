@@ -10,7 +10,6 @@ pub mod whiteout;
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -127,11 +126,9 @@ impl Layer {
             return Ok(None);
         };
         let p = root.join(std::ffi::OsStr::from_bytes(&self.index.path(i)));
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p)
-            .map(Some)
+        // Any length: a branch path can be longer than the mount's.
+        let f = sys::open(&p, libc::O_RDONLY | libc::O_NOFOLLOW, 0);
+        f.map(Some).map_err(std::io::Error::from_raw_os_error)
     }
 
     /// A layer held in memory: `index` built from `tar`.

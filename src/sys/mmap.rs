@@ -19,3 +19,23 @@ pub fn map_readonly(file: &File) -> io::Result<Mmap> {
     // and the map is read-only.
     unsafe { Mmap::map(file) }
 }
+
+/// Maps `len` bytes of `file` from byte `offset` read-only (any offset:
+/// the map starts at the page below it, the slice at `offset`).
+///
+/// For the same files as [`map_readonly`], when only a window of a large
+/// file is needed at a time: the index builder walks a layer tar 32 MiB
+/// at a time, so a tar of any size costs only its current window in
+/// resident memory (unmapping a window lets its pages go).
+pub fn map_range_readonly(file: &File, offset: u64, len: usize) -> io::Result<Mmap> {
+    // SAFETY: as for `map_readonly`: the file is not modified while
+    // mapped, and the map is read-only. memmap2 checks nothing about the
+    // range against the file's length; a window past its end would fault
+    // on access, so the callers map only inside the length they read.
+    unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)
+    }
+}

@@ -1,17 +1,24 @@
 //! The system calls `std` does not offer (or offers only following
 //! symlinks), as small safe wrappers. Everything `unsafe` in layerfs
 //! lives in this module (`tests/tidy.rs` checks it): the file calls of the
-//! read-write branch (here, returning the raw errno), processes, signals
-//! and mounts ([`process`]), and the one read-only memory map
-//! ([`map_readonly`]).
+//! read-write branch (here, returning the raw errno), for paths of any
+//! length ([`at`]: past PATH_MAX the parent is opened stepwise and the
+//! `*at` call made on the last component), processes, signals and mounts
+//! ([`process`]), and the read-only memory maps ([`map_readonly`], [`map_range_readonly`]).
 
+pub mod at;
 pub mod heap;
 pub mod mmap;
 pub mod process;
 
+pub use at::{
+    link, mkdir, open, read_dir, read_dir_names, readlink, rmdir, symlink, unlink, Dirent,
+};
 pub use heap::trim_heap;
-pub use mmap::map_readonly;
+pub use mmap::{map_range_readonly, map_readonly};
 pub use process::*;
+
+use at::{At, XattrVia};
 
 use std::ffi::CString;
 use std::io;
@@ -56,15 +63,10 @@ fn check(r: libc::c_int) -> SysResult<()> {
     }
 }
 
-/// `lstat(2)`.
+/// `lstat(2)` of a path of any length.
 pub fn lstat(p: &Path) -> SysResult<libc::stat> {
-    let c = cpath(p)?;
-    // SAFETY: `c` is a valid C string; `st` is a zeroed struct we own.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        check(libc::lstat(c.as_ptr(), &mut st))?;
-        Ok(st)
-    }
+    let a = At::new(p)?;
+    at::stat_at(a.fd(), a.name())
 }
 
 /// Does anything (of any type, without following a symlink) exist at `p`?
@@ -72,40 +74,58 @@ pub fn exists(p: &Path) -> bool {
     lstat(p).is_ok()
 }
 
-/// `mknod(2)`: devices, fifos and regular files.
+/// `mknod(2)`: devices, fifos and regular files (a path of any length).
 pub fn mknod(p: &Path, mode: u32, rdev: u64) -> SysResult<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })
+    let a = At::new(p)?;
+    // SAFETY: a valid descriptor (or AT_FDCWD) and a C string.
+    check(unsafe {
+        libc::mknodat(
+            a.fd(),
+            a.name().as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })
 }
 
-/// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+/// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`),
+/// paths of any length.
 pub fn rename2(from: &Path, to: &Path, flags: u32) -> SysResult<()> {
-    let (a, b) = (cpath(from)?, cpath(to)?);
-    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
+    let (a, b) = (At::new(from)?, At::new(to)?);
+    // SAFETY: valid descriptors (or AT_FDCWD) and C strings.
     check(unsafe {
         libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
+            a.fd(),
+            a.name().as_ptr(),
+            b.fd(),
+            b.name().as_ptr(),
             flags as libc::c_uint,
         )
     })
 }
 
-/// `lchown(2)`; `u32::MAX` leaves that id unchanged.
+/// `lchown(2)` of a path of any length; `u32::MAX` leaves that id
+/// unchanged.
 pub fn lchown(p: &Path, uid: u32, gid: u32) -> SysResult<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::lchown(c.as_ptr(), uid, gid) })
+    let a = At::new(p)?;
+    // SAFETY: a valid descriptor (or AT_FDCWD) and a C string.
+    check(unsafe {
+        libc::fchownat(
+            a.fd(),
+            a.name().as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }
 
-/// `chmod(2)` (never called on symlinks, whose mode Linux ignores).
+/// `chmod(2)` of a path of any length (never called on symlinks, whose
+/// mode Linux ignores: a final symlink is followed, as chmod does).
 pub fn chmod(p: &Path, mode: u32) -> SysResult<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) })
+    let a = At::new(p)?;
+    // SAFETY: a valid descriptor (or AT_FDCWD) and a C string.
+    check(unsafe { libc::fchmodat(a.fd(), a.name().as_ptr(), mode as libc::mode_t, 0) })
 }
 
 /// A time for [`utimens`]: seconds and nanoseconds, or "now", or "leave".
@@ -138,15 +158,17 @@ impl TimeSpec {
     }
 }
 
-/// `utimensat(2)` without following a final symlink.
+/// `utimensat(2)` of a path of any length, without following a final
+/// symlink.
 pub fn utimens(p: &Path, atime: TimeSpec, mtime: TimeSpec) -> SysResult<()> {
-    let c = cpath(p)?;
+    let a = At::new(p)?;
     let ts = [atime.raw(), mtime.raw()];
-    // SAFETY: valid C string and a two-element timespec array.
+    // SAFETY: a valid descriptor (or AT_FDCWD), a C string and a
+    // two-element timespec array.
     check(unsafe {
         libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
+            a.fd(),
+            a.name().as_ptr(),
             ts.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
         )
@@ -175,9 +197,9 @@ pub fn futimens(f: &std::fs::File, atime: TimeSpec, mtime: TimeSpec) -> SysResul
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
-/// What a metadata call acts on: a path, never following a final
-/// symlink (the `l*` calls), or an open file (the `f*` calls: what is
-/// left of a file that was unlinked while open).
+/// What a metadata call acts on: a path (of any length), never following
+/// a final symlink (the `l*` calls), or an open file (the `f*` calls:
+/// what is left of a file that was unlinked while open).
 #[derive(Clone, Copy)]
 pub enum Obj<'a> {
     /// A path; a final symlink is not followed.
@@ -186,9 +208,11 @@ pub enum Obj<'a> {
     File(&'a std::fs::File),
 }
 
-/// A C path for `Obj::Path`, the descriptor for `Obj::File`.
+/// A C path for `Obj::Path` that fits in one call, its parent and name
+/// for a longer one, the descriptor for `Obj::File`.
 enum RawObj {
     Path(CString),
+    Long(At),
     Fd(libc::c_int),
 }
 
@@ -196,9 +220,41 @@ impl Obj<'_> {
     fn raw(self) -> SysResult<RawObj> {
         use std::os::fd::AsRawFd;
         Ok(match self {
-            Obj::Path(p) => RawObj::Path(cpath(p)?),
+            Obj::Path(p) => match At::new(p)? {
+                a if a.is_long() => RawObj::Long(a),
+                a => RawObj::Path(a.into_name()),
+            },
             Obj::File(f) => RawObj::Fd(f.as_raw_fd()),
         })
+    }
+}
+
+/// The size a `*xattr` call returned, or its errno.
+fn sized(r: isize) -> SysResult<usize> {
+    if r >= 0 {
+        Ok(r as usize)
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// The whole of what `call` (an xattr value or list read into a buffer
+/// of the given length, 0 for a size probe) reads: one call for the usual
+/// short one; one too long for the first buffer (ERANGE) is probed for
+/// its size and read again (a racing grow gives ERANGE again: retry).
+fn read_whole(call: impl Fn(*mut u8, usize) -> SysResult<usize>) -> SysResult<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match call(buf.as_mut_ptr(), buf.len()) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(libc::ERANGE) => {}
+            Err(e) => return Err(e),
+        }
+        let len = call(std::ptr::null_mut(), 0)?;
+        buf = vec![0u8; len + 1];
     }
 }
 
@@ -242,6 +298,7 @@ pub fn setxattr_obj(o: Obj, name: &[u8], value: &[u8], flags: i32) -> SysResult<
     check(unsafe {
         match o.raw()? {
             RawObj::Path(c) => libc::lsetxattr(c.as_ptr(), n.as_ptr(), v, len, flags),
+            RawObj::Long(a) => return at::setxattr_long(&a, &n, value, flags, XattrVia::Best),
             RawObj::Fd(fd) => libc::fsetxattr(fd, n.as_ptr(), v, len, flags),
         }
     })
@@ -256,34 +313,18 @@ pub fn lsetxattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> SysResult<(
 pub fn getxattr_obj(o: Obj, name: &[u8]) -> SysResult<Vec<u8>> {
     let raw = o.raw()?;
     let n = CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: a valid C string or descriptor and name; `buf` points to
-    // `len` writable bytes (or is null with `len` 0: a size probe).
-    let get = |buf: *mut libc::c_void, len: usize| unsafe {
-        match &raw {
-            RawObj::Path(c) => libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf, len),
-            RawObj::Fd(fd) => libc::fgetxattr(*fd, n.as_ptr(), buf, len),
-        }
-    };
-    // One call for the usual short value; a value too long for the buffer
-    // (ERANGE) is probed for its size and read again (a racing grow gives
-    // ERANGE again: retry).
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let got = get(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let e = last_errno();
-        if e != libc::ERANGE {
-            return Err(e);
-        }
-        let len = get(std::ptr::null_mut(), 0);
-        if len < 0 {
-            return Err(last_errno());
-        }
-        buf = vec![0u8; len as usize + 1];
-    }
+    read_whole(|buf, len| {
+        let buf = buf.cast();
+        // SAFETY: a valid C string or descriptor and name; `buf` points to
+        // `len` writable bytes (or is null with `len` 0: a size probe).
+        sized(unsafe {
+            match &raw {
+                RawObj::Path(c) => libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf, len),
+                RawObj::Long(a) => return at::getxattr_long(a, &n, buf, len, XattrVia::Best),
+                RawObj::Fd(fd) => libc::fgetxattr(*fd, n.as_ptr(), buf, len),
+            }
+        })
+    })
 }
 
 /// `lgetxattr(2)`: the whole value.
@@ -299,33 +340,18 @@ pub fn llistxattr(p: &Path) -> SysResult<Vec<u8>> {
 /// `llistxattr(2)` or `flistxattr(2)`: the names, each followed by a NUL.
 pub fn listxattr_obj(o: Obj) -> SysResult<Vec<u8>> {
     let raw = o.raw()?;
-    // SAFETY: a valid C string or descriptor; `buf` points to `len`
-    // writable bytes (or is null with `len` 0: a size probe).
-    let list = |buf: *mut libc::c_char, len: usize| unsafe {
-        match &raw {
-            RawObj::Path(c) => libc::llistxattr(c.as_ptr(), buf, len),
-            RawObj::Fd(fd) => libc::flistxattr(*fd, buf, len),
-        }
-    };
-    // One call for the usual short (or empty) list; a size probe only
-    // when that buffer is too small.
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let got = list(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let e = last_errno();
-        if e != libc::ERANGE {
-            return Err(e);
-        }
-        let len = list(std::ptr::null_mut(), 0);
-        if len < 0 {
-            return Err(last_errno());
-        }
-        buf = vec![0u8; len as usize + 1];
-    }
+    read_whole(|buf, len| {
+        let buf = buf.cast();
+        // SAFETY: a valid C string or descriptor; `buf` points to `len`
+        // writable bytes (or is null with `len` 0: a size probe).
+        sized(unsafe {
+            match &raw {
+                RawObj::Path(c) => libc::llistxattr(c.as_ptr(), buf, len),
+                RawObj::Long(a) => return at::listxattr_long(a, buf, len, XattrVia::Best),
+                RawObj::Fd(fd) => libc::flistxattr(*fd, buf, len),
+            }
+        })
+    })
 }
 
 /// `lremovexattr(2)` or `fremovexattr(2)`.
@@ -335,6 +361,7 @@ pub fn removexattr_obj(o: Obj, name: &[u8]) -> SysResult<()> {
     check(unsafe {
         match o.raw()? {
             RawObj::Path(c) => libc::lremovexattr(c.as_ptr(), n.as_ptr()),
+            RawObj::Long(a) => return at::removexattr_long(&a, &n, XattrVia::Best),
             RawObj::Fd(fd) => libc::fremovexattr(fd, n.as_ptr()),
         }
     })

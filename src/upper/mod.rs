@@ -40,6 +40,9 @@ use crate::layer::index::Kind;
 use crate::layer::whiteout::{classify_name, is_overlay_xattr, NameClass, WH_OPAQUE, WH_PREFIX};
 use crate::sys::{self, Obj, SysResult};
 
+mod ns;
+pub use ns::{Changing, Reading};
+
 /// The hidden working directory at the top of the branch.
 pub const STATE_DIR: &str = ".wh..wh.layerfs";
 /// Kernel overlayfs' opaque-directory xattr (value `y`).
@@ -209,9 +212,29 @@ pub struct Upper {
     /// never for an overlay-format upperdir, see `open_overlay`).
     fresh: bool,
     format: Format,
+    /// The lock of the branch's namespace (`ns.rs`): the methods that
+    /// change a name in the tree take its write guard.
+    ns: ns::Namespace,
 }
 
 impl Upper {
+    /// Takes the namespace for a change of the branch's tree (waits for
+    /// every reader and other change to end).
+    pub fn change(&self) -> Changing<'_> {
+        self.ns.change()
+    }
+
+    /// Takes the namespace for reading the branch (waits for a change in
+    /// progress to end).
+    pub fn read(&self) -> Reading<'_> {
+        self.ns.read()
+    }
+
+    /// Checks that `c` holds this branch's namespace.
+    fn check(&self, c: &Changing<'_>) {
+        debug_assert!(self.ns.held_by(c), "a change of another branch's namespace");
+    }
+
     /// Opens (creating if needed) the branch at `dir` for image `image`,
     /// takes its lock and removes what a killed daemon left in the work
     /// directory. A branch made on another image is refused: its changes
@@ -328,6 +351,7 @@ impl Upper {
             host_root: sys::host_root(),
             fresh,
             format,
+            ns: ns::Namespace::default(),
         })
     }
 
@@ -367,10 +391,10 @@ impl Upper {
             && st.st_rdev == 0
     }
 
-    /// What the branch's entry `name` of directory `dir` (of type `ft`)
-    /// means: a plain entry, a whiteout of a name, or bookkeeping.
-    pub fn classify<'a>(&self, dir: &Path, name: &'a [u8], ft: std::fs::FileType) -> NameClass<'a> {
-        use std::os::unix::fs::FileTypeExt;
+    /// What the branch's entry `name` of directory `dir` (of type `kind`,
+    /// the `S_IFMT` bits of its mode: [`sys::Dirent`]) means: a plain
+    /// entry, a whiteout of a name, or bookkeeping.
+    pub fn classify<'a>(&self, dir: &Path, name: &'a [u8], kind: u32) -> NameClass<'a> {
         let class = classify_name(name);
         match self.format {
             Format::Aufs => class,
@@ -381,12 +405,12 @@ impl Upper {
             // `.wh..wh..opq` makes its directory opaque. Other `.wh.` names
             // are never shown.
             Format::Overlay if class != NameClass::Plain => match class {
-                NameClass::Whiteout(_) if ft.is_file() => class,
+                NameClass::Whiteout(_) if kind == libc::S_IFREG => class,
                 NameClass::Opaque => class,
                 _ => NameClass::Meta,
             },
             Format::Overlay => {
-                if ft.is_char_device()
+                if kind == libc::S_IFCHR
                     && sys::lstat(&child(dir, name)).is_ok_and(|st| self.is_whiteout_stat(&st))
                 {
                     NameClass::Whiteout(name)
@@ -417,8 +441,8 @@ impl Upper {
     /// has been given a new object.
     fn drop_aufs_whiteout(&self, dir: &Path, name: &[u8]) {
         if self.format == Format::Overlay && aufs_file(dir, name) {
-            if let Err(e) = std::fs::remove_file(whiteout_path(dir, name)) {
-                tracing::warn!("removing {}: {e}", whiteout_path(dir, name).display());
+            if let Err(e) = sys::unlink(&whiteout_path(dir, name)) {
+                tracing::warn!("removing {}: errno {e}", whiteout_path(dir, name).display());
             }
         }
     }
@@ -426,7 +450,8 @@ impl Upper {
     /// Writes `dir/.wh.name` (an empty file; one mknod, so it exists or
     /// not); in the overlay format, a 0:0 device `dir/name` (where the
     /// branch has nothing).
-    pub fn make_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn make_whiteout(&self, c: &Changing<'_>, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let r = match self.format {
             Format::Aufs => sys::mknod(&whiteout_path(dir, name), libc::S_IFREG, 0),
             Format::Overlay => sys::mknod(&child(dir, name), libc::S_IFCHR, 0),
@@ -440,7 +465,8 @@ impl Upper {
     }
 
     /// Removes the whiteout of `name` in `dir`, if there is one.
-    pub fn remove_whiteout(&self, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn remove_whiteout(&self, c: &Changing<'_>, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let p = match self.format {
             Format::Aufs => whiteout_path(dir, name),
             Format::Overlay => {
@@ -451,14 +477,13 @@ impl Upper {
                 child(dir, name)
             }
         };
-        match std::fs::remove_file(p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        match sys::unlink(&p) {
+            Ok(()) | Err(libc::ENOENT) => Ok(()),
             // `.wh.NAME` of a NAME within 4 bytes of NAME_MAX cannot exist,
             // so there is none to remove (a create of such a name failed
             // here after it was already in place).
-            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(()),
-            Err(e) => Err(sys::errno_of(&e)),
+            Err(libc::ENAMETOOLONG) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -493,7 +518,8 @@ impl Upper {
 
     /// Points directory `dir` at `target` for its lower content (an
     /// absolute path from the layers' root).
-    pub fn set_redirect(&self, dir: &Path, target: &[u8]) -> SysResult<()> {
+    pub fn set_redirect(&self, c: &Changing<'_>, dir: &Path, target: &[u8]) -> SysResult<()> {
+        self.check(c);
         sys::lsetxattr(dir, self.redirect_xattr(), target, 0)
     }
 
@@ -509,7 +535,8 @@ impl Upper {
     }
 
     /// Marks directory `dir` opaque.
-    pub fn make_opaque(&self, dir: &Path) -> SysResult<()> {
+    pub fn make_opaque(&self, c: &Changing<'_>, dir: &Path) -> SysResult<()> {
+        self.check(c);
         if self.format == Format::Overlay {
             return sys::lsetxattr(dir, self.opaque_xattr(), b"y", 0);
         }
@@ -525,7 +552,8 @@ impl Upper {
     /// device left in it would show as a name that lookups then deny
     /// (ENOENT). The AUFS format keeps them (a layer diff reads them as
     /// redundant).
-    pub fn drop_merge_markers(&self, dir: &Path) -> SysResult<()> {
+    pub fn drop_merge_markers(&self, c: &Changing<'_>, dir: &Path) -> SysResult<()> {
+        self.check(c);
         if self.format != Format::Overlay {
             return Ok(());
         }
@@ -533,11 +561,11 @@ impl Upper {
             Ok(()) | Err(libc::ENODATA) => {}
             Err(e) => return Err(e),
         }
-        for e in std::fs::read_dir(dir).map_err(|e| sys::errno_of(&e))? {
-            let e = e.map_err(|e| sys::errno_of(&e))?;
-            let p = e.path();
-            if sys::lstat(&p).is_ok_and(|st| self.is_whiteout_stat(&st)) {
-                std::fs::remove_file(&p).map_err(|e| sys::errno_of(&e))?;
+        for e in sys::read_dir(dir)? {
+            let p = child(dir, &e.name);
+            if e.kind == libc::S_IFCHR && sys::lstat(&p).is_ok_and(|st| self.is_whiteout_stat(&st))
+            {
+                sys::unlink(&p)?;
             }
         }
         Ok(())
@@ -561,23 +589,25 @@ impl Upper {
     /// takes the object's place in one rename.
     pub fn delete(
         &self,
+        c: &Changing<'_>,
         dir: &Path,
         name: &[u8],
         upper: bool,
         is_dir: bool,
         whiteout: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         let remove = |p: &Path| {
             if is_dir {
-                self.discard(p)
+                self.discard(c, p)
             } else {
-                std::fs::remove_file(p).map_err(|e| sys::errno_of(&e))
+                sys::unlink(p)
             }
         };
         if self.format == Format::Aufs || !whiteout || !upper {
             if whiteout {
-                self.make_whiteout(dir, name)?;
+                self.make_whiteout(c, dir, name)?;
             }
             if upper {
                 remove(&p)?;
@@ -605,11 +635,13 @@ impl Upper {
     /// discards the directory at the new name.
     pub fn rename(
         &self,
+        c: &Changing<'_>,
         (sdir, name): (&Path, &[u8]),
         (ddir, newname): (&Path, &[u8]),
         whiteout_old: bool,
         discard_to: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let from = child(sdir, name);
         let to = child(ddir, newname);
         if self.format == Format::Aufs {
@@ -618,34 +650,34 @@ impl Upper {
             // after the rename it hides the lower one. A crash in between
             // shows the old view; a refused whiteout changes nothing.
             if whiteout_old {
-                self.make_whiteout(sdir, name)?;
+                self.make_whiteout(c, sdir, name)?;
             }
             if discard_to {
-                self.discard(&to)?;
+                self.discard(c, &to)?;
             }
             if let Err(e) = sys::rename2(&from, &to, 0) {
                 if whiteout_old {
-                    let _ = self.remove_whiteout(sdir, name);
+                    let _ = self.remove_whiteout(c, sdir, name);
                 }
                 return Err(e);
             }
             // Done on disk: whatever else fails, a whiteout left next to
             // the new name hides nothing.
-            if let Err(e) = self.remove_whiteout(ddir, newname) {
+            if let Err(e) = self.remove_whiteout(c, ddir, newname) {
                 tracing::warn!("rename: whiteout of the new name left: errno {e}");
             }
             return Ok(());
         }
         if discard_to {
-            self.discard(&to)?;
+            self.discard(c, &to)?;
         }
         if self.device_whiteout(ddir, newname) {
             // A directory cannot replace a device: exchange, so the new
             // name's whiteout lands on the old name, wanted there or not.
             sys::rename2(&from, &to, libc::RENAME_EXCHANGE)?;
             if !whiteout_old {
-                if let Err(e) = std::fs::remove_file(&from) {
-                    tracing::warn!("rename: whiteout of the old name left: {e}");
+                if let Err(e) = sys::unlink(&from) {
+                    tracing::warn!("rename: whiteout of the old name left: errno {e}");
                 }
             }
             self.drop_aufs_whiteout(ddir, newname);
@@ -669,11 +701,13 @@ impl Upper {
     /// saves the `unlink` of `.wh.name` (a stray one would hide nothing).
     pub fn publish(
         &self,
+        c: &Changing<'_>,
         t: &Path,
         dir: &Path,
         name: &[u8],
         maybe_whiteout: bool,
     ) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             sys::rename2(t, &p, libc::RENAME_EXCHANGE)?;
@@ -688,16 +722,17 @@ impl Upper {
         if !maybe_whiteout && self.format == Format::Aufs {
             return Ok(());
         }
-        self.remove_whiteout(dir, name)
+        self.remove_whiteout(c, dir, name)
     }
 
     /// Hard-links `from` as `dir/name`, replacing the whiteout of `name`
     /// if there is one.
-    pub fn link(&self, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+    pub fn link(&self, c: &Changing<'_>, from: &Path, dir: &Path, name: &[u8]) -> SysResult<()> {
+        self.check(c);
         let p = child(dir, name);
         if self.format == Format::Overlay && self.device_whiteout(dir, name) {
             let t = self.temp();
-            std::fs::hard_link(from, &t).map_err(|e| sys::errno_of(&e))?;
+            sys::link(from, &t)?;
             if let Err(e) = sys::rename2(&t, &p, 0) {
                 let _ = std::fs::remove_file(&t);
                 return Err(e);
@@ -705,13 +740,14 @@ impl Upper {
             self.drop_aufs_whiteout(dir, name);
             return Ok(());
         }
-        std::fs::hard_link(from, &p).map_err(|e| sys::errno_of(&e))?;
-        self.remove_whiteout(dir, name)
+        sys::link(from, &p)?;
+        self.remove_whiteout(c, dir, name)
     }
 
     /// Takes `path` out of the branch in one rename, then deletes it from
     /// the work directory (a crash in between leaves only work garbage).
-    pub fn discard(&self, path: &Path) -> SysResult<()> {
+    pub fn discard(&self, c: &Changing<'_>, path: &Path) -> SysResult<()> {
+        self.check(c);
         let t = self.temp();
         sys::rename2(path, &t, 0)?;
         let r = if std::fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
@@ -731,8 +767,7 @@ impl Upper {
             return Err(libc::EPERM);
         }
         match meta.kind {
-            Kind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(target), p)
-                .map_err(|e| sys::errno_of(&e))?,
+            Kind::Symlink => sys::symlink(target, p)?,
             Kind::Fifo | Kind::Socket => sys::mknod(p, meta.kind.mode_bits() | 0o600, 0)?,
             Kind::Char | Kind::Block if !self.rootless => {
                 sys::mknod(p, meta.kind.mode_bits() | 0o600, meta.rdev)?

@@ -75,7 +75,7 @@ pub(super) fn docker_candidates(src: &Source) -> Result<Vec<Candidate>> {
 }
 
 pub(super) fn legacy_ids(src: &Source) -> impl Iterator<Item = String> + '_ {
-    src.member_names().into_iter().filter_map(|n| {
+    src.member_names().filter_map(|n| {
         let id = n.strip_suffix("/json")?;
         is_hex64(id).then(|| id.to_string())
     })

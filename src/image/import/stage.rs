@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::limits::{Limits, Meter};
 use super::{decompressor, detect_compression, Compression};
 use crate::layer::index::build::BuildStats;
-use crate::layer::index::build_index;
+use crate::layer::index::write_index_of;
 use crate::store::{Staging, Store};
 
 /// A staged layer: its directory, diff id, index counts and tar size.
@@ -256,7 +256,7 @@ pub(super) fn stage_layer(
             &mut meter,
         )?
     };
-    let stats = index_staged(&dir, size, label)?;
+    let stats = index_staged(&dir, label)?;
     Ok((dir, diff_id, stats, size))
 }
 
@@ -275,27 +275,20 @@ pub(super) fn stage_stream(
     let tar_path = dir.path().join("layer.tar");
     let mut meter = Meter::new(label, store.root(), limits.max_layer_size, limits);
     let (diff_id, size) = stage_compressed(blob, &tar_path, expect_blob, label, None, &mut meter)?;
-    let stats = index_staged(&dir, size, label)?;
+    let stats = index_staged(&dir, label)?;
     Ok((dir, diff_id, stats, size))
 }
 
-/// Indexes `layer.tar` of `dir` (`size` bytes) where it lies (mapped,
-/// not read into memory), and writes the `index` beside it.
-fn index_staged(dir: &Staging, size: u64, label: &str) -> Result<BuildStats> {
+/// Indexes `layer.tar` of `dir` where it lies (mapped a window at a
+/// time, not read into memory), writing the `index` beside it as it is
+/// built.
+fn index_staged(dir: &Staging, label: &str) -> Result<BuildStats> {
+    // The staged tar is ours alone until it is published, and is not
+    // written again: it may be mapped (see `sys::map_range_readonly`).
     let tar_file = File::open(dir.path().join("layer.tar"))?;
-    // SAFETY: the staged tar is ours alone until it is published, and is
-    // not written again.
-    let map = if size == 0 {
-        None
-    } else {
-        Some(crate::sys::map_readonly(&tar_file)?)
-    };
-    let data: &[u8] = map.as_deref().unwrap_or(&[]);
-    let (index, stats) = build_index(data).with_context(|| format!("{label}: bad layer tar"))?;
-    drop(map);
-    let ipath = dir.path().join("index");
-    let mut f = crate::store::create_private(&ipath)?;
-    f.write_all(&index)?;
+    let mut f = crate::store::create_private(&dir.path().join("index"))?;
+    let stats =
+        write_index_of(&tar_file, &mut f).with_context(|| format!("{label}: bad layer tar"))?;
     f.sync_all()?;
     Ok(stats)
 }

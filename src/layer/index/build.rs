@@ -4,19 +4,22 @@
 //! walked by [`super::tarwalk`]), PAX mtimes and `SCHILY.xattr.*` extended attributes,
 //! hard links (resolved to the entry they name, sharing its inode group),
 //! devices, implicit parent directories, `./` prefixes, later entries
-//! replacing earlier ones, and the whiteout grammar. Paths that are absolute
-//! or contain `..` are refused: a layer may only describe its own tree.
+//! replacing earlier ones, and the whiteout grammar (applied by
+//! `tree.rs`). Paths that are absolute or contain `..` are refused:
+//! a layer may only describe its own tree.
+//!
+//! A tar on disk is read a window at a time ([`write_index_of`]) and its
+//! index written as it is laid out, so neither the tar nor the index has
+//! to be in memory whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Cursor, Seek, Write};
 
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::tarwalk::Walk;
-use super::{
-    Entry, Kind, ENTRY_SIZE, FLAG_IMPLICIT, FLAG_OPAQUE, HEADER_SIZE, MAGIC, VERSION, XATTR_SIZE,
-};
-use crate::layer::whiteout::{classify_name, NameClass};
+use super::tarwalk::{Member, Step, Walk};
+use super::tree::Tree;
+use super::Kind;
 
 /// Why a layer tar could not be indexed. Each names the offending entry.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,7 @@ pub enum BuildError {
     TooLarge(&'static str),
 }
 
-fn entry_err(path: &[u8], what: impl Into<String>) -> BuildError {
+pub(super) fn entry_err(path: &[u8], what: impl Into<String>) -> BuildError {
     BuildError::Entry {
         path: String::from_utf8_lossy(path).into_owned(),
         what: what.into(),
@@ -65,7 +68,7 @@ pub fn split_path(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
 /// Owner, permission bits, mtime and xattrs of an entry.
 #[derive(Clone, Debug, Default)]
 pub struct Meta {
-    /// `mode & 0o7777`.
+    /// `mode & 0o7777` (higher bits are dropped).
     pub mode: u32,
     /// Owner uid as stored in the layer.
     pub uid: u32,
@@ -77,44 +80,6 @@ pub struct Meta {
     pub mtime_nsec: u32,
     /// Sorted by name, no duplicates.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-#[derive(Clone, Debug)]
-struct Node {
-    kind: Kind,
-    flags: u8,
-    meta: Meta,
-    group: u32,
-    size: u64,
-    data_off: u64,
-    target: Vec<u8>,
-    rdev: (u32, u32),
-    children: BTreeMap<Vec<u8>, usize>,
-}
-
-impl Node {
-    /// A node with no data, target, device or children.
-    fn bare(kind: Kind, flags: u8, meta: Meta) -> Node {
-        Node {
-            kind,
-            flags,
-            meta,
-            group: 0,
-            size: 0,
-            data_off: 0,
-            target: Vec::new(),
-            rdev: (0, 0),
-            children: BTreeMap::new(),
-        }
-    }
-
-    fn implicit_dir() -> Node {
-        let meta = Meta {
-            mode: 0o755,
-            ..Meta::default()
-        };
-        Node::bare(Kind::Dir, FLAG_IMPLICIT, meta)
-    }
 }
 
 /// Counts gathered while building, for import progress and `layers`.
@@ -129,89 +94,6 @@ pub struct BuildStats {
     pub whiteouts: u32,
     /// Sum of the sizes of the file entries (a hard link counts once per name).
     pub file_bytes: u64,
-}
-
-struct Tree {
-    nodes: Vec<Node>,
-    next_group: u32,
-}
-
-impl Tree {
-    fn new() -> Tree {
-        Tree {
-            nodes: vec![Node::implicit_dir()],
-            next_group: 1,
-        }
-    }
-
-    /// Walks to the directory that holds the last component, creating
-    /// implicit directories on the way. A non-directory (or whiteout) in the
-    /// way is replaced, as extraction would do, by a new directory: opaque,
-    /// since the lower one was deleted, and with the implicit defaults as its
-    /// own metadata (not implicit: nothing below may show through).
-    fn parent_of(&mut self, comps: &[&[u8]]) -> usize {
-        let mut cur = 0;
-        for comp in comps {
-            let next = match self.nodes[cur].children.get(*comp) {
-                Some(&id) if self.nodes[id].kind == Kind::Dir => id,
-                Some(&id) => {
-                    let mut n = Node::implicit_dir();
-                    n.flags = FLAG_OPAQUE;
-                    self.nodes[id] = n;
-                    id
-                }
-                None => {
-                    self.nodes.push(Node::implicit_dir());
-                    let id = self.nodes.len() - 1;
-                    self.nodes[cur].children.insert(comp.to_vec(), id);
-                    id
-                }
-            };
-            cur = next;
-        }
-        cur
-    }
-
-    fn find(&self, comps: &[&[u8]]) -> Option<usize> {
-        let mut cur = 0;
-        for comp in comps {
-            cur = *self.nodes[cur].children.get(*comp)?;
-        }
-        Some(cur)
-    }
-
-    /// Puts `node` at `name` in directory `dir`, with tar semantics: a later
-    /// entry replaces an earlier one, except that a directory over a
-    /// directory only updates its metadata and keeps its children. A
-    /// directory replacing a non-directory (or whiteout) is opaque: the
-    /// layer deleted the lower entry. A whiteout deletes lower layers'
-    /// content only, never this layer's: over a directory it makes it opaque
-    /// (not implicit, as the lower one is gone), over anything else it does
-    /// nothing.
-    fn insert(&mut self, dir: usize, name: &[u8], mut node: Node) {
-        if let Some(&id) = self.nodes[dir].children.get(name) {
-            let old = &mut self.nodes[id];
-            match (old.kind, node.kind) {
-                (Kind::Dir, Kind::Dir) => {
-                    old.meta = node.meta;
-                    old.flags &= !FLAG_IMPLICIT;
-                    return;
-                }
-                (Kind::Dir, Kind::Whiteout) => {
-                    old.flags = (old.flags | FLAG_OPAQUE) & !FLAG_IMPLICIT;
-                    return;
-                }
-                (_, Kind::Whiteout) => return,
-                (_, Kind::Dir) => node.flags |= FLAG_OPAQUE,
-                _ => {}
-            }
-            *old = node;
-        } else {
-            self.nodes.push(node);
-            let id = self.nodes.len() - 1;
-            self.nodes[dir].children.insert(name.to_vec(), id);
-        }
-    }
 }
 
 /// One entry of a layer as its reader found it (a tar header, or an
@@ -235,102 +117,6 @@ pub struct RawEntry<'a> {
     pub rdev: (u32, u32),
 }
 
-impl Tree {
-    /// Adds one entry with the layer rules: whiteout names decoded, AUFS
-    /// metadata dropped, hard links resolved to their target's inode.
-    fn add(&mut self, raw: RawEntry<'_>) -> Result<(), BuildError> {
-        let RawEntry {
-            path,
-            kind,
-            meta,
-            link,
-            size,
-            data_off,
-            target,
-            rdev,
-        } = raw;
-        let comps = split_path(path).map_err(|e| entry_err(path, e))?;
-        let Some((last, parents)) = comps.split_last() else {
-            // The layer's root directory itself (`./`): only its metadata.
-            if kind == Kind::Dir && link.is_none() {
-                self.nodes[0].meta = meta;
-                self.nodes[0].flags &= !FLAG_IMPLICIT;
-                return Ok(());
-            }
-            return Err(entry_err(path, "the root of a layer must be a directory"));
-        };
-        if parents.iter().any(|c| c.starts_with(b".wh.")) {
-            if parents.iter().any(|c| c.starts_with(b".wh..wh.")) {
-                return Ok(()); // inside AUFS metadata such as .wh..wh.plnk/
-            }
-            return Err(entry_err(path, "whiteout name used as a directory"));
-        }
-        match classify_name(last) {
-            NameClass::Meta => return Ok(()),
-            NameClass::Opaque => {
-                let dir = self.parent_of(parents);
-                self.nodes[dir].flags |= FLAG_OPAQUE;
-                return Ok(());
-            }
-            NameClass::Whiteout(hidden) => {
-                let dir = self.parent_of(parents);
-                let node = Node::bare(Kind::Whiteout, 0, meta);
-                self.insert(dir, hidden, node);
-                return Ok(());
-            }
-            NameClass::Plain => {}
-        }
-
-        let node = if let Some(target) = link {
-            let tcomps = split_path(&target)
-                .map_err(|e| entry_err(path, format!("hard link target: {e}")))?;
-            let tid = self.find(&tcomps).ok_or_else(|| {
-                entry_err(
-                    path,
-                    format!(
-                        "hard link to {:?}, which is not in the layer before it",
-                        String::from_utf8_lossy(&target)
-                    ),
-                )
-            })?;
-            let t = &self.nodes[tid];
-            if matches!(t.kind, Kind::Dir | Kind::Whiteout) {
-                return Err(entry_err(path, "hard link to a directory or whiteout"));
-            }
-            t.clone()
-        } else {
-            let group = if kind == Kind::Dir {
-                0
-            } else {
-                self.next_group += 1;
-                self.next_group
-            };
-            Node {
-                kind,
-                flags: 0,
-                meta,
-                group,
-                size: if kind == Kind::File { size } else { 0 },
-                data_off: if kind == Kind::File { data_off } else { 0 },
-                target: if kind == Kind::Symlink {
-                    target
-                } else {
-                    Vec::new()
-                },
-                rdev: if matches!(kind, Kind::Char | Kind::Block) {
-                    rdev
-                } else {
-                    (0, 0)
-                },
-                children: BTreeMap::new(),
-            }
-        };
-        let dir = self.parent_of(parents);
-        self.insert(dir, last, node);
-        Ok(())
-    }
-}
-
 /// Builds the index of a layer read from a directory (a branch of
 /// `mount-branches`): `entries` as a walk found them, parents before their
 /// children, overlay whiteouts and opaque xattrs already spelled the AUFS
@@ -350,13 +136,20 @@ pub fn build_index_from_entries<'a>(
         }
         tree.add(RawEntry { data_off: 0, ..raw })?;
     }
-    serialize(&tree, total)
+    to_vec(&tree, total)
+}
+
+/// The index of `tree` (of a tar of `tar_size` bytes) in memory.
+fn to_vec(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildError> {
+    let mut out = Cursor::new(Vec::new());
+    let stats = tree.write(tar_size, &mut out)?;
+    Ok((out.into_inner(), stats))
 }
 
 /// A numeric header field (mode, uid, gid): what the tar crate reads, or
 /// 0 for a field of only NULs and spaces, as Go's archive/tar (Docker) and
 /// Python's tarfile read it (some writers leave ids empty).
-fn header_num(
+pub(super) fn header_num(
     field: &[u8],
     parsed: std::io::Result<u64>,
     path: &[u8],
@@ -369,7 +162,7 @@ fn header_num(
 }
 
 /// A PAX `uid`/`gid` record: a decimal number that fits 32 bits.
-fn pax_id(v: &[u8], path: &[u8], what: &str) -> Result<u32, BuildError> {
+pub(super) fn pax_id(v: &[u8], path: &[u8], what: &str) -> Result<u32, BuildError> {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -377,7 +170,7 @@ fn pax_id(v: &[u8], path: &[u8], what: &str) -> Result<u32, BuildError> {
 }
 
 /// Parses a PAX time value (`1700000000.123456789`, possibly negative).
-fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+pub(super) fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (secs, frac) = match s.split_once('.') {
         Some((a, b)) => (a, b),
@@ -400,251 +193,198 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     Some((sec, nsec))
 }
 
+/// The entry that tar member `m` (of a tar of `tar_size` bytes) adds to
+/// the layer, if any (extension members and unsupported types add none).
+fn raw_entry<'m>(m: &'m Member<'_>, tar_size: u64) -> Result<Option<RawEntry<'m>>, BuildError> {
+    let path: &[u8] = &m.path;
+    if path.contains(&0) {
+        // A PAX path or GNU long name may hold one; no file system
+        // name can, and the mount would cut it there.
+        return Err(entry_err(path, "name holds a NUL byte"));
+    }
+    let h = m.header;
+    let etype = h.entry_type();
+    let old = h.as_old();
+    let mode = header_num(&old.mode, h.mode().map(u64::from), path, "mode")? as u32;
+    let uid = header_num(&old.uid, h.uid(), path, "uid")?;
+    let gid = header_num(&old.gid, h.gid(), path, "gid")?;
+    let mut meta = Meta {
+        mode: mode & 0o7777,
+        uid: u32::try_from(uid).map_err(|_| entry_err(path, "uid too large"))?,
+        gid: u32::try_from(gid).map_err(|_| entry_err(path, "gid too large"))?,
+        mtime: h.mtime().unwrap_or(0) as i64,
+        mtime_nsec: 0,
+        xattrs: Vec::new(),
+    };
+    for &(key, value) in &m.pax {
+        if key == b"mtime" {
+            let (s, ns) = parse_pax_time(value).ok_or_else(|| entry_err(path, "bad PAX mtime"))?;
+            meta.mtime = s;
+            meta.mtime_nsec = ns;
+        } else if key == b"uid" {
+            meta.uid = pax_id(value, path, "uid")?;
+        } else if key == b"gid" {
+            meta.gid = pax_id(value, path, "gid")?;
+        } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+            meta.xattrs.push((name.to_vec(), value.to_vec()));
+        } else if key.starts_with(b"GNU.sparse.") {
+            return Err(entry_err(path, "sparse files are not supported"));
+        }
+    }
+    // A later PAX record for the same attribute overrides an earlier
+    // one: stable-sort by name, then keep the last of each run.
+    meta.xattrs.reverse();
+    meta.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+    meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+
+    if etype.is_gnu_sparse() {
+        return Err(entry_err(path, "GNU sparse files are not supported"));
+    }
+    let kind = match etype {
+        // Pre-POSIX tars mark directories as regular files named "x/".
+        EntryType::Regular if path.ends_with(b"/") => Kind::Dir,
+        EntryType::Regular | EntryType::Continuous => Kind::File,
+        EntryType::Directory => Kind::Dir,
+        EntryType::Symlink => Kind::Symlink,
+        EntryType::Char => Kind::Char,
+        EntryType::Block => Kind::Block,
+        EntryType::Fifo => Kind::Fifo,
+        EntryType::Link => Kind::File, // resolved below
+        EntryType::XGlobalHeader
+        | EntryType::XHeader
+        | EntryType::GNULongName
+        | EntryType::GNULongLink => return Ok(None),
+        other => {
+            tracing::warn!(path = %String::from_utf8_lossy(path), "skipping tar entry of unsupported type {:?}", other);
+            return Ok(None);
+        }
+    };
+
+    let link = if etype == EntryType::Link {
+        Some(
+            m.link
+                .clone()
+                .ok_or_else(|| entry_err(path, "hard link without a target"))?
+                .into_owned(),
+        )
+    } else {
+        None
+    };
+    if link.as_ref().is_some_and(|l| l.contains(&0)) {
+        return Err(entry_err(path, "hard link target holds a NUL byte"));
+    }
+    let size = if kind == Kind::File { m.size } else { 0 };
+    let data_off = m.data_off;
+    if data_off
+        .checked_add(m.size)
+        .is_none_or(|end| end > tar_size)
+    {
+        return Err(entry_err(
+            path,
+            "file data runs past the end of the tar (truncated?)",
+        ));
+    }
+    let target = if kind == Kind::Symlink && link.is_none() {
+        m.link
+            .clone()
+            .ok_or_else(|| entry_err(path, "symlink without a target"))?
+            .into_owned()
+    } else {
+        Vec::new()
+    };
+    if target.contains(&0) {
+        return Err(entry_err(path, "symlink target holds a NUL byte"));
+    }
+    let rdev = if matches!(kind, Kind::Char | Kind::Block) {
+        (
+            h.device_major()?.unwrap_or(0),
+            h.device_minor()?.unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    Ok(Some(RawEntry {
+        path,
+        kind,
+        meta,
+        link,
+        size,
+        data_off,
+        target,
+        rdev,
+    }))
+}
+
+fn walk_error(e: super::tarwalk::WalkError) -> BuildError {
+    BuildError::Tar(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Builds the index of the uncompressed layer tar `tar`. Returns the index
 /// bytes (ready to write to disk) and counts.
 pub fn build_index(tar: &[u8]) -> Result<(Vec<u8>, BuildStats), BuildError> {
     let mut tree = Tree::new();
     for m in Walk::new(tar) {
-        let m = m.map_err(|e| {
-            BuildError::Tar(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })?;
-        let path = m.path.into_owned();
-        if path.contains(&0) {
-            // A PAX path or GNU long name may hold one; no file system
-            // name can, and the mount would cut it there.
-            return Err(entry_err(&path, "name holds a NUL byte"));
+        let m = m.map_err(walk_error)?;
+        if let Some(raw) = raw_entry(&m, tar.len() as u64)? {
+            tree.add(raw)?;
         }
-        let h = m.header;
-        let etype = h.entry_type();
-        let old = h.as_old();
-        let mode = header_num(&old.mode, h.mode().map(u64::from), &path, "mode")? as u32;
-        let uid = header_num(&old.uid, h.uid(), &path, "uid")?;
-        let gid = header_num(&old.gid, h.gid(), &path, "gid")?;
-        let mut meta = Meta {
-            mode: mode & 0o7777,
-            uid: u32::try_from(uid).map_err(|_| entry_err(&path, "uid too large"))?,
-            gid: u32::try_from(gid).map_err(|_| entry_err(&path, "gid too large"))?,
-            mtime: h.mtime().unwrap_or(0) as i64,
-            mtime_nsec: 0,
-            xattrs: Vec::new(),
-        };
-        for &(key, value) in &m.pax {
-            if key == b"mtime" {
-                let (s, ns) =
-                    parse_pax_time(value).ok_or_else(|| entry_err(&path, "bad PAX mtime"))?;
-                meta.mtime = s;
-                meta.mtime_nsec = ns;
-            } else if key == b"uid" {
-                meta.uid = pax_id(value, &path, "uid")?;
-            } else if key == b"gid" {
-                meta.gid = pax_id(value, &path, "gid")?;
-            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                meta.xattrs.push((name.to_vec(), value.to_vec()));
-            } else if key.starts_with(b"GNU.sparse.") {
-                return Err(entry_err(&path, "sparse files are not supported"));
-            }
-        }
-        // A later PAX record for the same attribute overrides an earlier
-        // one: stable-sort by name, then keep the last of each run.
-        meta.xattrs.reverse();
-        meta.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
-        meta.xattrs.dedup_by(|a, b| a.0 == b.0);
-
-        if etype.is_gnu_sparse() {
-            return Err(entry_err(&path, "GNU sparse files are not supported"));
-        }
-        let kind = match etype {
-            // Pre-POSIX tars mark directories as regular files named "x/".
-            EntryType::Regular if path.ends_with(b"/") => Kind::Dir,
-            EntryType::Regular | EntryType::Continuous => Kind::File,
-            EntryType::Directory => Kind::Dir,
-            EntryType::Symlink => Kind::Symlink,
-            EntryType::Char => Kind::Char,
-            EntryType::Block => Kind::Block,
-            EntryType::Fifo => Kind::Fifo,
-            EntryType::Link => Kind::File, // resolved below
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => continue,
-            other => {
-                tracing::warn!(path = %String::from_utf8_lossy(&path), "skipping tar entry of unsupported type {:?}", other);
-                continue;
-            }
-        };
-
-        let link = if etype == EntryType::Link {
-            Some(
-                m.link
-                    .clone()
-                    .ok_or_else(|| entry_err(&path, "hard link without a target"))?
-                    .into_owned(),
-            )
-        } else {
-            None
-        };
-        if link.as_ref().is_some_and(|l| l.contains(&0)) {
-            return Err(entry_err(&path, "hard link target holds a NUL byte"));
-        }
-        let size = if kind == Kind::File { m.size } else { 0 };
-        let data_off = m.data_off;
-        if data_off
-            .checked_add(m.size)
-            .is_none_or(|end| end > tar.len() as u64)
-        {
-            return Err(entry_err(
-                &path,
-                "file data runs past the end of the tar (truncated?)",
-            ));
-        }
-        let target = if kind == Kind::Symlink && link.is_none() {
-            m.link
-                .clone()
-                .ok_or_else(|| entry_err(&path, "symlink without a target"))?
-                .into_owned()
-        } else {
-            Vec::new()
-        };
-        if target.contains(&0) {
-            return Err(entry_err(&path, "symlink target holds a NUL byte"));
-        }
-        let rdev = if matches!(kind, Kind::Char | Kind::Block) {
-            (
-                h.device_major()?.unwrap_or(0),
-                h.device_minor()?.unwrap_or(0),
-            )
-        } else {
-            (0, 0)
-        };
-        tree.add(RawEntry {
-            path: &path,
-            kind,
-            meta,
-            link,
-            size,
-            data_off,
-            target,
-            rdev,
-        })?;
     }
-    serialize(&tree, tar.len() as u64)
+    to_vec(&tree, tar.len() as u64)
 }
 
-fn serialize(tree: &Tree, tar_size: u64) -> Result<(Vec<u8>, BuildStats), BuildError> {
-    // Breadth-first order: each directory's children are contiguous.
-    let mut order: Vec<(usize, u32, &[u8])> = vec![(0, 0, b"")]; // (node, parent index, name)
-    let mut child_ranges: Vec<(u32, u32)> = Vec::new();
-    let mut i = 0;
-    while i < order.len() {
-        let (nid, _, _) = order[i];
-        let node = &tree.nodes[nid];
-        let start = order.len();
-        for (name, &cid) in &node.children {
-            order.push((cid, i as u32, name.as_slice()));
-        }
-        if order.len() > u32::MAX as usize / 2 {
-            return Err(BuildError::TooLarge("entries"));
-        }
-        child_ranges.push((start as u32, (order.len() - start) as u32));
-        i += 1;
-    }
+/// How much of a tar [`write_index_of`] maps at a time.
+pub const WINDOW: u64 = 32 << 20;
 
-    let mut nlinks: HashMap<u32, u32> = HashMap::new();
-    for &(nid, _, _) in &order {
-        let n = &tree.nodes[nid];
-        if !matches!(n.kind, Kind::Dir | Kind::Whiteout) {
-            *nlinks.entry(n.group).or_default() += 1;
-        }
-    }
+/// Builds the index of the uncompressed layer tar in file `tar` and
+/// writes it to `out` from its current position (the header last, `out`
+/// left at the end of the index). The tar is mapped [`WINDOW`] bytes at a
+/// time, so only the current window is resident; returns the counts. The
+/// bytes are those [`build_index`] returns for the same tar.
+pub fn write_index_of(tar: &File, out: &mut (impl Write + Seek)) -> Result<BuildStats, BuildError> {
+    write_index_windowed(tar, out, WINDOW)
+}
 
-    let mut strings: Vec<u8> = Vec::new();
-    let mut push_str = |s: &[u8]| -> Result<(u32, u32), BuildError> {
-        let off = u32::try_from(strings.len()).map_err(|_| BuildError::TooLarge("strings"))?;
-        let len = u32::try_from(s.len()).map_err(|_| BuildError::TooLarge("strings"))?;
-        strings.extend_from_slice(s);
-        Ok((off, len))
-    };
-    let mut entries = Vec::with_capacity(order.len() * ENTRY_SIZE);
-    let mut xattrs = Vec::new();
-    let mut xattr_count = 0u32;
-    let mut stats = BuildStats::default();
-    for (idx, &(nid, parent, name)) in order.iter().enumerate() {
-        let n = &tree.nodes[nid];
-        let (name_off, name_len) = push_str(name)?;
-        let (target_off, target_len) = push_str(&n.target)?;
-        let xattr_start = xattr_count;
-        for (k, v) in &n.meta.xattrs {
-            let (ko, kl) = push_str(k)?;
-            let (vo, vl) = push_str(v)?;
-            for x in [ko, kl, vo, vl] {
-                xattrs.extend_from_slice(&x.to_le_bytes());
-            }
-            xattr_count += 1;
-        }
-        let (child_start, child_count) = if n.kind == Kind::Dir {
-            child_ranges[idx]
-        } else {
-            (0, 0)
+/// [`write_index_of`] with windows of `window` bytes (at least: a member
+/// whose headers are longer gets a window that holds them).
+pub(super) fn write_index_windowed(
+    tar: &File,
+    out: &mut (impl Write + Seek),
+    window: u64,
+) -> Result<BuildStats, BuildError> {
+    let total = tar.metadata()?.len();
+    let mut tree = Tree::new();
+    let (mut at, mut need) = (0u64, 0u64);
+    'windows: loop {
+        let len = window.max(std::mem::take(&mut need)).min(total - at);
+        let map = match usize::try_from(len) {
+            Ok(0) => None,
+            Ok(len) => Some(crate::sys::map_range_readonly(tar, at, len)?),
+            Err(_) => return Err(BuildError::TooLarge("tar headers")),
         };
-        match n.kind {
-            Kind::Whiteout => stats.whiteouts += 1,
-            Kind::File => {
-                stats.files += 1;
-                stats.file_bytes += n.size;
+        let mut walk = Walk::window(map.as_deref().unwrap_or(&[]), at, total);
+        loop {
+            match walk.step().map_err(walk_error)? {
+                Step::Member(m) => {
+                    if let Some(raw) = raw_entry(&m, total)? {
+                        tree.add(raw)?;
+                    }
+                }
+                Step::End => break 'windows,
+                Step::Refill { at: a, len: want } => {
+                    if a == at && want <= len {
+                        // The window held what the walk asks for: a bug,
+                        // better an error than a loop.
+                        return Err(BuildError::Tar(std::io::Error::other(format!(
+                            "tar walk asked again for the window at {at}"
+                        ))));
+                    }
+                    (at, need) = (a, want);
+                    continue 'windows;
+                }
             }
-            _ => {}
         }
-        Entry {
-            name_off,
-            name_len,
-            parent,
-            kind: n.kind,
-            flags: n.flags,
-            mode: n.meta.mode,
-            uid: n.meta.uid,
-            gid: n.meta.gid,
-            nlink: nlinks.get(&n.group).copied().unwrap_or(1),
-            mtime: n.meta.mtime,
-            mtime_nsec: n.meta.mtime_nsec,
-            group: if n.kind == Kind::Dir {
-                idx as u32
-            } else {
-                n.group
-            },
-            size: n.size,
-            data_off: n.data_off,
-            target_off,
-            target_len,
-            rdev_major: n.rdev.0,
-            rdev_minor: n.rdev.1,
-            child_start,
-            child_count,
-            xattr_start,
-            xattr_count: xattr_count - xattr_start,
-            id: idx as u32,
-        }
-        .encode(&mut entries);
     }
-    stats.entries = order.len() as u32;
-
-    let mut out = Vec::with_capacity(HEADER_SIZE + entries.len() + xattrs.len() + strings.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
-    out.extend_from_slice(&(order.len() as u32).to_le_bytes());
-    out.extend_from_slice(&xattr_count.to_le_bytes());
-    out.extend_from_slice(&(strings.len() as u64).to_le_bytes());
-    out.extend_from_slice(&tar_size.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
-    out.extend_from_slice(&[0u8; 32]);
-    debug_assert_eq!(out.len(), HEADER_SIZE);
-    debug_assert_eq!(xattrs.len(), xattr_count as usize * XATTR_SIZE);
-    out.extend_from_slice(&entries);
-    out.extend_from_slice(&xattrs);
-    out.extend_from_slice(&strings);
-    let sum = Sha256::digest(&out[HEADER_SIZE..]);
-    out[48..80].copy_from_slice(&sum);
-    Ok((out, stats))
+    tree.write(total, out)
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! One layer's index: every entry of a layer tar, with its metadata and the
 //! offset of its data inside the (uncompressed, byte-exact) tar blob.
 //!
-//! The index is built once at import ([`build`]), written next to the blob,
-//! and read in place from a memory map at mount ([`Index::open`]). Nothing
-//! here does FUSE or store I/O beyond reading the index file itself.
+//! The index is built once at import ([`build`], over the compact tree of
+//! `tree.rs`; a tar on disk is read in windows and its index streamed to
+//! the file), written next to the blob, and read in place from a memory
+//! map at mount ([`Index::open`]). Nothing here does FUSE or store I/O
+//! beyond reading the index file itself, and reading the tar and writing
+//! the index file the builder is handed.
 //!
 //! # On-disk format, version 1 (all integers little-endian)
 //!
@@ -33,8 +36,13 @@
 //! after the whiteout), it is kept, a directory becoming opaque.
 
 pub mod build;
+#[cfg(test)]
+mod difftest;
 pub mod lazy;
+#[cfg(test)]
+mod reference;
 pub mod tarwalk;
+mod tree;
 
 use std::fmt;
 use std::fs::File;
@@ -43,7 +51,9 @@ use std::path::Path;
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
-pub use build::{build_index, build_index_from_entries, BuildError, Meta as EntryMeta, RawEntry};
+pub use build::{
+    build_index, build_index_from_entries, write_index_of, BuildError, Meta as EntryMeta, RawEntry,
+};
 
 /// The first 8 bytes of every index file.
 pub const MAGIC: &[u8; 8] = b"LAYERFSI";

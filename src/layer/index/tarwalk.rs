@@ -8,7 +8,8 @@
 //! POSIX pax), so a value may hold any byte. Each 512-byte header is still
 //! decoded by `tar::Header` (octal and base-256 numbers, the ustar prefix).
 //!
-//! Pure: it reads a byte slice and never does I/O.
+//! Pure: it reads byte slices (the whole tar, or a window of it that the
+//! caller maps, see [`Walk::window`]) and never does I/O.
 
 use std::borrow::Cow;
 
@@ -77,31 +78,86 @@ pub fn pax_records(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
     Ok(out)
 }
 
-/// Iterator over the members of `tar`, extension members folded into the
-/// member they describe. Ends at the first all-zero block or at the end of
-/// the slice.
+/// The members of a tar, extension members folded into the member they
+/// describe. Ends at the first all-zero block or at the end of the tar.
+///
+/// A walk reads a *window* of the tar: `win` holds the bytes from offset
+/// `base` of a tar of `total` bytes (the whole tar, for [`Walk::new`]).
+/// Only headers and extension data are read, never file data, so a
+/// window need not hold a member's data. When the next member's headers
+/// run past the window, [`Walk::step`] asks for another
+/// ([`Step::Refill`]), and the walk goes on in a new `Walk` over it.
 pub struct Walk<'a> {
-    tar: &'a [u8],
-    pos: usize,
+    win: &'a [u8],
+    base: u64,
+    total: u64,
+    pos: u64,
     failed: bool,
+}
+
+/// What [`Walk::step`] found.
+pub enum Step<'a> {
+    /// The next member.
+    Member(Member<'a>),
+    /// The end of the archive (or of a walk that failed).
+    End,
+    /// The next member's headers are not all in the window: walk on with
+    /// a window of at least `len` bytes from offset `at` (`at + len` is
+    /// inside the tar).
+    Refill {
+        /// Where the next member's first header starts.
+        at: u64,
+        /// How many bytes from `at` the walk needs to read the member's
+        /// headers (more are welcome).
+        len: u64,
+    },
 }
 
 impl<'a> Walk<'a> {
     /// Walks `tar` from its first byte.
     pub fn new(tar: &'a [u8]) -> Walk<'a> {
+        Walk::window(tar, 0, tar.len() as u64)
+    }
+
+    /// Walks a tar of `total` bytes from offset `base`, where `win` holds
+    /// its bytes from `base` on (`base` is the start of a header: 0, or
+    /// an `at` a [`Step::Refill`] gave).
+    pub fn window(win: &'a [u8], base: u64, total: u64) -> Walk<'a> {
+        debug_assert!(base + win.len() as u64 <= total);
         Walk {
-            tar,
-            pos: 0,
+            win,
+            base,
+            total,
+            pos: base,
             failed: false,
         }
     }
 
-    fn err(&mut self, at: usize, what: impl Into<String>) -> Option<Result<Member<'a>, WalkError>> {
+    fn err(&mut self, at: u64, what: impl Into<String>) -> Result<Step<'a>, WalkError> {
         self.failed = true;
-        Some(Err(WalkError {
-            at: at as u64,
+        Err(WalkError {
+            at,
             what: what.into(),
-        }))
+        })
+    }
+
+    /// Asks for a window holding `start..end`; the member starting at
+    /// `start` is read again from its first header (a walk asked to step
+    /// on asks the same).
+    fn refill(&mut self, start: u64, end: u64) -> Step<'a> {
+        self.pos = start;
+        Step::Refill {
+            at: start,
+            len: end - start,
+        }
+    }
+
+    /// The window's bytes `from..to` (absolute offsets), if it holds them.
+    fn bytes(&self, from: u64, to: u64) -> Option<&'a [u8]> {
+        let win: &'a [u8] = self.win;
+        let s = usize::try_from(from.checked_sub(self.base)?).ok()?;
+        let e = usize::try_from(to.checked_sub(self.base)?).ok()?;
+        win.get(s..e)
     }
 }
 
@@ -130,28 +186,47 @@ fn gnu_long(data: &[u8]) -> &[u8] {
 impl<'a> Iterator for Walk<'a> {
     type Item = Result<Member<'a>, WalkError>;
 
+    /// The next member of a walk whose window is the whole tar
+    /// ([`Walk::new`]), which never needs a refill.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
+        match self.step() {
+            Ok(Step::Member(m)) => Some(Ok(m)),
+            Ok(Step::End) => None,
+            Ok(Step::Refill { .. }) => unreachable!("a walk of a whole tar needs no other window"),
+            Err(e) => Some(Err(e)),
         }
-        let tar = self.tar;
+    }
+}
+
+impl<'a> Walk<'a> {
+    /// The next member, the end, or the window the next member needs.
+    pub fn step(&mut self) -> Result<Step<'a>, WalkError> {
+        if self.failed {
+            return Ok(Step::End);
+        }
+        let total = self.total;
+        let start = self.pos;
         let mut long_name: Option<&'a [u8]> = None;
         let mut long_link: Option<&'a [u8]> = None;
         let mut pax: Option<Vec<PaxRecord<'a>>> = None;
         loop {
             let at = self.pos;
-            let Some(block) = tar.get(at..at.checked_add(BLOCK)?) else {
-                if at < tar.len() {
+            let Some(end) = at.checked_add(BLOCK as u64).filter(|&e| e <= total) else {
+                if at < total {
                     return self.err(at, "the tar ends inside a header (truncated?)");
                 }
                 if long_name.is_some() || long_link.is_some() || pax.is_some() {
                     return self.err(at, "the tar ends after an extension header");
                 }
-                return None;
+                self.failed = true;
+                return Ok(Step::End);
+            };
+            let Some(block) = self.bytes(at, end) else {
+                return Ok(self.refill(start, end));
             };
             if block.iter().all(|&b| b == 0) {
                 self.failed = true; // the end: nothing more is read
-                return None;
+                return Ok(Step::End);
             }
             let h = Header::from_byte_slice(block);
             if !checksum_ok(block, h) {
@@ -178,14 +253,11 @@ impl<'a> Iterator for Walk<'a> {
                 }
             };
             let size: u64 = pax_size.unwrap_or(hsize);
-            let data_off = at + BLOCK;
-            let data_end = usize::try_from(size)
-                .ok()
-                .and_then(|s| data_off.checked_add(s))
-                .filter(|&e| e <= tar.len());
+            let data_off = end;
+            let data_end = data_off.checked_add(size).filter(|&e| e <= total);
             let padded = data_end
-                .and_then(|e| e.checked_add(BLOCK - 1))
-                .map(|e| e / BLOCK * BLOCK);
+                .and_then(|e| e.checked_add(BLOCK as u64 - 1))
+                .map(|e| e / BLOCK as u64 * BLOCK as u64);
             let is_ext = matches!(
                 etype,
                 EntryType::XHeader
@@ -200,10 +272,20 @@ impl<'a> Iterator for Walk<'a> {
                 // A member whose data is cut short: the builder says which
                 // one; nothing after it can be read.
                 self.failed = true;
-                return Some(Ok(self.member(h, long_name, long_link, pax, size, data_off)));
+                return Ok(Step::Member(
+                    self.member(h, long_name, long_link, pax, size, data_off),
+                ));
+            };
+            if !is_ext {
+                self.pos = next;
+                return Ok(Step::Member(
+                    self.member(h, long_name, long_link, pax, size, data_off),
+                ));
+            }
+            let Some(data) = self.bytes(data_off, data_end) else {
+                return Ok(self.refill(start, data_end));
             };
             self.pos = next;
-            let data = &tar[data_off..data_end];
             match etype {
                 EntryType::XHeader => {
                     if pax.is_some() {
@@ -222,14 +304,11 @@ impl<'a> Iterator for Walk<'a> {
                     }
                 }
                 EntryType::GNULongName => long_name = Some(gnu_long(data)),
-                EntryType::GNULongLink => long_link = Some(gnu_long(data)),
-                _ => return Some(Ok(self.member(h, long_name, long_link, pax, size, data_off))),
+                _ => long_link = Some(gnu_long(data)), // GNULongLink
             }
         }
     }
-}
 
-impl<'a> Walk<'a> {
     fn member(
         &self,
         header: &'a Header,
@@ -237,7 +316,7 @@ impl<'a> Walk<'a> {
         long_link: Option<&'a [u8]>,
         pax: Option<Vec<PaxRecord<'a>>>,
         size: u64,
-        data_off: usize,
+        data_off: u64,
     ) -> Member<'a> {
         let pax = pax.unwrap_or_default();
         let rec = |key: &[u8]| pax.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
@@ -256,7 +335,7 @@ impl<'a> Walk<'a> {
             link,
             pax,
             size,
-            data_off: data_off as u64,
+            data_off,
         }
     }
 }
@@ -326,6 +405,54 @@ mod tests {
         assert_eq!(ms[0].size, 3);
         assert_eq!(&tar[ms[0].data_off as usize..][..3], b"abc");
         assert!(ms[0].pax.contains(&(&b"uid"[..], &b"7"[..])));
+    }
+
+    /// (path, data offset, size) of each member, walking `tar` in windows
+    /// of `window` bytes as a caller that maps them would.
+    fn walk_in_windows(tar: &[u8], window: u64) -> Vec<(Vec<u8>, u64, u64)> {
+        let mut out = Vec::new();
+        let (mut at, mut need) = (0u64, 0u64);
+        loop {
+            let len = window.max(need).min(tar.len() as u64 - at);
+            let win = &tar[at as usize..(at + len) as usize];
+            let mut walk = Walk::window(win, at, tar.len() as u64);
+            loop {
+                match walk.step().unwrap() {
+                    Step::Member(m) => out.push((m.path.to_vec(), m.data_off, m.size)),
+                    Step::End => return out,
+                    Step::Refill { at: a, len: l } => {
+                        assert!(a > at || l > len, "a refill must ask for more");
+                        (at, need) = (a, l);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_in_windows_finds_what_a_whole_walk_finds() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, len) in [0usize, 700, 3, 1500, 0].into_iter().enumerate() {
+            b.append_pax_extensions([("path", format!("{i}{}", "p".repeat(len)).as_bytes())])
+                .unwrap();
+            let mut h = Header::new_gnu();
+            h.set_size(len as u64);
+            h.set_mode(0o644);
+            let name = format!("{}/{i}", "long".repeat(40));
+            b.append_data(&mut h, name, &vec![7u8; len][..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let whole: Vec<_> = Walk::new(&tar)
+            .map(|m| m.map(|m| (m.path.to_vec(), m.data_off, m.size)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(whole.len(), 5);
+        // Windows smaller than one member's headers, not block-aligned,
+        // and larger than the tar.
+        for window in [1, 512, 777, 2048, 1 << 20] {
+            assert_eq!(walk_in_windows(&tar, window), whole, "window {window}");
+        }
     }
 
     #[test]
