@@ -1557,13 +1557,17 @@ impl<'a> Kern<'a> {
     }
 
     /// Closes handle `fh` of `ino`; a kernel that opens files itself
-    /// forgets the node when no slot holds it any more.
+    /// forgets a nameless node when no slot holds it any more.
     fn close_file(&self, ino: u64, fh: u64) {
         if fh != 0 {
             return self.v.release(fh);
         }
-        if !self.slots.borrow().iter().flatten().any(|h| h.ino == ino) {
-            self.v.forget(ino);
+        // The kernel evicts (and forgets, every entry it was given) an
+        // inode left with no name once nothing holds it open; the model
+        // holds the names it walks, so only a nameless node goes.
+        let held = self.slots.borrow().iter().flatten().any(|h| h.ino == ino);
+        if !held && self.v.getattr(ino).map_or(true, |a| a.nlink == 0) {
+            self.v.forget(ino, u64::MAX);
         }
     }
 

@@ -350,7 +350,9 @@ impl Vfs {
                 let (kind, upper, lower) = self.state(ino)?;
                 match kind {
                     Kind::Dir if lower.is_some() => {
-                        stack.extend(self.list(ino)?.iter().map(|c| c.ino));
+                        for c in self.list(ino)?.iter() {
+                            stack.push(self.child_ino(ino, &c.name)?);
+                        }
                     }
                     Kind::File if !upper => files.push(ino),
                     _ => {}
@@ -388,7 +390,7 @@ impl Vfs {
             return Ok(());
         }
         for c in self.list(ino)?.iter() {
-            self.copy_up_tree(ch, c.ino, staged)?;
+            self.copy_up_tree(ch, self.child_ino(ino, &c.name)?, staged)?;
         }
         let up = self.up()?;
         up.make_opaque(ch, &p)

@@ -82,9 +82,16 @@ impl Vfs {
         self.handles.lock().get(&fh).cloned()
     }
 
-    /// Closes a file or directory handle.
+    /// Closes a file or directory handle; a node the kernel forgot while
+    /// it was open goes with its last handle.
     pub fn release(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+        let h = self.handles.lock().remove(&fh);
+        if let Some(Handle::File { ino, .. }) = h.as_deref() {
+            if self.nodes.read().node(*ino).is_ok_and(|n| n.forgotten) {
+                let _r = self.reading();
+                self.drop_idle(vec![*ino]);
+            }
+        }
     }
 
     /// Opens file `ino` with open(2) `flags`. Opening for writing, or with
@@ -423,7 +430,7 @@ impl Vfs {
             (Kind::File, true, _) if self.kernel_opens.load(Ordering::Relaxed) => false,
             _ => return None,
         };
-        if self.nodes.read().table.get(ino as usize - 1)?.names.len() != 1 {
+        if self.nodes.read().node(ino).ok()?.names.len() != 1 {
             return None;
         }
         let f = match dir {
@@ -453,16 +460,6 @@ impl Vfs {
     /// file with no name left).
     pub(super) fn keep_nameless_file(&self, ino: u64, f: File) {
         self.nameless_files.lock().insert(ino, Arc::new(f));
-    }
-
-    /// The kernel forgot node `ino` (FORGET): a nameless node's file and
-    /// any cached descriptor of it are closed. A nameless node cannot be
-    /// looked up again, so its FORGET is its last.
-    pub fn forget(&self, ino: u64) {
-        self.ino_files.lock().pop(&ino);
-        if ino > 1 && self.nameless(ino) {
-            self.nameless_files.lock().remove(&ino);
-        }
     }
 }
 

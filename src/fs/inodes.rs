@@ -1,8 +1,10 @@
 //! The inode table and name resolution: the nodes (one per inode number,
-//! never dropped), how a (parent, name) becomes a node (the branch first,
-//! its whiteouts and opaque markers, then the lower layers through
-//! `union::resolve_child`), and the hard-link groups of lower files with
-//! the nlink the merged view shows for them.
+//! dropped when the kernel has forgotten every entry it was given of it),
+//! how inode numbers follow from what backs a node (`ino_of`), how a
+//! (parent, name) becomes a node (the branch first, its whiteouts and
+//! opaque markers, then the lower layers through `union::resolve_child`),
+//! and the hard-link groups of lower files with the nlink the merged view
+//! shows for them.
 //!
 //! Not here: attributes of a node (`attr`), listings (`readdir`), and
 //! changes of the namespace (`namespace`, `copyup`), which update the
@@ -33,6 +35,62 @@ pub(super) struct Node {
     /// Number of subdirectories in the merged listing (for nlink), once
     /// counted; every change of the directory adjusts it.
     pub(super) subdirs: Option<u32>,
+    /// Entries of this node handed to the kernel (LOOKUP, readdirplus,
+    /// the creating requests) and not yet forgotten: at 0 after a FORGET
+    /// the node is dropped.
+    pub(super) lookups: u64,
+    /// The kernel has forgotten the node but an open handle still needs
+    /// it: dropped at that handle's release.
+    pub(super) forgotten: bool,
+}
+
+impl Node {
+    /// A node with one name (none for the root), nothing cached, no
+    /// lookup counted.
+    pub(super) fn new(name: Option<(u64, Box<[u8]>)>, kind: Kind, place: Place) -> Node {
+        Node {
+            names: name.into_iter().collect(),
+            kind,
+            place,
+            listing: None,
+            subdirs: None,
+            lookups: 0,
+            forgotten: false,
+        }
+    }
+}
+
+/// Tag of inode numbers taken from the branch's `st_ino`: never set in a
+/// number derived from a lower entry (`ino_of`).
+pub(super) const UPPER_TAG: u64 = 1 << 63;
+
+/// What backs a node, for its inode number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Backing {
+    /// A lower non-directory: its layer and inode group (hard links of a
+    /// layer share the group).
+    LowerFile { layer: u16, group: u32 },
+    /// A lower or merged directory: the layer and entry number of its
+    /// top-most source.
+    LowerDir { layer: u16, entry: u32 },
+    /// An object only the branch has: its `st_ino` there.
+    Branch(u64),
+}
+
+/// The inode number (FUSE node id and `st_ino`) of a node backed by `b`
+/// (not the root, which is 1): `(layer + 1) << 33 | dir << 32 | n` for a
+/// lower entry (at least 2^33; layer numbers fit in 16 bits, groups and
+/// entries in 32), the branch's `st_ino` with [`UPPER_TAG`] for the
+/// branch (its file system's numbers stay below 2^63). So two live objects
+/// never share a number, hard links share one, and a node dropped and
+/// looked up again gets the number it had. A copied-up object keeps its
+/// lower number instead (`Nodes::copied`).
+pub(super) fn ino_of(b: Backing) -> u64 {
+    match b {
+        Backing::LowerFile { layer, group } => ((layer as u64 + 1) << 33) | group as u64,
+        Backing::LowerDir { layer, entry } => ((layer as u64 + 1) << 33) | (1 << 32) | entry as u64,
+        Backing::Branch(st_ino) => UPPER_TAG | st_ino,
+    }
 }
 
 /// Where a node's content is. Never nowhere: a node that is in neither
@@ -85,34 +143,105 @@ impl Place {
 pub(super) struct Found {
     pub(super) kind: Kind,
     pub(super) place: Place,
-    /// `st_ino` of an upper non-directory: its hard links share a node.
+    /// `st_ino` of an object in the branch, if known (`intern` reads it
+    /// otherwise): its inode number follows from it, so its hard links
+    /// share a node.
     pub(super) upper_ino: Option<u64>,
 }
 
 #[derive(Default)]
 pub(super) struct Nodes {
-    /// Node of inode number `i + 1`.
-    pub(super) table: Vec<Node>,
+    /// The live nodes by inode number (boxed: a map's slots are
+    /// allocated ahead, up to twice the nodes, and a slot of a `Node`
+    /// itself would be ~100 bytes).
+    pub(super) table: HashMap<u64, Box<Node>>,
     pub(super) by_name: HashMap<(u64, Box<[u8]>), u64>,
-    pub(super) by_group: HashMap<(u16, u32), u64>,
-    /// Upper non-directories by their `st_ino` in the branch.
-    pub(super) by_upper_ino: HashMap<u64, u64>,
+    /// Branch `st_ino` -> inode number, for objects copied up during this
+    /// mount (they keep their lower number): so a node dropped and found
+    /// again in the branch, or another name of it, gets that number back.
+    /// One entry per copy-up, removed when the object is dropped nameless.
+    pub(super) copied: HashMap<u64, u64>,
+    /// The reverse of `copied`.
+    pub(super) copied_rev: HashMap<u64, u64>,
+    /// Numbers given to objects whose backing could not be read.
+    pub(super) spare: u64,
+    /// Nodes and listing entries freed since the heap was last trimmed.
+    pub(super) freed: usize,
 }
 
 impl Nodes {
-    /// The node of inode number `ino`; ESTALE for a number this mount never
-    /// gave out (0, or past the table).
+    /// The node of inode number `ino`; ESTALE for a number that has no
+    /// node (never given out, or forgotten).
     pub(super) fn node(&self, ino: u64) -> VResult<&Node> {
         self.table
-            .get((ino as usize).wrapping_sub(1))
+            .get(&ino)
+            .map(|n| &**n)
             .ok_or_else(|| libc::ESTALE.into())
     }
 
     /// [`Nodes::node`], to change.
     pub(super) fn node_mut(&mut self, ino: u64) -> VResult<&mut Node> {
         self.table
-            .get_mut((ino as usize).wrapping_sub(1))
+            .get_mut(&ino)
+            .map(|n| &mut **n)
             .ok_or_else(|| libc::ESTALE.into())
+    }
+
+    /// The inode number of an object of the branch with `st_ino` there.
+    fn branch_ino(&self, st_ino: u64) -> u64 {
+        match self.copied.get(&st_ino) {
+            Some(&i) => i,
+            None => ino_of(Backing::Branch(st_ino)),
+        }
+    }
+
+    /// Records that node `ino` (a copied-up object) is branch object
+    /// `st_ino`.
+    pub(super) fn note_copied(&mut self, st_ino: u64, ino: u64) {
+        if ino & UPPER_TAG == 0 && ino != ROOT_INO {
+            self.copied.insert(st_ino, ino);
+            self.copied_rev.insert(ino, st_ino);
+        }
+    }
+
+    /// Drops node `ino` and its names. A nameless copied-up object is gone
+    /// for good (or only an open handle holds it): its number may go.
+    pub(super) fn remove(&mut self, ino: u64) -> Option<Box<Node>> {
+        let n = self.table.remove(&ino)?;
+        for k in &n.names {
+            if self.by_name.get(k) == Some(&ino) {
+                self.by_name.remove(k);
+            }
+        }
+        if n.names.is_empty() {
+            if let Some(b) = self.copied_rev.remove(&ino) {
+                self.copied.remove(&b);
+            }
+        }
+        Some(n)
+    }
+
+    /// Gives memory back once the maps are much emptier than they were
+    /// (a hash map never shrinks by itself); true if they shrank, when
+    /// the heap is worth trimming too ([`sys::trim_heap`], without locks).
+    pub(super) fn shrink(&mut self) -> bool {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+                m.shrink_to_fit();
+            }
+        }
+        let before = self.table.capacity();
+        shrink(&mut self.table);
+        shrink(&mut self.by_name);
+        if self.table.capacity() == before {
+            return false;
+        }
+        tracing::debug!(
+            nodes = self.table.len(),
+            names = self.by_name.len(),
+            "node table shrunk"
+        );
+        true
     }
 }
 
@@ -121,6 +250,20 @@ pub(super) type LinkGroups = HashMap<u32, Vec<u32>>;
 
 fn is_dir(r: &Resolved) -> bool {
     r.is_dir()
+}
+
+/// What backs a lower entry resolved to `r` (`idx`: the index of each layer).
+pub(super) fn lower_backing(layers: &[crate::layer::Layer], r: &Resolved) -> Backing {
+    match r {
+        Resolved::Leaf((l, e)) => Backing::LowerFile {
+            layer: *l,
+            group: layers[*l as usize].index.entry(*e).group,
+        },
+        Resolved::Dir(srcs) => {
+            let (layer, entry) = srcs[0];
+            Backing::LowerDir { layer, entry }
+        }
+    }
 }
 
 impl Vfs {
@@ -142,10 +285,7 @@ impl Vfs {
         let mut comps: Vec<&[u8]> = Vec::new();
         let mut cur = ino;
         while cur != crate::fs::ROOT_INO {
-            let n = nodes
-                .table
-                .get((cur as usize).wrapping_sub(1))
-                .ok_or(libc::ESTALE)?;
+            let n = nodes.node(cur)?;
             let (p, name) = n.names.first().ok_or(libc::ENOENT)?;
             comps.push(name);
             cur = *p;
@@ -194,9 +334,7 @@ impl Vfs {
             let (parent, name) = self
                 .nodes
                 .read()
-                .table
-                .get((cur as usize).wrapping_sub(1))
-                .ok_or(libc::ESTALE)?
+                .node(cur)?
                 .names
                 .first()
                 .cloned()
@@ -312,7 +450,7 @@ impl Vfs {
                 Ok(Found {
                     kind,
                     place: lower.map_or(Place::Upper, Place::Merged),
-                    upper_ino: (kind != Kind::Dir).then_some(st.st_ino),
+                    upper_ino: Some(st.st_ino),
                 })
             }
             Err(libc::ENOENT) => match self.lower_child(plower, name) {
@@ -333,83 +471,138 @@ impl Vfs {
         }
     }
 
-    /// The inode number for `found` as `name` in `parent`, allocating one
-    /// if this is the first time.
+    /// The inode number for `found` as `name` in `parent`, making its
+    /// node if it has none: the number follows from what backs it
+    /// (`ino_of`), so a name found again after its node was dropped, and
+    /// every name of a hard link, get the same one. Counts no lookup.
     pub(super) fn intern(&self, parent: u64, name: &[u8], found: Found) -> u64 {
         let key = (parent, Box::<[u8]>::from(name));
+        if let Some(&ino) = self.nodes.read().by_name.get(&key) {
+            return ino;
+        }
+        let backing = match &found.place {
+            Place::Lower(r) => Some(lower_backing(&self.layers, r)),
+            Place::Merged(r) if found.kind == Kind::Dir => Some(lower_backing(&self.layers, r)),
+            _ => found
+                .upper_ino
+                .or_else(|| {
+                    let p = child(&self.upath(parent).ok()?, name);
+                    sys::lstat(&p).ok().map(|st| st.st_ino)
+                })
+                .map(Backing::Branch),
+        };
         let mut nodes = self.nodes.write();
         if let Some(&ino) = nodes.by_name.get(&key) {
             return ino;
         }
-        let group_key = match &found.place {
-            Place::Lower(Resolved::Leaf((l, e))) => {
-                Some((*l, self.layers[*l as usize].index.entry(*e).group))
+        let ino = match backing {
+            Some(Backing::Branch(b)) => nodes.branch_ino(b),
+            Some(b) => ino_of(b),
+            // Made by this mount and gone again before it was read back:
+            // a number no backing gives.
+            None => {
+                nodes.spare += 1;
+                UPPER_TAG | (1 << 62) | nodes.spare
             }
-            _ => None,
         };
-        let shared = match (group_key, found.upper_ino) {
-            (Some(gk), _) => nodes.by_group.get(&gk).copied(),
-            // An upper st_ino may be reused by a new file once the old
-            // one is gone: only a node that still has names shares it.
-            (None, Some(ui)) => nodes.by_upper_ino.get(&ui).copied().filter(|&i| {
-                nodes
-                    .node(i)
-                    .is_ok_and(|n| n.place.upper() && n.kind == found.kind && !n.names.is_empty())
-            }),
-            _ => None,
+        let stale = match nodes.table.get_mut(&ino) {
+            // Another name of the same object (a hard link, or the lower
+            // entry of a node since copied up): the node is authoritative.
+            Some(n) if n.kind == found.kind && (!found.place.upper() || n.place.upper()) => {
+                if found.kind == Kind::Dir {
+                    // A directory has one name: a stale one goes.
+                    Some(std::mem::replace(&mut n.names, vec![key.clone()]))
+                } else {
+                    n.names.push(key.clone());
+                    None
+                }
+            }
+            // The number of an object that is gone (a branch inode number
+            // reused while the kernel still holds the old node): the node
+            // becomes the new object and keeps the kernel's count, which
+            // the old object's FORGET will take back.
+            Some(n) => {
+                let lookups = n.lookups;
+                let old = std::mem::replace(
+                    &mut **n,
+                    Node::new(Some(key.clone()), found.kind, found.place),
+                );
+                n.lookups = lookups;
+                Some(old.names)
+            }
+            None => {
+                nodes.table.insert(
+                    ino,
+                    Box::new(Node::new(Some(key.clone()), found.kind, found.place)),
+                );
+                None
+            }
         };
-        // The maps hold only numbers of the table, which never shrinks.
-        if let Some(ino) = shared {
-            if let Ok(n) = nodes.node_mut(ino) {
-                n.names.push(key.clone());
-                nodes.by_name.insert(key, ino);
-                return ino;
+        for k in stale.iter().flatten() {
+            if nodes.by_name.get(k) == Some(&ino) {
+                nodes.by_name.remove(k);
             }
         }
-        nodes.table.push(Node {
-            names: vec![key.clone()],
-            kind: found.kind,
-            place: found.place,
-            listing: None,
-            subdirs: None,
-        });
-        let ino = nodes.table.len() as u64;
         nodes.by_name.insert(key, ino);
-        if let Some(gk) = group_key {
-            nodes.by_group.insert(gk, ino);
-        }
-        if let Some(ui) = found.upper_ino {
-            nodes.by_upper_ino.insert(ui, ino);
+        drop(nodes);
+        if stale.is_some() {
+            self.ino_files.lock().pop(&ino);
         }
         ino
     }
 
-    /// The attributes of what `name` in directory `dir` is now, if it was
-    /// resolved before (every entry of a listing was): for readdirplus,
-    /// whose entries the kernel links to their names.
-    pub fn current_entry(&self, dir: u64, name: &[u8]) -> Option<Attr> {
-        let _r = self.reading();
-        let ino = *self
-            .nodes
-            .read()
-            .by_name
-            .get(&(dir, Box::<[u8]>::from(name)))?;
-        self.attr(ino).ok()
+    /// Resolves `name` in `parent` and counts one lookup of the node (an
+    /// entry about to be handed to the kernel), with `ns` held: counted
+    /// under the table's lock, so no FORGET can drop it in between.
+    fn counted_child(&self, parent: u64, name: &[u8]) -> VResult<u64> {
+        for _ in 0..3 {
+            let ino = self.child_ino(parent, name)?;
+            let mut nodes = self.nodes.write();
+            if let Ok(n) = nodes.node_mut(ino) {
+                n.lookups += 1;
+                n.forgotten = false;
+                return Ok(ino);
+            }
+            // A name whose node went: resolved again.
+            let key = (parent, Box::<[u8]>::from(name));
+            if nodes.by_name.get(&key) == Some(&ino) {
+                nodes.by_name.remove(&key);
+            }
+        }
+        Err(libc::ESTALE.into())
     }
 
-    /// Records that node `ino` is now the upper file at `p` (after a
-    /// copy-up or a new link), so other names of that file find it.
-    pub(super) fn note_upper_ino(&self, ino: u64, p: &Path) {
-        if let Ok(st) = sys::lstat(p) {
-            self.nodes.write().by_upper_ino.insert(st.st_ino, ino);
+    /// The attributes of what `name` in directory `dir` is now, or `None`
+    /// if it is gone: for readdirplus, whose entries the kernel links to
+    /// their names. Counts a lookup of it (see [`Vfs::hand_out`]).
+    pub fn current_entry(&self, dir: u64, name: &[u8]) -> Option<Attr> {
+        let _r = self.reading();
+        let ino = self.counted_child(dir, name).ok()?;
+        match self.attr(ino) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.forget_locked(&[(ino, 1)]);
+                None
+            }
         }
     }
 
-    /// Looks up `name` in directory `parent`: the attributes of the child.
+    /// Records that node `ino` is now the upper file at `p` (after a
+    /// copy-up or a new link), so other names of that file find it: a
+    /// copied-up node keeps its number.
+    pub(super) fn note_upper_ino(&self, ino: u64, p: &Path) {
+        if let Ok(st) = sys::lstat(p) {
+            self.nodes.write().note_copied(st.st_ino, ino);
+        }
+    }
+
+    /// Looks up `name` in directory `parent`: the attributes of the child,
+    /// whose node counts one more lookup (the kernel's LOOKUP).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VResult<Attr> {
         let _r = self.reading();
-        let ino = self.child_ino(parent, name)?;
+        let ino = self.counted_child(parent, name)?;
         self.attr(ino)
+            .inspect_err(|_| self.forget_locked(&[(ino, 1)]))
     }
 
     /// Resolves a relative path from the root through the merged view.
@@ -499,9 +692,6 @@ impl Vfs {
     /// was unlinked or renamed over)?
     pub(super) fn nameless(&self, ino: u64) -> bool {
         let nodes = self.nodes.read();
-        nodes
-            .table
-            .get(ino as usize - 1)
-            .is_some_and(|n| n.names.is_empty())
+        nodes.node(ino).is_ok_and(|n| n.names.is_empty())
     }
 }

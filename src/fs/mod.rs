@@ -7,11 +7,16 @@
 //! (`fuse`) only decodes requests, sends these results, and logs each
 //! error once.
 //!
-//! Inode numbers: the root is 1. A node is created the first time a name
-//! resolves to it and is never dropped, so `st_ino` is stable for the life
-//! of the mount, across copy-up and rename. A lower non-directory is keyed
-//! by what backs it, (layer, inode group), so hard links of one layer share
-//! an inode number. Every change of the namespace goes through this module,
+//! Inode numbers: the root is 1; every other number (FUSE node id and
+//! `st_ino`, which fuser makes one) follows from what backs the node
+//! (`inodes::ino_of`): a lower non-directory's (layer, inode group), so
+//! hard links of one layer share it, a lower or merged directory's
+//! top-most source, an object made in the branch its `st_ino` there with a
+//! tag bit, and a copied-up object keeps the number it had. A node is made
+//! the first time a name resolves to it and dropped once the kernel has
+//! forgotten every entry it was given of it (`forget`); found again, it
+//! gets the same number, so `st_ino` is stable for the life of the mount,
+//! across copy-up and rename. Every change of the namespace goes through this module,
 //! which keeps each node's state (upper or lower, which lower sources) in
 //! step with the branch on disk; a name already resolved is never looked up
 //! on disk again.
@@ -30,8 +35,9 @@
 //! This file holds the [`Vfs`] itself, the public types and the
 //! constructors; `error` the error type; the operations live in one
 //! `impl Vfs` per concern:
-//! - `inodes`: the node table, name resolution (lookup, the branch's
-//!   markers read on the way), hard-link groups and visible nlink;
+//! - `inodes`: the node table, inode numbers, name resolution (lookup, the
+//!   branch's markers read on the way), hard-link groups and visible nlink;
+//! - `forget`: lookup counts, FORGET, dropping nodes;
 //! - `attr`: attributes (getattr, directory nlink, statfs);
 //! - `readdir`: merged listings and open directories;
 //! - `handles`: open files, read/write/fsync, readlink;
@@ -60,6 +66,7 @@ mod acl;
 mod attr;
 mod copyup;
 mod error;
+mod forget;
 mod handles;
 mod inodes;
 mod namespace;
@@ -81,7 +88,8 @@ pub const ROOT_INO: u64 = 1;
 /// Attributes of a merged entry, in the terms of `stat(2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
-    /// Inode number as the mount shows it (a node of the inode table).
+    /// Inode number as the mount shows it: the node's number in the
+    /// inode table, FUSE node id and `st_ino` alike.
     pub ino: u64,
     /// The entry's type.
     pub kind: Kind,
@@ -112,7 +120,8 @@ pub struct Attr {
 pub struct DirEntry {
     /// The entry's name (one component).
     pub name: Vec<u8>,
-    /// Its inode number.
+    /// Its inode number (the one a lookup gives; the entry may have no
+    /// node yet).
     pub ino: u64,
     /// Its type.
     pub kind: Kind,
@@ -190,8 +199,9 @@ pub struct Vfs {
     kernel_opens: AtomicBool,
     /// Recently used branch files of handle-0 I/O, by inode, with whether
     /// the descriptor may write: a WRITE does not reopen its file by path.
-    /// Node numbers are never reused, and a node's branch file is never
-    /// replaced by another, so an entry stays right. A leaf lock.
+    /// A node's branch file is never replaced by another, and an entry
+    /// goes with its node (dropped, or its number taken by a new object),
+    /// so an entry stays right. A leaf lock.
     ino_files: Mutex<lru::LruCache<u64, (Arc<File>, bool)>>,
     /// The branch directory of each node that lost its last name (rmdir,
     /// rename over it), and with `kernel_opens` the branch file, opened
@@ -236,17 +246,18 @@ impl Vfs {
         let vfs = Vfs {
             lazy_layers,
             nodes: RwLock::new(Nodes {
-                table: vec![Node {
-                    names: Vec::new(),
-                    kind: Kind::Dir,
-                    place: if upper.is_some() {
-                        inodes::Place::Merged(lower_root.clone())
-                    } else {
-                        inodes::Place::Lower(lower_root.clone())
-                    },
-                    listing: None,
-                    subdirs: None,
-                }],
+                table: HashMap::from([(
+                    ROOT_INO,
+                    Box::new(Node::new(
+                        None,
+                        Kind::Dir,
+                        if upper.is_some() {
+                            inodes::Place::Merged(lower_root.clone())
+                        } else {
+                            inodes::Place::Lower(lower_root.clone())
+                        },
+                    )),
+                )]),
                 ..Nodes::default()
             }),
             layers,

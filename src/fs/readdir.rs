@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::inodes::{Found, Place};
+use super::inodes::{ino_of, lower_backing, Found, Place};
 use super::{DirEntry, ErrorContext, Handle, VResult, Vfs};
 use crate::layer::index::Kind;
 use crate::layer::whiteout::NameClass;
@@ -28,10 +28,7 @@ impl Vfs {
     pub(super) fn list(&self, ino: u64) -> VResult<Arc<Vec<DirEntry>>> {
         {
             let nodes = self.nodes.read();
-            let node = nodes
-                .table
-                .get((ino as usize).wrapping_sub(1))
-                .ok_or(libc::ESTALE)?;
+            let node = nodes.node(ino)?;
             if let Some(l) = &node.listing {
                 return Ok(l.clone());
             }
@@ -78,6 +75,14 @@ impl Vfs {
                     continue;
                 }
                 let kind = self.entry_of(r.meta_source(&self.layers)).kind;
+                if !upper {
+                    // Nothing here is in the branch: what backs each entry
+                    // gives its number, no node is needed (readdirplus
+                    // makes one for each entry it hands out).
+                    let c = ino_of(lower_backing(&self.layers, &r));
+                    out.push(DirEntry { kind, name, ino: c });
+                    continue;
+                }
                 let c = self.intern(
                     ino,
                     &name,
@@ -97,6 +102,8 @@ impl Vfs {
         if upper {
             out.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        // Kept as long as the directory's node: no spare capacity.
+        out.shrink_to_fit();
         let out = Arc::new(out);
         if !upper {
             self.with_node(ino, |n| n.listing = Some(out.clone()))?;

@@ -124,6 +124,15 @@ impl LayerFs {
         self
     }
 
+    /// `r`, an entry about to be replied, counted as handed to the kernel
+    /// (LOOKUP and readdirplus count theirs in `Vfs`).
+    fn handed_out(
+        &self,
+        r: crate::fs::VResult<crate::fs::Attr>,
+    ) -> crate::fs::VResult<crate::fs::Attr> {
+        r.inspect(|a| self.vfs.hand_out(a.ino))
+    }
+
     /// Clears the setuid/setgid bits of `ino` as a write or truncation by
     /// a caller without CAP_FSETID does (killpriv: the kernel leaves it to
     /// us). Best effort: the write itself goes on, as the kernel's would.
@@ -238,8 +247,11 @@ impl Filesystem for LayerFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
-        self.vfs.forget(ino.0);
+    // BATCH_FORGET comes here too, one call per node: fuser's default
+    // `batch_forget` (its `ForgetOne` is not exported, so it cannot be
+    // overridden).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -444,6 +456,7 @@ impl Filesystem for LayerFs {
             // The kernel links each entry to its name for the TTL: give
             // what the name is now (an entry removed since the listing was
             // taken is left out, one replaced shows its new inode).
+            // Counted as handed out; given back if it did not fit.
             let Some(a) = self.vfs.current_entry(ino.0, &d.name) else {
                 continue;
             };
@@ -455,6 +468,7 @@ impl Filesystem for LayerFs {
                 &fuse_attr(&a),
                 Generation(0),
             ) {
+                self.vfs.forget(a.ino, 1);
                 break;
             }
         }
@@ -576,7 +590,7 @@ impl Filesystem for LayerFs {
         let _s = tracing::debug_span!("mknod", ino = parent.0, ?name).entered();
         let who = caller_with_umask(req, umask);
         let r = self.vfs.mknod(parent.0, name.as_bytes(), mode, rdev, who);
-        reply_entry(reply, "mknod", parent.0, r);
+        reply_entry(reply, "mknod", parent.0, self.handed_out(r));
     }
 
     fn mkdir(
@@ -591,7 +605,7 @@ impl Filesystem for LayerFs {
         let _s = tracing::debug_span!("mkdir", ino = parent.0, ?name).entered();
         let who = caller_with_umask(req, umask);
         let r = self.vfs.mkdir(parent.0, name.as_bytes(), mode, who);
-        reply_entry(reply, "mkdir", parent.0, r);
+        reply_entry(reply, "mkdir", parent.0, self.handed_out(r));
     }
 
     fn unlink(&self, _r: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -621,7 +635,7 @@ impl Filesystem for LayerFs {
             target.as_os_str().as_bytes(),
             caller(req),
         );
-        reply_entry(reply, "symlink", parent.0, r);
+        reply_entry(reply, "symlink", parent.0, self.handed_out(r));
     }
 
     fn rename(
@@ -663,7 +677,7 @@ impl Filesystem for LayerFs {
         let _s =
             tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
         let r = self.vfs.link(ino.0, newparent.0, newname.as_bytes());
-        reply_entry(reply, "link", ino.0, r);
+        reply_entry(reply, "link", ino.0, self.handed_out(r));
     }
 
     fn create(
@@ -678,7 +692,8 @@ impl Filesystem for LayerFs {
     ) {
         let _s = tracing::debug_span!("create", ino = parent.0, ?name).entered();
         let who = caller_with_umask(req, umask);
-        match self.vfs.create(parent.0, name.as_bytes(), mode, flags, who) {
+        let r = self.vfs.create(parent.0, name.as_bytes(), mode, flags, who);
+        match r.inspect(|(a, _)| self.vfs.hand_out(a.ino)) {
             Ok((a, fh)) => match self.open_mode(a.ino, fh, |f| reply.open_backing(f)) {
                 OpenMode::Passthrough(b) => reply.created_passthrough(
                     &TTL,

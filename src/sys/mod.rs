@@ -7,12 +7,14 @@
 //! ([`process`]), and the read-only memory maps ([`map_readonly`], [`map_range_readonly`]).
 
 pub mod at;
+pub mod heap;
 pub mod mmap;
 pub mod process;
 
 pub use at::{
     link, mkdir, open, read_dir, read_dir_names, readlink, rmdir, symlink, unlink, Dirent,
 };
+pub use heap::trim_heap;
 pub use mmap::{map_range_readonly, map_readonly};
 pub use process::*;
 

@@ -878,7 +878,7 @@ def workloads(sz):
 
 
 SPECIAL = ["mount-128", "podman-run", "podman-build", "import-1g", "rss-100k",
-           "pull", "debian-tree-why"]
+           "rss-1m", "pull", "debian-tree-why"]
 
 # issue 16's goal for the debugging commands on the Debian image
 TREE_WHY_GOAL_S = 0.1
@@ -1469,6 +1469,68 @@ class Bench:
                 impl.umount(m)
         self.extra["rss"] = res
 
+    def rss_1m(self):
+        """Daemon RSS after `ls -f` of a 1,000,000-entry directory and after
+        `find` of it (each on a fresh mount), and after the kernel then
+        forgets its cached inodes (issue 14: forgotten nodes are freed)."""
+        try:
+            img = self.image("files1m")
+        except Skip as e:
+            self.extra["rss-1m"] = {"skipped": str(e)}
+            return
+        walks = [("ls -f", sh("ls -f dir >/dev/null")),
+                 ("find", sh("find . -printf '%s\\n' >/dev/null"))]
+        res = {"desc": "daemon VmRSS / VmHWM after each walk of the %d-entry "
+               "directory, then after `echo 2 > drop_caches` (the kernel "
+               "forgets its inodes)" % img.notes["files"], "impls": {}}
+        self.wait_exits()
+
+        def status(pid):
+            st = {}
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k in ("VmRSS", "VmHWM", "RssAnon"):
+                        st[k] = int(v.split()[0]) * 1024
+            return st
+        for impl in self.impls:
+            if impl.name == "overlay":
+                continue
+            out = {}
+            for name, walk in walks:
+                try:
+                    m = impl.mount(img)
+                except Skip as e:
+                    out = {"skipped": str(e)}
+                    break
+                except (OSError, RuntimeError,
+                        subprocess.CalledProcessError) as e:
+                    log("rss-1m on %s FAILED: %s" % (impl.name, e))
+                    out = {"skipped": "error: %s" % e}
+                    break
+                try:
+                    drop_caches()
+                    t = time.time()
+                    impl.call(lambda: walk(m.path))
+                    secs = time.time() - t
+                    pid = impl.daemon_pid(m)
+                    if not pid:
+                        out[name] = {"secs": secs}
+                        continue
+                    after = status(pid)
+                    with open("/proc/sys/vm/drop_caches", "w") as f:
+                        f.write("2\n")
+                    time.sleep(2)   # FORGETs are queued, then answered
+                    out[name] = {"secs": secs, "after": after,
+                                 "forgotten": status(pid)}
+                except (OSError, RuntimeError) as e:
+                    log("rss-1m on %s FAILED: %s" % (impl.name, e))
+                    out[name] = {"skipped": "error: %s" % e}
+                finally:
+                    impl.umount(m)
+            res["impls"][impl.name] = out
+        self.extra["rss-1m"] = res
+
     # ---- main ------------------------------------------------------------
 
     def run(self):
@@ -1511,6 +1573,9 @@ class Bench:
         if not sel or "rss-100k" in sel:
             log("daemon RSS after walking the many-file image")
             self.rss()
+        if not sel or "rss-1m" in sel:
+            log("daemon RSS after ls -f / find of a 1,000,000-entry directory")
+            self.rss_1m()
 
     def cleanup(self):
         for m in list(reversed(self.live)):
@@ -1744,6 +1809,28 @@ def render(out):
                         else ""))
                 else:
                     lines.append("- %s: daemon pid not found" % impl)
+    r1m = out["extra"].get("rss-1m")
+    if r1m:
+        lines += ["", r1m.get("desc", "rss-1m") + ":", ""]
+        if "skipped" in r1m:
+            lines.append(r1m["skipped"])
+        mib = lambda st, k: "%.0f" % (st[k] / 2**20) if k in st else "-"
+        for impl, walks in r1m.get("impls", {}).items():
+            if "skipped" in walks:
+                lines.append("- %s: %s" % (impl, walks["skipped"]))
+                continue
+            for name, v in walks.items():
+                if "after" not in v:
+                    lines.append("- %s, %s: %s" % (
+                        impl, name, v.get("skipped", "daemon pid not found")))
+                    continue
+                a, f = v["after"], v["forgotten"]
+                lines.append(
+                    "- %s, %s (%.1f s): VmRSS %s MiB (anon %s), VmHWM %s MiB;"
+                    " after forgetting: VmRSS %s MiB (anon %s)" % (
+                        impl, name, v["secs"], mib(a, "VmRSS"),
+                        mib(a, "RssAnon"), mib(a, "VmHWM"), mib(f, "VmRSS"),
+                        mib(f, "RssAnon")))
     for k, v in out["skipped"].items():
         notes.append("%s: %s" % (k, v))
     for k, v in out["consistency"].items():

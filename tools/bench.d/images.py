@@ -28,6 +28,8 @@ Images (full sizes; --quick shrinks the counts):
              in layer i % N, so every directory has entries in many layers.
   big1g      a 1 GiB file data/big.bin in layer 0, a small layer 1 on top.
   files100k  100000 small files in 4 layers (for the daemon RSS figure).
+  files1m    1000000 empty files in one directory, one layer (issue 14:
+             daemon RSS after `ls -f` and `find` of it).
   debian     debootstrap --variant=minbase bookworm, split into 4 layers:
              everything but usr/share, etc and var; usr/share; etc + var;
              a clean-up layer (whiteouts, opaque dirs, an override).
@@ -60,6 +62,7 @@ class Sizes:
             self.depth_files, self.depths = 200, [1, 16, 64, 128]
             self.big_bytes = 8 << 20
             self.many_files, self.many_layers = 1000, 4
+            self.flat_files = 1000
             self.create_files = 50
             self.tar_files, self.tar_wide, self.tar_layers = 200, 100, [1, 5]
         else:
@@ -71,6 +74,7 @@ class Sizes:
             self.depth_files, self.depths = 20000, [1, 16, 64, 128]
             self.big_bytes = 1 << 30
             self.many_files, self.many_layers = 100000, 4
+            self.flat_files = 1000000
             self.create_files = 5000
             self.tar_files, self.tar_wide = 20000, 10000
             self.tar_layers = [1, 5]
@@ -379,6 +383,14 @@ def make_many(img, sz, seed):
     img.notes = {"files": per * sz.many_layers}
 
 
+def make_flat(img, sz):
+    w = img.layer(0)
+    for i in range(sz.flat_files):
+        w.file("dir/f%07d" % i)
+    img.layers.append((w.path, w.close()))
+    img.notes = {"files": sz.flat_files}
+
+
 def tar_dir(root, out, members, excludes=()):
     """GNU tar of `members` (paths relative to root, './'-prefixed),
     sorted names, numeric owners, xattrs; returns its diff id."""
@@ -568,6 +580,8 @@ def build(name, work, sz, seed, rootfs=None):
         make_big(img, sz, seed)
     elif name == "files100k":
         make_many(img, sz, seed)
+    elif name == "files1m":
+        make_flat(img, sz)
     elif name == "debian":
         make_debian(img, rootfs)
     else:
