@@ -7,6 +7,7 @@
 //! (`xattr`), the hard-link counts of lower files (`inodes`).
 
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Attr, VResult, Vfs};
@@ -60,22 +61,39 @@ impl Vfs {
     /// `readdirplus` of a merged directory would then list each of its
     /// subdirectories in every branch (README, benchmark section: `ls` of
     /// the root of 128 branches, cold). `find` and
-    /// `fts` read 1 as "not counted".
+    /// `fts` read 1 as "not counted". A directory of one directory layer
+    /// alone shows that directory's own link count (one `lstat`), as
+    /// kernel overlayfs shows a directory that is not merged: counting
+    /// would list it, and a `readdirplus` of its parent would then list
+    /// every subdirectory (README, benchmark section: a 100,000-file
+    /// lowerdir).
     fn dir_nlink(&self, ino: u64) -> VResult<u32> {
-        let (subdirs, merged) = {
+        let (subdirs, merged, single) = {
             let nodes = self.nodes.read();
             let n = nodes.node(ino)?;
-            let lower = match n.place.lower() {
-                Some(crate::union::Resolved::Dir(srcs)) => srcs.len(),
-                _ => 0,
+            let (lower, single) = match n.place.lower() {
+                Some(crate::union::Resolved::Dir(srcs)) => (srcs.len(), srcs.first().copied()),
+                _ => (0, None),
             };
-            (n.subdirs, lower + usize::from(n.place.upper()) > 1)
+            let merged = lower + usize::from(n.place.upper()) > 1;
+            (n.subdirs, merged, single.filter(|_| !merged))
         };
         if let Some(n) = subdirs {
             return Ok(2 + n);
         }
         if merged && self.lazy_layers {
             return Ok(1);
+        }
+        if let Some((l, i)) = single {
+            let layer = &self.layers[l as usize];
+            if let Some(root) = layer.dir() {
+                let p = root.join(std::ffi::OsStr::from_bytes(&layer.index.path(i)));
+                if let Ok(st) = crate::sys::lstat(&p) {
+                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                        return Ok(st.st_nlink as u32);
+                    }
+                }
+            }
         }
         let n = self
             .list(ino)?
