@@ -2,6 +2,10 @@
 //! `export`, `save`, against hand-computed expectations on the fixtures,
 //! a second computation of the `layers` figures in Python (tarfile over
 //! the archive's layers), the oracle's merged trees, and skopeo.
+//!
+//! Long file: the debugging commands' cases share the fixtures' expected
+//! figures; and each file of tests/ is a test binary of its own, so a split
+//! would be one more binary to build and link in CI.
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Hand-written cases for `index::build_index` and `Index::from_bytes`: each
 //! builds a layer tar in memory, indexes it, and checks what the index says
 //! against what was written.
+//!
+//! Long file: hand-written cases of one builder, each a few lines of tar
+//! set-up; and each file of tests/ is a test binary of its own, so a split
+//! would be one more binary to build and link in CI.
 
 mod common;
 

@@ -6,6 +6,11 @@
 //! serves Bearer token challenges, a blob whose bytes do not match its
 //! digest and blobs that stall halfway; another takes pushes and keeps
 //! only half of one chunk.
+//!
+//! Long file: every registry case shares the servers this file starts
+//! (plain, TLS with htpasswd, the fake Bearer and misbehaving ones); and
+//! each file of tests/ is a test binary of its own, so a split would be one
+//! more binary to build and link in CI.
 
 mod common;
 

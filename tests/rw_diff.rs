@@ -75,6 +75,11 @@
 //! `trusted.*` xattrs); otherwise the test is skipped with a message. With
 //! neither overlayfs nor layerfs available there is nothing to compare with
 //! and the test is skipped with a message too.
+//!
+//! Long file: the differential harness (operations, the three oracles, the
+//! comparator) and its two runs belong together; and each file of tests/ is
+//! a test binary of its own, so a split would be one more binary to build
+//! and link in CI.
 
 mod common;
 

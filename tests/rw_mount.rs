@@ -3,6 +3,10 @@
 //! copy-up, locks, statfs, fallocate, unlinked open files, sockets, the
 //! provenance xattr, names the layer format reserves, the guards on the
 //! branch directory, and a rootless mount's recorded metadata.
+//!
+//! Long file: the writable store mount's cases share its mount set-up; and
+//! each file of tests/ is a test binary of its own, so a split would be one
+//! more binary to build and link in CI.
 
 mod common;
 

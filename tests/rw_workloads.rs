@@ -10,6 +10,10 @@
 //! oracle's comparator. The `harness_*` tests run the workloads on plain
 //! directories (and kernel overlayfs) only: they keep the workloads and
 //! their checks honest without layerfs.
+//!
+//! Long file: the workloads and their harness checks belong together; and
+//! each file of tests/ is a test binary of its own, so a split would be one
+//! more binary to build and link in CI.
 
 mod common;
 

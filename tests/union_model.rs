@@ -24,6 +24,10 @@
 //! - a hard link shares its target's inode; nlink of a non-directory is the
 //!   number of names its inode has in its own layer (the crate's documented
 //!   choice), whatever upper layers later hide.
+//!
+//! Long file: the union rules and the model that states them belong
+//! together; and each file of tests/ is a test binary of its own, so a
+//! split would be one more binary to build and link in CI.
 
 mod common;
 
