@@ -877,7 +877,7 @@ def workloads(sz):
     return ws
 
 
-SPECIAL = ["mount-128", "podman-run", "podman-build", "import-1g", "rss-100k",
+SPECIAL = ["mount-128", "mount-100k", "podman-run", "podman-build", "import-1g", "rss-100k",
            "rss-1m", "pull", "debian-tree-why"]
 
 # issue 16's goal for the debugging commands on the Debian image
@@ -1137,15 +1137,19 @@ class Bench:
 
     # ---- special measurements --------------------------------------------
 
-    def mount_time(self):
-        name = "depth%d" % max(self.sz.depths)
+    def mount_time(self, name=None, key="mount-128"):
+        """Mount time of image `name` (default the deepest depthN) as row
+        `key`: the mount command plus a readdir of the root, cold."""
+        name = name or "depth%d" % max(self.sz.depths)
         try:
             img = self.image(name)
         except Skip as e:
-            self.results["mount-128"] = {"skipped": str(e)}
+            self.results[key] = {"skipped": str(e)}
             return
-        res = {"desc": "mount the %d-layer image (command + first readdir"
-               " of the root), cold" % len(img.layers), "image": name,
+        what = ("the %d-layer image" % len(img.layers) if key == "mount-128"
+                else "the %s image, %d layers," % (name, len(img.layers)))
+        res = {"desc": "mount %s (command + first readdir"
+               " of the root), cold" % what, "image": name,
                "temp": "cold", "impls": {}}
         samples = {i.name: [] for i in self.impls}
         for r in range(self.args.rounds):
@@ -1158,7 +1162,7 @@ class Bench:
                     m = impl.mount(img, timed=True)
                 except (OSError, RuntimeError,
                         subprocess.CalledProcessError) as e:
-                    log("mount-128 on %s FAILED: %s" % (impl.name, e))
+                    log("%s on %s FAILED: %s" % (key, impl.name, e))
                     res["impls"][impl.name] = {"skipped": "error: %s" % e}
                     continue
                 samples[impl.name].append(m.seconds)
@@ -1166,7 +1170,7 @@ class Bench:
         for n, s in samples.items():
             if s:
                 res["impls"][n] = stats(s)
-        self.results["mount-128"] = res
+        self.results[key] = res
 
     def import_time(self):
         """layerfs import of the 1 GiB docker-archive into an empty store
@@ -1556,6 +1560,9 @@ class Bench:
         if not sel or "mount-128" in sel:
             log("mount time of the %d-layer image" % max(self.sz.depths))
             self.mount_time()
+        if not sel or "mount-100k" in sel:
+            log("mount time of the files100k image")
+            self.mount_time("files100k", "mount-100k")
         pod = [w for w in ("podman-run", "podman-build")
                if not sel or w in sel]
         if pod:
